@@ -1,0 +1,125 @@
+//! Batched generation with a KV cache: one prefill over the left-padded prompts, then one
+//! decode step per new token; finished sequences leave the batch.
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::batch::{attention_mask, left_pad, positions};
+use crate::kv_cache::KvCache;
+use crate::rope::rope_tables;
+use crate::sampling::{SamplingParams, sample};
+use crate::transformer::Transformer;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Upper bound on new tokens per sequence.
+    pub max_new_tokens: usize,
+    /// Token choice.
+    pub sampling: SamplingParams,
+    /// Tokens that end a sequence (kept as its last output token).
+    pub stop_ids: Vec<u32>,
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// It produced a stop token.
+    Stop,
+    /// It reached `max_new_tokens`.
+    Length,
+}
+
+/// One generated sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The prompt's token ids.
+    pub prompt_ids: Vec<u32>,
+    /// The generated ids, including the stop token when there is one.
+    pub output_ids: Vec<u32>,
+    /// Log-probability of each generated id under the distribution it was sampled from.
+    pub logprobs: Vec<f32>,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+impl Transformer {
+    /// Run one forward over new tokens `rows[b][t]` after `cache.len()` cached slots and
+    /// return the final hidden states `[B, T, H]`.
+    fn step(&self, rows: &[Vec<u32>], pads: &[usize], cache: &mut KvCache) -> Tensor<3> {
+        let c = &self.config;
+        let (past, t) = (cache.len(), rows[0].len());
+        let rope = rope_tables(&positions(pads, past, t), c.head_dim, c.rope_theta, &self.device);
+        let rep = c.num_attention_heads / c.num_key_value_heads;
+        let mask = attention_mask(pads, past, t, rep, &self.device);
+        self.forward_hidden(self.embed(rows), &rope, mask, cache)
+    }
+
+    /// Teacher-forced logits of every position: `prompts` (any lengths) → per prompt a
+    /// row-major `[len, V]` host array.
+    pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        let (rows, pads) = left_pad(prompts, 0);
+        let (b, t, v) = (rows.len(), rows[0].len(), self.config.vocab_size);
+        let hidden = self.step(&rows, &pads, &mut KvCache::new(self.layers.len()));
+        let logits = self.logits(hidden.reshape([b * t, self.config.hidden_size]));
+        let all = logits.into_data().to_vec::<f32>().expect("f32 logits");
+        (0..b)
+            .map(|i| all[(i * t + pads[i]) * v..(i + 1) * t * v].to_vec())
+            .collect()
+    }
+
+    /// Generate continuations for every prompt in one batch. `on_token(i, id)` is called for
+    /// each new token of prompt `i` as soon as it is chosen.
+    pub fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions, mut on_token: impl FnMut(usize, u32)) -> Vec<Generation> {
+        assert!(prompts.iter().all(|p| !p.is_empty()), "every prompt needs at least one token");
+        let mut out: Vec<Generation> = prompts
+            .iter()
+            .map(|p| Generation {
+                prompt_ids: p.clone(),
+                output_ids: vec![],
+                logprobs: vec![],
+                finish: FinishReason::Length,
+            })
+            .collect();
+        if opts.max_new_tokens == 0 || prompts.is_empty() {
+            return out;
+        }
+        let mut rngs: Vec<_> = (0..prompts.len()).map(|i| opts.sampling.rng(i)).collect();
+        let (h, v) = (self.config.hidden_size, self.config.vocab_size);
+        let (mut rows, mut pads) = left_pad(prompts, 0);
+        // `active[r]` = index into `prompts` of batch row r.
+        let mut active: Vec<usize> = (0..prompts.len()).collect();
+        let mut cache = KvCache::new(self.layers.len());
+        loop {
+            let t = rows[0].len();
+            let hidden = self.step(&rows, &pads, &mut cache); // [B, T, H]
+            let b = active.len();
+            let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
+            let logits = self.logits(last).into_data().to_vec::<f32>().expect("f32 logits"); // [B, V]
+            let mut keep = Vec::with_capacity(b);
+            let mut next_rows = Vec::with_capacity(b);
+            for (r, &i) in active.iter().enumerate() {
+                let (id, lp) = sample(&logits[r * v..(r + 1) * v], &opts.sampling, &mut rngs[i]);
+                let g = &mut out[i];
+                g.output_ids.push(id);
+                g.logprobs.push(lp);
+                on_token(i, id);
+                if opts.stop_ids.contains(&id) {
+                    g.finish = FinishReason::Stop;
+                } else if g.output_ids.len() < opts.max_new_tokens {
+                    keep.push(r);
+                    next_rows.push(vec![id]);
+                }
+            }
+            if keep.is_empty() {
+                return out;
+            }
+            if keep.len() < b {
+                let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+                cache.retain_rows(Tensor::<1, Int>::from_data(TensorData::new(idx, [keep.len()]), &self.device));
+                active = keep.iter().map(|&r| active[r]).collect();
+                pads = keep.iter().map(|&r| pads[r]).collect();
+            }
+            rows = next_rows;
+        }
+    }
+}

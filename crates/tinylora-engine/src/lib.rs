@@ -1,0 +1,20 @@
+//! Batched language-model inference on burn's wgpu backend (Vulkan, Metal, DX12, WebGPU).
+//!
+//! - [`transformer`]: the llama / qwen2 decoder ([`Transformer::load`] from a
+//!   [`tinylora_formats::ModelFile`]).
+//! - [`generate`]: KV-cached, batched generation of prompts of different lengths.
+//! - [`sampling`]: greedy / temperature / top-k / top-p with seeded per-sequence streams.
+
+pub mod batch;
+pub mod device;
+pub mod generate;
+pub mod kv_cache;
+pub mod linear;
+pub mod rope;
+pub mod sampling;
+pub mod transformer;
+
+pub use device::default_device;
+pub use generate::{FinishReason, GenerateOptions, Generation};
+pub use sampling::SamplingParams;
+pub use transformer::Transformer;

@@ -1,0 +1,201 @@
+//! The decoder-only transformer shared by `llama` (SmolLM2, Llama) and `qwen2` (QKV bias).
+//!
+//! Shapes: B batch, T new tokens, S cached + new tokens, H hidden, F MLP width,
+//! n_h query heads, n_kv key/value heads, r = n_h / n_kv, d_h head width, V vocabulary.
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile};
+
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use crate::rope::{RopeBatch, apply_rope};
+
+/// RMSNorm: y = x / sqrt(mean(x²) + ε) · w.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// Scale w `[H]`.
+    pub weight: Tensor<1>,
+    /// ε.
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    /// x `[B, T, H]` → `[B, T, H]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let inv_rms = (x.clone().square().mean_dim(2) + self.eps).sqrt().recip(); // [B, T, 1]
+        x * inv_rms * self.weight.clone().unsqueeze::<3>()
+    }
+}
+
+/// Grouped-query self-attention.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// `[n_h·d_h, H]` (+ bias for qwen2).
+    pub q_proj: Linear,
+    /// `[n_kv·d_h, H]`.
+    pub k_proj: Linear,
+    /// `[n_kv·d_h, H]`.
+    pub v_proj: Linear,
+    /// `[H, n_h·d_h]`.
+    pub o_proj: Linear,
+    n_heads: usize,
+    n_kv: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// x `[B, T, H]`, mask `[B, 1, r·T, S]` (0 or −1e9) → `[B, T, H]`; appends k, v to `cache`.
+    pub fn forward(&self, x: Tensor<3>, rope: &RopeBatch, mask: Tensor<4>, cache: &mut KvCache, layer: usize) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, dh) = (self.n_heads, self.n_kv, self.head_dim);
+        let rep = nh / nkv;
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, dh]).swap_dims(1, 2); // [B, n, T, d_h]
+        let q = apply_rope(heads(self.q_proj.forward(x.clone()), nh), rope);
+        let k = apply_rope(heads(self.k_proj.forward(x.clone()), nkv), rope);
+        let v = heads(self.v_proj.forward(x), nkv);
+        let (k, v) = cache.append(layer, k, v); // [B, n_kv, S, d_h]
+        // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
+        let q = q.reshape([b, nkv, rep * t, dh]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f32).sqrt()) + mask; // [B, n_kv, r·T, S]
+        let out = softmax(scores, 3).matmul(v); // [B, n_kv, r·T, d_h]
+        let out = out.reshape([b, nh, t, dh]).swap_dims(1, 2).reshape([b, t, nh * dh]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// SwiGLU MLP: down(silu(gate(x)) ⊙ up(x)).
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    /// `[F, H]`.
+    pub gate_proj: Linear,
+    /// `[F, H]`.
+    pub up_proj: Linear,
+    /// `[H, F]`.
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    /// x `[B, T, H]` → `[B, T, H]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Self-attention.
+    pub self_attn: Attention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// The MLP.
+    pub mlp: Mlp,
+}
+
+/// The whole model: embedding (host), layers, final norm, LM head (device).
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    /// Hyper-parameters.
+    pub config: ModelConfig,
+    /// Token embedding `[V, H]`, kept in host memory; rows are gathered per step.
+    pub embed_tokens: Vec<f32>,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// LM head `[V, H]` (the embedding itself when tied).
+    pub lm_head: Linear,
+    /// The device everything lives on.
+    pub device: Device,
+}
+
+impl Transformer {
+    /// Load every weight from `file`, checking each shape against the configuration.
+    pub fn load(file: &ModelFile, device: &Device) -> Result<Self, FormatError> {
+        let c = &file.config;
+        let h = c.hidden_size;
+        let vec1 = |t: HostTensor, n: usize| Tensor::<1>::from_data(TensorData::new(t.data, [n]), device);
+        let norm = |name: &str| -> Result<RmsNorm, FormatError> {
+            Ok(RmsNorm {
+                weight: vec1(file.load(name, &[h])?, h),
+                eps: c.rms_norm_eps,
+            })
+        };
+        let linear = |prefix: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear, FormatError> {
+            let w = file.load(&format!("{prefix}.weight"), &[d_out, d_in])?;
+            let b = if bias { Some(file.load(&format!("{prefix}.bias"), &[d_out])?) } else { None };
+            Ok(Linear::new(&w, b.as_ref(), device))
+        };
+        let (q_dim, kv_dim) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let bias = c.attention_bias;
+            layers.push(DecoderLayer {
+                input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+                self_attn: Attention {
+                    q_proj: linear(&format!("{p}.self_attn.q_proj"), q_dim, h, bias)?,
+                    k_proj: linear(&format!("{p}.self_attn.k_proj"), kv_dim, h, bias)?,
+                    v_proj: linear(&format!("{p}.self_attn.v_proj"), kv_dim, h, bias)?,
+                    o_proj: linear(&format!("{p}.self_attn.o_proj"), h, q_dim, false)?,
+                    n_heads: c.num_attention_heads,
+                    n_kv: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                },
+                post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+                mlp: Mlp {
+                    gate_proj: linear(&format!("{p}.mlp.gate_proj"), c.intermediate_size, h, false)?,
+                    up_proj: linear(&format!("{p}.mlp.up_proj"), c.intermediate_size, h, false)?,
+                    down_proj: linear(&format!("{p}.mlp.down_proj"), h, c.intermediate_size, false)?,
+                },
+            });
+        }
+        let embed = file.load("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let lm_head = if c.tie_word_embeddings {
+            Linear::new(&embed, None, device)
+        } else {
+            linear("lm_head", c.vocab_size, h, false)?
+        };
+        Ok(Transformer {
+            config: c.clone(),
+            embed_tokens: embed.data,
+            layers,
+            norm: norm("model.norm.weight")?,
+            lm_head,
+            device: device.clone(),
+        })
+    }
+
+    /// Gather embedding rows for `tokens[b][t]` → `[B, T, H]`.
+    pub fn embed(&self, tokens: &[Vec<u32>]) -> Tensor<3> {
+        let h = self.config.hidden_size;
+        let (b, t) = (tokens.len(), tokens[0].len());
+        let mut data = Vec::with_capacity(b * t * h);
+        for &id in tokens.iter().flatten() {
+            let id = id as usize;
+            data.extend_from_slice(&self.embed_tokens[id * h..(id + 1) * h]);
+        }
+        Tensor::from_data(TensorData::new(data, [b, t, h]), &self.device)
+    }
+
+    /// Run the layers and the final norm: x `[B, T, H]` → hidden `[B, T, H]`.
+    pub fn forward_hidden(&self, mut x: Tensor<3>, rope: &RopeBatch, mask: Tensor<4>, cache: &mut KvCache) -> Tensor<3> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = layer
+                .self_attn
+                .forward(layer.input_layernorm.forward(x.clone()), rope, mask.clone(), cache, i);
+            x = x + a;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        self.norm.forward(x)
+    }
+
+    /// LM head: hidden `[N, H]` → logits `[N, V]`.
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        self.lm_head.forward2(hidden)
+    }
+}

@@ -1,0 +1,21 @@
+//! Model file formats for tinylora.
+//!
+//! - [`gguf`]: GGUF v2/v3 reader; [`quant`]: ggml block dequantization to f32.
+//! - [`model_file`]: one entry point ([`ModelFile::open`]) for a GGUF file or a Hugging Face
+//!   directory (`config.json`, safetensors, `tokenizer.json`, `tokenizer_config.json`).
+//! - [`tokenizer`]: the model's tokenizer; [`chat_template`]: its Jinja chat template.
+
+pub mod chat_template;
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod model_file;
+pub mod quant;
+pub mod tokenizer;
+
+pub use chat_template::{ChatMessage, ChatTemplate};
+pub use config::{Architecture, ModelConfig};
+pub use error::{FormatError, Result};
+pub use gguf::{GgufFile, GgufValue};
+pub use model_file::{HostTensor, ModelFile, TensorSummary};
+pub use tokenizer::TextTokenizer;

@@ -1,0 +1,427 @@
+//! One entry point for model files: a GGUF file or a Hugging Face directory.
+//!
+//! Tensors are always addressed by Hugging Face names (`model.layers.3.self_attn.q_proj.weight`)
+//! and returned as f32 in PyTorch layout; GGUF names and llama's Q/K row permutation are undone
+//! here so that every later stage sees one convention.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+use crate::chat_template::ChatTemplate;
+use crate::config::{Architecture, ModelConfig};
+use crate::error::{FormatError, Result};
+use crate::gguf::{GgufFile, GgufValue};
+use crate::tokenizer::TextTokenizer;
+
+/// A tensor in host memory: f32, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dims, outermost first.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+/// One line of a file's tensor listing.
+#[derive(Debug, Clone)]
+pub struct TensorSummary {
+    /// Name as stored in the file.
+    pub name: String,
+    /// Dims, outermost first.
+    pub shape: Vec<usize>,
+    /// Storage type as the file names it (`Q4_K`, `BF16`, ...).
+    pub dtype: String,
+}
+
+enum Weights {
+    Gguf(GgufFile),
+    Safetensors {
+        shards: Vec<(PathBuf, Mmap)>,
+        /// tensor name -> shard index
+        index: HashMap<String, usize>,
+    },
+}
+
+/// An opened model: configuration, tokenizer, chat template and lazily read weights.
+pub struct ModelFile {
+    path: PathBuf,
+    /// Architecture hyper-parameters.
+    pub config: ModelConfig,
+    /// The model's tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// The model's chat template, when it ships one.
+    pub chat_template: Option<ChatTemplate>,
+    weights: Weights,
+}
+
+impl std::fmt::Debug for ModelFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelFile")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The llama.cpp name of a Hugging Face tensor name.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let short = match module {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{short}.{kind}"))
+}
+
+/// Undo llama.cpp's rotary permutation of Q/K rows.
+///
+/// The converter stores, per head, row `2j + s` = original row `s·d_h/2 + j`
+/// (j < d_h/2, s ∈ {0, 1}); `data` is `[n_heads·d_h, cols]`.
+pub fn unpermute_rows(data: &[f32], n_heads: usize, cols: usize) -> Vec<f32> {
+    let rows = data.len() / cols;
+    let head_dim = rows / n_heads;
+    let half = head_dim / 2;
+    let mut out = vec![0.0; data.len()];
+    for h in 0..n_heads {
+        for j in 0..half {
+            for s in 0..2 {
+                let src = h * head_dim + 2 * j + s;
+                let dst = h * head_dim + s * half + j;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| FormatError::invalid(path, format!("invalid JSON: {e}")))
+}
+
+fn map_file(path: &Path) -> Result<Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+    // SAFETY: read-only mapping of a file tinylora never modifies in place.
+    unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))
+}
+
+impl ModelFile {
+    /// Open a `.gguf` file or a Hugging Face model directory.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::open_hf_dir(path)
+        } else if path.exists() {
+            Self::open_gguf(path)
+        } else {
+            Err(FormatError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ))
+        }
+    }
+
+    /// The path this model was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_gguf(path: &Path) -> Result<Self> {
+        let gguf = GgufFile::open(path)?;
+        let arch_name = gguf.require_str("general.architecture")?;
+        let architecture = Architecture::parse(arch_name).ok_or_else(|| {
+            FormatError::invalid(path, format!("architecture {arch_name:?} is not supported (llama, qwen2)"))
+        })?;
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as usize);
+        let f = |k: &str, default: f64| gguf.get(&key(k)).and_then(GgufValue::as_f64).unwrap_or(default) as f32;
+        let hidden_size = u("embedding_length")?;
+        let num_attention_heads = u("attention.head_count")?;
+        let tokenizer = TextTokenizer::from_gguf(&gguf)?;
+        let vocab_size = match gguf.get(&key("vocab_size")).and_then(GgufValue::as_u64) {
+            Some(v) => v as usize,
+            None => tokenizer.inner.get_vocab_size(true),
+        };
+        let config = ModelConfig {
+            architecture,
+            hidden_size,
+            intermediate_size: u("feed_forward_length")?,
+            num_hidden_layers: u("block_count")?,
+            num_attention_heads,
+            num_key_value_heads: u("attention.head_count_kv").unwrap_or(num_attention_heads),
+            head_dim: u("attention.key_length").unwrap_or(hidden_size / num_attention_heads),
+            vocab_size,
+            rope_theta: f("rope.freq_base", 10_000.0),
+            rms_norm_eps: f("attention.layer_norm_rms_epsilon", 1e-6),
+            tie_word_embeddings: gguf.tensor_info("output.weight").is_none(),
+            attention_bias: gguf.tensor_info("blk.0.attn_q.bias").is_some(),
+            max_position_embeddings: u("context_length").unwrap_or(4096),
+        };
+        let chat_template = match gguf.get("tokenizer.chat_template").and_then(GgufValue::as_str) {
+            Some(src) => Some(Self::compile_template(path, src, &tokenizer)?),
+            None => None,
+        };
+        Ok(ModelFile {
+            path: path.to_path_buf(),
+            config,
+            tokenizer,
+            chat_template,
+            weights: Weights::Gguf(gguf),
+        })
+    }
+
+    fn compile_template(path: &Path, src: &str, tok: &TextTokenizer) -> Result<ChatTemplate> {
+        let name = |t: &Option<(u32, String)>| t.as_ref().map(|t| t.1.clone()).unwrap_or_default();
+        ChatTemplate::new(src, &name(&tok.bos_token), &name(&tok.eos_token))
+            .map_err(|e| FormatError::invalid(path, e))
+    }
+
+    fn open_hf_dir(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.exists() {
+            return Err(FormatError::missing(dir, "config.json (a Hugging Face model directory needs one)"));
+        }
+        let cfg = read_json(&cfg_path)?;
+        let num = |k: &str| -> Result<usize> {
+            cfg.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| FormatError::missing(&cfg_path, format!("field `{k}`")))
+        };
+        let model_type = cfg
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| FormatError::missing(&cfg_path, "field `model_type`"))?;
+        let architecture = Architecture::parse(model_type).ok_or_else(|| {
+            FormatError::invalid(&cfg_path, format!("model_type {model_type:?} is not supported (llama, qwen2)"))
+        })?;
+        let hidden_size = num("hidden_size")?;
+        let num_attention_heads = num("num_attention_heads")?;
+        let float = |k: &str, d: f64| cfg.get(k).and_then(Value::as_f64).unwrap_or(d) as f32;
+        let config = ModelConfig {
+            architecture,
+            hidden_size,
+            intermediate_size: num("intermediate_size")?,
+            num_hidden_layers: num("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads: num("num_key_value_heads").unwrap_or(num_attention_heads),
+            head_dim: num("head_dim").unwrap_or(hidden_size / num_attention_heads),
+            vocab_size: num("vocab_size")?,
+            rope_theta: float("rope_theta", 10_000.0),
+            rms_norm_eps: float("rms_norm_eps", 1e-6),
+            tie_word_embeddings: cfg.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            attention_bias: architecture == Architecture::Qwen2
+                || cfg.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
+            max_position_embeddings: num("max_position_embeddings").unwrap_or(4096),
+        };
+        let eos_ids: Vec<u32> = match cfg.get("eos_token_id") {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
+            Some(v) => v.as_u64().map(|v| v as u32).into_iter().collect(),
+            None => vec![],
+        };
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.exists() {
+            return Err(FormatError::missing(dir, "tokenizer.json (the model's tokenizer)"));
+        }
+        let tok_cfg_path = dir.join("tokenizer_config.json");
+        let tok_cfg = if tok_cfg_path.exists() { read_json(&tok_cfg_path)? } else { Value::Null };
+        let tokenizer = TextTokenizer::from_hf_files(&tok_path, &tok_cfg, &eos_ids)?;
+        let template_src = match tok_cfg.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str().map(String::from)),
+            _ => None,
+        };
+        let chat_template = match template_src {
+            Some(src) => Some(Self::compile_template(&tok_cfg_path, &src, &tokenizer)?),
+            None => None,
+        };
+        let weights = Self::open_safetensors(dir)?;
+        Ok(ModelFile {
+            path: dir.to_path_buf(),
+            config,
+            tokenizer,
+            chat_template,
+            weights,
+        })
+    }
+
+    fn open_safetensors(dir: &Path) -> Result<Weights> {
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if single.exists() {
+            vec![single]
+        } else if index_path.exists() {
+            let idx = read_json(&index_path)?;
+            let map = idx
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| FormatError::missing(&index_path, "field `weight_map`"))?;
+            let mut names: Vec<&str> = map.values().filter_map(Value::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            names.iter().map(|n| dir.join(n)).collect()
+        } else {
+            return Err(FormatError::missing(dir, "model.safetensors or model.safetensors.index.json"));
+        };
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        for file in files {
+            let mmap = map_file(&file)?;
+            let st = SafeTensors::deserialize(&mmap)
+                .map_err(|e| FormatError::invalid(&file, format!("invalid safetensors file: {e}")))?;
+            for name in st.names() {
+                index.insert(name.to_string(), shards.len());
+            }
+            shards.push((file, mmap));
+        }
+        Ok(Weights::Safetensors { shards, index })
+    }
+
+    /// Every tensor stored in the file, in file order (GGUF) or name order (safetensors).
+    pub fn tensor_summaries(&self) -> Vec<TensorSummary> {
+        match &self.weights {
+            Weights::Gguf(g) => g
+                .tensors
+                .iter()
+                .map(|t| TensorSummary {
+                    name: t.name.clone(),
+                    shape: t.shape(),
+                    dtype: t.dtype.name(),
+                })
+                .collect(),
+            Weights::Safetensors { shards, .. } => {
+                let mut out = BTreeMap::new();
+                for (_, mmap) in shards {
+                    if let Ok(st) = SafeTensors::deserialize(mmap) {
+                        for (name, view) in st.tensors() {
+                            out.insert(name.clone(), TensorSummary {
+                                name,
+                                shape: view.shape().to_vec(),
+                                dtype: format!("{:?}", view.dtype()),
+                            });
+                        }
+                    }
+                }
+                out.into_values().collect()
+            }
+        }
+    }
+
+    /// GGUF metadata (empty for Hugging Face directories).
+    pub fn gguf_metadata(&self) -> Option<&BTreeMap<String, GgufValue>> {
+        match &self.weights {
+            Weights::Gguf(g) => Some(&g.metadata),
+            Weights::Safetensors { .. } => None,
+        }
+    }
+
+    /// Whether the file holds a tensor (Hugging Face name).
+    pub fn has_tensor(&self, name: &str) -> bool {
+        match &self.weights {
+            Weights::Gguf(g) => gguf_name(name).is_some_and(|n| g.tensor_info(&n).is_some()),
+            Weights::Safetensors { index, .. } => index.contains_key(name),
+        }
+    }
+
+    /// Read a tensor by Hugging Face name as f32 and check its shape.
+    pub fn load(&self, name: &str, expected: &[usize]) -> Result<HostTensor> {
+        let t = self.load_any(name)?;
+        if t.shape != expected {
+            return Err(FormatError::ShapeMismatch {
+                path: self.path.clone(),
+                tensor: name.into(),
+                found: t.shape,
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Read a tensor by Hugging Face name as f32, whatever its shape.
+    pub fn load_any(&self, name: &str) -> Result<HostTensor> {
+        let missing = || FormatError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+        };
+        match &self.weights {
+            Weights::Gguf(g) => {
+                let gname = gguf_name(name).ok_or_else(missing)?;
+                let info = g.tensor_info(&gname).ok_or_else(missing)?;
+                let shape = info.shape();
+                let mut data = g.tensor_f32(info)?;
+                let cfg = &self.config;
+                if cfg.architecture == Architecture::Llama && shape.len() == 2 {
+                    if name.ends_with("q_proj.weight") {
+                        data = unpermute_rows(&data, cfg.num_attention_heads, shape[1]);
+                    } else if name.ends_with("k_proj.weight") {
+                        data = unpermute_rows(&data, cfg.num_key_value_heads, shape[1]);
+                    }
+                }
+                Ok(HostTensor { shape, data })
+            }
+            Weights::Safetensors { shards, index } => {
+                let &i = index.get(name).ok_or_else(missing)?;
+                let (file, mmap) = &shards[i];
+                let st = SafeTensors::deserialize(mmap)
+                    .map_err(|e| FormatError::invalid(file, format!("invalid safetensors file: {e}")))?;
+                let view = st.tensor(name).map_err(|_| missing())?;
+                let bytes = view.data();
+                let data: Vec<f32> = match view.dtype() {
+                    Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    Dtype::F16 => bytes
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    Dtype::BF16 => bytes
+                        .chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    other => {
+                        return Err(FormatError::UnsupportedType {
+                            path: file.clone(),
+                            tensor: name.into(),
+                            dtype: format!("{other:?}"),
+                        });
+                    }
+                };
+                Ok(HostTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                })
+            }
+        }
+    }
+
+    /// A one-line description of the storage types, e.g. `Q4_1 ×211, F32 ×61`.
+    pub fn dtype_summary(&self) -> String {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for t in self.tensor_summaries() {
+            *counts.entry(t.dtype).or_default() += 1;
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.iter().map(|(d, n)| format!("{d} ×{n}")).collect::<Vec<_>>().join(", ")
+    }
+}

@@ -1,0 +1,272 @@
+//! ggml tensor types and their dequantization to f32.
+//!
+//! Block layouts follow ggml (`ggml-common.h`): every quantized type stores fixed-size blocks
+//! of `block_size()` values in `type_size()` bytes, little-endian, f16 scales.
+
+use half::{bf16, f16};
+
+/// QK_K: values per K-quant super-block.
+const QK_K: usize = 256;
+
+/// A ggml tensor element type (the subset with a stable, documented layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types, missing_docs)]
+pub enum GgmlType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    Q8_K,
+}
+
+impl GgmlType {
+    /// The type for a ggml type number, `None` when unknown.
+    pub fn from_id(id: u32) -> Option<Self> {
+        use GgmlType::*;
+        Some(match id {
+            0 => F32,
+            1 => F16,
+            2 => Q4_0,
+            3 => Q4_1,
+            6 => Q5_0,
+            7 => Q5_1,
+            8 => Q8_0,
+            9 => Q8_1,
+            10 => Q2_K,
+            11 => Q3_K,
+            12 => Q4_K,
+            13 => Q5_K,
+            14 => Q6_K,
+            15 => Q8_K,
+            30 => BF16,
+            _ => return None,
+        })
+    }
+
+    /// Values per block.
+    pub fn block_size(self) -> usize {
+        use GgmlType::*;
+        match self {
+            F32 | F16 | BF16 => 1,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => 32,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => QK_K,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn type_size(self) -> usize {
+        use GgmlType::*;
+        match self {
+            F32 => 4,
+            F16 | BF16 => 2,
+            Q4_0 => 2 + 16,
+            Q4_1 => 2 + 2 + 16,
+            Q5_0 => 2 + 4 + 16,
+            Q5_1 => 2 + 2 + 4 + 16,
+            Q8_0 => 2 + 32,
+            Q8_1 => 2 + 2 + 32,
+            Q2_K => QK_K / 16 + QK_K / 4 + 2 + 2,
+            Q3_K => QK_K / 8 + QK_K / 4 + 12 + 2,
+            Q4_K => 2 + 2 + 12 + QK_K / 2,
+            Q5_K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
+            Q6_K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+            Q8_K => 4 + QK_K + QK_K / 16 * 2,
+        }
+    }
+
+    /// Bytes taken by `n` values (n must be a multiple of the block size).
+    pub fn bytes_for(self, n: usize) -> usize {
+        n / self.block_size() * self.type_size()
+    }
+
+    /// Whether [`dequantize`] supports this type.
+    pub fn can_dequantize(self) -> bool {
+        !matches!(
+            self,
+            GgmlType::Q8_1 | GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q8_K
+        )
+    }
+
+    /// ggml's name for the type (`Q4_K`, `F16`, ...).
+    pub fn name(self) -> String {
+        format!("{self:?}")
+    }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+/// Dequantize `bytes` of type `ty` to f32. `bytes.len()` must be a whole number of blocks.
+///
+/// Returns `None` for types that [`GgmlType::can_dequantize`] rejects.
+pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
+    if !ty.can_dequantize() {
+        return None;
+    }
+    let blocks = bytes.chunks_exact(ty.type_size());
+    let mut out = Vec::with_capacity(bytes.len() / ty.type_size() * ty.block_size());
+    match ty {
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|c| f16_at(c, 0))),
+        GgmlType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
+        ),
+        GgmlType::Q4_0 => blocks.for_each(|b| q4_0(b, &mut out)),
+        GgmlType::Q4_1 => blocks.for_each(|b| q4_1(b, &mut out)),
+        GgmlType::Q5_0 => blocks.for_each(|b| q5_0(b, &mut out)),
+        GgmlType::Q5_1 => blocks.for_each(|b| q5_1(b, &mut out)),
+        GgmlType::Q8_0 => blocks.for_each(|b| q8_0(b, &mut out)),
+        GgmlType::Q4_K => blocks.for_each(|b| q4_k(b, &mut out)),
+        GgmlType::Q5_K => blocks.for_each(|b| q5_k(b, &mut out)),
+        GgmlType::Q6_K => blocks.for_each(|b| q6_k(b, &mut out)),
+        _ => unreachable!("checked by can_dequantize"),
+    }
+    Some(out)
+}
+
+/// Q4_0: `d: f16, qs: [u8; 16]`; x[j] = d (lo4(qs[j]) - 8), x[j+16] = d (hi4(qs[j]) - 8).
+fn q4_0(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    let qs = &b[2..18];
+    out.extend(qs.iter().map(|&q| d * ((q & 0xF) as f32 - 8.0)));
+    out.extend(qs.iter().map(|&q| d * ((q >> 4) as f32 - 8.0)));
+}
+
+/// Q4_1: `d: f16, m: f16, qs: [u8; 16]`; x = d q + m.
+fn q4_1(b: &[u8], out: &mut Vec<f32>) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    let qs = &b[4..20];
+    out.extend(qs.iter().map(|&q| d * (q & 0xF) as f32 + m));
+    out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
+}
+
+/// The 5-bit codes of a Q5 block: low nibbles from `qs`, fifth bits from the 32-bit `qh`.
+fn q5_codes(qh: &[u8], qs: &[u8]) -> [u8; 32] {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let mut codes = [0u8; 32];
+    for j in 0..16 {
+        let hi0 = ((qh >> j) & 1) as u8;
+        let hi1 = ((qh >> (j + 16)) & 1) as u8;
+        codes[j] = (qs[j] & 0xF) | (hi0 << 4);
+        codes[j + 16] = (qs[j] >> 4) | (hi1 << 4);
+    }
+    codes
+}
+
+/// Q5_0: `d: f16, qh: u32, qs: [u8; 16]`; x = d (q5 - 16).
+fn q5_0(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    out.extend(
+        q5_codes(&b[2..6], &b[6..22])
+            .iter()
+            .map(|&q| d * (q as f32 - 16.0)),
+    );
+}
+
+/// Q5_1: `d: f16, m: f16, qh: u32, qs: [u8; 16]`; x = d q5 + m.
+fn q5_1(b: &[u8], out: &mut Vec<f32>) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    out.extend(
+        q5_codes(&b[4..8], &b[8..24])
+            .iter()
+            .map(|&q| d * q as f32 + m),
+    );
+}
+
+/// Q8_0: `d: f16, qs: [i8; 32]`; x = d q.
+fn q8_0(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    out.extend(b[2..34].iter().map(|&q| d * (q as i8) as f32));
+}
+
+/// The 6-bit (scale, min) pair of sub-block `j` from the 12 packed bytes of Q4_K / Q5_K.
+fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
+    if j < 4 {
+        ((s[j] & 63) as f32, (s[j + 4] & 63) as f32)
+    } else {
+        let sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        let m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        (sc as f32, m as f32)
+    }
+}
+
+/// Q4_K: `d, dmin: f16, scales: [u8; 12], qs: [u8; 128]`, 8 sub-blocks of 32;
+/// x = d·sc_s·q − dmin·m_s. Each 32 bytes of `qs` hold two sub-blocks (low, then high nibbles).
+fn q4_k(b: &[u8], out: &mut Vec<f32>) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    let qs = &b[16..144];
+    for (pair, q) in qs.chunks_exact(32).enumerate() {
+        let (sc1, m1) = scale_min_k4(2 * pair, scales);
+        let (sc2, m2) = scale_min_k4(2 * pair + 1, scales);
+        out.extend(q.iter().map(|&v| d * sc1 * (v & 0xF) as f32 - dmin * m1));
+        out.extend(q.iter().map(|&v| d * sc2 * (v >> 4) as f32 - dmin * m2));
+    }
+}
+
+/// Q5_K: `d, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`; as Q4_K with a fifth
+/// bit per value: sub-block s takes bit s of `qh[l]`.
+fn q5_k(b: &[u8], out: &mut Vec<f32>) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let qs = &b[48..176];
+    for (pair, q) in qs.chunks_exact(32).enumerate() {
+        for (half, shift) in [(0usize, 0u32), (1, 4)] {
+            let s = 2 * pair + half;
+            let (sc, m) = scale_min_k4(s, scales);
+            out.extend(q.iter().zip(qh).map(|(&v, &h)| {
+                let code = ((v >> shift) & 0xF) | (((h >> s) & 1) << 4);
+                d * sc * code as f32 - dmin * m
+            }));
+        }
+    }
+}
+
+/// Q6_K: `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`, 16 sub-blocks of 16;
+/// x = d·sc·(q6 − 32).
+fn q6_k(b: &[u8], out: &mut Vec<f32>) {
+    let ql = &b[0..128];
+    let qh = &b[128..192];
+    let sc = &b[192..208];
+    let d = f16_at(b, 208);
+    let start = out.len();
+    out.resize(start + QK_K, 0.0);
+    let y = &mut out[start..];
+    for half in 0..2 {
+        let (ql, qh, sc, y) = (
+            &ql[64 * half..],
+            &qh[32 * half..],
+            &sc[8 * half..],
+            &mut y[128 * half..],
+        );
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+    }
+}
