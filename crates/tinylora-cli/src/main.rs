@@ -1,1 +1,33 @@
-fn main() {}
+//! `tinylora`: train and apply TinyLoRA adapters on any GPU through WebGPU.
+
+mod generate;
+mod info;
+mod load;
+
+use clap::{Parser, Subcommand};
+
+/// TinyLoRA on WebGPU: run language models, train tiny adapters with GRPO, apply them.
+///
+/// --model takes a GGUF file or a Hugging Face directory (config.json, model.safetensors or a
+/// sharded index, tokenizer.json). Fetch the default model with scripts/fetch_models.sh.
+#[derive(Parser)]
+#[command(name = "tinylora", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's architecture, parameter count, storage types and tensors.
+    Info(info::InfoArgs),
+    /// Generate text with a model (greedy or sampled, batched over --num-samples).
+    Generate(generate::GenerateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Info(args) => info::run(args),
+        Command::Generate(args) => generate::run(args),
+    }
+}

@@ -92,3 +92,70 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> 
     let &(id, z) = cand.last().expect("no candidates");
     (id, z - lse)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOGITS: [f32; 5] = [1.0, 3.0, 0.5, 2.5, -1.0];
+
+    fn softmax(x: &[f32]) -> Vec<f64> {
+        let z: f64 = x.iter().map(|&v| (v as f64).exp()).sum();
+        x.iter().map(|&v| (v as f64).exp() / z).collect()
+    }
+
+    #[test]
+    fn greedy_is_argmax_with_model_logprob() {
+        let (id, lp) = sample(&LOGITS, &SamplingParams::greedy(), &mut SamplingParams::greedy().rng(0));
+        assert_eq!(id, 1);
+        assert!((lp as f64 - softmax(&LOGITS)[1].ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn temperature_one_matches_softmax_frequencies() {
+        let p = SamplingParams { temperature: 1.0, seed: 7, ..Default::default() };
+        let mut rng = p.rng(3);
+        let n = 40_000;
+        let mut counts = [0usize; 5];
+        for _ in 0..n {
+            let (id, lp) = sample(&LOGITS, &p, &mut rng);
+            counts[id as usize] += 1;
+            assert!((lp as f64 - softmax(&LOGITS)[id as usize].ln()).abs() < 1e-5);
+        }
+        for (c, q) in counts.iter().zip(softmax(&LOGITS)) {
+            let f = *c as f64 / n as f64;
+            assert!((f - q).abs() < 4.0 * (q * (1.0 - q) / n as f64).sqrt() + 1e-3, "freq {f} vs prob {q}");
+        }
+    }
+
+    #[test]
+    fn top_k_and_top_p_truncate_and_renormalise() {
+        let p = SamplingParams { temperature: 1.0, top_k: 2, seed: 1, ..Default::default() };
+        let mut rng = p.rng(0);
+        let s = softmax(&LOGITS);
+        for _ in 0..200 {
+            let (id, lp) = sample(&LOGITS, &p, &mut rng);
+            assert!(id == 1 || id == 3);
+            let renorm = s[id as usize] / (s[1] + s[3]);
+            assert!((lp as f64 - renorm.ln()).abs() < 1e-5);
+        }
+        // top-p 0.5: token 1 alone has mass 0.51 > 0.5
+        let p = SamplingParams { temperature: 1.0, top_p: 0.5, seed: 1, ..Default::default() };
+        assert!(s[1] > 0.5);
+        let mut rng = p.rng(0);
+        for _ in 0..50 {
+            assert_eq!(sample(&LOGITS, &p, &mut rng), (1, 0.0));
+        }
+    }
+
+    #[test]
+    fn streams_are_reproducible_and_independent() {
+        let p = SamplingParams { temperature: 1.0, seed: 42, ..Default::default() };
+        let draw = |stream| {
+            let mut rng = p.rng(stream);
+            (0..64).map(|_| sample(&LOGITS, &p, &mut rng).0).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(0), draw(0));
+        assert_ne!(draw(0), draw(1));
+    }
+}

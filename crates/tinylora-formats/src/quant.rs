@@ -270,3 +270,166 @@ fn q6_k(b: &[u8], out: &mut Vec<f32>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each test packs hand-chosen codes and scales into a block by the ggml layout and
+    //! checks every value against the type's defining formula.
+    use super::*;
+
+    fn h(x: f32) -> [u8; 2] {
+        f16::from_f32(x).to_le_bytes()
+    }
+
+    fn check(ty: GgmlType, block: &[u8], expected: &[f32]) {
+        assert_eq!(block.len(), ty.type_size(), "{ty:?} block size");
+        let got = dequantize(ty, block).unwrap();
+        assert_eq!(got.len(), ty.block_size());
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{ty:?}[{i}]: got {g}, expected {e}");
+        }
+    }
+
+    fn pack_nibbles(q: &[u8]) -> Vec<u8> {
+        (0..16).map(|j| q[j] | (q[j + 16] << 4)).collect()
+    }
+
+    fn pack_qh(q: &[u8]) -> [u8; 4] {
+        let bits = (0..32).fold(0u32, |acc, i| acc | (((q[i] >> 4) as u32 & 1) << i));
+        bits.to_le_bytes()
+    }
+
+    #[test]
+    fn q4_0_block() {
+        let q: Vec<u8> = (0..32).map(|i| (i * 5 % 16) as u8).collect();
+        let mut b = h(0.5).to_vec();
+        b.extend(pack_nibbles(&q));
+        let e: Vec<f32> = q.iter().map(|&q| 0.5 * (q as f32 - 8.0)).collect();
+        check(GgmlType::Q4_0, &b, &e);
+    }
+
+    #[test]
+    fn q4_1_block() {
+        let q: Vec<u8> = (0..32).map(|i| (i * 3 % 16) as u8).collect();
+        let mut b = h(0.25).to_vec();
+        b.extend(h(-1.5));
+        b.extend(pack_nibbles(&q));
+        let e: Vec<f32> = q.iter().map(|&q| 0.25 * q as f32 - 1.5).collect();
+        check(GgmlType::Q4_1, &b, &e);
+    }
+
+    #[test]
+    fn q5_0_block() {
+        let q: Vec<u8> = (0..32).map(|i| (i * 7 % 32) as u8).collect();
+        let mut b = h(0.125).to_vec();
+        b.extend(pack_qh(&q));
+        b.extend(pack_nibbles(&q.iter().map(|v| v & 0xF).collect::<Vec<_>>()));
+        let e: Vec<f32> = q.iter().map(|&q| 0.125 * (q as f32 - 16.0)).collect();
+        check(GgmlType::Q5_0, &b, &e);
+    }
+
+    #[test]
+    fn q5_1_block() {
+        let q: Vec<u8> = (0..32).map(|i| (31 - i * 11 % 32) as u8).collect();
+        let mut b = h(0.5).to_vec();
+        b.extend(h(2.0));
+        b.extend(pack_qh(&q));
+        b.extend(pack_nibbles(&q.iter().map(|v| v & 0xF).collect::<Vec<_>>()));
+        let e: Vec<f32> = q.iter().map(|&q| 0.5 * q as f32 + 2.0).collect();
+        check(GgmlType::Q5_1, &b, &e);
+    }
+
+    #[test]
+    fn q8_0_block() {
+        let q: Vec<i8> = (0..32).map(|i| (i * 9 - 128) as i8).collect();
+        let mut b = h(0.0625).to_vec();
+        b.extend(q.iter().map(|&v| v as u8));
+        let e: Vec<f32> = q.iter().map(|&q| 0.0625 * q as f32).collect();
+        check(GgmlType::Q8_0, &b, &e);
+    }
+
+    #[test]
+    fn f16_bf16_f32() {
+        let vals = [1.5f32, -2.25, 0.0, 65504.0];
+        let f16b: Vec<u8> = vals.iter().flat_map(|&v| h(v)).collect();
+        assert_eq!(dequantize(GgmlType::F16, &f16b).unwrap(), vals);
+        let bf: Vec<u8> = vals.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect();
+        assert_eq!(dequantize(GgmlType::BF16, &bf).unwrap(), [1.5, -2.25, 0.0, 65536.0]);
+        let f: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(dequantize(GgmlType::F32, &f).unwrap(), vals);
+    }
+
+    /// The 12-byte packing of eight 6-bit scales and mins used by Q4_K and Q5_K.
+    fn pack_scales_k4(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
+        let mut s = [0u8; 12];
+        for j in 0..4 {
+            s[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            s[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+            s[j + 8] = (sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4);
+        }
+        s
+    }
+
+    const SC: [u8; 8] = [1, 63, 17, 40, 33, 5, 62, 48];
+    const MN: [u8; 8] = [0, 12, 63, 31, 50, 7, 19, 36];
+
+    #[test]
+    fn q4_k_block() {
+        let q: Vec<u8> = (0..256).map(|i| (i * 7 % 16) as u8).collect();
+        let mut b = h(0.5).to_vec();
+        b.extend(h(0.25));
+        b.extend(pack_scales_k4(&SC, &MN));
+        for p in 0..4 {
+            b.extend((0..32).map(|l| q[64 * p + l] | (q[64 * p + 32 + l] << 4)));
+        }
+        let e: Vec<f32> = (0..256)
+            .map(|i| 0.5 * SC[i / 32] as f32 * q[i] as f32 - 0.25 * MN[i / 32] as f32)
+            .collect();
+        check(GgmlType::Q4_K, &b, &e);
+    }
+
+    #[test]
+    fn q5_k_block() {
+        let q: Vec<u8> = (0..256).map(|i| (i * 13 % 32) as u8).collect();
+        let mut b = h(0.125).to_vec();
+        b.extend(h(0.5));
+        b.extend(pack_scales_k4(&SC, &MN));
+        b.extend((0..32).map(|l| (0..8).fold(0u8, |acc, s| acc | (((q[32 * s + l] >> 4) & 1) << s))));
+        for p in 0..4 {
+            b.extend((0..32).map(|l| (q[64 * p + l] & 0xF) | ((q[64 * p + 32 + l] & 0xF) << 4)));
+        }
+        let e: Vec<f32> = (0..256)
+            .map(|i| 0.125 * SC[i / 32] as f32 * q[i] as f32 - 0.5 * MN[i / 32] as f32)
+            .collect();
+        check(GgmlType::Q5_K, &b, &e);
+    }
+
+    #[test]
+    fn q6_k_block() {
+        let q: Vec<u8> = (0..256).map(|i| (i * 29 % 64) as u8).collect();
+        let sc: Vec<i8> = (0..16).map(|i| (i * 17 - 128) as i8).collect();
+        let (mut ql, mut qh) = (vec![0u8; 128], vec![0u8; 64]);
+        for half in 0..2 {
+            for l in 0..32 {
+                let e = |k: usize| q[128 * half + l + 32 * k];
+                ql[64 * half + l] = (e(0) & 0xF) | ((e(2) & 0xF) << 4);
+                ql[64 * half + l + 32] = (e(1) & 0xF) | ((e(3) & 0xF) << 4);
+                qh[32 * half + l] = (e(0) >> 4) | ((e(1) >> 4) << 2) | ((e(2) >> 4) << 4) | ((e(3) >> 4) << 6);
+            }
+        }
+        let mut b = ql;
+        b.extend(qh);
+        b.extend(sc.iter().map(|&s| s as u8));
+        b.extend(h(0.03125));
+        let e: Vec<f32> = (0..256)
+            .map(|i| 0.03125 * sc[i / 16] as f32 * (q[i] as f32 - 32.0))
+            .collect();
+        check(GgmlType::Q6_K, &b, &e);
+    }
+
+    #[test]
+    fn unsupported_types_are_refused() {
+        assert!(dequantize(GgmlType::Q2_K, &vec![0; GgmlType::Q2_K.type_size()]).is_none());
+        assert_eq!(GgmlType::from_id(99), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! `tinylora info`: what is in a model file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tinylora_formats::ModelFile;
+
+/// Arguments of `tinylora info`.
+#[derive(Args)]
+pub struct InfoArgs {
+    /// GGUF file or Hugging Face model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Also list every tensor with its shape and storage type.
+    #[arg(long)]
+    tensors: bool,
+    /// Also list GGUF metadata (arrays summarised).
+    #[arg(long)]
+    metadata: bool,
+}
+
+/// Print the summary.
+pub fn run(args: InfoArgs) -> anyhow::Result<()> {
+    let file = ModelFile::open(&args.model).with_context(|| format!("cannot open model {}", args.model.display()))?;
+    let c = &file.config;
+    let tensors = file.tensor_summaries();
+    println!("model:          {}", args.model.display());
+    println!("architecture:   {}", c.architecture.name());
+    println!("parameters:     {} ({:.1}M)", c.parameter_count(), c.parameter_count() as f64 / 1e6);
+    println!("layers:         {}", c.num_hidden_layers);
+    println!("hidden / ffn:   {} / {}", c.hidden_size, c.intermediate_size);
+    println!("heads (q / kv): {} / {} × {}", c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    println!("vocab:          {}", c.vocab_size);
+    println!("rope θ / rms ε: {} / {:e}", c.rope_theta, c.rms_norm_eps);
+    println!("tied embedding: {}", c.tie_word_embeddings);
+    println!("qkv bias:       {}", c.attention_bias);
+    println!("context:        {}", c.max_position_embeddings);
+    println!("storage types:  {}", file.dtype_summary());
+    println!("tensors:        {}", tensors.len());
+    let tok = &file.tokenizer;
+    let name = |t: &Option<(u32, String)>| t.as_ref().map_or("-".into(), |(id, s)| format!("{s} ({id})"));
+    println!("bos / eos:      {} / {}", name(&tok.bos_token), name(&tok.eos_token));
+    println!("stop tokens:    {:?}", tok.stop_ids);
+    println!("chat template:  {}", if file.chat_template.is_some() { "yes" } else { "no" });
+    if args.metadata {
+        if let Some(meta) = file.gguf_metadata() {
+            println!();
+            for (k, v) in meta {
+                println!("{k} = {}", v.summary());
+            }
+        }
+    }
+    if args.tensors {
+        println!();
+        for t in tensors {
+            println!("{:<48} {:<8} {:?}", t.name, t.dtype, t.shape);
+        }
+    }
+    Ok(())
+}

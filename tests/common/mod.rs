@@ -1,0 +1,43 @@
+//! Shared test support: model fixtures written from scratch and an independent CPU reference.
+#![allow(dead_code)]
+
+pub mod gguf_writer;
+pub mod reference;
+pub mod tiny_model;
+
+use std::path::PathBuf;
+
+/// Root of the repository.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A real model fetched by `scripts/fetch_models.sh`; panics with the command to run if absent.
+pub fn real_model(file: &str, fetch_name: &str) -> PathBuf {
+    let dir = std::env::var_os("TINYLORA_MODELS").map_or_else(|| repo().join("models"), PathBuf::from);
+    let path = dir.join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/fetch_models.sh {fetch_name}` first",
+        path.display()
+    );
+    path
+}
+
+/// SmolLM2-135M-Instruct (Q4_1 GGUF).
+pub fn smollm2() -> PathBuf {
+    real_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2")
+}
+
+/// Qwen2.5-Coder-0.5B-Instruct (Q5_0 / Q8_0 / Q4_K GGUF).
+pub fn qwen05() -> PathBuf {
+    real_model("Qwen2.5-Coder-0.5B-Instruct.gguf", "qwen0.5b")
+}
+
+/// A fresh temporary directory under the target dir's tmp.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tinylora-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
