@@ -61,7 +61,7 @@ impl Transformer {
         let (b, t, v) = (rows.len(), rows[0].len(), self.config.vocab_size);
         let hidden = self.step(&rows, &pads, &mut KvCache::new(self.layers.len()));
         let logits = self.logits(hidden.reshape([b * t, self.config.hidden_size]));
-        let all = logits.into_data().to_vec::<f32>().expect("f32 logits");
+        let all = logits.into_data().try_into_vec::<f32>().expect("f32 logits");
         (0..b)
             .map(|i| all[(i * t + pads[i]) * v..(i + 1) * t * v].to_vec())
             .collect()
@@ -94,7 +94,7 @@ impl Transformer {
             let hidden = self.step(&rows, &pads, &mut cache); // [B, T, H]
             let b = active.len();
             let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
-            let logits = self.logits(last).into_data().to_vec::<f32>().expect("f32 logits"); // [B, V]
+            let logits = self.logits(last).into_data().try_into_vec::<f32>().expect("f32 logits"); // [B, V]
             let mut keep = Vec::with_capacity(b);
             let mut next_rows = Vec::with_capacity(b);
             for (r, &i) in active.iter().enumerate() {

