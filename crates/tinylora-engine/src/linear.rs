@@ -3,6 +3,8 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::HostTensor;
 
+use crate::kernels::{SKINNY_MAX_ROWS, skinny_matmul};
+
 /// Largest tensor a single storage binding may hold on every target we care about
 /// (lavapipe and WebGPU both cap a binding at 128 MiB); bigger weights are split by columns.
 pub const MAX_BINDING_BYTES: usize = 64 << 20;
@@ -52,12 +54,21 @@ impl Linear {
         }
     }
 
-    /// x `[N, d_in]` → `[N, d_out]`.
+    /// x `[N, d_in]` → `[N, d_out]`. Few rows (decode steps) use the skinny WGSL kernel,
+    /// which reads each weight once; more rows use burn's tiled matmul.
     pub fn forward2(&self, x: Tensor<2>) -> Tensor<2> {
+        let skinny = x.dims()[0] <= SKINNY_MAX_ROWS;
+        let product = |w: &Tensor<2>| {
+            if skinny {
+                skinny_matmul(x.clone(), w.clone())
+            } else {
+                x.clone().matmul(w.clone())
+            }
+        };
         let y = if self.weight_t.len() == 1 {
-            x.matmul(self.weight_t[0].clone())
+            product(&self.weight_t[0])
         } else {
-            Tensor::cat(self.weight_t.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
+            Tensor::cat(self.weight_t.iter().map(product).collect(), 1)
         };
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
