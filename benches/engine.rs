@@ -1,28 +1,134 @@
-use std::time::Instant;
-use burn::tensor::{Tensor, Distribution};
-use tinylora::engine::{default_device, Transformer, GenerateOptions, SamplingParams};
+//! Engine throughput on SmolLM2-135M-Instruct: shader compilation, prefill, decode at batch 1
+//! and 16, and the fused decode-attention kernel against the same math in stock burn ops.
+//!
+//!     cargo bench --profile release --bench engine [-- --new-tokens 128]
+//!
+//! Every figure of one run comes from the same process on the same device, side by side.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Distribution, Tensor};
+use burn::tensor::activation::softmax;
+use tinylora::engine::kernels::attention_decode;
+use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, default_device};
 use tinylora::formats::ModelFile;
+
+const TEXT: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips \
+in May. How many clips did Natalia sell altogether in April and May? Weng earns $12 an hour for babysitting. \
+Yesterday, she just did 50 minutes of babysitting. How much did she earn? Betty is saving money for a new \
+wallet which costs $100. Betty has only half of the money she needs. Her parents decided to give her $15 for \
+that purpose, and her grandparents twice as much as her parents. How much more money does Betty need to buy \
+the wallet? Julie is reading a 120-page book. Yesterday, she was able to read 12 pages and today, she read \
+twice as many pages as yesterday. If she wants to read half of the remaining pages tomorrow, how many pages \
+should she read? James writes a 3-page letter to 2 different friends twice a week. How many pages does he \
+write a year? Mark has a garden with flowers. He planted plants of three different colors in it.";
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
 fn main() {
-    let dev = default_device();
-    let file = ModelFile::open(std::path::Path::new("models/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
-    let model = Transformer::load(&file, &dev).unwrap();
-    let x = Tensor::<3>::random([1, 1, 576], Distribution::Default, &dev);
-    for _ in 0..3 {
-        let t = Instant::now();
-        let mut y = x.clone();
-        for l in &model.layers {
-            let a = &l.self_attn;
-            y = y.clone() + a.o_proj.forward(a.q_proj.forward(y.clone())) + a.k_proj.forward(y.clone()).narrow(2,0,1) + a.v_proj.forward(y.clone()).narrow(2,0,1);
-            y = y.clone() + l.mlp.down_proj.forward(l.mlp.gate_proj.forward(y.clone()) * l.mlp.up_proj.forward(y));
-        }
-        let _ = model.logits(y.reshape([1, 576])).into_data();
-        println!("linears only: {:?}", t.elapsed());
-    }
-    let p: Vec<u32> = (0..20).map(|i| 100 + i).collect();
-    for n in [1, 11, 1, 11] {
-        let t = Instant::now();
-        let opts = GenerateOptions { max_new_tokens: n, sampling: SamplingParams::greedy(), stop_ids: vec![] };
-        model.generate(&[p.clone()], &opts, |_, _| {});
-        println!("{n} tokens: {:?}", t.elapsed());
+    let new_tokens: usize = std::env::args()
+        .skip_while(|a| a != "--new-tokens")
+        .nth(1)
+        .map_or(128, |v| v.parse().expect("--new-tokens N"));
+    let model_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let file =
+        ModelFile::open(&model_path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
+    let device = default_device();
+    let (model, load) = timed(|| Transformer::load(&file, &device).unwrap());
+    let ids = file.tokenizer.encode(&TEXT.repeat(3)).unwrap();
+    assert!(ids.len() >= 256);
+    let prompt: Vec<u32> = ids[..256].to_vec();
+    let greedy = |n| GenerateOptions {
+        max_new_tokens: n,
+        sampling: SamplingParams::greedy(),
+        stop_ids: vec![],
+    };
+
+    // first forward in this process: compiles (or loads from Mesa's cache) every shader
+    let (_, first) = timed(|| model.forward_logits(&[prompt[..8].to_vec()]));
+    let (_, first_prefill) = timed(|| model.generate(&[prompt.clone()], &greedy(1), |_, _| {}));
+    let (_, prefill) = timed(|| model.generate(&[prompt.clone()], &greedy(1), |_, _| {}));
+
+    let decode = |batch: usize| {
+        // prompts of different lengths (64..=64+batch·8) as in a GRPO rollout
+        let prompts: Vec<Vec<u32>> = (0..batch)
+            .map(|i| ids[i * 3..i * 3 + 64 + i * 8].to_vec())
+            .collect();
+        let _ = model.generate(&prompts, &greedy(2), |_, _| {}); // compile this batch's shapes
+        let (_, short) = timed(|| model.generate(&prompts, &greedy(1), |_, _| {}));
+        let (gens, long) = timed(|| model.generate(&prompts, &greedy(new_tokens), |_, _| {}));
+        let tokens: usize = gens.iter().map(|g| g.output_ids.len() - 1).sum();
+        tokens as f64 / (long - short).as_secs_f64()
+    };
+    let decode1 = decode(1);
+    let decode16 = decode(16);
+
+    // fused decode attention vs the same math in stock burn ops (SmolLM2 shapes, 320 slots)
+    let attention = |batch: usize| {
+        let (nh, nkv, s, d) = (9, 3, 320, 64);
+        let q = Tensor::<3>::random([batch, nh, d], Distribution::Default, &device);
+        let k = Tensor::<4>::random([batch, nkv, s, d], Distribution::Default, &device);
+        let v = Tensor::<4>::random([batch, nkv, s, d], Distribution::Default, &device);
+        let first = vec![0; batch];
+        let mask = Tensor::<4>::zeros([batch, 1, nh / nkv, s], &device);
+        let stock = |q: Tensor<3>| {
+            let q = q.reshape([batch, nkv, nh / nkv, d]);
+            let scores = q.matmul(k.clone().swap_dims(2, 3)) * (1.0 / (d as f32).sqrt()) + mask.clone();
+            softmax(scores, 3).matmul(v.clone()).reshape([batch, nh, d])
+        };
+        let run = |fused: bool| {
+            let step = |q: Tensor<3>| {
+                if fused { attention_decode(q, k.clone(), v.clone(), &first, s) } else { stock(q) }
+            };
+            let _ = step(q.clone()).into_data();
+            let (_, t) = timed(|| {
+                let mut acc = step(q.clone());
+                for _ in 0..49 {
+                    acc = acc + step(q.clone());
+                }
+                acc.into_data()
+            });
+            t / 50
+        };
+        (run(true), run(false))
+    };
+    let (a1, s1) = attention(1);
+    let (a16, s16) = attention(16);
+
+    println!(
+        "SmolLM2-135M-Instruct ({}), {}",
+        model_path.display(),
+        std::env::consts::ARCH
+    );
+    println!(
+        "load (dequantize + upload)          {:>9.2} s",
+        load.as_secs_f64()
+    );
+    println!(
+        "first forward, 8 tokens (compile)   {:>9.2} s",
+        first.as_secs_f64()
+    );
+    println!(
+        "first 256-token prefill (compile)   {:>9.2} s",
+        first_prefill.as_secs_f64()
+    );
+    println!(
+        "prefill, 256-token prompt           {:>9.1} tokens/s",
+        256.0 / prefill.as_secs_f64()
+    );
+    println!("decode, batch 1 × {new_tokens} new tokens    {decode1:>9.2} tokens/s");
+    println!("decode, batch 16 × {new_tokens} new tokens   {decode16:>9.2} tokens/s");
+    for (batch, fused, stock) in [(1, a1, s1), (16, a16, s16)] {
+        println!(
+            "attention_decode, batch {batch:>2}, 320 slots {:>8.3} ms (stock burn ops {:.3} ms: {:.2}× faster)",
+            fused.as_secs_f64() * 1e3,
+            stock.as_secs_f64() * 1e3,
+            stock.as_secs_f64() / fused.as_secs_f64()
+        );
     }
 }

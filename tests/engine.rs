@@ -15,10 +15,17 @@ fn load(path: &std::path::Path) -> (ModelFile, Transformer) {
 }
 
 fn max_abs_diff(got: &[f32], want: &[f64]) -> f64 {
-    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
 }
 
-const PROMPTS: [&[u32]; 3] = [&[5, 17, 200, 3, 99, 42, 7, 7, 1], &[250, 11], &[64, 65, 66, 67, 68]];
+const PROMPTS: [&[u32]; 3] = [
+    &[5, 17, 200, 3, 99, 42, 7, 7, 1],
+    &[250, 11],
+    &[64, 65, 66, 67, 68],
+];
 
 #[test]
 fn tiny_llama_gguf_logits_match_plain_rust_reference() {
@@ -53,7 +60,11 @@ fn tiny_qwen2_hf_dir_logits_match_plain_rust_reference() {
 }
 
 fn greedy(max_new_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
-    GenerateOptions { max_new_tokens, sampling: SamplingParams::greedy(), stop_ids }
+    GenerateOptions {
+        max_new_tokens,
+        sampling: SamplingParams::greedy(),
+        stop_ids,
+    }
 }
 
 #[test]
@@ -70,12 +81,19 @@ fn kv_cache_decode_equals_full_recompute_and_batching_changes_nothing() {
         let alone = &model.generate(std::slice::from_ref(p), &opts, |_, _| {})[0];
         assert_eq!(alone.output_ids, b.output_ids, "batched differs from alone");
         // each cached decode step chose the argmax of the plain-Rust reference on the full text
-        let full: Vec<u32> = p.iter().chain(&b.output_ids[..b.output_ids.len() - 1]).copied().collect();
+        let full: Vec<u32> = p
+            .iter()
+            .chain(&b.output_ids[..b.output_ids.len() - 1])
+            .copied()
+            .collect();
         let want = reference_logits(&c, &w, &full);
         for (k, &id) in b.output_ids.iter().enumerate() {
             let row = &want[p.len() - 1 + k];
             let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            assert!(best - row[id as usize] < 1e-3, "step {k}: chose {id}, reference best is {best}");
+            assert!(
+                best - row[id as usize] < 1e-3,
+                "step {k}: chose {id}, reference best is {best}"
+            );
         }
         // logprobs are the model's log-softmax at the chosen ids
         let row = &want[p.len() - 1];
@@ -102,27 +120,52 @@ fn generation_stops_at_stop_tokens_and_max_new_tokens() {
 
 #[test]
 fn smollm2_teacher_forced_logits_match_numpy_reference() {
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::repo().join("tests/reference/smollm2_logits.json")).unwrap()).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("tests/reference/smollm2_logits.json")).unwrap(),
+    )
+    .unwrap();
     let (_, model) = load(&common::smollm2());
     let v = model.config.vocab_size;
-    let probes: Vec<usize> = reference["probe_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let probes: Vec<usize> = reference["probe_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
     let prompts: Vec<Vec<u32>> = reference["prompts"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .map(|p| {
+            p["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect();
     let got = model.forward_logits(&prompts);
     let (mut positions, mut agree, mut max_diff) = (0, 0, 0.0f64);
     for (p, g) in reference["prompts"].as_array().unwrap().iter().zip(&got) {
         for (t, row) in g.chunks_exact(v).enumerate() {
-            let top: Vec<u64> = p["top5_ids"][t].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
-            let ours = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+            let top: Vec<u64> = p["top5_ids"][t]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect();
+            let ours = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0;
             positions += 1;
             agree += (ours as u64 == top[0]) as usize;
             for (k, &id) in top.iter().enumerate() {
-                max_diff = max_diff.max((row[id as usize] as f64 - p["top5_logits"][t][k].as_f64().unwrap()).abs());
+                max_diff =
+                    max_diff.max((row[id as usize] as f64 - p["top5_logits"][t][k].as_f64().unwrap()).abs());
             }
             for (k, &id) in probes.iter().enumerate() {
                 max_diff = max_diff.max((row[id] as f64 - p["probe_logits"][t][k].as_f64().unwrap()).abs());
@@ -130,7 +173,9 @@ fn smollm2_teacher_forced_logits_match_numpy_reference() {
         }
     }
     let rate = agree as f64 / positions as f64;
-    eprintln!("SmolLM2 vs numpy: top-1 agreement {agree}/{positions} = {rate:.4}, max |Δlogit| = {max_diff:.5}");
+    eprintln!(
+        "SmolLM2 vs numpy: top-1 agreement {agree}/{positions} = {rate:.4}, max |Δlogit| = {max_diff:.5}"
+    );
     assert!(rate >= 0.99, "top-1 agreement {rate}");
     assert!(max_diff < 0.02, "max |Δlogit| = {max_diff}");
 }
@@ -139,7 +184,11 @@ fn smollm2_teacher_forced_logits_match_numpy_reference() {
 fn smollm2_batched_greedy_equals_alone() {
     let (file, model) = load(&common::smollm2());
     let tok = &file.tokenizer;
-    let texts = ["The capital of France is", "1, 2, 3, 4,", "Once upon a time, in a small village by the sea, there lived"];
+    let texts = [
+        "The capital of France is",
+        "1, 2, 3, 4,",
+        "Once upon a time, in a small village by the sea, there lived",
+    ];
     let prompts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
     let opts = greedy(16, tok.stop_ids.clone());
     let batched = model.generate(&prompts, &opts, |_, _| {});

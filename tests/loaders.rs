@@ -3,7 +3,9 @@
 mod common;
 
 use common::gguf_writer::{Meta, RawTensor, f32_tensor, gguf_bytes};
-use common::tiny_model::{gguf_metadata, gguf_tensors, random_weights, tiny_config, write_tiny_gguf, write_tiny_hf_dir};
+use common::tiny_model::{
+    gguf_metadata, gguf_tensors, random_weights, tiny_config, write_tiny_gguf, write_tiny_hf_dir,
+};
 use tinylora::formats::{Architecture, ChatMessage, FormatError, ModelFile};
 
 fn err(path: &std::path::Path) -> FormatError {
@@ -15,11 +17,26 @@ fn smollm2_gguf_matches_published_architecture() {
     let m = ModelFile::open(&common::smollm2()).unwrap();
     let c = &m.config;
     assert_eq!(c.architecture, Architecture::Llama);
-    assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads), (576, 30, 9, 3));
-    assert_eq!((c.intermediate_size, c.vocab_size, c.rope_theta), (1536, 49152, 100_000.0));
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads
+        ),
+        (576, 30, 9, 3)
+    );
+    assert_eq!(
+        (c.intermediate_size, c.vocab_size, c.rope_theta),
+        (1536, 49152, 100_000.0)
+    );
     assert!(c.tie_word_embeddings && !c.attention_bias);
     // SmolLM2-135M: 134.5M parameters (Hugging Face model card).
-    assert!((134_000_000..135_000_000).contains(&c.parameter_count()), "{}", c.parameter_count());
+    assert!(
+        (134_000_000..135_000_000).contains(&c.parameter_count()),
+        "{}",
+        c.parameter_count()
+    );
     // every tensor dequantizes (Q4_1, Q8_0, F32 in this file) to finite values
     for t in m.tensor_summaries() {
         let hf = hf_name(&t.name);
@@ -61,7 +78,15 @@ fn qwen_gguf_mixed_quants_and_official_tokenizer() {
     let m = ModelFile::open(&common::qwen05()).unwrap();
     let c = &m.config;
     assert_eq!(c.architecture, Architecture::Qwen2);
-    assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads), (896, 24, 14, 2));
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads
+        ),
+        (896, 24, 14, 2)
+    );
     assert!(c.attention_bias);
     let types = m.dtype_summary();
     for t in ["Q5_0", "Q8_0", "Q4_K"] {
@@ -97,7 +122,8 @@ fn qwen_gguf_mixed_quants_and_official_tokenizer() {
 fn smollm2_tokenizer_and_chat_template() {
     let m = ModelFile::open(&common::smollm2()).unwrap();
     let tok = &m.tokenizer;
-    let text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.";
+    let text =
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.";
     let ids = tok.encode(text).unwrap();
     assert_eq!(tok.decode(&ids).unwrap(), text);
     // SmolLM2 splits digits one by one
@@ -116,7 +142,11 @@ fn smollm2_tokenizer_and_chat_template() {
     );
     let ids = tok.encode(&chat).unwrap();
     let im_start = tok.token_id("<|im_start|>").unwrap();
-    assert_eq!(ids.iter().filter(|&&i| i == im_start).count(), 3, "special tokens are single ids");
+    assert_eq!(
+        ids.iter().filter(|&&i| i == im_start).count(),
+        3,
+        "special tokens are single ids"
+    );
     assert!(tok.stop_ids.contains(&tok.token_id("<|im_end|>").unwrap()));
 }
 
@@ -128,7 +158,11 @@ fn gguf_llama_qk_are_unpermuted_to_hugging_face_layout() {
     let path = dir.join("tiny.gguf");
     write_tiny_gguf(&path, &c, &w);
     let m = ModelFile::open(&path).unwrap();
-    for name in ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight", "model.layers.0.mlp.up_proj.weight"] {
+    for name in [
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+    ] {
         let t = m.load_any(name).unwrap();
         assert_eq!(t.data, w[name].1, "{name}");
     }
@@ -144,7 +178,11 @@ fn hf_directory_bf16_safetensors() {
     assert_eq!(m.config, c);
     let name = "model.layers.0.self_attn.q_proj.bias";
     let got = m.load_any(name).unwrap();
-    let want: Vec<f32> = w[name].1.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+    let want: Vec<f32> = w[name]
+        .1
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect();
     assert_eq!(got.data, want);
     assert_eq!(m.tokenizer.eos_token.as_ref().unwrap().0, 257);
 }
@@ -156,7 +194,10 @@ fn wrong_magic_is_reported() {
     std::fs::write(&path, b"PK\x03\x04 this is a zip file, not a model").unwrap();
     let e = err(&path);
     assert!(matches!(e, FormatError::BadMagic { .. }), "{e}");
-    assert!(e.to_string().contains("model.gguf") && e.to_string().contains("not a GGUF file"), "{e}");
+    assert!(
+        e.to_string().contains("model.gguf") && e.to_string().contains("not a GGUF file"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -169,7 +210,10 @@ fn truncated_gguf_names_the_tensor() {
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
     let e = err(&path);
     assert!(matches!(e, FormatError::Truncated { .. }), "{e}");
-    assert!(e.to_string().contains("truncated") && e.to_string().contains("the data of tensor `"), "{e}");
+    assert!(
+        e.to_string().contains("truncated") && e.to_string().contains("the data of tensor `"),
+        "{e}"
+    );
     // cut inside the metadata
     let path = dir.join("cut-header.gguf");
     std::fs::write(&path, &bytes[..200]).unwrap();
@@ -183,11 +227,20 @@ fn unknown_quant_type_is_reported() {
     let dir = common::temp_dir("qtype");
     let c = tiny_config(Architecture::Llama, true);
     let mut tensors = gguf_tensors(&c, &random_weights(&c, 4));
-    tensors.push(RawTensor { name: "blk.0.mystery.weight".into(), ne: vec![32], type_id: 77, bytes: vec![0; 64] });
+    tensors.push(RawTensor {
+        name: "blk.0.mystery.weight".into(),
+        ne: vec![32],
+        type_id: 77,
+        bytes: vec![0; 64],
+    });
     let path = dir.join("q.gguf");
     std::fs::write(&path, gguf_bytes(&gguf_metadata(&c), &tensors)).unwrap();
     let e = err(&path);
-    assert!(e.to_string().contains("`blk.0.mystery.weight` has unknown ggml type 77"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("`blk.0.mystery.weight` has unknown ggml type 77"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -200,17 +253,31 @@ fn missing_tensor_and_wrong_shape_are_reported() {
     let path = dir.join("missing.gguf");
     std::fs::write(&path, gguf_bytes(&gguf_metadata(&c), &tensors)).unwrap();
     let m = ModelFile::open(&path).unwrap();
-    let e = m.load("model.layers.1.mlp.down_proj.weight", &[64, 96]).unwrap_err();
-    assert!(e.to_string().contains("missing tensor `model.layers.1.mlp.down_proj.weight`"), "{e}");
+    let e = m
+        .load("model.layers.1.mlp.down_proj.weight", &[64, 96])
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("missing tensor `model.layers.1.mlp.down_proj.weight`"),
+        "{e}"
+    );
 
     let mut tensors = gguf_tensors(&c, &w);
-    let i = tensors.iter().position(|t| t.name == "blk.0.ffn_up.weight").unwrap();
+    let i = tensors
+        .iter()
+        .position(|t| t.name == "blk.0.ffn_up.weight")
+        .unwrap();
     tensors[i] = f32_tensor("blk.0.ffn_up.weight", &[90, 64], &vec![0.0; 90 * 64]);
     let path = dir.join("shape.gguf");
     std::fs::write(&path, gguf_bytes(&gguf_metadata(&c), &tensors)).unwrap();
     let m = ModelFile::open(&path).unwrap();
-    let e = m.load("model.layers.0.mlp.up_proj.weight", &[96, 64]).unwrap_err();
-    assert!(e.to_string().contains("has shape [90, 64], expected [96, 64]"), "{e}");
+    let e = m
+        .load("model.layers.0.mlp.up_proj.weight", &[96, 64])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("has shape [90, 64], expected [96, 64]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -229,5 +296,43 @@ fn missing_tokenizer_and_metadata_are_reported() {
     let path = dir.join("no-vocab.gguf");
     std::fs::write(&path, gguf_bytes(&meta, &[])).unwrap();
     let e = err(&path);
-    assert!(e.to_string().contains("missing metadata `tokenizer.ggml.tokens`"), "{e}");
+    assert!(
+        e.to_string().contains("missing metadata `tokenizer.ggml.tokens`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hf_directory_sharded_safetensors_index() {
+    let dir = common::temp_dir("sharded");
+    let c = tiny_config(Architecture::Llama, false);
+    let w = random_weights(&c, 7);
+    write_tiny_hf_dir(&dir, &c, &w, false);
+    // re-shard model.safetensors into two files with an index, as large HF checkpoints are
+    let whole = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&whole).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> =
+            part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, &dir.join(&file)).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), serde_json::json!(file));
+        }
+    }
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let m = ModelFile::open(&dir).unwrap();
+    for name in [names.first().unwrap(), names.last().unwrap()] {
+        assert_eq!(&m.load_any(name).unwrap().data, &w[name].1, "{name}");
+    }
+    assert_eq!(m.tensor_summaries().len(), names.len());
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let e = ModelFile::open(&dir).unwrap_err();
+    assert!(e.to_string().contains("model-00002-of-00002.safetensors"), "{e}");
 }

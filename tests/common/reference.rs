@@ -36,7 +36,12 @@ pub fn reference_logits(c: &ModelConfig, w: &Weights, ids: &[u32]) -> Vec<Vec<f6
     let emb = &w["model.embed_tokens.weight"];
     let mut xs: Vec<Vec<f64>> = ids
         .iter()
-        .map(|&i| emb.1[i as usize * h..(i as usize + 1) * h].iter().map(|&v| v as f64).collect())
+        .map(|&i| {
+            emb.1[i as usize * h..(i as usize + 1) * h]
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        })
         .collect();
     let bias = |name: &str, mut y: Vec<f64>| {
         if let Some((_, b)) = w.get(name) {
@@ -49,9 +54,18 @@ pub fn reference_logits(c: &ModelConfig, w: &Weights, ids: &[u32]) -> Vec<Vec<f6
         let (mut qs, mut ks, mut vs) = (vec![], vec![], vec![]);
         for (t, x) in xs.iter().enumerate() {
             let n = rms_norm(x, &w[&format!("{p}.input_layernorm.weight")].1, c.rms_norm_eps);
-            let mut q = bias(&format!("{p}.self_attn.q_proj.bias"), matvec_t(&w[&format!("{p}.self_attn.q_proj.weight")], &n));
-            let mut k = bias(&format!("{p}.self_attn.k_proj.bias"), matvec_t(&w[&format!("{p}.self_attn.k_proj.weight")], &n));
-            let v = bias(&format!("{p}.self_attn.v_proj.bias"), matvec_t(&w[&format!("{p}.self_attn.v_proj.weight")], &n));
+            let mut q = bias(
+                &format!("{p}.self_attn.q_proj.bias"),
+                matvec_t(&w[&format!("{p}.self_attn.q_proj.weight")], &n),
+            );
+            let mut k = bias(
+                &format!("{p}.self_attn.k_proj.bias"),
+                matvec_t(&w[&format!("{p}.self_attn.k_proj.weight")], &n),
+            );
+            let v = bias(
+                &format!("{p}.self_attn.v_proj.bias"),
+                matvec_t(&w[&format!("{p}.self_attn.v_proj.weight")], &n),
+            );
             q.chunks_mut(hd).for_each(|hq| rope(hq, t, c.rope_theta));
             k.chunks_mut(hd).for_each(|hk| rope(hk, t, c.rope_theta));
             qs.push(q);
@@ -65,7 +79,13 @@ pub fn reference_logits(c: &ModelConfig, w: &Weights, ids: &[u32]) -> Vec<Vec<f6
                 let kvh = head / (nh / nkv);
                 let q = &qs[t][head * hd..(head + 1) * hd];
                 let scores: Vec<f64> = (0..=t)
-                    .map(|s| q.iter().zip(&ks[s][kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|s| {
+                        q.iter()
+                            .zip(&ks[s][kvh * hd..(kvh + 1) * hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -78,10 +98,18 @@ pub fn reference_logits(c: &ModelConfig, w: &Weights, ids: &[u32]) -> Vec<Vec<f6
             }
             let o = matvec_t(&w[&format!("{p}.self_attn.o_proj.weight")], &attn);
             let x1: Vec<f64> = x.iter().zip(&o).map(|(a, b)| a + b).collect();
-            let n = rms_norm(&x1, &w[&format!("{p}.post_attention_layernorm.weight")].1, c.rms_norm_eps);
+            let n = rms_norm(
+                &x1,
+                &w[&format!("{p}.post_attention_layernorm.weight")].1,
+                c.rms_norm_eps,
+            );
             let g = matvec_t(&w[&format!("{p}.mlp.gate_proj.weight")], &n);
             let u = matvec_t(&w[&format!("{p}.mlp.up_proj.weight")], &n);
-            let act: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let act: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let d = matvec_t(&w[&format!("{p}.mlp.down_proj.weight")], &act);
             new_xs.push(x1.iter().zip(&d).map(|(a, b)| a + b).collect());
         }

@@ -37,11 +37,19 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> Weights {
     let mut w = Weights::new();
     let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32, rng: &mut StdRng| {
         let n: usize = shape.iter().product();
-        let data = (0..n).map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect();
+        let data = (0..n)
+            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
+            .collect();
         w.insert(name, (shape, data));
     };
     let h = c.hidden_size;
-    add("model.embed_tokens.weight".into(), vec![c.vocab_size, h], 1.0, 0.0, &mut rng);
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![c.vocab_size, h],
+        1.0,
+        0.0,
+        &mut rng,
+    );
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
         for (m, o, inp) in c.linear_shapes() {
@@ -50,17 +58,35 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> Weights {
             } else {
                 format!("{p}.mlp.{m}")
             };
-            add(format!("{module}.weight"), vec![o, inp], 1.0 / (inp as f32).sqrt(), 0.0, &mut rng);
+            add(
+                format!("{module}.weight"),
+                vec![o, inp],
+                1.0 / (inp as f32).sqrt(),
+                0.0,
+                &mut rng,
+            );
             if c.attention_bias && ["q_proj", "k_proj", "v_proj"].contains(&m) {
                 add(format!("{module}.bias"), vec![o], 0.1, 0.0, &mut rng);
             }
         }
         add(format!("{p}.input_layernorm.weight"), vec![h], 0.2, 1.0, &mut rng);
-        add(format!("{p}.post_attention_layernorm.weight"), vec![h], 0.2, 1.0, &mut rng);
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            0.2,
+            1.0,
+            &mut rng,
+        );
     }
     add("model.norm.weight".into(), vec![h], 0.2, 1.0, &mut rng);
     if !c.tie_word_embeddings {
-        add("lm_head.weight".into(), vec![c.vocab_size, h], 1.0 / (h as f32).sqrt(), 0.0, &mut rng);
+        add(
+            "lm_head.weight".into(),
+            vec![c.vocab_size, h],
+            1.0 / (h as f32).sqrt(),
+            0.0,
+            &mut rng,
+        );
     }
     w
 }
@@ -147,8 +173,12 @@ pub fn gguf_tensors(c: &ModelConfig, w: &Weights) -> Vec<RawTensor> {
         .map(|name| {
             let (shape, data) = &w[name];
             let data = match (c.architecture, name) {
-                (Architecture::Llama, n) if n.ends_with("q_proj.weight") => permute_rows(data, c.num_attention_heads, shape[1]),
-                (Architecture::Llama, n) if n.ends_with("k_proj.weight") => permute_rows(data, c.num_key_value_heads, shape[1]),
+                (Architecture::Llama, n) if n.ends_with("q_proj.weight") => {
+                    permute_rows(data, c.num_attention_heads, shape[1])
+                }
+                (Architecture::Llama, n) if n.ends_with("k_proj.weight") => {
+                    permute_rows(data, c.num_key_value_heads, shape[1])
+                }
                 _ => data.clone(),
             };
             f32_tensor(&ggml_name(name), shape, &data)
@@ -183,7 +213,10 @@ pub fn write_tiny_hf_dir(dir: &Path, c: &ModelConfig, w: &Weights, bf16: bool) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let vocab: serde_json::Map<String, serde_json::Value> = (0..256)
         .map(|i| (format!("t{i}"), serde_json::json!(i)))
-        .chain([("<|im_start|>".to_string(), serde_json::json!(256)), ("<|im_end|>".to_string(), serde_json::json!(257))])
+        .chain([
+            ("<|im_start|>".to_string(), serde_json::json!(256)),
+            ("<|im_end|>".to_string(), serde_json::json!(257)),
+        ])
         .collect();
     let tokenizer = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null,
@@ -200,17 +233,28 @@ pub fn write_tiny_hf_dir(dir: &Path, c: &ModelConfig, w: &Weights, bf16: bool) {
         .iter()
         .map(|(name, (shape, data))| {
             let raw: Vec<u8> = if bf16 {
-                data.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()
+                data.iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect()
             } else {
                 data.iter().flat_map(|v| v.to_le_bytes()).collect()
             };
             (name.clone(), shape.clone(), raw)
         })
         .collect();
-    let dtype = if bf16 { safetensors::Dtype::BF16 } else { safetensors::Dtype::F32 };
+    let dtype = if bf16 {
+        safetensors::Dtype::BF16
+    } else {
+        safetensors::Dtype::F32
+    };
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
@@ -218,6 +262,14 @@ pub fn write_tiny_hf_dir(dir: &Path, c: &ModelConfig, w: &Weights, bf16: bool) {
 /// Round every weight to bf16 (what a BF16 safetensors file holds).
 pub fn round_bf16(w: &Weights) -> Weights {
     w.iter()
-        .map(|(k, (s, d))| (k.clone(), (s.clone(), d.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect())))
+        .map(|(k, (s, d))| {
+            (
+                k.clone(),
+                (
+                    s.clone(),
+                    d.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
+                ),
+            )
+        })
         .collect()
 }

@@ -141,7 +141,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         } else if stream {
             println!("{}", &text[printed.len().min(text.len())..]);
         } else {
-            println!("--- sample {i} ({} tokens, {finish}) ---\n{text}", g.output_ids.len());
+            println!(
+                "--- sample {i} ({} tokens, {finish}) ---\n{text}",
+                g.output_ids.len()
+            );
         }
     }
     eprintln!(

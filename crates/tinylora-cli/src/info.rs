@@ -22,15 +22,23 @@ pub struct InfoArgs {
 
 /// Print the summary.
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let file = ModelFile::open(&args.model).with_context(|| format!("cannot open model {}", args.model.display()))?;
+    let file = ModelFile::open(&args.model)
+        .with_context(|| format!("cannot open model {}", args.model.display()))?;
     let c = &file.config;
     let tensors = file.tensor_summaries();
     println!("model:          {}", args.model.display());
     println!("architecture:   {}", c.architecture.name());
-    println!("parameters:     {} ({:.1}M)", c.parameter_count(), c.parameter_count() as f64 / 1e6);
+    println!(
+        "parameters:     {} ({:.1}M)",
+        c.parameter_count(),
+        c.parameter_count() as f64 / 1e6
+    );
     println!("layers:         {}", c.num_hidden_layers);
     println!("hidden / ffn:   {} / {}", c.hidden_size, c.intermediate_size);
-    println!("heads (q / kv): {} / {} × {}", c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    println!(
+        "heads (q / kv): {} / {} × {}",
+        c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    );
     println!("vocab:          {}", c.vocab_size);
     println!("rope θ / rms ε: {} / {:e}", c.rope_theta, c.rms_norm_eps);
     println!("tied embedding: {}", c.tie_word_embeddings);
@@ -40,9 +48,16 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     println!("tensors:        {}", tensors.len());
     let tok = &file.tokenizer;
     let name = |t: &Option<(u32, String)>| t.as_ref().map_or("-".into(), |(id, s)| format!("{s} ({id})"));
-    println!("bos / eos:      {} / {}", name(&tok.bos_token), name(&tok.eos_token));
+    println!(
+        "bos / eos:      {} / {}",
+        name(&tok.bos_token),
+        name(&tok.eos_token)
+    );
     println!("stop tokens:    {:?}", tok.stop_ids);
-    println!("chat template:  {}", if file.chat_template.is_some() { "yes" } else { "no" });
+    println!(
+        "chat template:  {}",
+        if file.chat_template.is_some() { "yes" } else { "no" }
+    );
     if args.metadata {
         if let Some(meta) = file.gguf_metadata() {
             println!();

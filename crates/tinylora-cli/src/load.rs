@@ -11,11 +11,15 @@ use tinylora_formats::ModelFile;
 /// Open `path` and load it onto the default GPU.
 pub fn load_model(path: &Path) -> anyhow::Result<(ModelFile, Transformer)> {
     let start = Instant::now();
-    let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
+    let spinner =
+        ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message(format!("opening {}", path.display()));
     let file = ModelFile::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
-    spinner.set_message(format!("loading {} weights to the GPU", file.config.architecture.name()));
+    spinner.set_message(format!(
+        "loading {} weights to the GPU",
+        file.config.architecture.name()
+    ));
     let model = Transformer::load(&file, &default_device())?;
     spinner.finish_and_clear();
     eprintln!(

@@ -15,10 +15,9 @@ pub fn positions(pads: &[usize], past: usize, t: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Attention mask `[B, 1, r·T, S]` for T new slots after `past` cached ones, with rows in
-/// the grouped-query order (r copies of the T query slots).
-pub fn attention_mask(pads: &[usize], past: usize, t: usize, rep: usize, device: &Device) -> Tensor<4> {
-    let s = past + t;
+/// Attention mask `[B, 1, r·T, S]` for T new slots after `past` cached ones over a key buffer
+/// of S ≥ past + T slots, with rows in the grouped-query order (r copies of the T query slots).
+pub fn attention_mask(pads: &[usize], past: usize, t: usize, s: usize, rep: usize, device: &Device) -> Tensor<4> {
     let mut data = Vec::with_capacity(pads.len() * rep * t * s);
     for &pad in pads {
         for _ in 0..rep {
@@ -30,14 +29,24 @@ pub fn attention_mask(pads: &[usize], past: usize, t: usize, rep: usize, device:
     Tensor::from_data(TensorData::new(data, [pads.len(), 1, rep * t, s]), device)
 }
 
-/// Left-pad `prompts` with `pad_id` to the longest; returns the rows and each row's padding.
+/// Prompt lengths are padded up to a multiple of this, so that batches of similar prompts
+/// share shapes (and compiled shaders).
+pub const PROMPT_BLOCK: usize = 16;
+
+/// Left-pad `prompts` with `pad_id` to the longest, rounded up to [`PROMPT_BLOCK`]; returns
+/// the rows and each row's padding.
 pub fn left_pad(prompts: &[Vec<u32>], pad_id: u32) -> (Vec<Vec<u32>>, Vec<usize>) {
-    let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let t = longest.div_ceil(PROMPT_BLOCK) * PROMPT_BLOCK;
     let pads: Vec<usize> = prompts.iter().map(|p| t - p.len()).collect();
     let rows = prompts
         .iter()
         .zip(&pads)
-        .map(|(p, &pad)| std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()).collect())
+        .map(|(p, &pad)| {
+            std::iter::repeat_n(pad_id, pad)
+                .chain(p.iter().copied())
+                .collect()
+        })
         .collect();
     (rows, pads)
 }

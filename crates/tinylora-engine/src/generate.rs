@@ -7,7 +7,7 @@ use crate::batch::{attention_mask, left_pad, positions};
 use crate::kv_cache::KvCache;
 use crate::rope::rope_tables;
 use crate::sampling::{SamplingParams, sample};
-use crate::transformer::Transformer;
+use crate::transformer::{StepInputs, Transformer};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -50,8 +50,17 @@ impl Transformer {
         let (past, t) = (cache.len(), rows[0].len());
         let rope = rope_tables(&positions(pads, past, t), c.head_dim, c.rope_theta, &self.device);
         let rep = c.num_attention_heads / c.num_key_value_heads;
-        let mask = attention_mask(pads, past, t, rep, &self.device);
-        self.forward_hidden(self.embed(rows), &rope, mask, cache)
+        // decode steps without autodiff use the fused WGSL kernel, which needs no mask
+        let fused = t == 1 && !self.device.is_autodiff();
+        let mask = (!fused).then(|| attention_mask(pads, past, t, cache.capacity_after(t), rep, &self.device));
+        let step = StepInputs {
+            rope,
+            mask,
+            first: pads.to_vec(),
+        };
+        let hidden = self.forward_hidden(self.embed(rows), &step, cache);
+        cache.advance(t);
+        hidden
     }
 
     /// Teacher-forced logits of every position: `prompts` (any lengths) → per prompt a
@@ -69,8 +78,16 @@ impl Transformer {
 
     /// Generate continuations for every prompt in one batch. `on_token(i, id)` is called for
     /// each new token of prompt `i` as soon as it is chosen.
-    pub fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions, mut on_token: impl FnMut(usize, u32)) -> Vec<Generation> {
-        assert!(prompts.iter().all(|p| !p.is_empty()), "every prompt needs at least one token");
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(usize, u32),
+    ) -> Vec<Generation> {
+        assert!(
+            prompts.iter().all(|p| !p.is_empty()),
+            "every prompt needs at least one token"
+        );
         let mut out: Vec<Generation> = prompts
             .iter()
             .map(|p| Generation {
@@ -94,7 +111,11 @@ impl Transformer {
             let hidden = self.step(&rows, &pads, &mut cache); // [B, T, H]
             let b = active.len();
             let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
-            let logits = self.logits(last).into_data().try_into_vec::<f32>().expect("f32 logits"); // [B, V]
+            let logits = self
+                .logits(last)
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32 logits"); // [B, V]
             let mut keep = Vec::with_capacity(b);
             let mut next_rows = Vec::with_capacity(b);
             for (r, &i) in active.iter().enumerate() {
@@ -115,7 +136,10 @@ impl Transformer {
             }
             if keep.len() < b {
                 let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-                cache.retain_rows(Tensor::<1, Int>::from_data(TensorData::new(idx, [keep.len()]), &self.device));
+                cache.retain_rows(Tensor::<1, Int>::from_data(
+                    TensorData::new(idx, [keep.len()]),
+                    &self.device,
+                ));
                 active = keep.iter().map(|&r| active[r]).collect();
                 pads = keep.iter().map(|&r| pads[r]).collect();
             }

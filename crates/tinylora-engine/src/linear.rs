@@ -3,8 +3,6 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::HostTensor;
 
-use crate::kernels::{SKINNY_MAX_ROWS, skinny_matmul};
-
 /// Largest tensor a single storage binding may hold on every target we care about
 /// (lavapipe and WebGPU both cap a binding at 128 MiB); bigger weights are split by columns.
 pub const MAX_BINDING_BYTES: usize = 64 << 20;
@@ -38,7 +36,10 @@ impl Linear {
             let cols = end - start;
             // transpose rows start..end of W [d_out, d_in] into Wᵀ chunk [d_in, cols]
             let mut t = vec![0.0f32; d_in * cols];
-            for (c, row) in weight.data[start * d_in..end * d_in].chunks_exact(d_in).enumerate() {
+            for (c, row) in weight.data[start * d_in..end * d_in]
+                .chunks_exact(d_in)
+                .enumerate()
+            {
                 for (i, &w) in row.iter().enumerate() {
                     t[i * cols + c] = w;
                 }
@@ -54,21 +55,12 @@ impl Linear {
         }
     }
 
-    /// x `[N, d_in]` → `[N, d_out]`. Few rows (decode steps) use the skinny WGSL kernel,
-    /// which reads each weight once; more rows use burn's tiled matmul.
+    /// x `[N, d_in]` → `[N, d_out]`.
     pub fn forward2(&self, x: Tensor<2>) -> Tensor<2> {
-        let skinny = x.dims()[0] <= SKINNY_MAX_ROWS;
-        let product = |w: &Tensor<2>| {
-            if skinny {
-                skinny_matmul(x.clone(), w.clone())
-            } else {
-                x.clone().matmul(w.clone())
-            }
-        };
         let y = if self.weight_t.len() == 1 {
-            product(&self.weight_t[0])
+            x.matmul(self.weight_t[0].clone())
         } else {
-            Tensor::cat(self.weight_t.iter().map(product).collect(), 1)
+            Tensor::cat(self.weight_t.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
         };
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
@@ -79,6 +71,7 @@ impl Linear {
     /// x `[B, T, d_in]` → `[B, T, d_out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, _] = x.dims();
-        self.forward2(x.reshape([b * t, self.d_in])).reshape([b, t, self.d_out])
+        self.forward2(x.reshape([b * t, self.d_in]))
+            .reshape([b, t, self.d_out])
     }
 }

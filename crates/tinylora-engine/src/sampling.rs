@@ -60,7 +60,11 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> 
     }
     let inv_t = 1.0 / params.temperature;
     let truncated = params.top_k > 0 || params.top_p < 1.0;
-    let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l * inv_t)).collect();
+    let mut cand: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l * inv_t))
+        .collect();
     if truncated {
         if params.top_k > 0 && params.top_k < cand.len() {
             cand.select_nth_unstable_by(params.top_k - 1, |a, b| b.1.total_cmp(&a.1));
@@ -106,14 +110,22 @@ mod tests {
 
     #[test]
     fn greedy_is_argmax_with_model_logprob() {
-        let (id, lp) = sample(&LOGITS, &SamplingParams::greedy(), &mut SamplingParams::greedy().rng(0));
+        let (id, lp) = sample(
+            &LOGITS,
+            &SamplingParams::greedy(),
+            &mut SamplingParams::greedy().rng(0),
+        );
         assert_eq!(id, 1);
         assert!((lp as f64 - softmax(&LOGITS)[1].ln()).abs() < 1e-6);
     }
 
     #[test]
     fn temperature_one_matches_softmax_frequencies() {
-        let p = SamplingParams { temperature: 1.0, seed: 7, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            seed: 7,
+            ..Default::default()
+        };
         let mut rng = p.rng(3);
         let n = 40_000;
         let mut counts = [0usize; 5];
@@ -124,13 +136,21 @@ mod tests {
         }
         for (c, q) in counts.iter().zip(softmax(&LOGITS)) {
             let f = *c as f64 / n as f64;
-            assert!((f - q).abs() < 4.0 * (q * (1.0 - q) / n as f64).sqrt() + 1e-3, "freq {f} vs prob {q}");
+            assert!(
+                (f - q).abs() < 4.0 * (q * (1.0 - q) / n as f64).sqrt() + 1e-3,
+                "freq {f} vs prob {q}"
+            );
         }
     }
 
     #[test]
     fn top_k_and_top_p_truncate_and_renormalise() {
-        let p = SamplingParams { temperature: 1.0, top_k: 2, seed: 1, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            seed: 1,
+            ..Default::default()
+        };
         let mut rng = p.rng(0);
         let s = softmax(&LOGITS);
         for _ in 0..200 {
@@ -140,7 +160,12 @@ mod tests {
             assert!((lp as f64 - renorm.ln()).abs() < 1e-5);
         }
         // top-p 0.5: token 1 alone has mass 0.51 > 0.5
-        let p = SamplingParams { temperature: 1.0, top_p: 0.5, seed: 1, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 1,
+            ..Default::default()
+        };
         assert!(s[1] > 0.5);
         let mut rng = p.rng(0);
         for _ in 0..50 {
@@ -150,10 +175,16 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_independent() {
-        let p = SamplingParams { temperature: 1.0, seed: 42, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            seed: 42,
+            ..Default::default()
+        };
         let draw = |stream| {
             let mut rng = p.rng(stream);
-            (0..64).map(|_| sample(&LOGITS, &p, &mut rng).0).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| sample(&LOGITS, &p, &mut rng).0)
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(0), draw(0));
         assert_ne!(draw(0), draw(1));

@@ -7,6 +7,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile};
 
+use crate::kernels::attention_decode;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::{RopeBatch, apply_rope};
@@ -44,22 +45,40 @@ pub struct Attention {
     head_dim: usize,
 }
 
+/// What every layer of one forward step needs besides its input.
+#[derive(Debug, Clone)]
+pub struct StepInputs {
+    /// RoPE tables of the step's positions.
+    pub rope: RopeBatch,
+    /// Additive attention mask `[B, 1, r·T, S]`; `None` for a decode step (T = 1) that uses
+    /// the fused decode kernel instead.
+    pub mask: Option<Tensor<4>>,
+    /// First visible cache slot of each row (its left padding).
+    pub first: Vec<usize>,
+}
+
 impl Attention {
-    /// x `[B, T, H]`, mask `[B, 1, r·T, S]` (0 or −1e9) → `[B, T, H]`; appends k, v to `cache`.
-    pub fn forward(&self, x: Tensor<3>, rope: &RopeBatch, mask: Tensor<4>, cache: &mut KvCache, layer: usize) -> Tensor<3> {
+    /// x `[B, T, H]` → `[B, T, H]`; appends this step's k, v to `cache`.
+    pub fn forward(&self, x: Tensor<3>, step: &StepInputs, cache: &mut KvCache, layer: usize) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, dh) = (self.n_heads, self.n_kv, self.head_dim);
-        let rep = nh / nkv;
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, dh]).swap_dims(1, 2); // [B, n, T, d_h]
-        let q = apply_rope(heads(self.q_proj.forward(x.clone()), nh), rope);
-        let k = apply_rope(heads(self.k_proj.forward(x.clone()), nkv), rope);
+        let q = apply_rope(heads(self.q_proj.forward(x.clone()), nh), &step.rope);
+        let k = apply_rope(heads(self.k_proj.forward(x.clone()), nkv), &step.rope);
         let v = heads(self.v_proj.forward(x), nkv);
+        let past = cache.len();
         let (k, v) = cache.append(layer, k, v); // [B, n_kv, S, d_h]
-        // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
-        let q = q.reshape([b, nkv, rep * t, dh]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f32).sqrt()) + mask; // [B, n_kv, r·T, S]
-        let out = softmax(scores, 3).matmul(v); // [B, n_kv, r·T, d_h]
-        let out = out.reshape([b, nh, t, dh]).swap_dims(1, 2).reshape([b, t, nh * dh]);
+        let out = match &step.mask {
+            None => attention_decode(q.reshape([b, nh, dh]), k, v, &step.first, past + 1).reshape([b, 1, nh * dh]),
+            Some(mask) => {
+                // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
+                let rep = nh / nkv;
+                let q = q.reshape([b, nkv, rep * t, dh]);
+                let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f32).sqrt()) + mask.clone(); // [B, n_kv, r·T, S]
+                let out = softmax(scores, 3).matmul(v); // [B, n_kv, r·T, d_h]
+                out.reshape([b, nh, t, dh]).swap_dims(1, 2).reshape([b, t, nh * dh])
+            }
+        };
         self.o_proj.forward(out)
     }
 }
@@ -183,11 +202,9 @@ impl Transformer {
     }
 
     /// Run the layers and the final norm: x `[B, T, H]` → hidden `[B, T, H]`.
-    pub fn forward_hidden(&self, mut x: Tensor<3>, rope: &RopeBatch, mask: Tensor<4>, cache: &mut KvCache) -> Tensor<3> {
+    pub fn forward_hidden(&self, mut x: Tensor<3>, step: &StepInputs, cache: &mut KvCache) -> Tensor<3> {
         for (i, layer) in self.layers.iter().enumerate() {
-            let a = layer
-                .self_attn
-                .forward(layer.input_layernorm.forward(x.clone()), rope, mask.clone(), cache, i);
+            let a = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), step, cache, i);
             x = x + a;
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }

@@ -82,11 +82,7 @@ impl ModelConfig {
 
     /// Total parameter count implied by the configuration.
     pub fn parameter_count(&self) -> usize {
-        let per_layer: usize = self
-            .linear_shapes()
-            .iter()
-            .map(|&(_, o, i)| o * i)
-            .sum::<usize>()
+        let per_layer: usize = self.linear_shapes().iter().map(|&(_, o, i)| o * i).sum::<usize>()
             + 2 * self.hidden_size
             + if self.attention_bias {
                 (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim

@@ -68,7 +68,9 @@ impl GgufValue {
             GgufValue::I64(v) => v.to_string(),
             GgufValue::F64(v) => v.to_string(),
             GgufValue::Bool(v) => v.to_string(),
-            GgufValue::Str(s) if s.len() > 60 => format!("{:?}… ({} chars)", &s[..s.floor_char_boundary(60)], s.len()),
+            GgufValue::Str(s) if s.len() > 60 => {
+                format!("{:?}… ({} chars)", &s[..s.floor_char_boundary(60)], s.len())
+            }
             GgufValue::Str(s) => format!("{s:?}"),
             GgufValue::Array(a) => format!("[{} values]", a.len()),
         }

@@ -149,11 +149,15 @@ impl ModelFile {
         let gguf = GgufFile::open(path)?;
         let arch_name = gguf.require_str("general.architecture")?;
         let architecture = Architecture::parse(arch_name).ok_or_else(|| {
-            FormatError::invalid(path, format!("architecture {arch_name:?} is not supported (llama, qwen2)"))
+            FormatError::invalid(
+                path,
+                format!("architecture {arch_name:?} is not supported (llama, qwen2)"),
+            )
         })?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as usize);
-        let f = |k: &str, default: f64| gguf.get(&key(k)).and_then(GgufValue::as_f64).unwrap_or(default) as f32;
+        let f =
+            |k: &str, default: f64| gguf.get(&key(k)).and_then(GgufValue::as_f64).unwrap_or(default) as f32;
         let hidden_size = u("embedding_length")?;
         let num_attention_heads = u("attention.head_count")?;
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
@@ -198,7 +202,10 @@ impl ModelFile {
     fn open_hf_dir(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         if !cfg_path.exists() {
-            return Err(FormatError::missing(dir, "config.json (a Hugging Face model directory needs one)"));
+            return Err(FormatError::missing(
+                dir,
+                "config.json (a Hugging Face model directory needs one)",
+            ));
         }
         let cfg = read_json(&cfg_path)?;
         let num = |k: &str| -> Result<usize> {
@@ -212,7 +219,10 @@ impl ModelFile {
             .and_then(Value::as_str)
             .ok_or_else(|| FormatError::missing(&cfg_path, "field `model_type`"))?;
         let architecture = Architecture::parse(model_type).ok_or_else(|| {
-            FormatError::invalid(&cfg_path, format!("model_type {model_type:?} is not supported (llama, qwen2)"))
+            FormatError::invalid(
+                &cfg_path,
+                format!("model_type {model_type:?} is not supported (llama, qwen2)"),
+            )
         })?;
         let hidden_size = num("hidden_size")?;
         let num_attention_heads = num("num_attention_heads")?;
@@ -228,9 +238,15 @@ impl ModelFile {
             vocab_size: num("vocab_size")?,
             rope_theta: float("rope_theta", 10_000.0),
             rms_norm_eps: float("rms_norm_eps", 1e-6),
-            tie_word_embeddings: cfg.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            tie_word_embeddings: cfg
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             attention_bias: architecture == Architecture::Qwen2
-                || cfg.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
+                || cfg
+                    .get("attention_bias")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             max_position_embeddings: num("max_position_embeddings").unwrap_or(4096),
         };
         let eos_ids: Vec<u32> = match cfg.get("eos_token_id") {
@@ -240,10 +256,17 @@ impl ModelFile {
         };
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.exists() {
-            return Err(FormatError::missing(dir, "tokenizer.json (the model's tokenizer)"));
+            return Err(FormatError::missing(
+                dir,
+                "tokenizer.json (the model's tokenizer)",
+            ));
         }
         let tok_cfg_path = dir.join("tokenizer_config.json");
-        let tok_cfg = if tok_cfg_path.exists() { read_json(&tok_cfg_path)? } else { Value::Null };
+        let tok_cfg = if tok_cfg_path.exists() {
+            read_json(&tok_cfg_path)?
+        } else {
+            Value::Null
+        };
         let tokenizer = TextTokenizer::from_hf_files(&tok_path, &tok_cfg, &eos_ids)?;
         let template_src = match tok_cfg.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
@@ -283,7 +306,10 @@ impl ModelFile {
             names.dedup();
             names.iter().map(|n| dir.join(n)).collect()
         } else {
-            return Err(FormatError::missing(dir, "model.safetensors or model.safetensors.index.json"));
+            return Err(FormatError::missing(
+                dir,
+                "model.safetensors or model.safetensors.index.json",
+            ));
         };
         let mut shards = Vec::new();
         let mut index = HashMap::new();
@@ -316,11 +342,14 @@ impl ModelFile {
                 for (_, mmap) in shards {
                     if let Ok(st) = SafeTensors::deserialize(mmap) {
                         for (name, view) in st.tensors() {
-                            out.insert(name.clone(), TensorSummary {
-                                name,
-                                shape: view.shape().to_vec(),
-                                dtype: format!("{:?}", view.dtype()),
-                            });
+                            out.insert(
+                                name.clone(),
+                                TensorSummary {
+                                    name,
+                                    shape: view.shape().to_vec(),
+                                    dtype: format!("{:?}", view.dtype()),
+                                },
+                            );
                         }
                     }
                 }
@@ -389,7 +418,10 @@ impl ModelFile {
                 let view = st.tensor(name).map_err(|_| missing())?;
                 let bytes = view.data();
                 let data: Vec<f32> = match view.dtype() {
-                    Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    Dtype::F32 => bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
                     Dtype::F16 => bytes
                         .chunks_exact(2)
                         .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -422,6 +454,9 @@ impl ModelFile {
         }
         let mut v: Vec<_> = counts.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1));
-        v.iter().map(|(d, n)| format!("{d} ×{n}")).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|(d, n)| format!("{d} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

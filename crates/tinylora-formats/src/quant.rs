@@ -183,11 +183,7 @@ fn q5_0(b: &[u8], out: &mut Vec<f32>) {
 /// Q5_1: `d: f16, m: f16, qh: u32, qs: [u8; 16]`; x = d q5 + m.
 fn q5_1(b: &[u8], out: &mut Vec<f32>) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    out.extend(
-        q5_codes(&b[4..8], &b[8..24])
-            .iter()
-            .map(|&q| d * q as f32 + m),
-    );
+    out.extend(q5_codes(&b[4..8], &b[8..24]).iter().map(|&q| d * q as f32 + m));
 }
 
 /// Q8_0: `d: f16, qs: [i8; 32]`; x = d q.
@@ -286,7 +282,10 @@ mod tests {
         let got = dequantize(ty, block).unwrap();
         assert_eq!(got.len(), ty.block_size());
         for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-            assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{ty:?}[{i}]: got {g}, expected {e}");
+            assert!(
+                (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                "{ty:?}[{i}]: got {g}, expected {e}"
+            );
         }
     }
 
@@ -353,8 +352,14 @@ mod tests {
         let vals = [1.5f32, -2.25, 0.0, 65504.0];
         let f16b: Vec<u8> = vals.iter().flat_map(|&v| h(v)).collect();
         assert_eq!(dequantize(GgmlType::F16, &f16b).unwrap(), vals);
-        let bf: Vec<u8> = vals.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect();
-        assert_eq!(dequantize(GgmlType::BF16, &bf).unwrap(), [1.5, -2.25, 0.0, 65536.0]);
+        let bf: Vec<u8> = vals
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect();
+        assert_eq!(
+            dequantize(GgmlType::BF16, &bf).unwrap(),
+            [1.5, -2.25, 0.0, 65536.0]
+        );
         let f: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(dequantize(GgmlType::F32, &f).unwrap(), vals);
     }
@@ -414,7 +419,8 @@ mod tests {
                 let e = |k: usize| q[128 * half + l + 32 * k];
                 ql[64 * half + l] = (e(0) & 0xF) | ((e(2) & 0xF) << 4);
                 ql[64 * half + l + 32] = (e(1) & 0xF) | ((e(3) & 0xF) << 4);
-                qh[32 * half + l] = (e(0) >> 4) | ((e(1) >> 4) << 2) | ((e(2) >> 4) << 4) | ((e(3) >> 4) << 6);
+                qh[32 * half + l] =
+                    (e(0) >> 4) | ((e(1) >> 4) << 2) | ((e(2) >> 4) << 4) | ((e(3) >> 4) << 6);
             }
         }
         let mut b = ql;

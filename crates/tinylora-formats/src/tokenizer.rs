@@ -98,9 +98,8 @@ impl TextTokenizer {
     /// Load `tokenizer.json` with the special tokens named in `tokenizer_config.json`
     /// (`config` may be `Value::Null` when there is none) and `config.json` ids.
     pub fn from_hf_files(tokenizer_json: &Path, config: &Value, eos_ids: &[u32]) -> Result<Self> {
-        let inner = Tokenizer::from_file(tokenizer_json).map_err(|e| {
-            FormatError::invalid(tokenizer_json, format!("cannot load tokenizer: {e}"))
-        })?;
+        let inner = Tokenizer::from_file(tokenizer_json)
+            .map_err(|e| FormatError::invalid(tokenizer_json, format!("cannot load tokenizer: {e}")))?;
         let special = |key: &str| -> Option<(u32, String)> {
             let v = config.get(key)?;
             let text = v.as_str().or_else(|| v.get("content")?.as_str())?;
@@ -136,12 +135,18 @@ impl TextTokenizer {
                 .and_then(GgufValue::as_array)
                 .ok_or_else(|| FormatError::missing(path, format!("metadata `{key}` (string array)")))?
                 .iter()
-                .map(|v| v.as_str().ok_or_else(|| FormatError::invalid(path, format!("`{key}` holds a non-string"))))
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| FormatError::invalid(path, format!("`{key}` holds a non-string")))
+                })
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?;
-        let types: Vec<u64> = match gguf.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
+        let types: Vec<u64> = match gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(GgufValue::as_array)
+        {
             Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
@@ -149,22 +154,24 @@ impl TextTokenizer {
             .get("tokenizer.ggml.pre")
             .and_then(GgufValue::as_str)
             .unwrap_or("default");
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": use_regex})
-        };
-        let split = |pattern: &str| {
-            json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
-        };
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": use_regex});
+        let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
         let pre_tokenizer = match pre {
-            "qwen2" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_PATTERN), byte_level(false)]}),
-            "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_PATTERN), byte_level(false)]}),
+            "qwen2" => {
+                json!({"type": "Sequence", "pretokenizers": [split(QWEN2_PATTERN), byte_level(false)]})
+            }
+            "llama-bpe" | "llama3" => {
+                json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_PATTERN), byte_level(false)]})
+            }
             "smollm" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
             "default" | "gpt2" => byte_level(true),
             other => {
                 return Err(FormatError::invalid(
                     path,
-                    format!("tokenizer.ggml.pre = {other:?} is not supported (known: smollm, qwen2, llama-bpe, gpt2)"),
+                    format!(
+                        "tokenizer.ggml.pre = {other:?} is not supported (known: smollm, qwen2, llama-bpe, gpt2)"
+                    ),
                 ));
             }
         };
@@ -208,8 +215,14 @@ impl TextTokenizer {
         };
         let bos = id_key("tokenizer.ggml.bos_token_id");
         let eos = id_key("tokenizer.ggml.eos_token_id");
-        let eot: Vec<u32> = id_key("tokenizer.ggml.eot_token_id").map(|t| t.0).into_iter().collect();
-        let add_bos = matches!(gguf.get("tokenizer.ggml.add_bos_token"), Some(GgufValue::Bool(true)));
+        let eot: Vec<u32> = id_key("tokenizer.ggml.eot_token_id")
+            .map(|t| t.0)
+            .into_iter()
+            .collect();
+        let add_bos = matches!(
+            gguf.get("tokenizer.ggml.add_bos_token"),
+            Some(GgufValue::Bool(true))
+        );
         Ok(Self::with_specials(inner, bos, eos, add_bos, &eot))
     }
 }

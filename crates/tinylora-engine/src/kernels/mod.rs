@@ -1,25 +1,42 @@
 //! Custom WGSL kernels wired into burn as backend extension ops.
 //!
-//! Each op has a forward on `CubeBackend` that launches a raw `.wgsl` file from `shaders/`,
-//! and an `Autodiff<B, C>` implementation with its backward, so the same op serves inference
-//! and training. The high-level wrappers take and return burn `Tensor`s.
+//! Each op has a forward on `CubeBackend` that launches a raw `.wgsl` file from `shaders/`.
+//! The high-level wrappers take and return burn `Tensor`s.
 
-mod small_m_matmul;
+mod attention_decode;
+mod launch;
 
 use burn::backend::{Dispatch, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
 
-/// Largest row count [`skinny_matmul`] handles.
-pub const SKINNY_MAX_ROWS: usize = 16;
-
 /// Backend extension: tinylora's custom kernels.
 #[backend_extension(Autodiff, Cube)]
 pub trait KernelBackend: burn::backend::Backend {
-    /// x `[M, K]` · wt `[K, N]` → `[M, N]` for M ≤ [`SKINNY_MAX_ROWS`] (`shaders/matmul_small_m.wgsl`).
-    fn skinny_matmul(x: FloatTensor<Self>, wt: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Decode-step attention (`shaders/attention_decode.wgsl`): q `[B, n_h, d_h]`, k and v
+    /// `[B, n_kv, S, d_h]`, row b attending to slots `first[b]..len` → `[B, n_h, d_h]`.
+    /// Inference only: it has no backward pass.
+    fn attention_decode(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        first: Vec<u32>,
+        len: u32,
+    ) -> FloatTensor<Self>;
 }
 
-/// x `[M, K]` · wt `[K, N]` for few rows M (decode steps), reading each weight once.
-pub fn skinny_matmul(x: Tensor<2>, wt: Tensor<2>) -> Tensor<2> {
-    Tensor::from_dispatch(Dispatch::skinny_matmul(x.into_dispatch(), wt.into_dispatch()))
+/// Attention of one new query per sequence over its cached keys/values, in one launch:
+/// `o[b, h] = Σ_{j ∈ first[b]..len} softmax_j(q[b,h]·k[b,g,j] / √d_h) v[b,g,j]`, g = h / (n_h / n_kv).
+///
+/// q `[B, n_h, d_h]`, k, v `[B, n_kv, S, d_h]` → `[B, n_h, d_h]`. Not differentiable: call it
+/// on inference (non-autodiff) tensors only.
+pub fn attention_decode(q: Tensor<3>, k: Tensor<4>, v: Tensor<4>, first: &[usize], len: usize) -> Tensor<3> {
+    assert!(!q.device().is_autodiff(), "attention_decode has no backward pass; use it for inference only");
+    let first = first.iter().map(|&f| f as u32).collect();
+    Tensor::from_dispatch(Dispatch::attention_decode(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        first,
+        len as u32,
+    ))
 }
