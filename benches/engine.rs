@@ -1,5 +1,5 @@
 //! Engine throughput on SmolLM2-135M-Instruct: shader compilation, prefill, decode at batch 1
-//! and 16, and the fused decode-attention kernel against the same math in stock burn ops.
+//! and 16.
 //!
 //!     cargo bench --profile release --bench engine [-- --new-tokens 128]
 //!
@@ -7,9 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use burn::tensor::{Distribution, Tensor};
-use burn::tensor::activation::softmax;
-use tinylora::engine::kernels::attention_decode;
 use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, default_device};
 use tinylora::formats::ModelFile;
 
@@ -51,8 +48,8 @@ fn main() {
 
     // first forward in this process: compiles (or loads from Mesa's cache) every shader
     let (_, first) = timed(|| model.forward_logits(&[prompt[..8].to_vec()]));
-    let (_, first_prefill) = timed(|| model.generate(&[prompt.clone()], &greedy(1), |_, _| {}));
-    let (_, prefill) = timed(|| model.generate(&[prompt.clone()], &greedy(1), |_, _| {}));
+    let (_, first_prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}));
+    let (_, prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}));
 
     let decode = |batch: usize| {
         // prompts of different lengths (64..=64+batch·8) as in a GRPO rollout
@@ -67,38 +64,6 @@ fn main() {
     };
     let decode1 = decode(1);
     let decode16 = decode(16);
-
-    // fused decode attention vs the same math in stock burn ops (SmolLM2 shapes, 320 slots)
-    let attention = |batch: usize| {
-        let (nh, nkv, s, d) = (9, 3, 320, 64);
-        let q = Tensor::<3>::random([batch, nh, d], Distribution::Default, &device);
-        let k = Tensor::<4>::random([batch, nkv, s, d], Distribution::Default, &device);
-        let v = Tensor::<4>::random([batch, nkv, s, d], Distribution::Default, &device);
-        let first = vec![0; batch];
-        let mask = Tensor::<4>::zeros([batch, 1, nh / nkv, s], &device);
-        let stock = |q: Tensor<3>| {
-            let q = q.reshape([batch, nkv, nh / nkv, d]);
-            let scores = q.matmul(k.clone().swap_dims(2, 3)) * (1.0 / (d as f32).sqrt()) + mask.clone();
-            softmax(scores, 3).matmul(v.clone()).reshape([batch, nh, d])
-        };
-        let run = |fused: bool| {
-            let step = |q: Tensor<3>| {
-                if fused { attention_decode(q, k.clone(), v.clone(), &first, s) } else { stock(q) }
-            };
-            let _ = step(q.clone()).into_data();
-            let (_, t) = timed(|| {
-                let mut acc = step(q.clone());
-                for _ in 0..49 {
-                    acc = acc + step(q.clone());
-                }
-                acc.into_data()
-            });
-            t / 50
-        };
-        (run(true), run(false))
-    };
-    let (a1, s1) = attention(1);
-    let (a16, s16) = attention(16);
 
     println!(
         "SmolLM2-135M-Instruct ({}), {}",
@@ -123,12 +88,4 @@ fn main() {
     );
     println!("decode, batch 1 × {new_tokens} new tokens    {decode1:>9.2} tokens/s");
     println!("decode, batch 16 × {new_tokens} new tokens   {decode16:>9.2} tokens/s");
-    for (batch, fused, stock) in [(1, a1, s1), (16, a16, s16)] {
-        println!(
-            "attention_decode, batch {batch:>2}, 320 slots {:>8.3} ms (stock burn ops {:.3} ms: {:.2}× faster)",
-            fused.as_secs_f64() * 1e3,
-            stock.as_secs_f64() * 1e3,
-            stock.as_secs_f64() / fused.as_secs_f64()
-        );
-    }
 }

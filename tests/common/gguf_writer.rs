@@ -81,7 +81,7 @@ pub fn gguf_bytes(meta: &[(&str, Meta)], tensors: &[RawTensor]) -> Vec<u8> {
         offsets.push(offset);
         offset += (t.bytes.len() as u64).div_ceil(32) * 32;
     }
-    while out.len() % 32 != 0 {
+    while !out.len().is_multiple_of(32) {
         out.push(0);
     }
     let data_start = out.len();

@@ -34,6 +34,17 @@ pub fn qwen05() -> PathBuf {
     real_model("Qwen2.5-Coder-0.5B-Instruct.gguf", "qwen0.5b")
 }
 
+/// GSM8K test split from the shared data beside the checkout (`../shared/data/gsm8k`).
+pub fn gsm8k_test() -> PathBuf {
+    let path = repo().join("../shared/data/gsm8k/test.jsonl");
+    assert!(
+        path.exists(),
+        "{} is missing: the tests read GSM8K from ../shared/data",
+        path.display()
+    );
+    path
+}
+
 /// A fresh temporary directory under the target dir's tmp.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tinylora-test-{}-{name}", std::process::id()));

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use tinylora_formats::ModelFile;
 
@@ -22,8 +21,7 @@ pub struct InfoArgs {
 
 /// Print the summary.
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let file = ModelFile::open(&args.model)
-        .with_context(|| format!("cannot open model {}", args.model.display()))?;
+    let file = ModelFile::open(&args.model)?;
     let c = &file.config;
     let tensors = file.tensor_summaries();
     println!("model:          {}", args.model.display());
@@ -58,12 +56,10 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         "chat template:  {}",
         if file.chat_template.is_some() { "yes" } else { "no" }
     );
-    if args.metadata {
-        if let Some(meta) = file.gguf_metadata() {
-            println!();
-            for (k, v) in meta {
-                println!("{k} = {}", v.summary());
-            }
+    if let (true, Some(meta)) = (args.metadata, file.gguf_metadata()) {
+        println!();
+        for (k, v) in meta {
+            println!("{k} = {}", v.summary());
         }
     }
     if args.tensors {

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_engine::{Transformer, default_device};
 use tinylora_formats::ModelFile;
@@ -15,7 +14,7 @@ pub fn load_model(path: &Path) -> anyhow::Result<(ModelFile, Transformer)> {
         ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message(format!("opening {}", path.display()));
-    let file = ModelFile::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
+    let file = ModelFile::open(path)?;
     spinner.set_message(format!(
         "loading {} weights to the GPU",
         file.config.architecture.name()

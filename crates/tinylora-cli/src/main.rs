@@ -3,6 +3,7 @@
 mod generate;
 mod info;
 mod load;
+mod plan;
 
 use clap::{Parser, Subcommand};
 
@@ -23,11 +24,23 @@ enum Command {
     Info(info::InfoArgs),
     /// Generate text with a model (greedy or sampled, batched over --num-samples).
     Generate(generate::GenerateArgs),
+    /// Count an adapter's trainable parameters from the model config alone (or, with
+    /// --budget N, list TinyLoRA configurations with exactly N).
+    Plan(plan::PlanArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Plan(args) => plan::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // the whole cause chain on one line: "what failed: why"
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

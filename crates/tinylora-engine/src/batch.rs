@@ -17,7 +17,14 @@ pub fn positions(pads: &[usize], past: usize, t: usize) -> Vec<Vec<usize>> {
 
 /// Attention mask `[B, 1, r·T, S]` for T new slots after `past` cached ones over a key buffer
 /// of S ≥ past + T slots, with rows in the grouped-query order (r copies of the T query slots).
-pub fn attention_mask(pads: &[usize], past: usize, t: usize, s: usize, rep: usize, device: &Device) -> Tensor<4> {
+pub fn attention_mask(
+    pads: &[usize],
+    past: usize,
+    t: usize,
+    s: usize,
+    rep: usize,
+    device: &Device,
+) -> Tensor<4> {
     let mut data = Vec::with_capacity(pads.len() * rep * t * s);
     for &pad in pads {
         for _ in 0..rep {

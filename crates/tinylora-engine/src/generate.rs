@@ -50,14 +50,8 @@ impl Transformer {
         let (past, t) = (cache.len(), rows[0].len());
         let rope = rope_tables(&positions(pads, past, t), c.head_dim, c.rope_theta, &self.device);
         let rep = c.num_attention_heads / c.num_key_value_heads;
-        // decode steps without autodiff use the fused WGSL kernel, which needs no mask
-        let fused = t == 1 && !self.device.is_autodiff();
-        let mask = (!fused).then(|| attention_mask(pads, past, t, cache.capacity_after(t), rep, &self.device));
-        let step = StepInputs {
-            rope,
-            mask,
-            first: pads.to_vec(),
-        };
+        let mask = attention_mask(pads, past, t, cache.capacity_after(t), rep, &self.device);
+        let step = StepInputs { rope, mask };
         let hidden = self.forward_hidden(self.embed(rows), &step, cache);
         cache.advance(t);
         hidden

@@ -39,7 +39,11 @@ impl KvCache {
     /// The capacity the buffers will have once `t` more positions are written: the attention
     /// width S of the next step.
     pub fn capacity_after(&self, t: usize) -> usize {
-        let current = self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2]);
+        let current = self
+            .layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2]);
         current.max((self.len + t).div_ceil(KV_BLOCK) * KV_BLOCK)
     }
 

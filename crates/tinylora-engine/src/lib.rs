@@ -8,7 +8,6 @@
 pub mod batch;
 pub mod device;
 pub mod generate;
-pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
 pub mod rope;

@@ -60,7 +60,13 @@ impl Linear {
         let y = if self.weight_t.len() == 1 {
             x.matmul(self.weight_t[0].clone())
         } else {
-            Tensor::cat(self.weight_t.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
+            Tensor::cat(
+                self.weight_t
+                    .iter()
+                    .map(|w| x.clone().matmul(w.clone()))
+                    .collect(),
+                1,
+            )
         };
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),

@@ -7,7 +7,6 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile};
 
-use crate::kernels::attention_decode;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::{RopeBatch, apply_rope};
@@ -50,11 +49,8 @@ pub struct Attention {
 pub struct StepInputs {
     /// RoPE tables of the step's positions.
     pub rope: RopeBatch,
-    /// Additive attention mask `[B, 1, r·T, S]`; `None` for a decode step (T = 1) that uses
-    /// the fused decode kernel instead.
-    pub mask: Option<Tensor<4>>,
-    /// First visible cache slot of each row (its left padding).
-    pub first: Vec<usize>,
+    /// Additive attention mask `[B, 1, r·T, S]` (0 visible, −1e9 hidden).
+    pub mask: Tensor<4>,
 }
 
 impl Attention {
@@ -66,19 +62,16 @@ impl Attention {
         let q = apply_rope(heads(self.q_proj.forward(x.clone()), nh), &step.rope);
         let k = apply_rope(heads(self.k_proj.forward(x.clone()), nkv), &step.rope);
         let v = heads(self.v_proj.forward(x), nkv);
-        let past = cache.len();
         let (k, v) = cache.append(layer, k, v); // [B, n_kv, S, d_h]
-        let out = match &step.mask {
-            None => attention_decode(q.reshape([b, nh, dh]), k, v, &step.first, past + 1).reshape([b, 1, nh * dh]),
-            Some(mask) => {
-                // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
-                let rep = nh / nkv;
-                let q = q.reshape([b, nkv, rep * t, dh]);
-                let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f32).sqrt()) + mask.clone(); // [B, n_kv, r·T, S]
-                let out = softmax(scores, 3).matmul(v); // [B, n_kv, r·T, d_h]
-                out.reshape([b, nh, t, dh]).swap_dims(1, 2).reshape([b, t, nh * dh])
-            }
-        };
+        // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
+        let rep = nh / nkv;
+        let q = q.reshape([b, nkv, rep * t, dh]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f32).sqrt()) + step.mask.clone(); // [B, n_kv, r·T, S]
+        let out = softmax(scores, 3).matmul(v); // [B, n_kv, r·T, d_h]
+        let out = out
+            .reshape([b, nh, t, dh])
+            .swap_dims(1, 2)
+            .reshape([b, t, nh * dh]);
         self.o_proj.forward(out)
     }
 }
@@ -146,10 +139,17 @@ impl Transformer {
         };
         let linear = |prefix: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear, FormatError> {
             let w = file.load(&format!("{prefix}.weight"), &[d_out, d_in])?;
-            let b = if bias { Some(file.load(&format!("{prefix}.bias"), &[d_out])?) } else { None };
+            let b = if bias {
+                Some(file.load(&format!("{prefix}.bias"), &[d_out])?)
+            } else {
+                None
+            };
             Ok(Linear::new(&w, b.as_ref(), device))
         };
-        let (q_dim, kv_dim) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let (q_dim, kv_dim) = (
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -204,7 +204,9 @@ impl Transformer {
     /// Run the layers and the final norm: x `[B, T, H]` → hidden `[B, T, H]`.
     pub fn forward_hidden(&self, mut x: Tensor<3>, step: &StepInputs, cache: &mut KvCache) -> Tensor<3> {
         for (i, layer) in self.layers.iter().enumerate() {
-            let a = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), step, cache, i);
+            let a = layer
+                .self_attn
+                .forward(layer.input_layernorm.forward(x.clone()), step, cache, i);
             x = x + a;
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     /// The file could not be opened or read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file does not start with the GGUF magic.
     #[error("{}: not a GGUF file (first bytes {found:?}, expected \"GGUF\")", path.display())]
@@ -119,10 +119,10 @@ impl FormatError {
     }
 
     /// Shorthand for [`FormatError::Io`].
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
+    pub fn io(path: &Path, error: std::io::Error) -> Self {
         FormatError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }

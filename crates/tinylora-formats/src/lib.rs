@@ -17,5 +17,5 @@ pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{Architecture, ModelConfig};
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufValue};
-pub use model_file::{HostTensor, ModelFile, TensorSummary};
+pub use model_file::{HostTensor, ModelFile, TensorSummary, read_model_config};
 pub use tokenizer::TextTokenizer;

@@ -125,6 +125,70 @@ fn map_file(path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))
 }
 
+/// Read a Hugging Face `config.json`: the architecture and the EOS ids it names.
+pub fn hf_config(path: &Path) -> Result<(ModelConfig, Vec<u32>)> {
+    let cfg = read_json(path)?;
+    let num = |k: &str| -> Result<usize> {
+        cfg.get(k)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| FormatError::missing(path, format!("field `{k}`")))
+    };
+    let model_type = cfg
+        .get("model_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FormatError::missing(path, "field `model_type`"))?;
+    let architecture = Architecture::parse(model_type).ok_or_else(|| {
+        FormatError::invalid(
+            path,
+            format!("model_type {model_type:?} is not supported (llama, qwen2)"),
+        )
+    })?;
+    let hidden_size = num("hidden_size")?;
+    let num_attention_heads = num("num_attention_heads")?;
+    let float = |k: &str, d: f64| cfg.get(k).and_then(Value::as_f64).unwrap_or(d) as f32;
+    let config = ModelConfig {
+        architecture,
+        hidden_size,
+        intermediate_size: num("intermediate_size")?,
+        num_hidden_layers: num("num_hidden_layers")?,
+        num_attention_heads,
+        num_key_value_heads: num("num_key_value_heads").unwrap_or(num_attention_heads),
+        head_dim: num("head_dim").unwrap_or(hidden_size / num_attention_heads),
+        vocab_size: num("vocab_size")?,
+        rope_theta: float("rope_theta", 10_000.0),
+        rms_norm_eps: float("rms_norm_eps", 1e-6),
+        tie_word_embeddings: cfg
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        attention_bias: architecture == Architecture::Qwen2
+            || cfg
+                .get("attention_bias")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        max_position_embeddings: num("max_position_embeddings").unwrap_or(4096),
+    };
+    let eos_ids: Vec<u32> = match cfg.get("eos_token_id") {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
+        Some(v) => v.as_u64().map(|v| v as u32).into_iter().collect(),
+        None => vec![],
+    };
+    Ok((config, eos_ids))
+}
+
+/// The architecture of a model without reading its weights: `PATH` is a `config.json`, a
+/// Hugging Face directory or a GGUF file.
+pub fn read_model_config(path: &Path) -> Result<ModelConfig> {
+    if path.is_dir() {
+        Ok(hf_config(&path.join("config.json"))?.0)
+    } else if path.extension().is_some_and(|e| e == "json") {
+        Ok(hf_config(path)?.0)
+    } else {
+        Ok(ModelFile::open(path)?.config)
+    }
+}
+
 impl ModelFile {
     /// Open a `.gguf` file or a Hugging Face model directory.
     pub fn open(path: &Path) -> Result<Self> {
@@ -207,53 +271,7 @@ impl ModelFile {
                 "config.json (a Hugging Face model directory needs one)",
             ));
         }
-        let cfg = read_json(&cfg_path)?;
-        let num = |k: &str| -> Result<usize> {
-            cfg.get(k)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| FormatError::missing(&cfg_path, format!("field `{k}`")))
-        };
-        let model_type = cfg
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| FormatError::missing(&cfg_path, "field `model_type`"))?;
-        let architecture = Architecture::parse(model_type).ok_or_else(|| {
-            FormatError::invalid(
-                &cfg_path,
-                format!("model_type {model_type:?} is not supported (llama, qwen2)"),
-            )
-        })?;
-        let hidden_size = num("hidden_size")?;
-        let num_attention_heads = num("num_attention_heads")?;
-        let float = |k: &str, d: f64| cfg.get(k).and_then(Value::as_f64).unwrap_or(d) as f32;
-        let config = ModelConfig {
-            architecture,
-            hidden_size,
-            intermediate_size: num("intermediate_size")?,
-            num_hidden_layers: num("num_hidden_layers")?,
-            num_attention_heads,
-            num_key_value_heads: num("num_key_value_heads").unwrap_or(num_attention_heads),
-            head_dim: num("head_dim").unwrap_or(hidden_size / num_attention_heads),
-            vocab_size: num("vocab_size")?,
-            rope_theta: float("rope_theta", 10_000.0),
-            rms_norm_eps: float("rms_norm_eps", 1e-6),
-            tie_word_embeddings: cfg
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            attention_bias: architecture == Architecture::Qwen2
-                || cfg
-                    .get("attention_bias")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            max_position_embeddings: num("max_position_embeddings").unwrap_or(4096),
-        };
-        let eos_ids: Vec<u32> = match cfg.get("eos_token_id") {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
-            Some(v) => v.as_u64().map(|v| v as u32).into_iter().collect(),
-            None => vec![],
-        };
+        let (config, eos_ids) = hf_config(&cfg_path)?;
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.exists() {
             return Err(FormatError::missing(
@@ -453,7 +471,7 @@ impl ModelFile {
             *counts.entry(t.dtype).or_default() += 1;
         }
         let mut v: Vec<_> = counts.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
         v.iter()
             .map(|(d, n)| format!("{d} ×{n}"))
             .collect::<Vec<_>>()

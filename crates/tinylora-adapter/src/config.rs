@@ -1,0 +1,222 @@
+//! What an adapter is: method, frozen rank, trainable size, tying, targets, precision.
+//!
+//! For a frozen linear weight W `[d_out, d_in]` (y = x Wᵀ), SPEC.md §1:
+//!
+//! | method   | update ΔW                   | trainable per tie group |
+//! |----------|-----------------------------|-------------------------|
+//! | LoRA     | B A                         | r (d_in + d_out)        |
+//! | LoRA-XS  | U Σ R Vᵀ                    | r²                      |
+//! | TinyLoRA | U Σ (Σᵢ vᵢ Pᵢ) Vᵀ, i ≤ u     | u                       |
+
+use serde::{Deserialize, Serialize};
+
+/// The parametrization of the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// ΔW = B A with trainable B `[d_out, r]`, A `[r, d_in]` (untied only).
+    Lora,
+    /// ΔW = U Σ R Vᵀ with a trainable R `[r, r]` per tie group.
+    LoraXs,
+    /// ΔW = U Σ (Σᵢ vᵢ Pᵢ) Vᵀ with trainable v ∈ R^u per tie group.
+    Tinylora,
+}
+
+/// How modules share trainable parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Tying {
+    /// Every module has its own parameters.
+    None,
+    /// Runs of `n_tie` neighbouring modules in layer order share (whatever their type).
+    Tiled {
+        /// Modules per group.
+        n_tie: usize,
+    },
+    /// Modules of the same type in runs of `n_tie` neighbouring layers share.
+    Structured {
+        /// Layers per group.
+        n_tie: usize,
+    },
+    /// One set of parameters for the whole model.
+    Full,
+}
+
+/// Storage and application precision of the trainable numbers (the optimizer keeps f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 4 bytes.
+    F32,
+    /// 2 bytes, 8-bit exponent.
+    Bf16,
+    /// 2 bytes, 5-bit exponent.
+    F16,
+}
+
+impl Precision {
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::Bf16 | Precision::F16 => 2,
+        }
+    }
+}
+
+/// Where Σ sits in the frozen factors (all agree at v = 0, train differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigmaConvention {
+    /// The paper: U Σ R Vᵀ (default).
+    Paper,
+    /// LoRA-XS code: U R Σ Vᵀ.
+    LoraXs,
+    /// Hugging Face PEFT: U √Σ R √Σ Vᵀ.
+    Peft,
+}
+
+/// The seven adaptable projections of a decoder layer, in layer order.
+pub const MODULE_TYPES: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/// A complete adapter description; with the base weights it determines the update exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    /// Parametrization.
+    pub method: Method,
+    /// Frozen rank r of the truncated SVD (LoRA: the rank of B A).
+    pub rank: usize,
+    /// Trainable numbers per tie group for TinyLoRA.
+    pub u: usize,
+    /// Parameter sharing.
+    pub tying: Tying,
+    /// Adapted module types, a subset of [`MODULE_TYPES`], in that order.
+    pub targets: Vec<String>,
+    /// Precision of the trainable numbers.
+    pub precision: Precision,
+    /// Seed of the random projections Pᵢ (N(0, 1/r) entries).
+    pub projection_seed: u64,
+    /// Σ placement.
+    pub sigma: SigmaConvention,
+}
+
+impl Default for AdapterConfig {
+    /// The paper's recommendation: TinyLoRA, r = 2, u = 1, untied, all seven modules, f32.
+    fn default() -> Self {
+        AdapterConfig {
+            method: Method::Tinylora,
+            rank: 2,
+            u: 1,
+            tying: Tying::None,
+            targets: MODULE_TYPES.iter().map(|s| s.to_string()).collect(),
+            precision: Precision::F32,
+            projection_seed: 0,
+            sigma: SigmaConvention::Paper,
+        }
+    }
+}
+
+/// An adapter configuration that cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A target that is not one of the seven projections.
+    #[error("unknown target module `{0}` (known: q, k, v, o, gate, up, down)")]
+    UnknownTarget(String),
+    /// No targets.
+    #[error("at least one target module is needed")]
+    NoTargets,
+    /// A zero where a positive number is needed.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// LoRA trains full-size factors per module; tying them is not defined here.
+    #[error("LoRA adapters cannot be tied; use --tying none")]
+    TiedLora,
+}
+
+impl AdapterConfig {
+    /// Check the configuration and put the targets in layer order.
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        if self.targets.is_empty() {
+            return Err(ConfigError::NoTargets);
+        }
+        if let Some(bad) = self.targets.iter().find(|t| !MODULE_TYPES.contains(&t.as_str())) {
+            return Err(ConfigError::UnknownTarget(bad.clone()));
+        }
+        self.targets = MODULE_TYPES
+            .iter()
+            .filter(|m| self.targets.iter().any(|t| t == *m))
+            .map(|m| m.to_string())
+            .collect();
+        if self.rank == 0 {
+            return Err(ConfigError::Zero("rank"));
+        }
+        if self.method == Method::Tinylora && self.u == 0 {
+            return Err(ConfigError::Zero("u"));
+        }
+        match self.tying {
+            Tying::Tiled { n_tie: 0 } | Tying::Structured { n_tie: 0 } => {
+                return Err(ConfigError::Zero("n_tie"));
+            }
+            Tying::None => {}
+            _ if self.method == Method::Lora => return Err(ConfigError::TiedLora),
+            _ => {}
+        }
+        Ok(self)
+    }
+
+    /// Trainable numbers per tie group for modules of shape (d_out, d_in).
+    pub fn params_per_group(&self, d_out: usize, d_in: usize) -> usize {
+        match self.method {
+            Method::Lora => self.rank * (d_in + d_out),
+            Method::LoraXs => self.rank * self.rank,
+            Method::Tinylora => self.u,
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lora" => Ok(Method::Lora),
+            "lora-xs" => Ok(Method::LoraXs),
+            "tinylora" => Ok(Method::Tinylora),
+            _ => Err(format!("unknown method `{s}` (lora, lora-xs, tinylora)")),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision `{s}` (f32, bf16, f16)")),
+        }
+    }
+}
+
+impl Tying {
+    /// Build from the CLI's `--tying KIND [--n-tie N]`.
+    pub fn parse(kind: &str, n_tie: usize) -> Result<Self, String> {
+        match kind {
+            "none" => Ok(Tying::None),
+            "tiled" => Ok(Tying::Tiled { n_tie }),
+            "structured" => Ok(Tying::Structured { n_tie }),
+            "full" => Ok(Tying::Full),
+            _ => Err(format!("unknown tying `{kind}` (none, tiled, structured, full)")),
+        }
+    }
+
+    /// Short description, e.g. `tiled (n_tie = 17)`.
+    pub fn describe(self) -> String {
+        match self {
+            Tying::None => "none".into(),
+            Tying::Tiled { n_tie } => format!("tiled (n_tie = {n_tie})"),
+            Tying::Structured { n_tie } => format!("structured (n_tie = {n_tie} layers)"),
+            Tying::Full => "full".into(),
+        }
+    }
+}

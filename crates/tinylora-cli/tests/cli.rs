@@ -1,0 +1,130 @@
+//! The `tinylora` binary end to end: JSON generation on the real default model, the planner,
+//! and error reporting.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use tinylora_formats::{ChatMessage, ModelFile};
+
+fn smollm2() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.exists(), "run scripts/fetch_models.sh smollm2 first");
+    path
+}
+
+fn tinylora(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinylora"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn generate_json_greedy_and_seeded_sampling() {
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let prompt = "What is 2 + 3?";
+    let common = [
+        "generate",
+        "--model",
+        model,
+        "--chat",
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "6",
+        "--json",
+    ];
+    let greedy = json_lines(&tinylora(&[&common[..], &["--num-samples", "2"]].concat()));
+    assert_eq!(greedy.len(), 2);
+    assert_eq!(
+        greedy[0]["output_ids"], greedy[1]["output_ids"],
+        "greedy samples agree"
+    );
+    // the prompt is the model's own chat template, tokenized
+    let file = ModelFile::open(std::path::Path::new(model)).unwrap();
+    let text = file
+        .chat_template
+        .as_ref()
+        .unwrap()
+        .render(&[ChatMessage::new("user", prompt)], true)
+        .unwrap();
+    let ids: Vec<u64> = file
+        .tokenizer
+        .encode(&text)
+        .unwrap()
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    assert_eq!(greedy[0]["prompt_ids"], serde_json::json!(ids));
+    let out_ids = greedy[0]["output_ids"].as_array().unwrap();
+    let logprobs = greedy[0]["logprobs"].as_array().unwrap();
+    assert!(!out_ids.is_empty() && out_ids.len() <= 6 && logprobs.len() == out_ids.len());
+    assert!(logprobs.iter().all(|l| l.as_f64().unwrap() <= 0.0));
+    let decoded = file
+        .tokenizer
+        .decode(
+            &out_ids
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert_eq!(greedy[0]["text"], serde_json::json!(decoded));
+
+    let sampled = [
+        &common[..],
+        &[
+            "--num-samples",
+            "3",
+            "--temperature",
+            "1",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "5",
+        ],
+    ]
+    .concat();
+    let a = json_lines(&tinylora(&sampled));
+    let b = json_lines(&tinylora(&sampled));
+    assert_eq!(a, b, "the same seed gives the same samples");
+}
+
+#[test]
+fn plan_counts_and_errors() {
+    let dir = std::env::temp_dir().join(format!("tinylora-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+            "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+            "vocab_size": 128256}"#,
+    )
+    .unwrap();
+    let out = tinylora(&["plan", "--model", cfg.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("N_params:          560"), "{text}");
+    assert!(text.contains("bytes:             2240"), "{text}");
+
+    let bad = tinylora(&["info", "--model", cfg.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8(bad.stderr).unwrap();
+    assert!(err.contains("config.json: not a GGUF file"), "{err}");
+    let bad = tinylora(&["plan", "--model", cfg.to_str().unwrap(), "--tying", "sideways"]);
+    assert!(
+        String::from_utf8(bad.stderr)
+            .unwrap()
+            .contains("unknown tying `sideways`")
+    );
+}
