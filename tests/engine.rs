@@ -171,12 +171,12 @@ fn assert_matches_numpy(model_path: &std::path::Path, name: &str, max_allowed: f
 
 #[test]
 fn smollm2_teacher_forced_logits_match_numpy_reference() {
-    assert_matches_numpy(&common::smollm2(), "smollm2", 0.02);
+    assert_matches_numpy(&common::smollm2(), "smollm2", 0.005);
 }
 
 #[test]
 fn qwen05_teacher_forced_logits_match_numpy_reference() {
-    assert_matches_numpy(&common::qwen05(), "qwen05", 0.05);
+    assert_matches_numpy(&common::qwen05(), "qwen05", 0.005);
 }
 
 #[test]
