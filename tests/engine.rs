@@ -198,3 +198,28 @@ fn smollm2_batched_greedy_equals_alone() {
     let text = tok.decode(&batched[1].output_ids).unwrap();
     assert!(text.contains('5'), "counting continues: {text:?}");
 }
+
+#[test]
+fn sequences_ending_at_different_steps_leave_the_batch_unchanged() {
+    let dir = common::temp_dir("ragged");
+    let c = tiny_config(Architecture::Llama, true);
+    write_tiny_gguf(&dir.join("m.gguf"), &c, &random_weights(&c, 14));
+    let (_, model) = load(&dir.join("m.gguf"));
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![3, 4, 5],
+        vec![100, 7],
+        vec![9; 20],
+        vec![42, 43, 44, 45, 46, 47],
+    ];
+    let free = model.generate(&prompts, &greedy(10, vec![]), |_, _| {});
+    // stop on the 1st token of prompt 0 and the 4th of prompt 2: rows end at different steps,
+    // ride along while most of the batch is live, then the batch shrinks
+    let stops = vec![free[0].output_ids[0], free[2].output_ids[3]];
+    let batched = model.generate(&prompts, &greedy(10, stops.clone()), |_, _| {});
+    for (p, b) in prompts.iter().zip(&batched) {
+        let alone = model.generate(std::slice::from_ref(p), &greedy(10, stops.clone()), |_, _| {});
+        assert_eq!(alone[0].output_ids, b.output_ids);
+        assert_eq!(alone[0].finish, b.finish);
+    }
+    assert_eq!(batched[0].output_ids.len(), 1);
+}

@@ -97,8 +97,10 @@ impl Transformer {
         let mut rngs: Vec<_> = (0..prompts.len()).map(|i| opts.sampling.rng(i)).collect();
         let (h, v) = (self.config.hidden_size, self.config.vocab_size);
         let (mut rows, mut pads) = left_pad(prompts, 0);
-        // `active[r]` = index into `prompts` of batch row r.
-        let mut active: Vec<usize> = (0..prompts.len()).collect();
+        // `active[r]`: index into `prompts` of batch row r, `None` once that sequence ended.
+        // Ended rows ride along (their outputs ignored) until at most half the batch is
+        // live; then the batch shrinks. Fewer distinct batch sizes, fewer shaders to compile.
+        let mut active: Vec<Option<usize>> = (0..prompts.len()).map(Some).collect();
         let mut cache = KvCache::new(self.layers.len());
         loop {
             let t = rows[0].len();
@@ -110,9 +112,12 @@ impl Transformer {
                 .into_data()
                 .try_into_vec::<f32>()
                 .expect("f32 logits"); // [B, V]
-            let mut keep = Vec::with_capacity(b);
             let mut next_rows = Vec::with_capacity(b);
-            for (r, &i) in active.iter().enumerate() {
+            for (r, slot) in active.iter_mut().enumerate() {
+                let Some(i) = *slot else {
+                    next_rows.push(rows[r].clone());
+                    continue;
+                };
                 let (id, lp) = sample(&logits[r * v..(r + 1) * v], &opts.sampling, &mut rngs[i]);
                 let g = &mut out[i];
                 g.output_ids.push(id);
@@ -120,22 +125,25 @@ impl Transformer {
                 on_token(i, id);
                 if opts.stop_ids.contains(&id) {
                     g.finish = FinishReason::Stop;
-                } else if g.output_ids.len() < opts.max_new_tokens {
-                    keep.push(r);
-                    next_rows.push(vec![id]);
+                    *slot = None;
+                } else if g.output_ids.len() >= opts.max_new_tokens {
+                    *slot = None;
                 }
+                next_rows.push(vec![id]);
             }
-            if keep.is_empty() {
+            let live: Vec<usize> = (0..b).filter(|&r| active[r].is_some()).collect();
+            if live.is_empty() {
                 return out;
             }
-            if keep.len() < b {
-                let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+            if live.len() <= b / 2 {
+                let idx: Vec<i64> = live.iter().map(|&r| r as i64).collect();
                 cache.retain_rows(Tensor::<1, Int>::from_data(
-                    TensorData::new(idx, [keep.len()]),
+                    TensorData::new(idx, [live.len()]),
                     &self.device,
                 ));
-                active = keep.iter().map(|&r| active[r]).collect();
-                pads = keep.iter().map(|&r| pads[r]).collect();
+                active = live.iter().map(|&r| active[r]).collect();
+                pads = live.iter().map(|&r| pads[r]).collect();
+                next_rows = live.iter().map(|&r| next_rows[r].clone()).collect();
             }
             rows = next_rows;
         }
