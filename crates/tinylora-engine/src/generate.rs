@@ -1,5 +1,6 @@
 //! Batched generation with a KV cache: one prefill over the left-padded prompts, then one
-//! decode step per new token; finished sequences leave the batch.
+//! decode step per new token; ended sequences ride along until at most half the batch is live,
+//! then the batch shrinks.
 
 use burn::tensor::{Int, Tensor, TensorData};
 
