@@ -1,10 +1,13 @@
 //! TinyLoRA adapters: configuration ([`AdapterConfig`]), weight tying ([`TieGroups`]) and
-//! parameter planning from a model configuration alone ([`plan`], [`budget_options`]).
+//! parameter planning from a model configuration alone ([`plan`], [`budget_options`]), and
+//! the frozen rank-r SVD of a weight ([`truncated_svd`]).
 
 pub mod config;
 pub mod plan;
+pub mod svd;
 pub mod tie_groups;
 
 pub use config::{AdapterConfig, ConfigError, MODULE_TYPES, Method, Precision, SigmaConvention, Tying};
 pub use plan::{ParameterPlan, budget_options, plan};
+pub use svd::{TruncatedSvd, truncated_svd};
 pub use tie_groups::{ModuleSlot, TieGroups};
