@@ -4,10 +4,12 @@
 
 pub mod config;
 pub mod plan;
+pub mod projection;
 pub mod svd;
 pub mod tie_groups;
 
 pub use config::{AdapterConfig, ConfigError, MODULE_TYPES, Method, Precision, SigmaConvention, Tying};
 pub use plan::{ParameterPlan, budget_options, plan};
+pub use projection::{core, delta_weight, mix, projections};
 pub use svd::{TruncatedSvd, truncated_svd};
 pub use tie_groups::{ModuleSlot, TieGroups};
