@@ -375,3 +375,22 @@ fn real_tensors_dequantize_like_llama_cpp() {
         ["Q4_1", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]
     );
 }
+
+#[test]
+fn base_model_fingerprints_identify_the_weights() {
+    let smol = ModelFile::open(&common::smollm2()).unwrap().fingerprint();
+    assert_eq!(
+        smol,
+        ModelFile::open(&common::smollm2()).unwrap().fingerprint(),
+        "stable"
+    );
+    assert_eq!(smol.len(), 16);
+    assert_ne!(smol, ModelFile::open(&common::qwen05()).unwrap().fingerprint());
+    // same architecture, different weights: different fingerprints
+    let dir = common::temp_dir("fingerprint");
+    let c = tiny_config(Architecture::Llama, true);
+    write_tiny_gguf(&dir.join("a.gguf"), &c, &random_weights(&c, 1));
+    write_tiny_gguf(&dir.join("b.gguf"), &c, &random_weights(&c, 2));
+    let fa = ModelFile::open(&dir.join("a.gguf")).unwrap().fingerprint();
+    assert_ne!(fa, ModelFile::open(&dir.join("b.gguf")).unwrap().fingerprint());
+}

@@ -2,12 +2,14 @@
 //! parameter planning from a model configuration alone ([`plan`], [`budget_options`]), and
 //! the frozen rank-r SVD of a weight ([`truncated_svd`]).
 
+pub mod adapter_file;
 pub mod config;
 pub mod plan;
 pub mod projection;
 pub mod svd;
 pub mod tie_groups;
 
+pub use adapter_file::{AdapterFile, AdapterFileError};
 pub use config::{AdapterConfig, ConfigError, MODULE_TYPES, Method, Precision, SigmaConvention, Tying};
 pub use plan::{ParameterPlan, budget_options, plan};
 pub use projection::{core, delta_weight, mix, projections};

@@ -464,6 +464,48 @@ impl ModelFile {
         }
     }
 
+    /// A fingerprint of the base model: FNV-1a (64-bit, hex) over the configuration, every
+    /// tensor's name, shape and storage type, and the first 256 stored bytes of each tensor.
+    /// Adapters record it so that applying one to another model can be refused.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(serde_json::to_string(&self.config).unwrap_or_default().as_bytes());
+        for t in self.tensor_summaries() {
+            eat(format!("{}|{:?}|{}", t.name, t.shape, t.dtype).as_bytes());
+            eat(self.raw_prefix(&t.name, 256));
+        }
+        format!("{h:016x}")
+    }
+
+    /// Up to `n` leading stored bytes of a tensor (file naming), empty if absent.
+    fn raw_prefix(&self, name: &str, n: usize) -> &[u8] {
+        match &self.weights {
+            Weights::Gguf(g) => g.tensor_info(name).map_or(&[][..], |i| {
+                let b = g.tensor_bytes(i);
+                &b[..b.len().min(n)]
+            }),
+            Weights::Safetensors { shards, index } => index.get(name).map_or(&[][..], |&i| {
+                let mmap = &shards[i].1;
+                match SafeTensors::deserialize(mmap)
+                    .ok()
+                    .and_then(|st| st.tensor(name).ok())
+                {
+                    Some(view) => {
+                        let offset = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+                        &mmap[offset..offset + view.data().len().min(n)]
+                    }
+                    None => &[],
+                }
+            }),
+        }
+    }
+
     /// A one-line description of the storage types, e.g. `Q4_1 ×211, F32 ×61`.
     pub fn dtype_summary(&self) -> String {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
