@@ -45,7 +45,7 @@ pub fn gsm8k_test() -> PathBuf {
     path
 }
 
-/// A fresh temporary directory under the target dir's tmp.
+/// A fresh, empty directory under the system temporary directory, unique to this test process.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tinylora-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

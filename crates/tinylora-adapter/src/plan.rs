@@ -94,7 +94,6 @@ pub fn budget_options(
             out.push((cfg, p));
         }
     }
-    out.sort_by_key(|(_, p)| p.groups);
-    out.reverse();
+    out.sort_by_key(|(_, p)| std::cmp::Reverse(p.groups));
     out
 }

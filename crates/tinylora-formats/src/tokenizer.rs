@@ -43,7 +43,7 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
-/// Rust-regex-free split patterns, as the Hugging Face tokenizers of each family define them.
+/// Pre-tokenizer split patterns (Oniguruma syntax), as the Hugging Face tokenizers of each family define them.
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
