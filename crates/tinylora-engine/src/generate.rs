@@ -63,12 +63,19 @@ impl Transformer {
     pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Vec<Vec<f32>> {
         let (rows, pads) = left_pad(prompts, 0);
         let (b, t, v) = (rows.len(), rows[0].len(), self.config.vocab_size);
-        let hidden = self.step(&rows, &pads, &mut KvCache::new(self.layers.len()));
-        let logits = self.logits(hidden.reshape([b * t, self.config.hidden_size]));
+        let logits = self.teacher_forced(&rows, &pads);
         let all = logits.into_data().try_into_vec::<f32>().expect("f32 logits");
         (0..b)
             .map(|i| all[(i * t + pads[i]) * v..(i + 1) * t * v].to_vec())
             .collect()
+    }
+
+    /// Teacher-forced logits `[B·T, V]` on the device of left-padded `rows` (`pads[b]` padding
+    /// slots first): differentiable in the adapter's v when it is on the activation path.
+    pub fn teacher_forced(&self, rows: &[Vec<u32>], pads: &[usize]) -> Tensor<2> {
+        let (b, t) = (rows.len(), rows[0].len());
+        let hidden = self.step(rows, pads, &mut KvCache::new(self.layers.len()));
+        self.logits(hidden.reshape([b * t, self.config.hidden_size]))
     }
 
     /// Generate continuations for every prompt in one batch. `on_token(i, id)` is called for

@@ -3,8 +3,10 @@
 //! - [`transformer`]: the llama / qwen2 decoder ([`Transformer::load`] from a
 //!   [`tinylora_formats::ModelFile`]).
 //! - [`generate`]: KV-cached, batched generation of prompts of different lengths.
+//! - [`adapter`]: TinyLoRA / LoRA-XS adapters attached to a model (activation path, merged).
 //! - [`sampling`]: greedy / temperature / top-k / top-p with seeded per-sequence streams.
 
+pub mod adapter;
 pub mod batch;
 pub mod device;
 pub mod generate;
@@ -14,6 +16,7 @@ pub mod rope;
 pub mod sampling;
 pub mod transformer;
 
+pub use adapter::{AdapterError, AdapterMode, AttachedAdapter};
 pub use device::default_device;
 pub use generate::{FinishReason, GenerateOptions, Generation};
 pub use sampling::SamplingParams;

@@ -2,12 +2,28 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::HostTensor;
+use tinylora_kernels::lowrank_update;
 
 /// Largest tensor a single storage binding may hold on every target we care about
 /// (lavapipe and WebGPU both cap a binding at 128 MiB); bigger weights are split by columns.
 pub const MAX_BINDING_BYTES: usize = 64 << 20;
 
-/// y = x Wᵀ + b with W stored transposed, as `[d_in, d_out]` column chunks.
+/// An adapter's low-rank update of one linear layer: ΔW = U M Vᵀ with M = Σᵢ vᵢ P̃ᵢ
+/// (see [`crate::adapter`]).
+#[derive(Debug, Clone)]
+pub struct LowRankUpdate {
+    /// [U; V] `[d_out + d_in, r]`, frozen.
+    pub factors: Tensor<2>,
+    /// P̃ᵢ `[n_v, r, r]`, frozen.
+    pub basis: Tensor<3>,
+    /// v of the module's tie group `[n_v]` (tied modules hold clones of one tensor).
+    pub coef: Tensor<1>,
+    /// Whether the forward adds ((x V) Mᵀ) Uᵀ (false when off or merged into the weight).
+    pub on_path: bool,
+}
+
+/// y = x Wᵀ + b (+ an adapter's update) with W stored transposed, as `[d_in, d_out]` column
+/// chunks.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// Wᵀ split along d_out: each `[d_in, d_out_chunk]`, at most [`MAX_BINDING_BYTES`].
@@ -18,6 +34,8 @@ pub struct Linear {
     pub d_in: usize,
     /// Output width.
     pub d_out: usize,
+    /// The adapter's update of this layer, if it is a target.
+    pub update: Option<LowRankUpdate>,
 }
 
 /// Upload a host matrix.
@@ -52,11 +70,21 @@ impl Linear {
             bias,
             d_in,
             d_out,
+            update: None,
         }
     }
 
     /// x `[N, d_in]` → `[N, d_out]`.
     pub fn forward2(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = self.forward_frozen(x.clone());
+        match &self.update {
+            Some(u) if u.on_path => lowrank_update(x, y, u.factors.clone(), u.basis.clone(), u.coef.clone()),
+            _ => y,
+        }
+    }
+
+    /// x Wᵀ + b with the weights as they are (merged or not).
+    fn forward_frozen(&self, x: Tensor<2>) -> Tensor<2> {
         let y = if self.weight_t.len() == 1 {
             x.matmul(self.weight_t[0].clone())
         } else {

@@ -7,6 +7,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile};
 
+use crate::adapter::AttachedAdapter;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::{RopeBatch, apply_rope};
@@ -123,6 +124,8 @@ pub struct Transformer {
     pub lm_head: Linear,
     /// The device everything lives on.
     pub device: Device,
+    /// The attached adapter, if any (see [`crate::adapter`]).
+    pub adapter: Option<AttachedAdapter>,
 }
 
 impl Transformer {
@@ -186,6 +189,7 @@ impl Transformer {
             norm: norm("model.norm.weight")?,
             lm_head,
             device: device.clone(),
+            adapter: None,
         })
     }
 

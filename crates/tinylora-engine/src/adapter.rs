@@ -1,0 +1,331 @@
+//! Attaching an adapter to a loaded [`Transformer`]: the frozen factors of every target module
+//! on the device, the trainable v of every tie group, and the three ways to run with it
+//! (base model, update on the activation path, update merged into the weights).
+//!
+//! For target module k (layer order) with W `[d_out, d_in]` ≈ U Σ Vᵀ (rank r, SPEC.md §1):
+//! factors = [U; V] `[d_out + d_in, r]`, basis P̃ `[n_v, r, r]` with the Σ convention folded
+//! in (TinyLoRA: P̃ᵢ = Σ Pᵢ for the paper's U Σ R Vᵀ; LoRA-XS: P̃_(j,k) = Σ E_jk, so v = vec R),
+//! and the module's tie group's v `[n_v]`. Then ΔW = U (Σᵢ vᵢ P̃ᵢ) Vᵀ.
+
+use burn::tensor::{Tensor, TensorData};
+use tinylora_adapter::adapter_file::round_to;
+use tinylora_adapter::{AdapterConfig, MODULE_TYPES, Method, TieGroups, core, projections, truncated_svd};
+use tinylora_formats::{FormatError, ModelFile};
+use tinylora_kernels::{MAX_RANK, lowrank_merge};
+
+use crate::linear::{Linear, LowRankUpdate, upload};
+use crate::transformer::Transformer;
+
+/// Why an adapter cannot be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// Reading a base weight failed.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The configuration asks for something the engine does not run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The trainable values do not fit the configuration and model.
+    #[error("adapter values: {0}")]
+    Values(String),
+}
+
+/// How the model runs with its adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterMode {
+    /// The base model (ΔW switched off, weights untouched).
+    Off,
+    /// y = x Wᵀ + ((x V) Mᵀ) Uᵀ on the activation path: differentiable in v (training).
+    Activation,
+    /// W ← W + ΔW in place: plain-speed inference (rollouts, evaluation).
+    Merged,
+}
+
+/// The adapter attached to a model.
+#[derive(Debug, Clone)]
+pub struct AttachedAdapter {
+    /// Its configuration.
+    pub config: AdapterConfig,
+    /// Module → tie group.
+    pub tie_groups: TieGroups,
+    /// v of each tie group `[n_v]` (the modules hold clones of these).
+    pub coefs: Vec<Tensor<1>>,
+    /// Current mode.
+    pub mode: AdapterMode,
+}
+
+/// The Hugging Face path of target type `kind` (an entry of `MODULE_TYPES`) within a layer.
+pub fn module_path(kind: &str) -> String {
+    match kind {
+        "q" | "k" | "v" | "o" => format!("self_attn.{kind}_proj"),
+        _ => format!("mlp.{kind}_proj"),
+    }
+}
+
+/// Host-side frozen parts of one module: factors `[d_out + d_in, r]` and basis `[n_v, r, r]`.
+struct HostFactors {
+    factors: Vec<f32>,
+    basis: Vec<f32>,
+    rows: usize,
+}
+
+/// The basis P̃ `[n_v, r, r]` of module `k` with singular values `sigma`.
+fn basis_of(config: &AdapterConfig, k: usize, sigma: &[f32]) -> Vec<f32> {
+    let r = config.rank;
+    let mats: Vec<Vec<f32>> = match config.method {
+        Method::Tinylora => projections(config.projection_seed, k, config.u, r)
+            .chunks_exact(r * r)
+            .map(|p| p.to_vec())
+            .collect(),
+        Method::LoraXs => (0..r * r)
+            .map(|jk| (0..r * r).map(|e| f32::from(u8::from(e == jk))).collect())
+            .collect(),
+        Method::Lora => unreachable!("checked by attach_adapter"),
+    };
+    mats.iter().flat_map(|p| core(sigma, p, config.sigma)).collect()
+}
+
+/// Rank-r SVD and basis of every target module, computed on all CPU cores.
+fn host_factors(
+    file: &ModelFile,
+    config: &AdapterConfig,
+    groups: &TieGroups,
+) -> Result<Vec<HostFactors>, AdapterError> {
+    let shapes = file.config.linear_shapes();
+    let kinds: Vec<usize> = config
+        .targets
+        .iter()
+        .map(|t| MODULE_TYPES.iter().position(|m| m == t).unwrap())
+        .collect();
+    let work: Vec<(usize, String, usize, usize)> = groups
+        .modules
+        .iter()
+        .enumerate()
+        .map(|(k, slot)| {
+            let kind = kinds[slot.kind];
+            let (_, d_out, d_in) = shapes[kind];
+            let name = format!(
+                "model.layers.{}.{}.weight",
+                slot.layer,
+                module_path(MODULE_TYPES[kind])
+            );
+            (k, name, d_out, d_in)
+        })
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = work.len().div_ceil(threads).max(1);
+    let r = config.rank;
+    let results: Vec<Result<Vec<HostFactors>, AdapterError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .chunks(per_thread)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(k, name, d_out, d_in)| {
+                            let w = file.load(name, &[*d_out, *d_in])?;
+                            let svd =
+                                truncated_svd(&w.data, *d_out, *d_in, r, config.projection_seed ^ *k as u64);
+                            // [U; V]: U [d_out, r] rows, then V [d_in, r] rows
+                            let mut factors = svd.u.clone();
+                            factors.extend_from_slice(&svd.v);
+                            Ok(HostFactors {
+                                factors,
+                                basis: basis_of(config, *k, &svd.s),
+                                rows: d_out + d_in,
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("SVD worker panicked"))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(work.len());
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+impl Transformer {
+    /// The linear layer of target type `kind` in `layer`.
+    pub fn target_mut(&mut self, layer: usize, kind: &str) -> &mut Linear {
+        let l = &mut self.layers[layer];
+        match kind {
+            "q" => &mut l.self_attn.q_proj,
+            "k" => &mut l.self_attn.k_proj,
+            "v" => &mut l.self_attn.v_proj,
+            "o" => &mut l.self_attn.o_proj,
+            "gate" => &mut l.mlp.gate_proj,
+            "up" => &mut l.mlp.up_proj,
+            "down" => &mut l.mlp.down_proj,
+            _ => panic!("unknown module type `{kind}`"),
+        }
+    }
+
+    /// Compute the frozen factors of every target module of `config` from the weights in
+    /// `file` (the file this model was loaded from) and attach them with the trainable values
+    /// `values` `[groups, n_v]` (zeros: the base model). The adapter starts on the activation
+    /// path ([`AdapterMode::Activation`]); a previously attached adapter is removed first.
+    pub fn attach_adapter(
+        &mut self,
+        file: &ModelFile,
+        config: &AdapterConfig,
+        values: &[f32],
+    ) -> Result<(), AdapterError> {
+        if config.method == Method::Lora {
+            return Err(AdapterError::Unsupported(
+                "LoRA adapters are not run by the engine yet (tinylora-xs and tinylora are)".into(),
+            ));
+        }
+        if config.rank > MAX_RANK {
+            return Err(AdapterError::Unsupported(format!(
+                "rank {} is above the kernels' maximum of {MAX_RANK}",
+                config.rank
+            )));
+        }
+        let groups = TieGroups::new(self.config.num_hidden_layers, config.targets.len(), config.tying);
+        let n_v = config.params_per_group(0, 0);
+        if values.len() != groups.num_groups * n_v {
+            return Err(AdapterError::Values(format!(
+                "{} values given, the configuration needs {} groups × {n_v}",
+                values.len(),
+                groups.num_groups
+            )));
+        }
+        self.detach_adapter();
+        let host = host_factors(file, config, &groups)?;
+        let coefs: Vec<Tensor<1>> = values
+            .chunks_exact(n_v)
+            .map(|v| {
+                let rounded: Vec<f32> = v.iter().map(|&x| round_to(config.precision, x)).collect();
+                Tensor::from_data(TensorData::new(rounded, [n_v]), &self.device)
+            })
+            .collect();
+        let (r, device) = (config.rank, self.device.clone());
+        for ((slot, &g), h) in groups.modules.iter().zip(&groups.group).zip(host) {
+            let update = LowRankUpdate {
+                factors: upload(h.factors, [h.rows, r], &device),
+                basis: Tensor::from_data(TensorData::new(h.basis, [n_v, r, r]), &device),
+                coef: coefs[g].clone(),
+                on_path: true,
+            };
+            self.target_mut(slot.layer, &config.targets[slot.kind]).update = Some(update);
+        }
+        self.adapter = Some(AttachedAdapter {
+            config: config.clone(),
+            tie_groups: groups,
+            coefs,
+            mode: AdapterMode::Activation,
+        });
+        Ok(())
+    }
+
+    /// Remove the adapter (unmerging it first), leaving the base model.
+    pub fn detach_adapter(&mut self) {
+        self.set_adapter_mode(AdapterMode::Off);
+        for layer in 0..self.layers.len() {
+            for kind in MODULE_TYPES {
+                self.target_mut(layer, kind).update = None;
+            }
+        }
+        self.adapter = None;
+    }
+
+    /// Switch between the base model, the update on the activation path and merged weights.
+    /// Does nothing without an adapter.
+    pub fn set_adapter_mode(&mut self, mode: AdapterMode) {
+        let Some(current) = self.adapter.as_ref().map(|a| a.mode) else {
+            return;
+        };
+        if current == AdapterMode::Merged && mode != AdapterMode::Merged {
+            self.for_each_update(|linear| linear.merge_update(true));
+        }
+        if mode == AdapterMode::Merged && current != AdapterMode::Merged {
+            self.for_each_update(|linear| linear.merge_update(false));
+        }
+        self.for_each_update(|linear| {
+            if let Some(u) = linear.update.as_mut() {
+                u.on_path = mode == AdapterMode::Activation;
+            }
+        });
+        if let Some(a) = self.adapter.as_mut() {
+            a.mode = mode;
+        }
+    }
+
+    /// Replace every tie group's v (e.g. by tensors that require gradients, for training).
+    /// Merged weights are unmerged with the old values and merged again with the new ones.
+    pub fn set_adapter_coefs(&mut self, coefs: Vec<Tensor<1>>) {
+        let Some(adapter) = self.adapter.as_ref() else {
+            panic!("set_adapter_coefs: no adapter attached");
+        };
+        assert_eq!(
+            coefs.len(),
+            adapter.coefs.len(),
+            "set_adapter_coefs: one tensor per tie group"
+        );
+        let mode = adapter.mode;
+        self.set_adapter_mode(AdapterMode::Off);
+        let adapter = self.adapter.as_mut().unwrap();
+        let (groups, targets) = (adapter.tie_groups.clone(), adapter.config.targets.clone());
+        adapter.coefs = coefs.clone();
+        for (slot, &g) in groups.modules.iter().zip(&groups.group) {
+            if let Some(u) = self.target_mut(slot.layer, &targets[slot.kind]).update.as_mut() {
+                u.coef = coefs[g].clone();
+            }
+        }
+        self.set_adapter_mode(mode);
+    }
+
+    /// The trainable values `[groups, n_v]` as the host sees them.
+    pub fn adapter_values(&self) -> Option<Vec<f32>> {
+        let adapter = self.adapter.as_ref()?;
+        Some(
+            adapter
+                .coefs
+                .iter()
+                .flat_map(|c| {
+                    c.to_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("f32 values")
+                })
+                .collect(),
+        )
+    }
+
+    fn for_each_update(&mut self, mut f: impl FnMut(&mut Linear)) {
+        for layer in 0..self.layers.len() {
+            for kind in MODULE_TYPES {
+                let linear = self.target_mut(layer, kind);
+                if linear.update.is_some() {
+                    f(linear);
+                }
+            }
+        }
+    }
+}
+
+impl Linear {
+    /// W ← W + ΔW (or − ΔW with `subtract`) in every column chunk, in place when unshared.
+    fn merge_update(&mut self, subtract: bool) {
+        let Some(u) = self.update.as_ref() else { return };
+        let chunks = std::mem::take(&mut self.weight_t);
+        let mut col0 = 0;
+        self.weight_t = chunks
+            .into_iter()
+            .map(|w| {
+                let cols = w.dims()[1];
+                let coef = u.coef.clone().inner(); // merging is never differentiated
+                let merged = lowrank_merge(w, u.factors.clone(), u.basis.clone(), coef, col0, subtract);
+                col0 += cols;
+                merged
+            })
+            .collect();
+    }
+}

@@ -1,0 +1,115 @@
+//! `lowrank_merge`: Wᵀ ← Wᵀ ± (U M Vᵀ)ᵀ on one column chunk of a frozen weight.
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops},
+};
+use burn::backend::tensor::FloatTensor;
+use burn_cubecl::tensor::CubeTensor;
+
+use crate::LowRankBackend;
+use crate::launch::{MAX_RANK, Wgsl, dims, empty, input, launch, launch_bindings, rank_values};
+
+/// The merge launch on the cube backend: in place when `weight_t`'s buffer is not shared.
+pub(crate) fn merge(
+    weight_t: CubeTensor,
+    factors: CubeTensor,
+    basis: CubeTensor,
+    coef: CubeTensor,
+    col0: usize,
+    subtract: bool,
+) -> CubeTensor {
+    let op = "lowrank_merge";
+    let [w, factors, basis, coef] = [
+        (weight_t, "weight_t"),
+        (factors, "factors"),
+        (basis, "basis"),
+        (coef, "coef"),
+    ]
+    .map(|(t, name)| input(t, op, name));
+    let (wd, fd, bd) = (dims(&w), dims(&factors), dims(&basis));
+    let (d_in, cols, r, n_v) = (wd[0], wd[1], fd[1], bd[0]);
+    assert!(
+        (1..=MAX_RANK).contains(&r),
+        "{op}: rank {r} is outside 1..={MAX_RANK}"
+    );
+    assert!(
+        fd[0] > d_in,
+        "{op}: factors {fd:?} cannot hold V [{d_in}, {r}] below U"
+    );
+    let d_out = fd[0] - d_in;
+    assert!(
+        col0 + cols <= d_out,
+        "{op}: columns {col0}..{} exceed d_out = {d_out}",
+        col0 + cols
+    );
+    assert_eq!(&bd[..], &[n_v, r, r], "{op}: basis {bd:?} does not match r = {r}");
+    assert_eq!(dims(&coef), [n_v], "{op}: coef must be [{n_v}]");
+    let in_place = w.can_mut() && w.is_contiguous_buffer();
+    let mut values = rank_values(r);
+    values.push(("sign", if subtract { "-1.0" } else { "1.0" }.to_string()));
+    let info = [d_in, d_out, col0, cols, n_v].map(|n| n as u32);
+    let source = include_str!("../../../shaders/lowrank_merge.wgsl");
+    if in_place {
+        values.push(("target", "w".to_string()));
+        values.push(("out_binding", String::new()));
+        launch(
+            Wgsl { source, values },
+            d_in,
+            &[&w, &factors, &basis, &coef],
+            &info,
+        );
+        w
+    } else {
+        let out = empty(&w, vec![d_in, cols]);
+        values.push(("target", "out".to_string()));
+        values.push((
+            "out_binding",
+            "@group(0) @binding(5) var<storage, read_write> out: array<f32>;".to_string(),
+        ));
+        // bindings: w, factors, basis, coef, info, out
+        let kernel = Wgsl { source, values };
+        launch_bindings(kernel, d_in, &[&w, &factors, &basis, &coef], &info, Some(&out));
+        out
+    }
+}
+
+#[derive(Debug)]
+struct MergeBackward;
+
+// ∂(Wᵀ ± ΔWᵀ)/∂Wᵀ is the identity; the update itself is not differentiated through a merge
+// (training uses `lowrank_update` on the activation path).
+impl<B: LowRankBackend> Backward<B, 1> for MergeBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_w] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
+/// The merge on an autodiff backend: the inner launch, with an identity backward for Wᵀ.
+pub(crate) fn autodiff_merge<B: LowRankBackend, C: CheckpointStrategy>(
+    weight_t: FloatTensor<Autodiff<B, C>>,
+    factors: FloatTensor<Autodiff<B, C>>,
+    basis: FloatTensor<Autodiff<B, C>>,
+    coef: FloatTensor<Autodiff<B, C>>,
+    col0: usize,
+    subtract: bool,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prep = MergeBackward.prepare::<C>([weight_t.node()]).compute_bound();
+    let out = B::lowrank_merge(
+        weight_t.into_primitive(),
+        factors.into_primitive(),
+        basis.into_primitive(),
+        coef.into_primitive(),
+        col0,
+        subtract,
+    );
+    prep.stateless(out)
+}

@@ -1,0 +1,57 @@
+// Gradient of the trainable coefficients of one module (SPEC.md §1):
+//
+//   S = ∂L/∂M = Σ_t w_tᵀ z_t            ∂L/∂vᵢ = Σ_{j,k} P̃ᵢ[j, k] S[j, k]
+//
+// (with P̃ᵢ = Σ Pᵢ this is ∂L/∂R = Σ ∂L/∂M contracted with the Pᵢ). Modules of a tie group
+// each produce their ∂L/∂v; burn's autodiff adds them up on the shared v.
+//
+// Inputs:  zw     [T, 2R]      z_t (columns 0..R) and w_t (columns R..2R) from the backward
+//          basis  [n_v, R, R]  P̃ᵢ
+//          info   [2] u32      T, n_v
+// Output:  dcoef  [n_v]
+//
+// R = {{ r }}, WG = {{ wg }}. A single workgroup: for each (j, k) the invocations sum
+// tokens t, t + WG, … and a tree reduction finishes S[j, k] in workgroup memory.
+@group(0) @binding(0) var<storage, read_write> zw: array<f32>;
+@group(0) @binding(1) var<storage, read_write> basis: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dcoef: array<f32>;
+@group(0) @binding(3) var<storage, read_write> info: array<u32>;
+
+const R: u32 = {{ r }}u;
+const WG: u32 = {{ wg }}u;
+
+var<workgroup> red: array<f32, {{ wg }}>;
+var<workgroup> s: array<f32, {{ r_r }}>;
+
+@compute @workgroup_size({{ wg }}, 1, 1)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    let n_t = info[0];
+    let n_v = info[1];
+    for (var jk = 0u; jk < R * R; jk++) {
+        let j = jk / R;
+        let k = jk % R;
+        var acc = 0.0;
+        for (var t = lid; t < n_t; t += WG) {
+            acc = fma(zw[t * 2u * R + R + j], zw[t * 2u * R + k], acc);
+        }
+        red[lid] = acc;
+        workgroupBarrier();
+        for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+            if (lid < stride) {
+                red[lid] += red[lid + stride];
+            }
+            workgroupBarrier();
+        }
+        if (lid == 0u) {
+            s[jk] = red[0];
+        }
+        workgroupBarrier();
+    }
+    for (var i = lid; i < n_v; i += WG) {
+        var acc = 0.0;
+        for (var jk = 0u; jk < R * R; jk++) {
+            acc = fma(basis[i * R * R + jk], s[jk], acc);
+        }
+        dcoef[i] = acc;
+    }
+}

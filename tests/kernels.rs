@@ -1,0 +1,244 @@
+//! The WGSL kernels of the low-rank update against the same math in stock burn ops (forward,
+//! and gradients through burn's own autodiff), on lavapipe, for ranks 1, 2, 4, 8 and shapes
+//! that are not multiples of the 64-wide workgroup.
+
+use burn::tensor::{Device, Distribution, Tensor};
+use tinylora::engine::default_device;
+use tinylora::kernels::{lowrank_merge, lowrank_update};
+
+/// One module's inputs: x [T, d_in], base [T, d_out], factors [d_out + d_in, r], basis, coef.
+struct Case {
+    x: Tensor<2>,
+    base: Tensor<2>,
+    factors: Tensor<2>,
+    basis: Tensor<3>,
+    coef: Tensor<1>,
+    d_out: usize,
+}
+
+/// Entries scaled like a real module's: unit activations, orthonormal-sized factor columns.
+fn case(t: usize, d_in: usize, d_out: usize, r: usize, n_v: usize, dev: &Device) -> Case {
+    let n = |std: f64| Distribution::Normal(0.0, std);
+    Case {
+        x: Tensor::random([t, d_in], n(1.0), dev),
+        base: Tensor::random([t, d_out], n(1.0), dev),
+        factors: Tensor::random([d_out + d_in, r], n(1.0 / (d_in.min(d_out) as f64).sqrt()), dev),
+        basis: Tensor::random([n_v, r, r], n(1.0 / (r as f64).sqrt()), dev),
+        coef: Tensor::random([n_v], n(1.0), dev),
+        d_out,
+    }
+}
+
+/// M = Σᵢ vᵢ P̃ᵢ `[r, r]` in stock ops.
+fn core(basis: Tensor<3>, coef: Tensor<1>) -> Tensor<2> {
+    let [n_v, r, _] = basis.dims();
+    (basis * coef.reshape([n_v, 1, 1])).sum_dim(0).reshape([r, r])
+}
+
+/// y = base + ((x V) Mᵀ) Uᵀ in stock ops.
+fn reference(c: &Case, x: Tensor<2>, base: Tensor<2>, factors: Tensor<2>, coef: Tensor<1>) -> Tensor<2> {
+    let rows = factors.dims()[0];
+    let u = factors.clone().slice(0..c.d_out);
+    let v = factors.slice(c.d_out..rows);
+    base + x
+        .matmul(v)
+        .matmul(core(c.basis.clone(), coef).transpose())
+        .matmul(u.transpose())
+}
+
+/// max |got − want| ≤ tol · max |want| (f32 sums of hundreds of terms, compared at their scale).
+fn assert_close<const D: usize>(got: Tensor<D>, want: Tensor<D>, tol: f32, what: &str) {
+    let (g, w) = (
+        got.into_data().try_into_vec::<f32>().unwrap(),
+        want.into_data().try_into_vec::<f32>().unwrap(),
+    );
+    assert_eq!(g.len(), w.len(), "{what}: sizes");
+    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    let err = g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= tol * scale,
+        "{what}: max error {err:e} > {tol:e} × {scale:e}"
+    );
+}
+
+/// (T, d_in, d_out): single rows, exact and off-by-one multiples of 64, and a wider case.
+const SHAPES: [(usize, usize, usize); 4] = [(1, 5, 3), (3, 64, 65), (7, 130, 63), (33, 577, 200)];
+const RANKS: [usize; 4] = [1, 2, 4, 8];
+
+/// Every rank with two shapes, so that each shape meets two ranks.
+fn cases() -> impl Iterator<Item = (usize, (usize, usize, usize))> {
+    RANKS
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, r)| [(r, SHAPES[i]), (r, SHAPES[(i + 1) % SHAPES.len()])])
+}
+
+#[test]
+fn forward_matches_stock_burn_ops() {
+    let dev = default_device();
+    for (r, (t, d_in, d_out)) in cases() {
+        let c = case(t, d_in, d_out, r, 3, &dev);
+        let want = reference(&c, c.x.clone(), c.base.clone(), c.factors.clone(), c.coef.clone());
+        let got = lowrank_update(c.x, c.base, c.factors, c.basis, c.coef);
+        assert_close(got, want, 1e-5, &format!("r={r} T={t} d_in={d_in} d_out={d_out}"));
+    }
+}
+
+#[test]
+fn zero_coefficients_return_base_exactly() {
+    let dev = default_device();
+    let c = case(9, 100, 70, 2, 1, &dev);
+    let zero = Tensor::<1>::zeros([1], &dev);
+    let got = lowrank_update(c.x, c.base.clone(), c.factors, c.basis, zero);
+    assert_eq!(got.to_data(), c.base.to_data());
+}
+
+/// Gradients of Σ y ⊙ probe with respect to every input, through the kernels and through burn.
+#[test]
+fn gradients_match_burn_autodiff() {
+    let dev = default_device();
+    for (r, (t, d_in, d_out)) in cases() {
+        for train_factors in [false, true] {
+            let c = case(t, d_in, d_out, r, 5, &dev);
+            let probe = Tensor::<2>::random([t, d_out], Distribution::Normal(0.0, 1.0), &dev).autodiff();
+            let track = |x: &Tensor<2>| x.clone().autodiff().require_grad();
+            let coef = || c.coef.clone().autodiff().require_grad();
+            let factors = || {
+                let f = c.factors.clone().autodiff();
+                if train_factors { f.require_grad() } else { f }
+            };
+            let basis = c.basis.clone().autodiff();
+
+            let (xk, bk, fk, ck) = (track(&c.x), track(&c.base), factors(), coef());
+            let yk = lowrank_update(xk.clone(), bk.clone(), fk.clone(), basis, ck.clone());
+            let gk = (yk * probe.clone()).sum().backward();
+
+            let (xr, br, fr, cr) = (track(&c.x), track(&c.base), factors(), coef());
+            let yr = reference(&c, xr.clone(), br.clone(), fr.clone(), cr.clone());
+            let gr = (yr * probe).sum().backward();
+
+            let what = format!("r={r} T={t} d_in={d_in} d_out={d_out} factors trained={train_factors}");
+            let tol = 1e-5;
+            assert_close(
+                xk.grad(&gk).unwrap(),
+                xr.grad(&gr).unwrap(),
+                tol,
+                &format!("{what}: dx"),
+            );
+            assert_close(
+                bk.grad(&gk).unwrap(),
+                br.grad(&gr).unwrap(),
+                tol,
+                &format!("{what}: dbase"),
+            );
+            assert_close(
+                ck.grad(&gk).unwrap(),
+                cr.grad(&gr).unwrap(),
+                tol,
+                &format!("{what}: dcoef"),
+            );
+            if train_factors {
+                let (a, b) = (fk.grad(&gk).unwrap(), fr.grad(&gr).unwrap());
+                assert_close(a, b, tol, &format!("{what}: dfactors"));
+            } else {
+                assert!(fk.grad(&gk).is_none(), "{what}: frozen factors got a gradient");
+            }
+        }
+    }
+}
+
+/// A coefficient shared by two modules (a tie group) gets the sum of their gradients.
+#[test]
+fn tied_coefficients_accumulate_both_modules() {
+    let dev = default_device();
+    let (a, b) = (case(6, 70, 90, 2, 3, &dev), case(6, 90, 40, 2, 3, &dev));
+    let run = |c: &Case, v: &Tensor<1>| {
+        lowrank_update(
+            c.x.clone(),
+            c.base.clone(),
+            c.factors.clone(),
+            c.basis.clone(),
+            v.clone(),
+        )
+        .sum()
+    };
+    let shared = a.coef.clone().autodiff().require_grad();
+    let both = shared
+        .grad(&(run(&a, &shared) + run(&b, &shared)).backward())
+        .unwrap();
+    let alone = |c: &Case| {
+        let v = a.coef.clone().autodiff().require_grad();
+        v.grad(&run(c, &v).backward()).unwrap()
+    };
+    let sum = alone(&a) + alone(&b);
+    assert_close(both, sum, 1e-6, "tied gradient");
+}
+
+#[test]
+fn merge_and_unmerge_match_stock_burn_ops_on_column_chunks() {
+    let dev = default_device();
+    for r in RANKS {
+        let (d_in, d_out) = (131, 150);
+        let c = case(1, d_in, d_out, r, 4, &dev);
+        let w = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 1.0), &dev);
+        let u = c.factors.clone().slice(0..d_out);
+        let v = c.factors.clone().slice(d_out..d_out + d_in);
+        let delta = u
+            .matmul(core(c.basis.clone(), c.coef.clone()))
+            .matmul(v.transpose()); // [d_out, d_in]
+        let want = (w.clone() + delta).transpose();
+        let merge = |chunk: Tensor<2>, col0: usize, subtract: bool| {
+            lowrank_merge(
+                chunk,
+                c.factors.clone(),
+                c.basis.clone(),
+                c.coef.clone(),
+                col0,
+                subtract,
+            )
+        };
+        // Wᵀ in two column chunks, as the engine stores a large weight
+        for (col0, cols) in [(0, 64), (64, d_out - 64)] {
+            let part = |t: &Tensor<2>| t.clone().slice([0..d_in, col0..col0 + cols]);
+            let original = part(&w.clone().transpose());
+            // a fresh, unshared buffer: merged in place
+            let merged = merge(Tensor::from_data(original.to_data(), &dev), col0, false);
+            assert_close(
+                merged.clone(),
+                part(&want),
+                1e-6,
+                &format!("merge r={r} col0={col0}"),
+            );
+            // unmerging restores W up to rounding
+            let restored = merge(merged, col0, true);
+            assert_close(
+                restored,
+                original.clone(),
+                1e-6,
+                &format!("unmerge r={r} col0={col0}"),
+            );
+            // a buffer still held elsewhere is copied, never modified
+            let copy = merge(original.clone(), col0, false);
+            assert_close(copy, part(&want), 1e-6, &format!("merge of a shared chunk r={r}"));
+            assert_eq!(
+                original.to_data(),
+                part(&w.clone().transpose()).to_data(),
+                "shared chunk modified"
+            );
+        }
+    }
+}
+
+/// More tokens than one row of the dispatch grid holds (the 2-D grid path).
+#[test]
+fn forward_handles_more_tokens_than_a_grid_row() {
+    let dev = default_device();
+    let c = case(65_600, 8, 6, 1, 1, &dev);
+    let want = reference(&c, c.x.clone(), c.base.clone(), c.factors.clone(), c.coef.clone());
+    assert_close(
+        lowrank_update(c.x, c.base, c.factors, c.basis, c.coef),
+        want,
+        1e-5,
+        "T = 65600",
+    );
+}
