@@ -1,9 +1,11 @@
 //! TinyLoRA adapters: configuration ([`AdapterConfig`]), weight tying ([`TieGroups`]) and
 //! parameter planning from a model configuration alone ([`plan`], [`budget_options`]), and
-//! the frozen rank-r SVD of a weight ([`truncated_svd`]).
+//! the frozen rank-r SVD of a weight ([`truncated_svd`]) and the frozen part of an adapted
+//! module ([`FrozenModule`]).
 
 pub mod adapter_file;
 pub mod config;
+pub mod frozen;
 pub mod plan;
 pub mod projection;
 pub mod svd;
@@ -11,6 +13,7 @@ pub mod tie_groups;
 
 pub use adapter_file::{AdapterFile, AdapterFileError};
 pub use config::{AdapterConfig, ConfigError, MODULE_TYPES, Method, Precision, SigmaConvention, Tying};
+pub use frozen::{FrozenModule, svd_seed};
 pub use plan::{ParameterPlan, budget_options, plan};
 pub use projection::{core, delta_weight, mix, projections};
 pub use svd::{TruncatedSvd, truncated_svd};

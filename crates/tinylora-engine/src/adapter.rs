@@ -9,7 +9,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use tinylora_adapter::adapter_file::round_to;
-use tinylora_adapter::{AdapterConfig, MODULE_TYPES, Method, TieGroups, core, projections, truncated_svd};
+use tinylora_adapter::{AdapterConfig, FrozenModule, MODULE_TYPES, Method, TieGroups};
 use tinylora_formats::{FormatError, ModelFile};
 use tinylora_kernels::{MAX_RANK, lowrank_merge};
 
@@ -62,35 +62,12 @@ pub fn module_path(kind: &str) -> String {
     }
 }
 
-/// Host-side frozen parts of one module: factors `[d_out + d_in, r]` and basis `[n_v, r, r]`.
-struct HostFactors {
-    factors: Vec<f32>,
-    basis: Vec<f32>,
-    rows: usize,
-}
-
-/// The basis P̃ `[n_v, r, r]` of module `k` with singular values `sigma`.
-fn basis_of(config: &AdapterConfig, k: usize, sigma: &[f32]) -> Vec<f32> {
-    let r = config.rank;
-    let mats: Vec<Vec<f32>> = match config.method {
-        Method::Tinylora => projections(config.projection_seed, k, config.u, r)
-            .chunks_exact(r * r)
-            .map(|p| p.to_vec())
-            .collect(),
-        Method::LoraXs => (0..r * r)
-            .map(|jk| (0..r * r).map(|e| f32::from(u8::from(e == jk))).collect())
-            .collect(),
-        Method::Lora => unreachable!("checked by attach_adapter"),
-    };
-    mats.iter().flat_map(|p| core(sigma, p, config.sigma)).collect()
-}
-
 /// Rank-r SVD and basis of every target module, computed on all CPU cores.
-fn host_factors(
+fn frozen_modules(
     file: &ModelFile,
     config: &AdapterConfig,
     groups: &TieGroups,
-) -> Result<Vec<HostFactors>, AdapterError> {
+) -> Result<Vec<FrozenModule>, AdapterError> {
     let shapes = file.config.linear_shapes();
     let kinds: Vec<usize> = config
         .targets
@@ -114,8 +91,7 @@ fn host_factors(
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_thread = work.len().div_ceil(threads).max(1);
-    let r = config.rank;
-    let results: Vec<Result<Vec<HostFactors>, AdapterError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<FrozenModule>, AdapterError>> = std::thread::scope(|s| {
         let handles: Vec<_> = work
             .chunks(per_thread)
             .map(|chunk| {
@@ -124,16 +100,7 @@ fn host_factors(
                         .iter()
                         .map(|(k, name, d_out, d_in)| {
                             let w = file.load(name, &[*d_out, *d_in])?;
-                            let svd =
-                                truncated_svd(&w.data, *d_out, *d_in, r, config.projection_seed ^ *k as u64);
-                            // [U; V]: U [d_out, r] rows, then V [d_in, r] rows
-                            let mut factors = svd.u.clone();
-                            factors.extend_from_slice(&svd.v);
-                            Ok(HostFactors {
-                                factors,
-                                basis: basis_of(config, *k, &svd.s),
-                                rows: d_out + d_in,
-                            })
+                            Ok(FrozenModule::new(config, *k, &w.data, *d_out, *d_in))
                         })
                         .collect()
                 })
@@ -198,7 +165,7 @@ impl Transformer {
             )));
         }
         self.detach_adapter();
-        let host = host_factors(file, config, &groups)?;
+        let frozen = frozen_modules(file, config, &groups)?;
         let coefs: Vec<Tensor<1>> = values
             .chunks_exact(n_v)
             .map(|v| {
@@ -207,10 +174,11 @@ impl Transformer {
             })
             .collect();
         let (r, device) = (config.rank, self.device.clone());
-        for ((slot, &g), h) in groups.modules.iter().zip(&groups.group).zip(host) {
+        for ((slot, &g), m) in groups.modules.iter().zip(&groups.group).zip(frozen) {
+            let rows = m.svd.m + m.svd.n;
             let update = LowRankUpdate {
-                factors: upload(h.factors, [h.rows, r], &device),
-                basis: Tensor::from_data(TensorData::new(h.basis, [n_v, r, r]), &device),
+                factors: upload(m.stacked_factors(), [rows, r], &device),
+                basis: Tensor::from_data(TensorData::new(m.basis, [n_v, r, r]), &device),
                 coef: coefs[g].clone(),
                 on_path: true,
             };

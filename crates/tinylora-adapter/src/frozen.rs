@@ -1,0 +1,63 @@
+//! The frozen part of one adapted module: its rank-r SVD and the basis the trainable v mixes.
+//!
+//! With W ≈ U Σ Vᵀ (rank r) and the Σ convention folded into the basis, ΔW = U M Vᵀ with
+//! M = Σᵢ vᵢ P̃ᵢ:
+//! - TinyLoRA: P̃ᵢ = core(Σ, Pᵢ) (paper: Σ Pᵢ), i ≤ u, Pᵢ from [`projections`];
+//! - LoRA-XS: P̃_(j,k) = core(Σ, E_jk), the r² unit matrices, so that v = vec R.
+
+use crate::config::{AdapterConfig, Method};
+use crate::projection::{core, delta_weight, mix, projections};
+use crate::svd::{TruncatedSvd, truncated_svd};
+
+/// Frozen factors and basis of adapted module `module` (its index in layer order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrozenModule {
+    /// The rank-r truncated SVD of the base weight.
+    pub svd: TruncatedSvd,
+    /// P̃ `[n_v, r, r]`, row-major.
+    pub basis: Vec<f32>,
+    /// Trainable numbers the module reads (u for TinyLoRA, r² for LoRA-XS).
+    pub n_v: usize,
+}
+
+/// Seed of the randomized SVD of module `module` (any seed gives the same factors to ~1e-5;
+/// a fixed one makes them bit-identical everywhere).
+pub fn svd_seed(projection_seed: u64, module: usize) -> u64 {
+    projection_seed ^ module as u64
+}
+
+impl FrozenModule {
+    /// From the base weight W `[d_out, d_in]` (row-major). LoRA has no frozen factors.
+    pub fn new(config: &AdapterConfig, module: usize, w: &[f32], d_out: usize, d_in: usize) -> Self {
+        let r = config.rank;
+        let svd = truncated_svd(w, d_out, d_in, r, svd_seed(config.projection_seed, module));
+        let mats: Vec<Vec<f32>> = match config.method {
+            Method::Tinylora => projections(config.projection_seed, module, config.u, r)
+                .chunks_exact(r * r)
+                .map(<[f32]>::to_vec)
+                .collect(),
+            Method::LoraXs => (0..r * r)
+                .map(|jk| (0..r * r).map(|e| f32::from(u8::from(e == jk))).collect())
+                .collect(),
+            Method::Lora => panic!("LoRA has no frozen SVD factors"),
+        };
+        let basis = mats.iter().flat_map(|p| core(&svd.s, p, config.sigma)).collect();
+        FrozenModule {
+            n_v: mats.len(),
+            svd,
+            basis,
+        }
+    }
+
+    /// U stacked on V: `[d_out + d_in, r]`, row-major.
+    pub fn stacked_factors(&self) -> Vec<f32> {
+        let mut f = self.svd.u.clone();
+        f.extend_from_slice(&self.svd.v);
+        f
+    }
+
+    /// ΔW `[d_out, d_in]` = U (Σᵢ vᵢ P̃ᵢ) Vᵀ.
+    pub fn delta(&self, v: &[f32]) -> Vec<f32> {
+        delta_weight(&self.svd, &mix(v, &self.basis, self.svd.r))
+    }
+}

@@ -1,0 +1,370 @@
+//! Adapters attached to a model, end to end on a tiny random llama: against a plain-Rust f64
+//! forward of the model with W + ΔW computed on the host from the SVD and projections, central
+//! finite differences of the loss, weight tying, merge/unmerge, the planner's counts, and
+//! adapter files reproducing the same logits.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Tensor, TensorData};
+use common::reference::reference_logits;
+use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
+use tinylora::adapter::{
+    AdapterConfig, AdapterFile, FrozenModule, Method, Precision, SigmaConvention, TieGroups, Tying, core,
+    delta_weight, mix, plan, projections,
+};
+use tinylora::engine::adapter::module_path;
+use tinylora::engine::{AdapterMode, Transformer, default_device};
+use tinylora::formats::{Architecture, ModelConfig, ModelFile};
+
+const SEQS: [[u32; 10]; 2] = [
+    [5, 17, 200, 3, 99, 42, 7, 7, 1, 30],
+    [250, 11, 64, 65, 66, 67, 68, 2, 9, 100],
+];
+
+fn tiny(name: &str) -> (PathBuf, ModelConfig, Weights) {
+    let dir = common::temp_dir(name);
+    let c = tiny_config(Architecture::Llama, true);
+    let w = random_weights(&c, 21);
+    write_tiny_hf_dir(&dir, &c, &w, false);
+    (dir, c, w)
+}
+
+fn load(dir: &Path) -> (ModelFile, Transformer) {
+    let file = ModelFile::open(dir).unwrap();
+    let model = Transformer::load(&file, &default_device()).unwrap();
+    (file, model)
+}
+
+fn adapter(method: Method, tying: Tying, sigma: SigmaConvention) -> AdapterConfig {
+    AdapterConfig {
+        method,
+        rank: 2,
+        u: 2,
+        tying,
+        projection_seed: 7,
+        sigma,
+        precision: Precision::F32,
+        ..AdapterConfig::default()
+    }
+    .validated()
+    .unwrap()
+}
+
+/// Deterministic values in [-0.5, 0.5).
+fn values(n: usize, salt: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as u32 * 7919 + salt * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+/// The base weights with W + ΔW in every target, ΔW = U core(Σ, Σᵢ vᵢ Pᵢ) Vᵀ built on the host
+/// from the SVD and the projections (LoRA-XS: R = v as an r×r matrix).
+fn adapted_weights(c: &ModelConfig, w: &Weights, cfg: &AdapterConfig, v: &[f32]) -> Weights {
+    let groups = TieGroups::new(c.num_hidden_layers, cfg.targets.len(), cfg.tying);
+    let n_v = cfg.params_per_group(0, 0);
+    let r = cfg.rank;
+    let mut out = w.clone();
+    for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
+        let name = format!(
+            "model.layers.{}.{}.weight",
+            slot.layer,
+            module_path(&cfg.targets[slot.kind])
+        );
+        let (shape, data) = out.get_mut(&name).unwrap();
+        let frozen = FrozenModule::new(cfg, k, data, shape[0], shape[1]);
+        let vg = &v[g * n_v..(g + 1) * n_v];
+        let rmat = match cfg.method {
+            Method::Tinylora => mix(vg, &projections(cfg.projection_seed, k, cfg.u, r), r),
+            _ => vg.to_vec(),
+        };
+        let delta = delta_weight(&frozen.svd, &core(&frozen.svd.s, &rmat, cfg.sigma));
+        data.iter_mut().zip(delta).for_each(|(x, d)| *x += d);
+    }
+    out
+}
+
+fn seqs() -> Vec<Vec<u32>> {
+    SEQS.iter().map(|s| s.to_vec()).collect()
+}
+
+fn max_diff(got: &[Vec<f32>], want: &[Vec<f64>]) -> f64 {
+    got.iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
+}
+
+fn reference(c: &ModelConfig, w: &Weights) -> Vec<Vec<f64>> {
+    seqs()
+        .iter()
+        .map(|s| reference_logits(c, w, s).concat())
+        .collect()
+}
+
+/// Mean next-token cross-entropy of [`SEQS`] under the f64 reference.
+fn reference_loss(c: &ModelConfig, w: &Weights) -> f64 {
+    let (mut sum, mut n) = (0.0, 0);
+    for s in seqs() {
+        let logits = reference_logits(c, w, &s);
+        for t in 0..s.len() - 1 {
+            let m = logits[t].iter().cloned().fold(f64::MIN, f64::max);
+            let lse = m + logits[t].iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            sum += lse - logits[t][s[t + 1] as usize];
+            n += 1;
+        }
+    }
+    sum / n as f64
+}
+
+/// The same loss on the GPU, differentiable in the adapter's v.
+fn engine_loss(model: &Transformer) -> Tensor<1> {
+    let rows = seqs();
+    let (t, v) = (rows[0].len(), model.config.vocab_size);
+    let logits = model.teacher_forced(&rows, &[0, 0]); // [B·T, V]
+    let mut pick = vec![0.0f32; rows.len() * t * v];
+    let n = (rows.len() * (t - 1)) as f32;
+    for (b, s) in rows.iter().enumerate() {
+        for i in 0..t - 1 {
+            pick[(b * t + i) * v + s[i + 1] as usize] = 1.0 / n;
+        }
+    }
+    let pick = Tensor::<2>::from_data(TensorData::new(pick, [rows.len() * t, v]), &model.device);
+    -(log_softmax(logits, 1) * pick).sum()
+}
+
+fn weights_t(model: &Transformer) -> Vec<f32> {
+    model
+        .layers
+        .iter()
+        .flat_map(|l| [&l.self_attn.q_proj, &l.mlp.down_proj])
+        .flat_map(|lin| lin.weight_t.iter())
+        .flat_map(|w| w.to_data().try_into_vec::<f32>().unwrap())
+        .collect()
+}
+
+#[test]
+fn zero_adapter_is_exactly_the_base_model() {
+    let (dir, _, _) = tiny("adapter-zero");
+    let (file, mut model) = load(&dir);
+    let base = model.forward_logits(&seqs());
+    let cfg = adapter(Method::Tinylora, Tying::None, SigmaConvention::Paper);
+    let groups = plan(&file.config, &cfg).groups;
+    model
+        .attach_adapter(&file, &cfg, &vec![0.0; groups * cfg.u])
+        .unwrap();
+    assert_eq!(model.forward_logits(&seqs()), base, "activation path with v = 0");
+    model.set_adapter_mode(AdapterMode::Merged);
+    assert_eq!(model.forward_logits(&seqs()), base, "merged with v = 0");
+}
+
+#[test]
+fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
+    let (dir, c, w) = tiny("adapter-modes");
+    let (file, mut model) = load(&dir);
+    let before = weights_t(&model);
+    for (method, sigma) in [
+        (Method::Tinylora, SigmaConvention::Paper),
+        (Method::Tinylora, SigmaConvention::Peft),
+        (Method::LoraXs, SigmaConvention::LoraXs),
+    ] {
+        let cfg = adapter(method, Tying::Structured { n_tie: 1 }, sigma);
+        let p = plan(&c, &cfg);
+        let v = values(p.params, 1);
+        model.attach_adapter(&file, &cfg, &v).unwrap();
+        assert_eq!(
+            model.adapter_values().unwrap(),
+            v,
+            "planner count = values created"
+        );
+        let want = reference(&c, &adapted_weights(&c, &w, &cfg, &v));
+        let base = reference(&c, &w);
+        let shift = max_diff(&model.forward_logits(&seqs()), &base);
+        assert!(
+            shift > 0.05,
+            "{method:?}: the adapter barely changes the logits ({shift})"
+        );
+        for mode in [
+            AdapterMode::Activation,
+            AdapterMode::Merged,
+            AdapterMode::Activation,
+        ] {
+            model.set_adapter_mode(mode);
+            let d = max_diff(&model.forward_logits(&seqs()), &want);
+            assert!(
+                d < 3e-4,
+                "{method:?} {sigma:?} {mode:?}: max |Δlogit| vs reference = {d}"
+            );
+        }
+        model.set_adapter_mode(AdapterMode::Merged);
+        model.set_adapter_mode(AdapterMode::Off);
+        let d = max_diff(&model.forward_logits(&seqs()), &base);
+        assert!(
+            d < 3e-4,
+            "{method:?}: switched off after a merge: max |Δlogit| vs base = {d}"
+        );
+    }
+    model.detach_adapter();
+    let after = weights_t(&model);
+    let worst = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-6, "merge then unmerge left weights off by {worst}");
+}
+
+#[test]
+fn gradients_match_finite_differences_with_tied_groups() {
+    let (dir, c, w) = tiny("adapter-fd");
+    let (file, mut model) = load(&dir);
+    // 14 modules in runs of 3: groups share v across module types and layers
+    let cfg = adapter(
+        Method::Tinylora,
+        Tying::Tiled { n_tie: 3 },
+        SigmaConvention::Paper,
+    );
+    let p = plan(&c, &cfg);
+    let v = values(p.params, 2);
+    model.attach_adapter(&file, &cfg, &v).unwrap();
+    let coefs: Vec<Tensor<1>> = v
+        .chunks(cfg.u)
+        .map(|g| {
+            Tensor::<1>::from_data(TensorData::new(g.to_vec(), [cfg.u]), &model.device)
+                .autodiff()
+                .require_grad()
+        })
+        .collect();
+    model.set_adapter_coefs(coefs.clone());
+    let loss = engine_loss(&model);
+    let want_loss = reference_loss(&c, &adapted_weights(&c, &w, &cfg, &v));
+    let got_loss: f32 = loss.clone().into_scalar();
+    assert!(
+        (got_loss as f64 - want_loss).abs() < 1e-4,
+        "loss {got_loss} vs reference {want_loss}"
+    );
+    let grads = loss.backward();
+    let got: Vec<f32> = coefs
+        .iter()
+        .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+        .collect();
+    let eps = 1e-3;
+    let fd: Vec<f64> = (0..v.len())
+        .map(|i| {
+            let at = |d: f32| {
+                let mut vv = v.clone();
+                vv[i] += d;
+                reference_loss(&c, &adapted_weights(&c, &w, &cfg, &vv))
+            };
+            (at(eps) - at(-eps)) / (2.0 * eps as f64)
+        })
+        .collect();
+    let scale = fd.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(scale > 1e-3, "the loss does not depend on v");
+    for (i, (g, f)) in got.iter().zip(&fd).enumerate() {
+        assert!(
+            (*g as f64 - f).abs() < 2e-3 * scale + 1e-5,
+            "∂L/∂v[{i}]: kernels {g}, finite differences {f} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner() {
+    let (dir, c, _) = tiny("adapter-tying");
+    let (file, mut model) = load(&dir);
+    let grads_at = |model: &mut Transformer, cfg: &AdapterConfig, value: &[f32]| {
+        let groups = plan(&c, cfg).groups;
+        let v: Vec<f32> = value.iter().copied().cycle().take(groups * cfg.u).collect();
+        model.attach_adapter(&file, cfg, &v).unwrap();
+        let coefs: Vec<Tensor<1>> = v
+            .chunks(cfg.u)
+            .map(|g| {
+                Tensor::<1>::from_data(TensorData::new(g.to_vec(), [cfg.u]), &model.device)
+                    .autodiff()
+                    .require_grad()
+            })
+            .collect();
+        model.set_adapter_coefs(coefs.clone());
+        let grads = engine_loss(model).backward();
+        coefs
+            .iter()
+            .map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let value = [0.3, -0.2];
+    let untied = grads_at(
+        &mut model,
+        &adapter(Method::Tinylora, Tying::None, SigmaConvention::Paper),
+        &value,
+    );
+    let full = grads_at(
+        &mut model,
+        &adapter(Method::Tinylora, Tying::Full, SigmaConvention::Paper),
+        &value,
+    );
+    assert_eq!((untied.len(), full.len()), (14, 1));
+    for i in 0..2 {
+        let sum: f32 = untied.iter().map(|g| g[i]).sum();
+        assert!(
+            (full[0][i] - sum).abs() < 1e-4 * sum.abs().max(1.0),
+            "v[{i}]: tied {} vs Σ untied {sum}",
+            full[0][i]
+        );
+    }
+    for tying in [
+        Tying::None,
+        Tying::Tiled { n_tie: 4 },
+        Tying::Structured { n_tie: 2 },
+        Tying::Full,
+    ] {
+        let cfg = adapter(Method::Tinylora, tying, SigmaConvention::Paper);
+        let p = plan(&c, &cfg);
+        model.attach_adapter(&file, &cfg, &vec![0.1; p.params]).unwrap();
+        assert_eq!(model.adapter_values().unwrap().len(), p.params, "{tying:?}");
+    }
+}
+
+#[test]
+fn adapter_file_reproduces_identical_logits_in_fresh_models() {
+    let (dir, c, _) = tiny("adapter-file");
+    let cfg = AdapterConfig {
+        precision: Precision::Bf16,
+        ..adapter(
+            Method::Tinylora,
+            Tying::Tiled { n_tie: 2 },
+            SigmaConvention::Paper,
+        )
+    };
+    let p = plan(&c, &cfg);
+    let (file, _) = load(&dir);
+    let saved = AdapterFile {
+        config: cfg.clone(),
+        base_fingerprint: file.fingerprint(),
+        groups: p.groups,
+        per_group: cfg.u,
+        values: values(p.params, 3)
+            .iter()
+            .map(|&x| tinylora::adapter::adapter_file::round_to(Precision::Bf16, x))
+            .collect(),
+    };
+    let path = dir.join("a.safetensors");
+    saved.save(&path).unwrap();
+    let run = || {
+        let (file, mut model) = load(&dir);
+        let a = AdapterFile::load(&path).unwrap();
+        a.check_base(&path, &file.fingerprint()).unwrap();
+        model.attach_adapter(&file, &a.config, &a.values).unwrap();
+        model.forward_logits(&seqs())
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second, "the same adapter file gave different logits");
+    let err = AdapterFile::load(&path)
+        .unwrap()
+        .check_base(&path, "another-model")
+        .unwrap_err();
+    assert!(err.to_string().contains("a.safetensors"), "{err}");
+}
