@@ -13,9 +13,8 @@ use common::reference::reference_logits;
 use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
 use tinylora::adapter::{
     AdapterConfig, AdapterFile, FrozenModule, Method, Precision, SigmaConvention, TieGroups, Tying, core,
-    delta_weight, mix, plan, projections,
+    delta_weight, mix, module_path, plan, projections,
 };
-use tinylora::engine::adapter::module_path;
 use tinylora::engine::{AdapterMode, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
 
@@ -154,7 +153,7 @@ fn zero_adapter_is_exactly_the_base_model() {
     let cfg = adapter(Method::Tinylora, Tying::None, SigmaConvention::Paper);
     let groups = plan(&file.config, &cfg).groups;
     model
-        .attach_adapter(&file, &cfg, &vec![0.0; groups * cfg.u])
+        .attach_adapter(&file, &cfg, &vec![0.0; groups * cfg.u], &|| {})
         .unwrap();
     assert_eq!(model.forward_logits(&seqs()), base, "activation path with v = 0");
     model.set_adapter_mode(AdapterMode::Merged);
@@ -174,7 +173,7 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
         let cfg = adapter(method, Tying::Structured { n_tie: 1 }, sigma);
         let p = plan(&c, &cfg);
         let v = values(p.params, 1);
-        model.attach_adapter(&file, &cfg, &v).unwrap();
+        model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
         assert_eq!(
             model.adapter_values().unwrap(),
             v,
@@ -229,7 +228,7 @@ fn gradients_match_finite_differences_with_tied_groups() {
     );
     let p = plan(&c, &cfg);
     let v = values(p.params, 2);
-    model.attach_adapter(&file, &cfg, &v).unwrap();
+    model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
     let coefs: Vec<Tensor<1>> = v
         .chunks(cfg.u)
         .map(|g| {
@@ -279,7 +278,7 @@ fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner(
     let grads_at = |model: &mut Transformer, cfg: &AdapterConfig, value: &[f32]| {
         let groups = plan(&c, cfg).groups;
         let v: Vec<f32> = value.iter().copied().cycle().take(groups * cfg.u).collect();
-        model.attach_adapter(&file, cfg, &v).unwrap();
+        model.attach_adapter(&file, cfg, &v, &|| {}).unwrap();
         let coefs: Vec<Tensor<1>> = v
             .chunks(cfg.u)
             .map(|g| {
@@ -323,7 +322,9 @@ fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner(
     ] {
         let cfg = adapter(Method::Tinylora, tying, SigmaConvention::Paper);
         let p = plan(&c, &cfg);
-        model.attach_adapter(&file, &cfg, &vec![0.1; p.params]).unwrap();
+        model
+            .attach_adapter(&file, &cfg, &vec![0.1; p.params], &|| {})
+            .unwrap();
         assert_eq!(model.adapter_values().unwrap().len(), p.params, "{tying:?}");
     }
 }
@@ -357,7 +358,7 @@ fn adapter_file_reproduces_identical_logits_in_fresh_models() {
         let (file, mut model) = load(&dir);
         let a = AdapterFile::load(&path).unwrap();
         a.check_base(&path, &file.fingerprint()).unwrap();
-        model.attach_adapter(&file, &a.config, &a.values).unwrap();
+        model.attach_adapter(&file, &a.config, &a.values, &|| {}).unwrap();
         model.forward_logits(&seqs())
     };
     let (first, second) = (run(), run());

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use tinylora_formats::FormatError;
+use tinylora_formats::atomic::write_atomic;
 
 use crate::config::{AdapterConfig, Method, Precision};
 
@@ -137,14 +139,9 @@ impl AdapterFile {
         .collect();
         let bytes = safetensors::serialize([("trainable", view)], Some(metadata))
             .map_err(|e| invalid(path, e.to_string()))?;
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, bytes).map_err(|error| AdapterFileError::Io {
-            path: tmp.clone(),
-            error,
-        })?;
-        std::fs::rename(&tmp, path).map_err(|error| AdapterFileError::Io {
-            path: path.to_path_buf(),
-            error,
+        write_atomic(path, &bytes).map_err(|e| match e {
+            FormatError::Io { path, error } => AdapterFileError::Io { path, error },
+            other => invalid(path, other.to_string()),
         })
     }
 

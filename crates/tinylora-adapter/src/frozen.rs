@@ -5,9 +5,15 @@
 //! - TinyLoRA: P̃ᵢ = core(Σ, Pᵢ) (paper: Σ Pᵢ), i ≤ u, Pᵢ from [`projections`];
 //! - LoRA-XS: P̃_(j,k) = core(Σ, E_jk), the r² unit matrices, so that v = vec R.
 
-use crate::config::{AdapterConfig, Method};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tinylora_formats::{FormatError, ModelFile};
+
+use crate::config::{AdapterConfig, MODULE_TYPES, Method};
 use crate::projection::{core, delta_weight, mix, projections};
 use crate::svd::{TruncatedSvd, truncated_svd};
+use crate::tie_groups::{ModuleSlot, TieGroups};
 
 /// Frozen factors and basis of adapted module `module` (its index in layer order).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,4 +66,73 @@ impl FrozenModule {
     pub fn delta(&self, v: &[f32]) -> Vec<f32> {
         delta_weight(&self.svd, &mix(v, &self.basis, self.svd.r))
     }
+}
+
+/// The Hugging Face path of module type `kind` (an entry of [`MODULE_TYPES`]) in a layer.
+pub fn module_path(kind: &str) -> String {
+    match kind {
+        "q" | "k" | "v" | "o" => format!("self_attn.{kind}_proj"),
+        _ => format!("mlp.{kind}_proj"),
+    }
+}
+
+/// The Hugging Face name of the weight of adapted module `slot`.
+pub fn weight_name(config: &AdapterConfig, slot: ModuleSlot) -> String {
+    format!(
+        "model.layers.{}.{}.weight",
+        slot.layer,
+        module_path(&config.targets[slot.kind])
+    )
+}
+
+/// The frozen part of every module of `groups`, in layer order: each weight is read from
+/// `file` and factorised on one of the machine's cores (largest-first is not needed: modules
+/// are taken one at a time from a shared counter). `on_done` is called after each module.
+pub fn frozen_modules(
+    file: &ModelFile,
+    config: &AdapterConfig,
+    groups: &TieGroups,
+    on_done: &(dyn Fn() + Sync),
+) -> Result<Vec<FrozenModule>, FormatError> {
+    let shapes = file.config.linear_shapes();
+    let jobs: Vec<(String, usize, usize)> = groups
+        .modules
+        .iter()
+        .map(|&slot| {
+            let kind = MODULE_TYPES
+                .iter()
+                .position(|m| *m == config.targets[slot.kind])
+                .unwrap();
+            let (_, d_out, d_in) = shapes[kind];
+            (weight_name(config, slot), d_out, d_in)
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Result<FrozenModule, FormatError>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((name, d_out, d_in)) = jobs.get(k) else {
+                        break;
+                    };
+                    let module = file
+                        .load(name, &[*d_out, *d_in])
+                        .map(|w| FrozenModule::new(config, k, &w.data, *d_out, *d_in));
+                    done.lock().unwrap()[k] = Some(module);
+                    on_done();
+                }
+            });
+        }
+    });
+    done.into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.expect("every module is computed"))
+        .collect()
 }

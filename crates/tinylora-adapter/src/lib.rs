@@ -13,7 +13,7 @@ pub mod tie_groups;
 
 pub use adapter_file::{AdapterFile, AdapterFileError};
 pub use config::{AdapterConfig, ConfigError, MODULE_TYPES, Method, Precision, SigmaConvention, Tying};
-pub use frozen::{FrozenModule, svd_seed};
+pub use frozen::{FrozenModule, frozen_modules, module_path, svd_seed, weight_name};
 pub use plan::{ParameterPlan, budget_options, plan};
 pub use projection::{core, delta_weight, mix, projections};
 pub use svd::{TruncatedSvd, truncated_svd};

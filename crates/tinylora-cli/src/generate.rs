@@ -7,9 +7,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
-use tinylora_engine::{GenerateOptions, SamplingParams};
+use tinylora_engine::{AdapterMode, GenerateOptions, SamplingParams};
 use tinylora_formats::ChatMessage;
 
+use crate::adapter_load::attach_adapter_file;
 use crate::load::load_model;
 
 /// Arguments of `tinylora generate`.
@@ -45,6 +46,10 @@ pub struct GenerateArgs {
     /// Number of samples of the same prompt, generated as one batch.
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
+    /// Apply this adapter file (made for --model by `tinylora train`); it is merged into the
+    /// weights, so generation runs at the base model's speed.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Print one JSON object per sample (prompt_ids, output_ids, text, logprobs) instead of text.
     #[arg(long)]
     json: bool,
@@ -70,7 +75,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if args.temperature < 0.0 {
         bail!("--temperature must be ≥ 0, got {}", args.temperature);
     }
-    let (file, model) = load_model(&args.model)?;
+    let (file, mut model) = load_model(&args.model)?;
+    if let Some(path) = &args.adapter {
+        attach_adapter_file(&file, &mut model, path)?;
+        model.set_adapter_mode(AdapterMode::Merged);
+    }
     let tok = &file.tokenizer;
     let text = if args.chat {
         let template = file

@@ -1,8 +1,10 @@
 //! `tinylora`: train and apply TinyLoRA adapters on any GPU through WebGPU.
 
+mod adapter_load;
 mod generate;
 mod info;
 mod load;
+mod merge;
 mod plan;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,9 @@ enum Command {
     /// Count an adapter's trainable parameters from the model config alone (or, with
     /// --budget N, list TinyLoRA configurations with exactly N).
     Plan(plan::PlanArgs),
+    /// Write the base model with an adapter merged into its weights (W + ΔW) as a Hugging
+    /// Face-style directory.
+    Merge(merge::MergeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Merge(args) => merge::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -128,3 +128,98 @@ fn plan_counts_and_errors() {
             .contains("unknown tying `sideways`")
     );
 }
+
+/// A one-number TinyLoRA adapter (full tying) for SmolLM2, written with the library.
+fn write_adapter(path: &std::path::Path, model: &std::path::Path, value: f32, fingerprint: Option<&str>) {
+    use tinylora_adapter::{AdapterConfig, AdapterFile, Tying};
+    let file = ModelFile::open(model).unwrap();
+    let adapter = AdapterFile {
+        config: AdapterConfig {
+            tying: Tying::Full,
+            ..AdapterConfig::default()
+        },
+        base_fingerprint: fingerprint.map_or_else(|| file.fingerprint(), String::from),
+        groups: 1,
+        per_group: 1,
+        values: vec![value],
+    };
+    adapter.save(path).unwrap();
+}
+
+fn output_ids(out: &Output) -> serde_json::Value {
+    json_lines(out)[0]["output_ids"].clone()
+}
+
+#[test]
+fn generate_with_adapter_equals_the_merged_model_and_differs_from_the_base() {
+    let model = smollm2();
+    let dir = std::env::temp_dir().join(format!("tinylora-cli-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let adapter = dir.join("one.safetensors");
+    write_adapter(&adapter, &model, 1.0, None);
+    let (m, a) = (model.to_str().unwrap(), adapter.to_str().unwrap());
+    let args = |model: &str| {
+        vec![
+            "generate",
+            "--model",
+            model,
+            "--chat",
+            "--prompt",
+            "Name a colour.",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str], model: &str| {
+        let mut a = args(model);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        tinylora(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let base = output_ids(&run(&[], m));
+    let adapted = output_ids(&run(&["--adapter", a], m));
+    assert_ne!(
+        base, adapted,
+        "a one-number adapter at v = 1 should change the greedy answer"
+    );
+
+    let merged = dir.join("merged");
+    let out = tinylora(&[
+        "merge",
+        "--model",
+        m,
+        "--adapter",
+        a,
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(merged.join(f).exists(), "merge wrote no {f}");
+    }
+    let from_merged = output_ids(&run(&[], merged.to_str().unwrap()));
+    assert_eq!(
+        from_merged, adapted,
+        "the merged directory generates what the adapter does"
+    );
+
+    // an adapter made for another model is refused, naming the file
+    let foreign = dir.join("foreign.safetensors");
+    write_adapter(&foreign, &model, 1.0, Some("0123456789abcdef"));
+    let out = run(&["--adapter", foreign.to_str().unwrap()], m);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("foreign.safetensors") && err.contains("made for base model"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,7 +9,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use tinylora_adapter::adapter_file::round_to;
-use tinylora_adapter::{AdapterConfig, FrozenModule, MODULE_TYPES, Method, TieGroups};
+use tinylora_adapter::{AdapterConfig, MODULE_TYPES, Method, TieGroups, frozen_modules};
 use tinylora_formats::{FormatError, ModelFile};
 use tinylora_kernels::{MAX_RANK, lowrank_merge};
 
@@ -54,70 +54,6 @@ pub struct AttachedAdapter {
     pub mode: AdapterMode,
 }
 
-/// The Hugging Face path of target type `kind` (an entry of `MODULE_TYPES`) within a layer.
-pub fn module_path(kind: &str) -> String {
-    match kind {
-        "q" | "k" | "v" | "o" => format!("self_attn.{kind}_proj"),
-        _ => format!("mlp.{kind}_proj"),
-    }
-}
-
-/// Rank-r SVD and basis of every target module, computed on all CPU cores.
-fn frozen_modules(
-    file: &ModelFile,
-    config: &AdapterConfig,
-    groups: &TieGroups,
-) -> Result<Vec<FrozenModule>, AdapterError> {
-    let shapes = file.config.linear_shapes();
-    let kinds: Vec<usize> = config
-        .targets
-        .iter()
-        .map(|t| MODULE_TYPES.iter().position(|m| m == t).unwrap())
-        .collect();
-    let work: Vec<(usize, String, usize, usize)> = groups
-        .modules
-        .iter()
-        .enumerate()
-        .map(|(k, slot)| {
-            let kind = kinds[slot.kind];
-            let (_, d_out, d_in) = shapes[kind];
-            let name = format!(
-                "model.layers.{}.{}.weight",
-                slot.layer,
-                module_path(MODULE_TYPES[kind])
-            );
-            (k, name, d_out, d_in)
-        })
-        .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = work.len().div_ceil(threads).max(1);
-    let results: Vec<Result<Vec<FrozenModule>, AdapterError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = work
-            .chunks(per_thread)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(k, name, d_out, d_in)| {
-                            let w = file.load(name, &[*d_out, *d_in])?;
-                            Ok(FrozenModule::new(config, *k, &w.data, *d_out, *d_in))
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("SVD worker panicked"))
-            .collect()
-    });
-    let mut out = Vec::with_capacity(work.len());
-    for r in results {
-        out.extend(r?);
-    }
-    Ok(out)
-}
-
 impl Transformer {
     /// The linear layer of target type `kind` in `layer`.
     pub fn target_mut(&mut self, layer: usize, kind: &str) -> &mut Linear {
@@ -138,11 +74,13 @@ impl Transformer {
     /// `file` (the file this model was loaded from) and attach them with the trainable values
     /// `values` `[groups, n_v]` (zeros: the base model). The adapter starts on the activation
     /// path ([`AdapterMode::Activation`]); a previously attached adapter is removed first.
+    /// `on_module` is called as each module's SVD finishes (for progress bars).
     pub fn attach_adapter(
         &mut self,
         file: &ModelFile,
         config: &AdapterConfig,
         values: &[f32],
+        on_module: &(dyn Fn() + Sync),
     ) -> Result<(), AdapterError> {
         if config.method == Method::Lora {
             return Err(AdapterError::Unsupported(
@@ -165,7 +103,7 @@ impl Transformer {
             )));
         }
         self.detach_adapter();
-        let frozen = frozen_modules(file, config, &groups)?;
+        let frozen = frozen_modules(file, config, &groups, on_module)?;
         let coefs: Vec<Tensor<1>> = values
             .chunks_exact(n_v)
             .map(|v| {

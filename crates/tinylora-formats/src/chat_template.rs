@@ -25,6 +25,7 @@ impl ChatMessage {
 /// A compiled chat template with the special tokens it may reference.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -49,9 +50,15 @@ impl ChatTemplate {
             .map_err(|e| format!("chat template does not compile: {e}"))?;
         Ok(ChatTemplate {
             env,
+            source: source.to_string(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
         })
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's

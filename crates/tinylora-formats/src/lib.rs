@@ -4,11 +4,14 @@
 //! - [`model_file`]: one entry point ([`ModelFile::open`]) for a GGUF file or a Hugging Face
 //!   directory (`config.json`, safetensors, `tokenizer.json`, `tokenizer_config.json`).
 //! - [`tokenizer`]: the model's tokenizer; [`chat_template`]: its Jinja chat template.
+//! - [`hf_writer`]: writing a Hugging Face model directory; [`atomic`]: atomic file writes.
 
+pub mod atomic;
 pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod hf_writer;
 pub mod model_file;
 pub mod quant;
 pub mod tokenizer;
@@ -17,5 +20,6 @@ pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{Architecture, ModelConfig};
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufValue};
+pub use hf_writer::{SaveDtype, hf_tensor_names, write_hf_model};
 pub use model_file::{HostTensor, ModelFile, TensorSummary, read_model_config};
 pub use tokenizer::TextTokenizer;
