@@ -169,8 +169,10 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
         (Method::Tinylora, SigmaConvention::Paper),
         (Method::Tinylora, SigmaConvention::Peft),
         (Method::LoraXs, SigmaConvention::LoraXs),
+        (Method::Lora, SigmaConvention::Paper),
     ] {
-        let cfg = adapter(method, Tying::Structured { n_tie: 1 }, sigma);
+        let tying = if method == Method::Lora { Tying::None } else { Tying::Structured { n_tie: 1 } };
+        let cfg = adapter(method, tying, sigma);
         let p = plan(&c, &cfg);
         let v = values(p.params, 1);
         model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
@@ -237,7 +239,7 @@ fn gradients_match_finite_differences_with_tied_groups() {
                 .require_grad()
         })
         .collect();
-    model.set_adapter_coefs(coefs.clone());
+    model.set_adapter_trainable(coefs.clone());
     let loss = engine_loss(&model);
     let want_loss = reference_loss(&c, &adapted_weights(&c, &w, &cfg, &v));
     let got_loss: f32 = loss.clone().into_scalar();
@@ -287,7 +289,7 @@ fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner(
                     .require_grad()
             })
             .collect();
-        model.set_adapter_coefs(coefs.clone());
+        model.set_adapter_trainable(coefs.clone());
         let grads = engine_loss(model).backward();
         coefs
             .iter()
@@ -345,8 +347,6 @@ fn adapter_file_reproduces_identical_logits_in_fresh_models() {
     let saved = AdapterFile {
         config: cfg.clone(),
         base_fingerprint: file.fingerprint(),
-        groups: p.groups,
-        per_group: cfg.u,
         values: values(p.params, 3)
             .iter()
             .map(|&x| tinylora::adapter::adapter_file::round_to(Precision::Bf16, x))
@@ -368,4 +368,43 @@ fn adapter_file_reproduces_identical_logits_in_fresh_models() {
         .check_base(&path, "another-model")
         .unwrap_err();
     assert!(err.to_string().contains("a.safetensors"), "{err}");
+}
+
+#[test]
+fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
+    let (dir, c, w) = tiny("adapter-lora");
+    let (file, mut model) = load(&dir);
+    let cfg = adapter(Method::Lora, Tying::None, SigmaConvention::Paper);
+    // start where PEFT does (B = 0, A random) and move B off zero
+    let v: Vec<f32> = initial_values(&c, &cfg)
+        .iter()
+        .zip(values(plan(&c, &cfg).params, 4))
+        .map(|(&a, b)| if a == 0.0 { 0.2 * b } else { a })
+        .collect();
+    model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
+    let sizes = group_sizes(&c, &cfg);
+    let trainable: Vec<Tensor<1>> = model.adapter.as_ref().unwrap().trainable.iter().map(|t| t.clone().autodiff().require_grad()).collect();
+    model.set_adapter_trainable(trainable.clone());
+    let grads = engine_loss(&model).backward();
+    let got: Vec<f32> = trainable
+        .iter()
+        .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+        .collect();
+    assert_eq!(got.len(), sizes.iter().sum::<usize>());
+    // entries of B and of Aᵀ in the first, a middle and the last module
+    let starts: Vec<usize> = sizes.iter().scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n))).collect();
+    let picks: Vec<usize> = [0, 7, sizes.len() - 1]
+        .iter()
+        .flat_map(|&k| [starts[k] + 3, starts[k] + sizes[k] - 5])
+        .collect();
+    let eps = 1e-3;
+    for i in picks {
+        let at = |d: f32| {
+            let mut vv = v.clone();
+            vv[i] += d;
+            reference_loss(&c, &adapted_weights(&c, &w, &cfg, &vv))
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        assert!((got[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(0.05), "∂L/∂θ[{i}]: kernels {}, finite differences {fd}", got[i]);
+    }
 }

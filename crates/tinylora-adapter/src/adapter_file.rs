@@ -2,8 +2,10 @@
 //! metadata (format, version, the full adapter config with its seeds, the base model's
 //! fingerprint). A 13-parameter f32 TinyLoRA adapter carries 52 bytes of payload.
 //!
-//! Tensor `trainable` `[groups, per_group]`: v for TinyLoRA (per_group = u), R flattened for
-//! LoRA-XS (per_group = r²). Files are written atomically (temporary file, then rename).
+//! Tensor `trainable` `[N]`: the values of every tie group in group order (see
+//! [`crate::plan::group_sizes`]): v for TinyLoRA (u per group), R flattened for LoRA-XS
+//! (r² per group), [B; Aᵀ] for LoRA (r (d_out + d_in) per module). Files are written
+//! atomically (temporary file, then rename).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +15,12 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use tinylora_formats::FormatError;
 use tinylora_formats::atomic::write_atomic;
 
-use crate::config::{AdapterConfig, Method, Precision};
+use crate::config::{AdapterConfig, Precision};
 
 /// `format` metadata value.
 pub const FORMAT: &str = "tinylora-adapter";
 /// `version` metadata value written by this build.
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "2";
 
 /// An adapter file's content.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,11 +29,7 @@ pub struct AdapterFile {
     pub config: AdapterConfig,
     /// Fingerprint of the base model it was made for.
     pub base_fingerprint: String,
-    /// Tie groups.
-    pub groups: usize,
-    /// Trainable numbers per group.
-    pub per_group: usize,
-    /// `[groups, per_group]` values as stored (rounded to the precision).
+    /// The trainable values in group order, as stored (rounded to the precision).
     pub values: Vec<f32>,
 }
 
@@ -106,26 +104,8 @@ impl AdapterFile {
 
     /// Write atomically: a temporary file next to `path`, then a rename.
     pub fn save(&self, path: &Path) -> Result<(), AdapterFileError> {
-        if self.config.method == Method::Lora {
-            return Err(invalid(path, "LoRA adapters are not stored in this format yet"));
-        }
-        if self.values.len() != self.groups * self.per_group {
-            return Err(invalid(
-                path,
-                format!(
-                    "{} values for {} groups × {}",
-                    self.values.len(),
-                    self.groups,
-                    self.per_group
-                ),
-            ));
-        }
         let payload = self.payload();
-        let view = TensorView::new(
-            dtype(self.config.precision),
-            vec![self.groups, self.per_group],
-            &payload,
-        )
+        let view = TensorView::new(dtype(self.config.precision), vec![self.values.len()], &payload)
         .map_err(|e| invalid(path, e.to_string()))?;
         let config = serde_json::to_string(&self.config).map_err(|e| invalid(path, e.to_string()))?;
         let metadata: HashMap<String, String> = [
@@ -190,15 +170,12 @@ impl AdapterFile {
                 ),
             ));
         }
-        let [groups, per_group] = t.shape()[..] else {
+        if t.shape().len() != 1 {
             return Err(invalid(
                 path,
-                format!(
-                    "tensor `trainable` has shape {:?}, expected [groups, per_group]",
-                    t.shape()
-                ),
+                format!("tensor `trainable` has shape {:?}, expected [N]", t.shape()),
             ));
-        };
+        }
         let values: Vec<f32> = match config.precision {
             Precision::F32 => t
                 .data()
@@ -219,8 +196,6 @@ impl AdapterFile {
         Ok(AdapterFile {
             config,
             base_fingerprint: field("base_fingerprint")?.clone(),
-            groups,
-            per_group,
             values,
         })
     }
@@ -263,8 +238,6 @@ mod tests {
         AdapterFile {
             config,
             base_fingerprint: "0123456789abcdef".into(),
-            groups: 1,
-            per_group: 13,
             values,
         }
     }

@@ -6,6 +6,7 @@
 pub mod adapter_file;
 pub mod config;
 pub mod frozen;
+pub mod init;
 pub mod plan;
 pub mod projection;
 pub mod svd;
@@ -14,7 +15,8 @@ pub mod tie_groups;
 pub use adapter_file::{AdapterFile, AdapterFileError};
 pub use config::{AdapterConfig, ConfigError, MODULE_TYPES, Method, Precision, SigmaConvention, Tying};
 pub use frozen::{FrozenModule, frozen_modules, module_path, svd_seed, weight_name};
-pub use plan::{ParameterPlan, budget_options, plan};
+pub use init::{initial_values, lora_delta};
+pub use plan::{ParameterPlan, budget_options, group_sizes, plan};
 pub use projection::{core, delta_weight, mix, projections};
 pub use svd::{TruncatedSvd, truncated_svd};
 pub use tie_groups::{ModuleSlot, TieGroups};

@@ -33,19 +33,26 @@ fn module_shape(model: &ModelConfig, kind: &str) -> (usize, usize) {
     (d_out, d_in)
 }
 
-/// Count the trainable numbers of `adapter` on `model`.
-pub fn plan(model: &ModelConfig, adapter: &AdapterConfig) -> ParameterPlan {
-    let m = adapter.targets.len();
-    let groups = TieGroups::new(model.num_hidden_layers, m, adapter.tying);
+/// The number of trainable values of each tie group, in group order (the layout of an
+/// adapter's values: group 0's, then group 1's, …).
+pub fn group_sizes(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<usize> {
+    let groups = TieGroups::new(model.num_hidden_layers, adapter.targets.len(), adapter.tying);
     // every group holds modules of one shape (tiled groups may mix types: LoRA-XS and
     // TinyLoRA sizes do not depend on the shape, and LoRA is never tied)
-    let params: usize = (0..groups.num_groups)
+    (0..groups.num_groups)
         .map(|g| {
             let first = groups.modules[groups.members(g)[0]];
             let (d_out, d_in) = module_shape(model, &adapter.targets[first.kind]);
             adapter.params_per_group(d_out, d_in)
         })
-        .sum();
+        .collect()
+}
+
+/// Count the trainable numbers of `adapter` on `model`.
+pub fn plan(model: &ModelConfig, adapter: &AdapterConfig) -> ParameterPlan {
+    let m = adapter.targets.len();
+    let groups = TieGroups::new(model.num_hidden_layers, m, adapter.tying);
+    let params: usize = group_sizes(model, adapter).iter().sum();
     ParameterPlan {
         n_layers: model.num_hidden_layers,
         modules_per_layer: m,

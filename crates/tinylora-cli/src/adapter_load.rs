@@ -50,6 +50,9 @@ pub fn attach_adapter_file(
     .modules
     .len();
     let bar = svd_progress(modules, adapter.config.rank)?;
+    if adapter.config.method == tinylora_adapter::Method::Lora {
+        bar.set_length(0); // LoRA has no frozen SVD
+    }
     model
         .attach_adapter(file, &adapter.config, &adapter.values, &|| bar.inc(1))
         .with_context(|| format!("applying adapter {}", path.display()))?;

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
-use tinylora_adapter::{TieGroups, frozen_modules, weight_name};
+use tinylora_adapter::{Method, TieGroups, frozen_modules, group_sizes, lora_delta, weight_name};
 use tinylora_formats::{ModelFile, SaveDtype, hf_tensor_names, write_hf_model};
 
 use crate::adapter_load::{read_adapter, svd_progress};
@@ -37,9 +37,24 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let adapter = read_adapter(&file, &args.adapter)?;
     let cfg = &adapter.config;
     let groups = TieGroups::new(file.config.num_hidden_layers, cfg.targets.len(), cfg.tying);
-    let bar = svd_progress(groups.modules.len(), cfg.rank)?;
-    let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?;
-    bar.finish_and_clear();
+    let sizes = group_sizes(&file.config, cfg);
+    if adapter.values.len() != sizes.iter().sum::<usize>() {
+        bail!(
+            "{}: {} values, but its configuration needs {} on this model",
+            args.adapter.display(),
+            adapter.values.len(),
+            sizes.iter().sum::<usize>()
+        );
+    }
+    let offsets: Vec<usize> = sizes.iter().scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n))).collect();
+    let frozen = if cfg.method == Method::Lora {
+        vec![] // LoRA's factors are its values
+    } else {
+        let bar = svd_progress(groups.modules.len(), cfg.rank)?;
+        let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?;
+        bar.finish_and_clear();
+        frozen
+    };
     // weight name → (module, tie group)
     let targets: HashMap<String, (usize, usize)> = groups
         .modules
@@ -48,12 +63,15 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(k, (&slot, &g))| (weight_name(cfg, slot), (k, g)))
         .collect();
-    let n_v = adapter.per_group;
     let mut tensors = Vec::new();
     for name in hf_tensor_names(&file.config) {
         let mut t = file.load_any(&name)?;
         if let Some(&(k, g)) = targets.get(&name) {
-            let delta = frozen[k].delta(&adapter.values[g * n_v..(g + 1) * n_v]);
+            let v = &adapter.values[offsets[g]..offsets[g] + sizes[g]];
+            let delta = match cfg.method {
+                Method::Lora => lora_delta(v, t.shape[0], t.shape[1], cfg.rank),
+                _ => frozen[k].delta(v),
+            };
             t.data.iter_mut().zip(delta).for_each(|(w, d)| *w += d);
         }
         tensors.push((name, t));

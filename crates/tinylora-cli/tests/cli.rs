@@ -139,8 +139,6 @@ fn write_adapter(path: &std::path::Path, model: &std::path::Path, value: f32, fi
             ..AdapterConfig::default()
         },
         base_fingerprint: fingerprint.map_or_else(|| file.fingerprint(), String::from),
-        groups: 1,
-        per_group: 1,
         values: vec![value],
     };
     adapter.save(path).unwrap();

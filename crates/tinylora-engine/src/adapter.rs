@@ -5,11 +5,12 @@
 //! For target module k (layer order) with W `[d_out, d_in]` ≈ U Σ Vᵀ (rank r, SPEC.md §1):
 //! factors = [U; V] `[d_out + d_in, r]`, basis P̃ `[n_v, r, r]` with the Σ convention folded
 //! in (TinyLoRA: P̃ᵢ = Σ Pᵢ for the paper's U Σ R Vᵀ; LoRA-XS: P̃_(j,k) = Σ E_jk, so v = vec R),
-//! and the module's tie group's v `[n_v]`. Then ΔW = U (Σᵢ vᵢ P̃ᵢ) Vᵀ.
+//! and the module's tie group's v `[n_v]`. Then ΔW = U (Σᵢ vᵢ P̃ᵢ) Vᵀ. LoRA runs through the
+//! same op with trainable factors [B; Aᵀ], basis I and v = 1: ΔW = B A.
 
 use burn::tensor::{Tensor, TensorData};
 use tinylora_adapter::adapter_file::round_to;
-use tinylora_adapter::{AdapterConfig, MODULE_TYPES, Method, TieGroups, frozen_modules};
+use tinylora_adapter::{AdapterConfig, MODULE_TYPES, Method, TieGroups, frozen_modules, group_sizes};
 use tinylora_formats::{FormatError, ModelFile};
 use tinylora_kernels::{MAX_RANK, lowrank_merge};
 
@@ -48,8 +49,9 @@ pub struct AttachedAdapter {
     pub config: AdapterConfig,
     /// Module → tie group.
     pub tie_groups: TieGroups,
-    /// v of each tie group `[n_v]` (the modules hold clones of these).
-    pub coefs: Vec<Tensor<1>>,
+    /// The trainable values of each tie group (v, vec R, or LoRA's [B; Aᵀ] flattened); the
+    /// modules hold clones of these, so tied modules share one tensor.
+    pub trainable: Vec<Tensor<1>>,
     /// Current mode.
     pub mode: AdapterMode,
 }
@@ -72,9 +74,9 @@ impl Transformer {
 
     /// Compute the frozen factors of every target module of `config` from the weights in
     /// `file` (the file this model was loaded from) and attach them with the trainable values
-    /// `values` `[groups, n_v]` (zeros: the base model). The adapter starts on the activation
-    /// path ([`AdapterMode::Activation`]); a previously attached adapter is removed first.
-    /// `on_module` is called as each module's SVD finishes (for progress bars).
+    /// `values` (group order, see `group_sizes`; `initial_values` gives ΔW = 0). The adapter
+    /// starts on the activation path ([`AdapterMode::Activation`]); a previously attached
+    /// adapter is removed first. `on_module` is called as each module's SVD finishes.
     pub fn attach_adapter(
         &mut self,
         file: &ModelFile,
@@ -82,11 +84,6 @@ impl Transformer {
         values: &[f32],
         on_module: &(dyn Fn() + Sync),
     ) -> Result<(), AdapterError> {
-        if config.method == Method::Lora {
-            return Err(AdapterError::Unsupported(
-                "LoRA adapters are not run by the engine yet (tinylora-xs and tinylora are)".into(),
-            ));
-        }
         if config.rank > MAX_RANK {
             return Err(AdapterError::Unsupported(format!(
                 "rank {} is above the kernels' maximum of {MAX_RANK}",
@@ -94,38 +91,55 @@ impl Transformer {
             )));
         }
         let groups = TieGroups::new(self.config.num_hidden_layers, config.targets.len(), config.tying);
-        let n_v = config.params_per_group(0, 0);
-        if values.len() != groups.num_groups * n_v {
+        let sizes = group_sizes(&self.config, config);
+        let needed: usize = sizes.iter().sum();
+        if values.len() != needed {
             return Err(AdapterError::Values(format!(
-                "{} values given, the configuration needs {} groups × {n_v}",
+                "{} values given, the configuration needs {needed} ({} tie groups) on this model",
                 values.len(),
-                groups.num_groups
+                sizes.len()
             )));
         }
         self.detach_adapter();
-        let frozen = frozen_modules(file, config, &groups, on_module)?;
-        let coefs: Vec<Tensor<1>> = values
-            .chunks_exact(n_v)
-            .map(|v| {
+        let mut rest = values;
+        let trainable: Vec<Tensor<1>> = sizes
+            .iter()
+            .map(|&n| {
+                let (v, tail) = rest.split_at(n);
+                rest = tail;
                 let rounded: Vec<f32> = v.iter().map(|&x| round_to(config.precision, x)).collect();
-                Tensor::from_data(TensorData::new(rounded, [n_v]), &self.device)
+                Tensor::from_data(TensorData::new(rounded, [n]), &self.device)
             })
             .collect();
         let (r, device) = (config.rank, self.device.clone());
+        let frozen = if config.method == Method::Lora {
+            (0..groups.modules.len()).map(|_| None).collect()
+        } else {
+            frozen_modules(file, config, &groups, on_module)?.into_iter().map(Some).collect::<Vec<_>>()
+        };
         for ((slot, &g), m) in groups.modules.iter().zip(&groups.group).zip(frozen) {
-            let rows = m.svd.m + m.svd.n;
-            let update = LowRankUpdate {
-                factors: upload(m.stacked_factors(), [rows, r], &device),
-                basis: Tensor::from_data(TensorData::new(m.basis, [n_v, r, r]), &device),
-                coef: coefs[g].clone(),
-                on_path: true,
+            let linear = self.target_mut(slot.layer, &config.targets[slot.kind]);
+            let rows = linear.d_out + linear.d_in;
+            let update = match m {
+                Some(m) => LowRankUpdate {
+                    factors: upload(m.stacked_factors(), [rows, r], &device),
+                    basis: Tensor::from_data(TensorData::new(m.basis, [m.n_v, r, r]), &device),
+                    coef: trainable[g].clone(),
+                    on_path: true,
+                },
+                None => LowRankUpdate {
+                    factors: trainable[g].clone().reshape([rows, r]),
+                    basis: Tensor::<2>::eye(r, &device).reshape([1, r, r]),
+                    coef: Tensor::ones([1], &device),
+                    on_path: true,
+                },
             };
-            self.target_mut(slot.layer, &config.targets[slot.kind]).update = Some(update);
+            linear.update = Some(update);
         }
         self.adapter = Some(AttachedAdapter {
             config: config.clone(),
             tie_groups: groups,
-            coefs,
+            trainable,
             mode: AdapterMode::Activation,
         });
         Ok(())
@@ -164,36 +178,38 @@ impl Transformer {
         }
     }
 
-    /// Replace every tie group's v (e.g. by tensors that require gradients, for training).
-    /// Merged weights are unmerged with the old values and merged again with the new ones.
-    pub fn set_adapter_coefs(&mut self, coefs: Vec<Tensor<1>>) {
+    /// Replace every tie group's trainable values (e.g. by tensors that require gradients,
+    /// for training). Merged weights are unmerged with the old values and merged again.
+    pub fn set_adapter_trainable(&mut self, trainable: Vec<Tensor<1>>) {
         let Some(adapter) = self.adapter.as_ref() else {
-            panic!("set_adapter_coefs: no adapter attached");
+            panic!("set_adapter_trainable: no adapter attached");
         };
-        assert_eq!(
-            coefs.len(),
-            adapter.coefs.len(),
-            "set_adapter_coefs: one tensor per tie group"
-        );
+        assert_eq!(trainable.len(), adapter.trainable.len(), "set_adapter_trainable: one tensor per tie group");
         let mode = adapter.mode;
         self.set_adapter_mode(AdapterMode::Off);
         let adapter = self.adapter.as_mut().unwrap();
-        let (groups, targets) = (adapter.tie_groups.clone(), adapter.config.targets.clone());
-        adapter.coefs = coefs.clone();
+        let (groups, config) = (adapter.tie_groups.clone(), adapter.config.clone());
+        adapter.trainable = trainable.clone();
         for (slot, &g) in groups.modules.iter().zip(&groups.group) {
-            if let Some(u) = self.target_mut(slot.layer, &targets[slot.kind]).update.as_mut() {
-                u.coef = coefs[g].clone();
+            let linear = self.target_mut(slot.layer, &config.targets[slot.kind]);
+            let rows = linear.d_out + linear.d_in;
+            if let Some(u) = linear.update.as_mut() {
+                if config.method == Method::Lora {
+                    u.factors = trainable[g].clone().reshape([rows, config.rank]);
+                } else {
+                    u.coef = trainable[g].clone();
+                }
             }
         }
         self.set_adapter_mode(mode);
     }
 
-    /// The trainable values `[groups, n_v]` as the host sees them.
+    /// The trainable values (group order) as the host sees them.
     pub fn adapter_values(&self) -> Option<Vec<f32>> {
         let adapter = self.adapter.as_ref()?;
         Some(
             adapter
-                .coefs
+                .trainable
                 .iter()
                 .flat_map(|c| {
                     c.to_data()
@@ -228,7 +244,8 @@ impl Linear {
             .map(|w| {
                 let cols = w.dims()[1];
                 let coef = u.coef.clone().inner(); // merging is never differentiated
-                let merged = lowrank_merge(w, u.factors.clone(), u.basis.clone(), coef, col0, subtract);
+                let factors = u.factors.clone().inner();
+                let merged = lowrank_merge(w, factors, u.basis.clone(), coef, col0, subtract);
                 col0 += cols;
                 merged
             })

@@ -47,13 +47,18 @@ impl Transformer {
     /// Run one forward over new tokens `rows[b][t]` after `cache.len()` cached slots and
     /// return the final hidden states `[B, T, H]`.
     fn step(&self, rows: &[Vec<u32>], pads: &[usize], cache: &mut KvCache) -> Tensor<3> {
+        self.step_embedded(self.embed(rows), pads, cache)
+    }
+
+    /// [`Self::step`] from input embeddings x `[B, T, H]`.
+    fn step_embedded(&self, x: Tensor<3>, pads: &[usize], cache: &mut KvCache) -> Tensor<3> {
         let c = &self.config;
-        let (past, t) = (cache.len(), rows[0].len());
+        let (past, t) = (cache.len(), x.dims()[1]);
         let rope = rope_tables(&positions(pads, past, t), c.head_dim, c.rope_theta, &self.device);
         let rep = c.num_attention_heads / c.num_key_value_heads;
         let mask = attention_mask(pads, past, t, cache.capacity_after(t), rep, &self.device);
         let step = StepInputs { rope, mask };
-        let hidden = self.forward_hidden(self.embed(rows), &step, cache);
+        let hidden = self.forward_hidden(x, &step, cache);
         cache.advance(t);
         hidden
     }
@@ -73,9 +78,15 @@ impl Transformer {
     /// Teacher-forced logits `[B·T, V]` on the device of left-padded `rows` (`pads[b]` padding
     /// slots first): differentiable in the adapter's v when it is on the activation path.
     pub fn teacher_forced(&self, rows: &[Vec<u32>], pads: &[usize]) -> Tensor<2> {
-        let (b, t) = (rows.len(), rows[0].len());
-        let hidden = self.step(rows, pads, &mut KvCache::new(self.layers.len()));
-        self.logits(hidden.reshape([b * t, self.config.hidden_size]))
+        self.teacher_forced_embedded(self.embed(rows), pads)
+    }
+
+    /// [`Self::teacher_forced`] from input embeddings x `[B, T, H]` (which may require a
+    /// gradient: the backward then runs through the whole frozen network).
+    pub fn teacher_forced_embedded(&self, x: Tensor<3>, pads: &[usize]) -> Tensor<2> {
+        let [b, t, h] = x.dims();
+        let hidden = self.step_embedded(x, pads, &mut KvCache::new(self.layers.len()));
+        self.logits(hidden.reshape([b * t, h]))
     }
 
     /// Generate continuations for every prompt in one batch. `on_token(i, id)` is called for

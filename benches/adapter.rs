@@ -1,0 +1,237 @@
+//! TinyLoRA kernels and training cost, on the default device (lavapipe here):
+//!
+//! 1. each WGSL kernel against the same math as a composition of stock burn ops (ratio);
+//! 2. forward + backward of SmolLM2-135M-Instruct with a TinyLoRA adapter against a plain
+//!    forward, and against forward + backward through the frozen network without an adapter;
+//! 3. the frozen rank-2 SVD of every target weight (CPU, all cores).
+//!
+//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5]
+//!
+//! Every figure of one run comes from the same process on the same device, side by side;
+//! each is the median of `--reps` timed runs after one warm-up run (shader compilation).
+
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor, TensorData};
+use tinylora::adapter::{AdapterConfig, TieGroups, frozen_modules, plan};
+use tinylora::engine::{AdapterMode, Transformer, default_device};
+use tinylora::formats::ModelFile;
+use tinylora::kernels::{lowrank_merge, lowrank_update};
+
+fn arg(name: &str, default: usize) -> usize {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+}
+
+/// Median seconds of `reps` runs of `f` after one warm-up; `f` must finish its GPU work
+/// (read a value back) so that the time covers it.
+fn median(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Wait for `t`'s producer: read one value back.
+fn sync<const D: usize>(t: Tensor<D>) {
+    let _ = t.sum().into_scalar::<f32>();
+}
+
+fn kernels(reps: usize) {
+    let dev = default_device();
+    let n = Distribution::Normal(0.0, 1.0);
+    println!("kernel vs stock burn ops (same math), median of {reps}:");
+    println!("{:<44} {:>10} {:>10} {:>7}", "", "kernel", "stock", "speedup");
+    for (t, d_in, d_out, r, u) in [
+        (16, 576, 1536, 2, 1),
+        (256, 576, 1536, 2, 1),
+        (256, 1536, 576, 8, 13),
+    ] {
+        let x = Tensor::<2>::random([t, d_in], n, &dev);
+        let base = Tensor::<2>::random([t, d_out], n, &dev);
+        let factors = Tensor::<2>::random([d_out + d_in, r], n, &dev);
+        let basis = Tensor::<3>::random([u, r, r], n, &dev);
+        let coef = Tensor::<1>::random([u], n, &dev);
+        let stock = |x: Tensor<2>, base: Tensor<2>, coef: Tensor<1>| {
+            let m = (basis.clone() * coef.reshape([u, 1, 1]))
+                .sum_dim(0)
+                .reshape([r, r]);
+            let (uf, vf) = (
+                factors.clone().slice(0..d_out),
+                factors.clone().slice(d_out..d_out + d_in),
+            );
+            base + x.matmul(vf).matmul(m.transpose()).matmul(uf.transpose())
+        };
+        let kernel = |x: Tensor<2>, base: Tensor<2>, coef: Tensor<1>| {
+            lowrank_update(x, base, factors.clone(), basis.clone(), coef)
+        };
+        let row = |name: &str, k: f64, s: f64| {
+            println!("{name:<44} {:>8.2}ms {:>8.2}ms {:>6.2}×", k * 1e3, s * 1e3, s / k)
+        };
+        let what = format!("T={t} d_in={d_in} d_out={d_out} r={r} u={u}");
+        let fk = median(reps, || sync(kernel(x.clone(), base.clone(), coef.clone())));
+        let fs = median(reps, || sync(stock(x.clone(), base.clone(), coef.clone())));
+        row(&format!("forward   {what}"), fk, fs);
+        let fwd_bwd = |f: &dyn Fn(Tensor<2>, Tensor<2>, Tensor<1>) -> Tensor<2>| {
+            let xa = x.clone().autodiff().require_grad();
+            let ca = coef.clone().autodiff().require_grad();
+            let g = f(xa.clone(), base.clone().autodiff(), ca.clone())
+                .sum()
+                .backward();
+            sync(xa.grad(&g).unwrap());
+            sync(ca.grad(&g).unwrap());
+        };
+        let bk = median(reps, || fwd_bwd(&kernel));
+        let bs = median(reps, || fwd_bwd(&stock));
+        row(&format!("fwd+bwd   {what}"), bk, bs);
+    }
+    for (d_in, d_out, r) in [(576, 1536, 2), (1536, 576, 8)] {
+        let w = Tensor::<2>::random([d_in, d_out], n, &dev);
+        let factors = Tensor::<2>::random([d_out + d_in, r], n, &dev);
+        let basis = Tensor::<3>::random([1, r, r], n, &dev);
+        let coef = Tensor::<1>::random([1], n, &dev);
+        let mut current = Some(Tensor::from_data(w.to_data(), &dev));
+        let mk = median(reps, || {
+            // in place: the tensor is moved in and out, never shared
+            let out = lowrank_merge(
+                current.take().unwrap(),
+                factors.clone(),
+                basis.clone(),
+                coef.clone(),
+                0,
+                false,
+            );
+            let _ = out.clone().slice([0..1, 0..1]).into_scalar::<f32>();
+            current = Some(out);
+        });
+        let ms = median(reps, || {
+            let m = (basis.clone() * coef.clone().reshape([1, 1, 1]))
+                .sum_dim(0)
+                .reshape([r, r]);
+            let (uf, vf) = (
+                factors.clone().slice(0..d_out),
+                factors.clone().slice(d_out..d_out + d_in),
+            );
+            let out = w.clone() + vf.matmul(m.transpose()).matmul(uf.transpose()); // Wᵀ + V Mᵀ Uᵀ
+            let _ = out.slice([0..1, 0..1]).into_scalar::<f32>();
+        });
+        println!(
+            "{:<44} {:>8.2}ms {:>8.2}ms {:>6.2}×",
+            format!("merge     d_in={d_in} d_out={d_out} r={r}"),
+            mk * 1e3,
+            ms * 1e3,
+            ms / mk
+        );
+    }
+}
+
+fn training_cost(tokens: usize, reps: usize) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let file =
+        ModelFile::open(&path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
+    let mut model = Transformer::load(&file, &default_device()).unwrap();
+    let cfg = AdapterConfig::default(); // TinyLoRA r = 2, u = 1, untied, all seven modules
+    let p = plan(&file.config, &cfg);
+    let start = Instant::now();
+    model
+        .attach_adapter(&file, &cfg, &vec![0.01; p.params], &|| {})
+        .unwrap();
+    let attach = start.elapsed().as_secs_f64();
+    let rows = vec![(0..tokens as u32).map(|i| 100 + i * 7).collect::<Vec<u32>>()];
+    let pads = [0];
+
+    model.set_adapter_mode(AdapterMode::Off);
+    let plain = median(reps, || sync(model.teacher_forced(&rows, &pads)));
+    model.set_adapter_mode(AdapterMode::Activation);
+    let adapted = median(reps, || sync(model.teacher_forced(&rows, &pads)));
+    model.set_adapter_mode(AdapterMode::Merged);
+    let merged = median(reps, || sync(model.teacher_forced(&rows, &pads)));
+    model.set_adapter_mode(AdapterMode::Off);
+    // backward through the frozen network alone: the input embeddings require a gradient
+    let frozen_bwd = median(reps, || {
+        let x = model.embed(&rows).autodiff().require_grad();
+        let g = model.teacher_forced_embedded(x.clone(), &pads).sum().backward();
+        sync(x.grad(&g).unwrap());
+    });
+    model.set_adapter_mode(AdapterMode::Activation);
+    let coefs: Vec<Tensor<1>> = (0..p.groups)
+        .map(|_| {
+            Tensor::<1>::from_data(TensorData::new(vec![0.01f32], [1]), &model.device)
+                .autodiff()
+                .require_grad()
+        })
+        .collect();
+    model.set_adapter_trainable(coefs.clone());
+    let adapter_bwd = median(reps, || {
+        let g = model.teacher_forced(&rows, &pads).sum().backward();
+        for c in &coefs {
+            let _ = c.grad(&g).unwrap();
+        }
+        sync(coefs[0].grad(&g).unwrap());
+    });
+    println!(
+        "\nSmolLM2-135M-Instruct, {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
+        p.params
+    );
+    println!("attach adapter (210 rank-2 SVDs + upload)       {attach:>8.2} s");
+    println!("forward, no adapter                             {plain:>8.3} s");
+    println!(
+        "forward, adapter on the activation path         {adapted:>8.3} s  ({:+.1}%)",
+        (adapted / plain - 1.0) * 100.0
+    );
+    println!(
+        "forward, adapter merged                         {merged:>8.3} s  ({:+.1}%)",
+        (merged / plain - 1.0) * 100.0
+    );
+    println!(
+        "forward+backward, frozen network (∂L/∂x only)   {frozen_bwd:>8.3} s  ({:.2}× forward)",
+        frozen_bwd / plain
+    );
+    println!(
+        "forward+backward, TinyLoRA (∂L/∂v)              {adapter_bwd:>8.3} s  ({:.2}× forward, {:+.1}% over the frozen backward)",
+        adapter_bwd / plain,
+        (adapter_bwd / frozen_bwd - 1.0) * 100.0
+    );
+}
+
+fn svd_time() {
+    for name in [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name);
+        let Ok(file) = ModelFile::open(&path) else {
+            println!("{name}: not fetched, skipped");
+            continue;
+        };
+        let cfg = AdapterConfig::default();
+        let groups = TieGroups::new(file.config.num_hidden_layers, cfg.targets.len(), cfg.tying);
+        let start = Instant::now();
+        let m = frozen_modules(&file, &cfg, &groups, &|| {}).unwrap();
+        println!(
+            "{name}: {} rank-2 SVDs (dequantize + factorise) on {} cores in {:.1} s",
+            m.len(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    let reps = arg("--reps", 5);
+    kernels(reps);
+    training_cost(arg("--tokens", 128), reps);
+    println!();
+    svd_time();
+}
