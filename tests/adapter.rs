@@ -13,7 +13,7 @@ use common::reference::reference_logits;
 use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
 use tinylora::adapter::{
     AdapterConfig, AdapterFile, FrozenModule, Method, Precision, SigmaConvention, TieGroups, Tying, core,
-    delta_weight, mix, module_path, plan, projections,
+    delta_weight, group_sizes, initial_values, lora_delta, mix, module_path, plan, projections,
 };
 use tinylora::engine::{AdapterMode, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
@@ -63,7 +63,7 @@ fn values(n: usize, salt: u32) -> Vec<f32> {
 /// from the SVD and the projections (LoRA-XS: R = v as an r×r matrix).
 fn adapted_weights(c: &ModelConfig, w: &Weights, cfg: &AdapterConfig, v: &[f32]) -> Weights {
     let groups = TieGroups::new(c.num_hidden_layers, cfg.targets.len(), cfg.tying);
-    let n_v = cfg.params_per_group(0, 0);
+    let sizes = group_sizes(c, cfg);
     let r = cfg.rank;
     let mut out = w.clone();
     for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
@@ -73,13 +73,18 @@ fn adapted_weights(c: &ModelConfig, w: &Weights, cfg: &AdapterConfig, v: &[f32])
             module_path(&cfg.targets[slot.kind])
         );
         let (shape, data) = out.get_mut(&name).unwrap();
-        let frozen = FrozenModule::new(cfg, k, data, shape[0], shape[1]);
-        let vg = &v[g * n_v..(g + 1) * n_v];
-        let rmat = match cfg.method {
-            Method::Tinylora => mix(vg, &projections(cfg.projection_seed, k, cfg.u, r), r),
-            _ => vg.to_vec(),
+        let start: usize = sizes[..g].iter().sum();
+        let vg = &v[start..start + sizes[g]];
+        let delta = if cfg.method == Method::Lora {
+            lora_delta(vg, shape[0], shape[1], r)
+        } else {
+            let frozen = FrozenModule::new(cfg, k, data, shape[0], shape[1]);
+            let rmat = match cfg.method {
+                Method::Tinylora => mix(vg, &projections(cfg.projection_seed, k, cfg.u, r), r),
+                _ => vg.to_vec(),
+            };
+            delta_weight(&frozen.svd, &core(&frozen.svd.s, &rmat, cfg.sigma))
         };
-        let delta = delta_weight(&frozen.svd, &core(&frozen.svd.s, &rmat, cfg.sigma));
         data.iter_mut().zip(delta).for_each(|(x, d)| *x += d);
     }
     out
@@ -171,7 +176,11 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
         (Method::LoraXs, SigmaConvention::LoraXs),
         (Method::Lora, SigmaConvention::Paper),
     ] {
-        let tying = if method == Method::Lora { Tying::None } else { Tying::Structured { n_tie: 1 } };
+        let tying = if method == Method::Lora {
+            Tying::None
+        } else {
+            Tying::Structured { n_tie: 1 }
+        };
         let cfg = adapter(method, tying, sigma);
         let p = plan(&c, &cfg);
         let v = values(p.params, 1);
@@ -332,7 +341,7 @@ fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner(
 }
 
 #[test]
-fn adapter_file_reproduces_identical_logits_in_fresh_models() {
+fn adapter_file_reproduces_the_same_update_in_fresh_models() {
     let (dir, c, _) = tiny("adapter-file");
     let cfg = AdapterConfig {
         precision: Precision::Bf16,
@@ -359,10 +368,32 @@ fn adapter_file_reproduces_identical_logits_in_fresh_models() {
         let a = AdapterFile::load(&path).unwrap();
         a.check_base(&path, &file.fingerprint()).unwrap();
         model.attach_adapter(&file, &a.config, &a.values, &|| {}).unwrap();
-        model.forward_logits(&seqs())
+        // every frozen factor and basis on the device, as stored
+        let frozen: Vec<f32> = model
+            .layers
+            .iter()
+            .flat_map(|l| [&l.self_attn.q_proj, &l.self_attn.v_proj, &l.mlp.down_proj])
+            .flat_map(|lin| {
+                let u = lin.update.as_ref().unwrap();
+                let f = u.factors.to_data().try_into_vec::<f32>().unwrap();
+                f.into_iter()
+                    .chain(u.basis.to_data().try_into_vec::<f32>().unwrap())
+            })
+            .collect();
+        (frozen, model.forward_logits(&seqs()))
     };
-    let (first, second) = (run(), run());
-    assert_eq!(first, second, "the same adapter file gave different logits");
+    let ((frozen1, logits1), (frozen2, logits2)) = (run(), run());
+    assert_eq!(
+        frozen1, frozen2,
+        "the same adapter file gave different frozen factors"
+    );
+    // identical up to the GPU's choice of matmul kernel (burn autotunes per process)
+    let want: Vec<Vec<f64>> = logits2
+        .iter()
+        .map(|r| r.iter().map(|&x| x as f64).collect())
+        .collect();
+    let d = max_diff(&logits1, &want);
+    assert!(d < 1e-4, "the same adapter file gave logits {d} apart");
     let err = AdapterFile::load(&path)
         .unwrap()
         .check_base(&path, "another-model")
@@ -383,7 +414,14 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
         .collect();
     model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
     let sizes = group_sizes(&c, &cfg);
-    let trainable: Vec<Tensor<1>> = model.adapter.as_ref().unwrap().trainable.iter().map(|t| t.clone().autodiff().require_grad()).collect();
+    let trainable: Vec<Tensor<1>> = model
+        .adapter
+        .as_ref()
+        .unwrap()
+        .trainable
+        .iter()
+        .map(|t| t.clone().autodiff().require_grad())
+        .collect();
     model.set_adapter_trainable(trainable.clone());
     let grads = engine_loss(&model).backward();
     let got: Vec<f32> = trainable
@@ -392,7 +430,10 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
         .collect();
     assert_eq!(got.len(), sizes.iter().sum::<usize>());
     // entries of B and of Aᵀ in the first, a middle and the last module
-    let starts: Vec<usize> = sizes.iter().scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n))).collect();
+    let starts: Vec<usize> = sizes
+        .iter()
+        .scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n)))
+        .collect();
     let picks: Vec<usize> = [0, 7, sizes.len() - 1]
         .iter()
         .flat_map(|&k| [starts[k] + 3, starts[k] + sizes[k] - 5])
@@ -405,6 +446,10 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
             reference_loss(&c, &adapted_weights(&c, &w, &cfg, &vv))
         };
         let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-        assert!((got[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(0.05), "∂L/∂θ[{i}]: kernels {}, finite differences {fd}", got[i]);
+        assert!(
+            (got[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(0.05),
+            "∂L/∂θ[{i}]: kernels {}, finite differences {fd}",
+            got[i]
+        );
     }
 }

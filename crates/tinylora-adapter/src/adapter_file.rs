@@ -106,7 +106,7 @@ impl AdapterFile {
     pub fn save(&self, path: &Path) -> Result<(), AdapterFileError> {
         let payload = self.payload();
         let view = TensorView::new(dtype(self.config.precision), vec![self.values.len()], &payload)
-        .map_err(|e| invalid(path, e.to_string()))?;
+            .map_err(|e| invalid(path, e.to_string()))?;
         let config = serde_json::to_string(&self.config).map_err(|e| invalid(path, e.to_string()))?;
         let metadata: HashMap<String, String> = [
             ("format", FORMAT.to_string()),

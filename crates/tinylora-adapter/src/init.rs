@@ -27,7 +27,10 @@ pub fn initial_values(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<f32> 
         .iter()
         .enumerate()
         .flat_map(|(k, slot)| {
-            let kind = MODULE_TYPES.iter().position(|m| *m == adapter.targets[slot.kind]).unwrap();
+            let kind = MODULE_TYPES
+                .iter()
+                .position(|m| *m == adapter.targets[slot.kind])
+                .unwrap();
             let (_, d_out, d_in) = model.linear_shapes()[kind];
             let mut rng = ChaCha8Rng::seed_from_u64(adapter.projection_seed);
             rng.set_stream(k as u64);
@@ -40,7 +43,11 @@ pub fn initial_values(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<f32> 
 
 /// ΔW `[d_out, d_in]` = B A of a LoRA module from its values [B; Aᵀ] `[d_out + d_in, r]`.
 pub fn lora_delta(values: &[f32], d_out: usize, d_in: usize, r: usize) -> Vec<f32> {
-    assert_eq!(values.len(), (d_out + d_in) * r, "LoRA values of a [{d_out}, {d_in}] module at rank {r}");
+    assert_eq!(
+        values.len(),
+        (d_out + d_in) * r,
+        "LoRA values of a [{d_out}, {d_in}] module at rank {r}"
+    );
     let (b, a_t) = values.split_at(d_out * r);
     (0..d_out * d_in)
         .map(|oi| {

@@ -46,7 +46,10 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
             sizes.iter().sum::<usize>()
         );
     }
-    let offsets: Vec<usize> = sizes.iter().scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n))).collect();
+    let offsets: Vec<usize> = sizes
+        .iter()
+        .scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n)))
+        .collect();
     let frozen = if cfg.method == Method::Lora {
         vec![] // LoRA's factors are its values
     } else {

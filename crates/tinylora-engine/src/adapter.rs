@@ -115,7 +115,10 @@ impl Transformer {
         let frozen = if config.method == Method::Lora {
             (0..groups.modules.len()).map(|_| None).collect()
         } else {
-            frozen_modules(file, config, &groups, on_module)?.into_iter().map(Some).collect::<Vec<_>>()
+            frozen_modules(file, config, &groups, on_module)?
+                .into_iter()
+                .map(Some)
+                .collect::<Vec<_>>()
         };
         for ((slot, &g), m) in groups.modules.iter().zip(&groups.group).zip(frozen) {
             let linear = self.target_mut(slot.layer, &config.targets[slot.kind]);
@@ -184,7 +187,11 @@ impl Transformer {
         let Some(adapter) = self.adapter.as_ref() else {
             panic!("set_adapter_trainable: no adapter attached");
         };
-        assert_eq!(trainable.len(), adapter.trainable.len(), "set_adapter_trainable: one tensor per tie group");
+        assert_eq!(
+            trainable.len(),
+            adapter.trainable.len(),
+            "set_adapter_trainable: one tensor per tie group"
+        );
         let mode = adapter.mode;
         self.set_adapter_mode(AdapterMode::Off);
         let adapter = self.adapter.as_mut().unwrap();
