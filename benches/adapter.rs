@@ -5,7 +5,7 @@
 //!    forward, and against forward + backward through the frozen network without an adapter;
 //! 3. the frozen rank-2 SVD of every target weight (CPU, all cores).
 //!
-//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5]
+//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernels-only]
 //!
 //! Every figure of one run comes from the same process on the same device, side by side;
 //! each is the median of `--reps` timed runs after one warm-up run (shader compilation).
@@ -231,6 +231,9 @@ fn svd_time() {
 fn main() {
     let reps = arg("--reps", 5);
     kernels(reps);
+    if std::env::args().any(|a| a == "--kernels-only") {
+        return;
+    }
     training_cost(arg("--tokens", 128), reps);
     println!();
     svd_time();

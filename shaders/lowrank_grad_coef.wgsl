@@ -5,17 +5,19 @@
 // (with P̃ᵢ = Σ Pᵢ this is ∂L/∂R = Σ ∂L/∂M contracted with the Pᵢ). Modules of a tie group
 // each produce their ∂L/∂v; burn's autodiff adds them up on the shared v.
 //
-// Inputs:  zw     [T, 2R]      z_t (columns 0..R) and w_t (columns R..2R) from the backward
+// Inputs:  z      [T, R]       z_t = x_t V (from `lowrank_down.wgsl` on x)
+//          w      [T, R]       w_t = G_t U (from `lowrank_down.wgsl` on G)
 //          basis  [n_v, R, R]  P̃ᵢ
 //          info   [2] u32      T, n_v
 // Output:  dcoef  [n_v]
 //
 // R = {{ r }}, WG = {{ wg }}. A single workgroup: for each (j, k) the invocations sum
 // tokens t, t + WG, … and a tree reduction finishes S[j, k] in workgroup memory.
-@group(0) @binding(0) var<storage, read_write> zw: array<f32>;
-@group(0) @binding(1) var<storage, read_write> basis: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dcoef: array<f32>;
-@group(0) @binding(3) var<storage, read_write> info: array<u32>;
+@group(0) @binding(0) var<storage, read_write> z: array<f32>;
+@group(0) @binding(1) var<storage, read_write> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> basis: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dcoef: array<f32>;
+@group(0) @binding(4) var<storage, read_write> info: array<u32>;
 
 const R: u32 = {{ r }}u;
 const WG: u32 = {{ wg }}u;
@@ -32,7 +34,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let k = jk % R;
         var acc = 0.0;
         for (var t = lid; t < n_t; t += WG) {
-            acc = fma(zw[t * 2u * R + R + j], zw[t * 2u * R + k], acc);
+            acc = fma(w[t * R + j], z[t * R + k], acc);
         }
         red[lid] = acc;
         workgroupBarrier();

@@ -43,16 +43,12 @@ impl KernelSource for Wgsl {
     }
 }
 
-/// Template values every kernel takes: R, WG and derived array sizes.
+/// Template values every kernel takes: R, WG and R².
 pub(crate) fn rank_values(r: usize) -> Vec<(&'static str, String)> {
-    let wg = WG as usize;
     vec![
         ("r", r.to_string()),
-        ("two_r", (2 * r).to_string()),
         ("r_r", (r * r).to_string()),
-        ("wg", wg.to_string()),
-        ("wg_r", (wg * r).to_string()),
-        ("wg_2r", (wg * 2 * r).to_string()),
+        ("wg", WG.to_string()),
     ]
 }
 

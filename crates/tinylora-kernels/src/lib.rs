@@ -12,6 +12,7 @@
 //! so that M = Σᵢ vᵢ P̃ᵢ and ΔW = U M Vᵀ. Each op launches a `.wgsl` file from `shaders/` on
 //! burn's cube backend; its backward on `Autodiff<B, C>` launches the gradient kernels again.
 
+mod halves;
 mod launch;
 mod lowrank;
 mod merge;
@@ -24,7 +25,8 @@ pub use launch::MAX_RANK;
 /// Backend extension: the low-rank update and its merge.
 #[backend_extension(Autodiff, Cube)]
 pub trait LowRankBackend: burn::backend::Backend {
-    /// y = base + ((x V) Mᵀ) Uᵀ (`shaders/lowrank_forward.wgsl`); differentiable in x, base,
+    /// y = base + ((x V) Mᵀ) Uᵀ (`shaders/lowrank_down.wgsl`, then `lowrank_up.wgsl`);
+    /// differentiable in x, base,
     /// factors and coef.
     fn lowrank_update(
         x: FloatTensor<Self>,
@@ -34,7 +36,8 @@ pub trait LowRankBackend: burn::backend::Backend {
         coef: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
-    /// Wᵀ chunk ± (U M Vᵀ)ᵀ for output columns `col0..` (`shaders/lowrank_merge.wgsl`);
+    /// Wᵀ chunk ± (U M Vᵀ)ᵀ for output columns `col0..` (`lowrank_down.wgsl` on V's rows,
+    /// then `lowrank_up.wgsl`);
     /// in place when the chunk's buffer is not shared.
     fn lowrank_merge(
         weight_t: FloatTensor<Self>,

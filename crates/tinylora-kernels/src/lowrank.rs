@@ -1,4 +1,5 @@
-//! `lowrank_update`: the forward kernel, the gradient kernels and the backward that uses them.
+//! `lowrank_update`: the forward (down + up), the gradient kernels and the backward that uses
+//! them.
 //!
 //! y = base + ((x V) Mᵀ) Uᵀ, M = Σᵢ vᵢ P̃ᵢ. With G = ∂L/∂y, z = x V, w = G U:
 //! ∂L/∂base = G; ∂L/∂x = (w M) Vᵀ; ∂L/∂vᵢ = ⟨P̃ᵢ, Σ_t w_tᵀ z_t⟩; and for trainable factors
@@ -11,26 +12,31 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
-use burn::tensor::{Shape, Slice};
+use burn::tensor::Shape;
 use burn_cubecl::{CubeBackend, tensor::CubeTensor};
 
 use crate::LowRankBackend;
+use crate::halves::{Init, Rows, down, up};
 use crate::launch::{MAX_RANK, Wgsl, dims, empty, input, launch, rank_values};
 
 /// The gradient kernels behind the backward of [`LowRankBackend::lowrank_update`].
 pub trait LowRankGradBackend: Backend {
-    /// Per token: (the low-rank share of ∂L/∂x `[T, d_in]`, z and w `[T, 2r]`)
-    /// (`shaders/lowrank_backward.wgsl`).
+    /// Per token: (the low-rank share of ∂L/∂x `[T, d_in]`, z = x V `[T, r]`, w = G U
+    /// `[T, r]`), from `shaders/lowrank_down.wgsl` twice and `shaders/lowrank_up.wgsl`.
     fn lowrank_backward(
         x: FloatTensor<Self>,
         g: FloatTensor<Self>,
         factors: FloatTensor<Self>,
         basis: FloatTensor<Self>,
         coef: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// ∂L/∂v `[n_v]` from z and w (`shaders/lowrank_grad_coef.wgsl`).
-    fn lowrank_grad_coef(zw: FloatTensor<Self>, basis: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn lowrank_grad_coef(
+        z: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// Shapes of one call: (T, d_in, d_out, r, n_v), checked against each other.
@@ -70,7 +76,7 @@ impl LowRankGradBackend for CubeBackend {
         factors: CubeTensor,
         basis: CubeTensor,
         coef: CubeTensor,
-    ) -> (CubeTensor, CubeTensor) {
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let op = "lowrank_backward";
         let [x, g, factors, basis, coef] = [
             (x, "x"),
@@ -80,36 +86,35 @@ impl LowRankGradBackend for CubeBackend {
             (coef, "coef"),
         ]
         .map(|(t, name)| input(t, op, name));
-        let [t, d_in, d_out, r, n_v] = shapes(op, &x, &factors, &basis, &coef);
+        let [t, d_in, d_out, _, _] = shapes(op, &x, &factors, &basis, &coef);
         assert_eq!(dims(&g), [t, d_out], "{op}: g must be [{t}, {d_out}]");
-        let dx = empty(&x, vec![t, d_in]);
-        let zw = empty(&x, vec![t, 2 * r]);
-        let kernel = Wgsl {
-            source: include_str!("../../../shaders/lowrank_backward.wgsl"),
-            values: rank_values(r),
-        };
-        let info = [t, d_in, d_out, n_v].map(|n| n as u32);
-        launch(kernel, t, &[&x, &g, &factors, &basis, &coef, &dx, &zw], &info);
-        (dx, zw)
+        let (_, z) = down(Rows::Of(&x), &factors, &basis, &coef, d_out, false); // z = x V
+        let (wm, w) = down(Rows::Of(&g), &factors, &basis, &coef, 0, true); // w = G U, Mᵀ w
+        let dx = up(&wm, &factors, d_out, d_in, Init::Zero, false); // (w M) Vᵀ
+        (dx, z, w)
     }
 
-    fn lowrank_grad_coef(zw: CubeTensor, basis: CubeTensor) -> CubeTensor {
+    fn lowrank_grad_coef(z: CubeTensor, w: CubeTensor, basis: CubeTensor) -> CubeTensor {
         let op = "lowrank_grad_coef";
-        let (zw, basis) = (input(zw, op, "zw"), input(basis, op, "basis"));
-        let (zd, bd) = (dims(&zw), dims(&basis));
+        let [z, w, basis] = [(z, "z"), (w, "w"), (basis, "basis")].map(|(t, name)| input(t, op, name));
+        let (zd, bd) = (dims(&z), dims(&basis));
         let (t, r, n_v) = (zd[0], bd[1], bd[0]);
-        assert_eq!(zd[1], 2 * r, "{op}: zw {zd:?} does not match basis {bd:?}");
-        let dcoef = empty(&zw, vec![n_v]);
+        assert!(
+            zd[1] == r && dims(&w) == zd,
+            "{op}: z {zd:?} and w {:?} do not match basis {bd:?}",
+            dims(&w)
+        );
+        let dcoef = empty(&z, vec![n_v]);
         let kernel = Wgsl {
             source: include_str!("../../../shaders/lowrank_grad_coef.wgsl"),
             values: rank_values(r),
         };
-        launch(kernel, 1, &[&zw, &basis, &dcoef], &[t as u32, n_v as u32]);
+        launch(kernel, 1, &[&z, &w, &basis, &dcoef], &[t as u32, n_v as u32]);
         dcoef
     }
 }
 
-/// The forward launch on the cube backend.
+/// The forward on the cube backend: q = M (x V), then y = base + q Uᵀ.
 pub(crate) fn forward(
     x: CubeTensor,
     base: CubeTensor,
@@ -127,20 +132,14 @@ pub(crate) fn forward(
     ]
     .map(|(t, name)| input(t, op, name));
     x.assert_is_on_same_device(&factors);
-    let [t, d_in, d_out, r, n_v] = shapes(op, &x, &factors, &basis, &coef);
+    let [t, d_in, d_out, _, _] = shapes(op, &x, &factors, &basis, &coef);
     assert_eq!(
         dims(&base),
         [t, d_out],
         "{op}: base must be [{t}, {d_out}] for x [{t}, {d_in}]"
     );
-    let y = empty(&x, vec![t, d_out]);
-    let kernel = Wgsl {
-        source: include_str!("../../../shaders/lowrank_forward.wgsl"),
-        values: rank_values(r),
-    };
-    let info = [t, d_in, d_out, n_v].map(|n| n as u32);
-    launch(kernel, t, &[&x, &base, &factors, &basis, &coef, &y], &info);
-    y
+    let (q, _) = down(Rows::Of(&x), &factors, &basis, &coef, d_out, false);
+    up(&q, &factors, 0, d_out, Init::Base(&base), false)
 }
 
 /// M = Σᵢ vᵢ P̃ᵢ `[r, r]` in stock ops (only the LoRA factor gradients need it on the host side).
@@ -167,24 +166,19 @@ impl<B: LowRankBackend + LowRankGradBackend> Backward<B, 4> for LowRankBackward 
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
         let factors: FloatTensor<B> = checkpointer.retrieve_node_output(factors_id);
         let coef: FloatTensor<B> = checkpointer.retrieve_node_output(coef_id);
-        let d_in = x.shape().dims::<2>()[1];
-        let [rows, r] = factors.shape().dims::<2>();
-        let (dx, zw) = B::lowrank_backward(x.clone(), g.clone(), factors, basis.clone(), coef.clone());
+        let (dx, z, w) = B::lowrank_backward(x.clone(), g.clone(), factors, basis.clone(), coef.clone());
         if let Some(node) = node_factors {
             // LoRA: ∂U = Gᵀ (z Mᵀ) [d_out, r], ∂V = xᵀ (w M) [d_in, r], stacked like the factors
             let m = core::<B>(basis.clone(), coef);
-            let col = |a: usize| B::float_slice(zw.clone(), &[Slice::from(..), Slice::from(a..a + r)]);
-            let (z, w) = (col(0), col(r));
             let du = B::float_matmul(
                 B::float_transpose(g.clone()),
-                B::float_matmul(z, B::float_transpose(m.clone())),
+                B::float_matmul(z.clone(), B::float_transpose(m.clone())),
             );
-            let dv = B::float_matmul(B::float_transpose(x), B::float_matmul(w, m));
-            debug_assert_eq!(rows, du.shape().dims::<2>()[0] + d_in);
+            let dv = B::float_matmul(B::float_transpose(x), B::float_matmul(w.clone(), m));
             grads.register::<B>(node.id, B::float_cat(vec![du, dv], 0));
         }
         if let Some(node) = node_coef {
-            grads.register::<B>(node.id, B::lowrank_grad_coef(zw, basis));
+            grads.register::<B>(node.id, B::lowrank_grad_coef(z, w, basis));
         }
         if let Some(node) = node_x {
             grads.register::<B>(node.id, dx);

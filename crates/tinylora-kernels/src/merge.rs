@@ -10,7 +10,8 @@ use burn::backend::tensor::FloatTensor;
 use burn_cubecl::tensor::CubeTensor;
 
 use crate::LowRankBackend;
-use crate::launch::{MAX_RANK, Wgsl, dims, empty, input, launch, launch_bindings, rank_values};
+use crate::halves::{Init, Rows, down, up};
+use crate::launch::{MAX_RANK, dims, input};
 
 /// The merge launch on the cube backend: in place when `weight_t`'s buffer is not shared.
 pub(crate) fn merge(
@@ -47,33 +48,14 @@ pub(crate) fn merge(
     );
     assert_eq!(&bd[..], &[n_v, r, r], "{op}: basis {bd:?} does not match r = {r}");
     assert_eq!(dims(&coef), [n_v], "{op}: coef must be [{n_v}]");
-    let in_place = w.can_mut() && w.is_contiguous_buffer();
-    let mut values = rank_values(r);
-    values.push(("sign", if subtract { "-1.0" } else { "1.0" }.to_string()));
-    let info = [d_in, d_out, col0, cols, n_v].map(|n| n as u32);
-    let source = include_str!("../../../shaders/lowrank_merge.wgsl");
-    if in_place {
-        values.push(("target", "w".to_string()));
-        values.push(("out_binding", String::new()));
-        launch(
-            Wgsl { source, values },
-            d_in,
-            &[&w, &factors, &basis, &coef],
-            &info,
-        );
-        w
+    // q_i = M V_iᵀ for every row i of Wᵀ, then Wᵀ[i, o] ± U_(col0 + o) · q_i
+    let (q, _) = down(Rows::Own(d_in), &factors, &basis, &coef, d_out, false);
+    let init = if w.can_mut() && w.is_contiguous_buffer() {
+        Init::InPlace(w)
     } else {
-        let out = empty(&w, vec![d_in, cols]);
-        values.push(("target", "out".to_string()));
-        values.push((
-            "out_binding",
-            "@group(0) @binding(5) var<storage, read_write> out: array<f32>;".to_string(),
-        ));
-        // bindings: w, factors, basis, coef, info, out
-        let kernel = Wgsl { source, values };
-        launch_bindings(kernel, d_in, &[&w, &factors, &basis, &coef], &info, Some(&out));
-        out
-    }
+        Init::Base(&w)
+    };
+    up(&q, &factors, col0, cols, init, subtract)
 }
 
 #[derive(Debug)]

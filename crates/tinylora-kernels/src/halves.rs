@@ -1,0 +1,128 @@
+//! Launches of the two halves every low-rank kernel is made of: `lowrank_down.wgsl` (project
+//! rows onto r directions and apply the core M) and `lowrank_up.wgsl` (expand r numbers per
+//! row through a factor, onto a base).
+
+use burn_cubecl::tensor::CubeTensor;
+
+use crate::launch::{WG, Wgsl, empty, launch, launch_bindings, rank_values};
+
+/// Outputs per invocation of `lowrank_up.wgsl` (its `OUT`).
+const UP_OUTPUTS: usize = 4;
+
+/// What `up` writes onto.
+pub(crate) enum Init<'a> {
+    /// out = Δ.
+    Zero,
+    /// out = base + Δ, into a new tensor.
+    Base(&'a CubeTensor),
+    /// out = out ± Δ in place (the tensor's buffer must not be shared).
+    InPlace(CubeTensor),
+}
+
+/// Rows to project in `down`.
+pub(crate) enum Rows<'a> {
+    /// s_t = a_t F for `a` `[T, d]`.
+    Of(&'a CubeTensor),
+    /// s_t = F_t: the factor's own rows (`count` of them).
+    Own(usize),
+}
+
+/// (q, s) `[T, r]` with s_t = a_t F (F = factor rows `row0..`) and q_t = M s_t, or Mᵀ s_t
+/// when `transpose`.
+pub(crate) fn down(
+    rows: Rows,
+    factors: &CubeTensor,
+    basis: &CubeTensor,
+    coef: &CubeTensor,
+    row0: usize,
+    transpose: bool,
+) -> (CubeTensor, CubeTensor) {
+    let r = factors.meta.shape()[1];
+    let n_v = coef.meta.shape()[0];
+    let dummy;
+    let (a, n_t, d, source) = match rows {
+        Rows::Of(a) => {
+            let (n_t, d) = (a.meta.shape()[0], a.meta.shape()[1]);
+            let source = "for (var i = 0u; i < d; i++) {
+        let ai = a[t * d + i];
+        for (var k = 0u; k < R; k++) {
+            acc[k] = fma(ai, factors[(row0 + i) * R + k], acc[k]);
+        }
+    }";
+            (a, n_t, d, source)
+        }
+        Rows::Own(n_t) => {
+            dummy = empty(factors, vec![1]);
+            // `a` is a placeholder here; the phony read keeps its binding in the layout
+            let source = "_ = a[0];
+    for (var k = 0u; k < R; k++) {
+        acc[k] = factors[(row0 + t) * R + k];
+    }";
+            (&dummy, n_t, 0, source)
+        }
+    };
+    let q = empty(factors, vec![n_t, r]);
+    let s = empty(factors, vec![n_t, r]);
+    let mut values = rank_values(r);
+    values.push(("source", source.to_string()));
+    let kernel = Wgsl {
+        source: include_str!("../../../shaders/lowrank_down.wgsl"),
+        values,
+    };
+    let info = [n_t, d, row0, n_v, usize::from(transpose)].map(|n| n as u32);
+    launch(
+        kernel,
+        n_t.div_ceil(WG as usize),
+        &[a, factors, basis, coef, &q, &s],
+        &info,
+    );
+    (q, s)
+}
+
+/// out `[T, cols]` = init ± Σ_j F[row0 + o, j] q[t, j] with q `[T, r]`.
+pub(crate) fn up(
+    q: &CubeTensor,
+    factors: &CubeTensor,
+    row0: usize,
+    cols: usize,
+    init: Init,
+    subtract: bool,
+) -> CubeTensor {
+    let (n_t, r) = (q.meta.shape()[0], q.meta.shape()[1]);
+    let mut values = rank_values(r);
+    values.push(("sign", if subtract { "-1.0" } else { "1.0" }.to_string()));
+    let (init_expr, init_binding, init_doc) = match &init {
+        Init::Zero => ("0.0", "", "(out starts at 0)"),
+        Init::Base(_) => (
+            "base[idx]",
+            "@group(0) @binding(4) var<storage, read_write> base: array<f32>;",
+            "base    [T, cols]           added to",
+        ),
+        Init::InPlace(_) => ("out[idx]", "", "(out is updated in place)"),
+    };
+    values.push(("init", init_expr.to_string()));
+    values.push(("init_binding", init_binding.to_string()));
+    values.push(("init_doc", init_doc.to_string()));
+    let kernel = Wgsl {
+        source: include_str!("../../../shaders/lowrank_up.wgsl"),
+        values,
+    };
+    let info = [n_t, cols, row0, 0].map(|n| n as u32);
+    let groups = (n_t * cols.div_ceil(UP_OUTPUTS)).div_ceil(WG as usize);
+    match init {
+        Init::Zero => {
+            let out = empty(q, vec![n_t, cols]);
+            launch(kernel, groups, &[q, factors, &out], &info);
+            out
+        }
+        Init::Base(base) => {
+            let out = empty(q, vec![n_t, cols]);
+            launch_bindings(kernel, groups, &[q, factors, &out], &info, Some(base));
+            out
+        }
+        Init::InPlace(out) => {
+            launch(kernel, groups, &[q, factors, &out], &info);
+            out
+        }
+    }
+}
