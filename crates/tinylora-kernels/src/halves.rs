@@ -16,7 +16,7 @@ pub(crate) enum Init<'a> {
     /// out = base + Δ, into a new tensor.
     Base(&'a CubeTensor),
     /// out = out ± Δ in place (the tensor's buffer must not be shared).
-    InPlace(CubeTensor),
+    InPlace(Box<CubeTensor>),
 }
 
 /// Rows to project in `down`.
@@ -122,7 +122,7 @@ pub(crate) fn up(
         }
         Init::InPlace(out) => {
             launch(kernel, groups, &[q, factors, &out], &info);
-            out
+            *out
         }
     }
 }

@@ -51,7 +51,7 @@ pub(crate) fn merge(
     // q_i = M V_iᵀ for every row i of Wᵀ, then Wᵀ[i, o] ± U_(col0 + o) · q_i
     let (q, _) = down(Rows::Own(d_in), &factors, &basis, &coef, d_out, false);
     let init = if w.can_mut() && w.is_contiguous_buffer() {
-        Init::InPlace(w)
+        Init::InPlace(Box::new(w))
     } else {
         Init::Base(&w)
     };
