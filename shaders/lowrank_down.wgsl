@@ -16,9 +16,9 @@
 // Outputs: q       [T, R]              M s_t (or Mᵀ s_t)
 //          s       [T, R]              s_t
 //
-// R = {{ r }}, WG = {{ wg }}. One invocation per row t, no workgroup memory and no barriers:
-// on lavapipe a SIMD group handles WG rows together; M is applied as Σᵢ vᵢ (P̃ᵢ s), so it is
-// never stored.
+// R = {{ r }}, WG = {{ wg }}. One invocation per row t. The workgroup first forms M = Σᵢ vᵢ P̃ᵢ
+// in workgroup memory (one entry per invocation, one barrier); after that no invocation waits
+// for another.
 @group(0) @binding(0) var<storage, read_write> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> factors: array<f32>;
 @group(0) @binding(2) var<storage, read_write> basis: array<f32>;
@@ -28,15 +28,30 @@
 @group(0) @binding(6) var<storage, read_write> info: array<u32>;
 
 const R: u32 = {{ r }}u;
+const WG: u32 = {{ wg }}u;
+
+var<workgroup> m: array<f32, {{ r_r }}>;
 
 @compute @workgroup_size({{ wg }}, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
     let n_t = info[0];
     let d = info[1];
     let row0 = info[2];
     let n_v = info[3];
     let transpose = info[4] == 1u;
-    let t = gid.x + gid.y * nwg.x * {{ wg }}u;
+    for (var jk = lid; jk < R * R; jk += WG) {
+        var acc = 0.0;
+        for (var i = 0u; i < n_v; i++) {
+            acc = fma(coef[i], basis[i * R * R + jk], acc);
+        }
+        m[jk] = acc;
+    }
+    workgroupBarrier();
+    let t = gid.x + gid.y * nwg.x * WG;
     if (t >= n_t) {
         return;
     }
@@ -50,14 +65,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     for (var j = 0u; j < R; j++) {
         var out = 0.0;
-        for (var i = 0u; i < n_v; i++) {
-            var dot = 0.0;
-            for (var k = 0u; k < R; k++) {
-                // M[j, k] for q = M s; M[k, j] for q = Mᵀ s
-                let m = select(basis[(i * R + j) * R + k], basis[(i * R + k) * R + j], transpose);
-                dot = fma(m, acc[k], dot);
-            }
-            out = fma(coef[i], dot, out);
+        for (var k = 0u; k < R; k++) {
+            // M[j, k] for q = M s; M[k, j] for q = Mᵀ s
+            out = fma(select(m[j * R + k], m[k * R + j], transpose), acc[k], out);
         }
         q[t * R + j] = out;
     }

@@ -11,8 +11,9 @@
 //          info   [2] u32      T, n_v
 // Output:  dcoef  [n_v]
 //
-// R = {{ r }}, WG = {{ wg }}. A single workgroup: for each (j, k) the invocations sum
-// tokens t, t + WG, … and a tree reduction finishes S[j, k] in workgroup memory.
+// R = {{ r }}, WG = {{ wg }}. A single workgroup: invocation jk sums S[j, k] over all tokens
+// (entries jk, jk + WG, … when R² > WG) into workgroup memory; after the one barrier,
+// invocation i contracts S with P̃ᵢ.
 @group(0) @binding(0) var<storage, read_write> z: array<f32>;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> basis: array<f32>;
@@ -22,33 +23,22 @@
 const R: u32 = {{ r }}u;
 const WG: u32 = {{ wg }}u;
 
-var<workgroup> red: array<f32, {{ wg }}>;
 var<workgroup> s: array<f32, {{ r_r }}>;
 
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(local_invocation_index) lid: u32) {
     let n_t = info[0];
     let n_v = info[1];
-    for (var jk = 0u; jk < R * R; jk++) {
+    for (var jk = lid; jk < R * R; jk += WG) {
         let j = jk / R;
         let k = jk % R;
         var acc = 0.0;
-        for (var t = lid; t < n_t; t += WG) {
+        for (var t = 0u; t < n_t; t++) {
             acc = fma(w[t * R + j], z[t * R + k], acc);
         }
-        red[lid] = acc;
-        workgroupBarrier();
-        for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-            if (lid < stride) {
-                red[lid] += red[lid + stride];
-            }
-            workgroupBarrier();
-        }
-        if (lid == 0u) {
-            s[jk] = red[0];
-        }
-        workgroupBarrier();
+        s[jk] = acc;
     }
+    workgroupBarrier();
     for (var i = lid; i < n_v; i += WG) {
         var acc = 0.0;
         for (var jk = 0u; jk < R * R; jk++) {

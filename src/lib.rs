@@ -7,3 +7,4 @@ pub use tinylora_adapter as adapter;
 pub use tinylora_engine as engine;
 pub use tinylora_formats as formats;
 pub use tinylora_kernels as kernels;
+pub use tinylora_train as train;

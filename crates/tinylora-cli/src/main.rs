@@ -1,11 +1,13 @@
 //! `tinylora`: train and apply TinyLoRA adapters on any GPU through WebGPU.
 
 mod adapter_load;
+mod eval;
 mod generate;
 mod info;
 mod load;
 mod merge;
 mod plan;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,12 @@ enum Command {
     /// Write the base model with an adapter merged into its weights (W + ΔW) as a Hugging
     /// Face-style directory.
     Merge(merge::MergeArgs),
+    /// Greedy accuracy on a problem file (GSM8K, AIME-style or prompt/answer JSON lines),
+    /// under strict, flexible and boxed answer extraction.
+    Eval(eval::EvalArgs),
+    /// Train an adapter.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +48,8 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Train(cmd) => train::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

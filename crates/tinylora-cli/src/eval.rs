@@ -1,0 +1,95 @@
+//! `tinylora eval`: greedy accuracy of a model (optionally with an adapter) on a problem file.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tinylora_engine::AdapterMode;
+use tinylora_formats::atomic::write_atomic;
+use tinylora_train::prompt::DEFAULT_INSTRUCTION;
+use tinylora_train::{ExtractMode, evaluate, load_problems};
+
+use crate::adapter_load::attach_adapter_file;
+use crate::load::load_model;
+
+/// Arguments of `tinylora eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// GGUF file or Hugging Face model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Adapter file to apply (merged into the weights).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Problems: JSON lines with question/answer (GSM8K `#### n`, or a bare answer) or prompt/answer.
+    #[arg(long)]
+    data: PathBuf,
+    /// Evaluate the first N problems only.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Extraction that decides `correct` in the per-problem file (all three are reported).
+    #[arg(long, default_value = "strict")]
+    extract: ExtractMode,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Problems generated together.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Instruction appended to every question.
+    #[arg(long, default_value = DEFAULT_INSTRUCTION)]
+    instruction: String,
+    /// Per-problem JSON lines (question, output, extracted, gold, correct).
+    #[arg(long, default_value = "eval.jsonl")]
+    out: PathBuf,
+}
+
+/// Run `tinylora eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let mut problems = load_problems(&args.data)?;
+    if let Some(n) = args.limit {
+        problems.truncate(n);
+    }
+    let (file, mut model) = load_model(&args.model)?;
+    if let Some(path) = &args.adapter {
+        attach_adapter_file(&file, &mut model, path)?;
+        model.set_adapter_mode(AdapterMode::Merged);
+    }
+    let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
+        "evaluating [{bar:30}] {pos}/{len} problems {elapsed} (eta {eta})",
+    )?);
+    let report = evaluate(
+        &model,
+        &file,
+        &problems,
+        &args.instruction,
+        args.max_new_tokens,
+        args.batch_size,
+        args.extract,
+        |done| bar.set_position(done as u64),
+    )
+    .map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
+    let mut lines = Vec::new();
+    for r in &report.records {
+        writeln!(lines, "{}", serde_json::to_string(r)?)?;
+    }
+    write_atomic(&args.out, &lines).with_context(|| "writing the per-problem results")?;
+    for mode in ExtractMode::ALL {
+        println!(
+            "{:<8} accuracy {:>6.2}%  ({} problems)",
+            mode.name(),
+            100.0 * report.accuracy(mode),
+            report.problems
+        );
+    }
+    println!(
+        "{:.1} tokens/s, {:.1} s; per-problem results in {}",
+        report.tokens_per_s,
+        report.seconds,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! Training tiny adapters with GRPO (SPEC.md §2) and evaluating them (§3).
+//!
+//! - [`data`]: problems from JSON lines; [`prompt`]: chat-template prompts;
+//! - [`extract`]: final-answer extraction (strict / flexible / boxed) and comparison;
+//! - [`grpo`]: advantages and the clipped loss; [`optim`]: AdamW on the host;
+//! - [`policy`]: teacher-forced log-probabilities of completions;
+//! - [`trainer`]: the GRPO loop with checkpoints; [`eval`]: greedy evaluation.
+
+pub mod data;
+pub mod eval;
+pub mod extract;
+pub mod grpo;
+pub mod optim;
+pub mod policy;
+pub mod prompt;
+pub mod trainer;
+
+pub use data::{Problem, load_problems, split};
+pub use eval::{EvalReport, evaluate};
+pub use extract::{ExtractMode, extract, is_correct, normalize};
+pub use grpo::{Aggregation, LossConfig, advantages, grpo_loss};
+pub use trainer::{GrpoConfig, GrpoTrainer, RunFiles, StepMetrics, TrainState};
