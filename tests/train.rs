@@ -1,0 +1,234 @@
+//! GRPO end to end on a tiny random llama built so that its first answer token is one of
+//! t0..t9 about uniformly: the reward "the answer is 7" (flexible extraction of `t7`) is mixed,
+//! and a 14-parameter TinyLoRA adapter must raise it far beyond sampling noise. Also: the
+//! adapter file reproduces the gain in a fresh model, and a resumed run ends where an
+//! uninterrupted one does.
+
+mod common;
+
+use std::path::Path;
+
+use common::tiny_model::{random_weights, tiny_config, write_tiny_hf_dir};
+use tinylora::adapter::{AdapterConfig, AdapterFile, initial_values, plan};
+use tinylora::engine::{AdapterMode, GenerateOptions, SamplingParams, Transformer, default_device};
+use tinylora::formats::{Architecture, ModelFile};
+use tinylora::train::optim::AdamW;
+use tinylora::train::{
+    Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, TrainState, is_correct,
+};
+
+/// A tiny model whose answers are mostly the tokens t0..t9.
+fn digit_model(dir: &Path) {
+    let c = tiny_config(Architecture::Llama, false);
+    let mut w = random_weights(&c, 5);
+    let h = c.hidden_size;
+    // a constant +10 in coordinate 0 of every embedding survives the residual stream …
+    let emb = &mut w.get_mut("model.embed_tokens.weight").unwrap().1;
+    (0..c.vocab_size).for_each(|t| emb[t * h] = 10.0);
+    w.get_mut("model.norm.weight").unwrap().1[0] = 1.0;
+    // … and the LM head reads it as a bias towards t0..t9, whose rows are made 4× larger so
+    // that which digit comes out depends clearly on the hidden state
+    let head = &mut w.get_mut("lm_head.weight").unwrap().1;
+    for t in 0..c.vocab_size {
+        let row = &mut head[t * h..(t + 1) * h];
+        if t < 10 {
+            row.iter_mut().for_each(|x| *x *= 4.0);
+        }
+        row[0] = if t < 10 { 0.6 } else { -0.6 };
+    }
+    write_tiny_hf_dir(dir, &c, &w, false);
+}
+
+fn problems() -> Vec<Problem> {
+    (0..8)
+        .map(|i| Problem {
+            question: format!("t{} t{} t{}", 20 + i, 40 + 2 * i, 100 + 3 * i),
+            gold: "7".into(),
+            solution: "t7".into(),
+        })
+        .collect()
+}
+
+fn grpo_config(seed: u64) -> GrpoConfig {
+    GrpoConfig {
+        group_size: 8,
+        prompts_per_step: 4,
+        max_new_tokens: 1,
+        temperature: 1.0,
+        steps: 0,
+        lr: 0.3,
+        warmup: 0,
+        max_grad_norm: 0.0,
+        weight_decay: 0.0,
+        scale_advantages: true,
+        loss: LossConfig {
+            eps_low: 0.2,
+            eps_high: 0.28,
+            beta: 0.0,
+            aggregation: Aggregation::Grpo,
+        },
+        extract: ExtractMode::Flexible,
+        instruction: String::new(),
+        seed,
+    }
+}
+
+fn adapter() -> AdapterConfig {
+    AdapterConfig::default() // TinyLoRA r = 2, u = 1, untied: 2 layers × 7 modules = 14 values
+}
+
+/// Mean reward of 64 samples per problem at temperature 1 (fixed seed), merged weights.
+fn mean_reward(model: &mut Transformer, file: &ModelFile) -> f64 {
+    model.set_adapter_mode(AdapterMode::Merged);
+    let ps = problems();
+    let prompts: Vec<Vec<u32>> = ps
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(file.tokenizer.encode(&p.question).unwrap(), 64))
+        .collect();
+    let opts = GenerateOptions {
+        max_new_tokens: 1,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 12345,
+        },
+        stop_ids: vec![],
+    };
+    let gens = model.generate(&prompts, &opts, |_, _| {});
+    let right = gens
+        .iter()
+        .filter(|g| {
+            is_correct(
+                &file.tokenizer.decode(&g.output_ids).unwrap(),
+                "7",
+                ExtractMode::Flexible,
+            )
+        })
+        .count();
+    right as f64 / gens.len() as f64
+}
+
+fn setup(name: &str) -> (std::path::PathBuf, ModelFile, Transformer) {
+    let dir = common::temp_dir(name);
+    digit_model(&dir);
+    let file = ModelFile::open(&dir).unwrap();
+    let mut model = Transformer::load(&file, &default_device()).unwrap();
+    model
+        .attach_adapter(
+            &file,
+            &adapter(),
+            &initial_values(&file.config, &adapter()),
+            &|| {},
+        )
+        .unwrap();
+    (dir, file, model)
+}
+
+fn fresh_state(file: &ModelFile) -> TrainState {
+    let n = plan(&file.config, &adapter()).params;
+    TrainState {
+        step: 0,
+        values: initial_values(&file.config, &adapter()),
+        optimizer: AdamW::new(n, 0.0),
+    }
+}
+
+#[test]
+fn grpo_raises_the_reward_and_the_adapter_file_reproduces_it() {
+    let (dir, file, mut model) = setup("train-learn");
+    assert!(plan(&file.config, &adapter()).params <= 16);
+    let before = mean_reward(&mut model, &file);
+    assert!(
+        (0.02..0.5).contains(&before),
+        "the base model's reward should be mixed, got {before}"
+    );
+    let mut trainer = GrpoTrainer {
+        file: &file,
+        model: &mut model,
+        adapter: adapter(),
+        config: grpo_config(1),
+        problems: problems(),
+        state: fresh_state(&file),
+        files: RunFiles { dir: dir.clone() },
+    };
+    for _ in 0..20 {
+        let m = trainer.step().unwrap();
+        println!(
+            "step {}: reward {:.3}, values {:?}",
+            m.step, m.reward_mean, m.values
+        );
+    }
+    trainer.checkpoint().unwrap();
+    let after = mean_reward(trainer.model, &file);
+    println!("mean reward {before:.3} → {after:.3}");
+    // 512 samples: the standard error of each mean is below 0.022
+    assert!(
+        after > before + 0.15,
+        "GRPO did not raise the reward enough: {before:.3} → {after:.3}"
+    );
+
+    // the adapter file, applied to a freshly loaded model, gives the same improvement
+    let saved = AdapterFile::load(&RunFiles { dir: dir.clone() }.adapter()).unwrap();
+    saved.check_base(&dir, &file.fingerprint()).unwrap();
+    let mut fresh = Transformer::load(&file, &default_device()).unwrap();
+    fresh
+        .attach_adapter(&file, &saved.config, &saved.values, &|| {})
+        .unwrap();
+    let again = mean_reward(&mut fresh, &file);
+    assert!(
+        (again - after).abs() < 0.03,
+        "adapter file: {again:.3} vs trained model {after:.3}"
+    );
+}
+
+#[test]
+fn resumed_run_ends_with_the_same_adapter() {
+    let (dir, file, mut model) = setup("train-resume");
+    let run = |model: &mut Transformer, state: TrainState, steps: usize, dir: &Path| -> TrainState {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut t = GrpoTrainer {
+            file: &file,
+            model,
+            adapter: adapter(),
+            config: grpo_config(3),
+            problems: problems(),
+            state,
+            files: RunFiles {
+                dir: dir.to_path_buf(),
+            },
+        };
+        for _ in 0..steps {
+            t.step().unwrap();
+        }
+        t.checkpoint().unwrap();
+        t.state
+    };
+    let straight = run(&mut model, fresh_state(&file), 4, &dir.join("a"));
+    // interrupted after 2 steps: a new process would read state.json and attach the values
+    let half = run(&mut model, fresh_state(&file), 2, &dir.join("b"));
+    let saved: TrainState =
+        serde_json::from_slice(&std::fs::read(dir.join("b/state.json")).unwrap()).unwrap();
+    assert_eq!(saved, half);
+    let mut resumed_model = Transformer::load(&file, &default_device()).unwrap();
+    resumed_model
+        .attach_adapter(&file, &adapter(), &saved.values, &|| {})
+        .unwrap();
+    let resumed = run(&mut resumed_model, saved, 2, &dir.join("b"));
+    assert_eq!(resumed.step, 4);
+    assert_ne!(
+        straight.values,
+        fresh_state(&file).values,
+        "training moved nothing"
+    );
+    // equal up to float rounding: burn may pick another matmul kernel in another process (or
+    // while other tests autotune), which changes the last bits of a gradient
+    for (a, b) in straight.values.iter().zip(&resumed.values) {
+        assert!(
+            (a - b).abs() < 1e-4,
+            "resumed {:?} vs uninterrupted {:?}",
+            resumed.values,
+            straight.values
+        );
+    }
+}
