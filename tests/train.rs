@@ -232,3 +232,48 @@ fn resumed_run_ends_with_the_same_adapter() {
         );
     }
 }
+
+/// The trainer's teacher-forced log-probabilities of sampled completions equal the ones the
+/// sampler reported (so the importance ratio starts at 1).
+#[test]
+fn completion_logprobs_equal_the_samplers() {
+    use tinylora::train::policy::{CompletionBatch, token_logprobs};
+    let (_, file, mut model) = setup("train-logprobs");
+    model.set_adapter_mode(AdapterMode::Off);
+    let prompts: Vec<Vec<u32>> = problems()
+        .iter()
+        .map(|p| file.tokenizer.encode(&p.question).unwrap())
+        .collect();
+    let opts = GenerateOptions {
+        max_new_tokens: 5,
+        sampling: SamplingParams {
+            temperature: 0.7,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 9,
+        },
+        stop_ids: vec![],
+    };
+    let gens = model.generate(&prompts, &opts, |_, _| {});
+    let batch = CompletionBatch::new(
+        &gens.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>(),
+        &gens.iter().map(|g| g.output_ids.clone()).collect::<Vec<_>>(),
+    );
+    let got = token_logprobs(&model, &batch, 0.7)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let want = batch.scatter(&gens.iter().map(|g| g.logprobs.clone()).collect::<Vec<_>>());
+    let mask = batch.mask();
+    for i in 0..got.len() {
+        if mask[i] == 1.0 {
+            assert!(
+                (got[i] - want[i]).abs() < 1e-3,
+                "position {i}: {} vs sampler {}",
+                got[i],
+                want[i]
+            );
+        }
+    }
+    assert!(mask.iter().sum::<f32>() == (gens.len() * 5) as f32);
+}

@@ -81,6 +81,12 @@ impl Transformer {
         self.teacher_forced_embedded(self.embed(rows), pads)
     }
 
+    /// Final hidden states `[B, T, H]` (after the last norm) of left-padded `rows`; the LM head
+    /// can then be applied to the positions that matter only.
+    pub fn hidden_states(&self, rows: &[Vec<u32>], pads: &[usize]) -> Tensor<3> {
+        self.step_embedded(self.embed(rows), pads, &mut KvCache::new(self.layers.len()))
+    }
+
     /// [`Self::teacher_forced`] from input embeddings x `[B, T, H]` (which may require a
     /// gradient: the backward then runs through the whole frozen network).
     pub fn teacher_forced_embedded(&self, x: Tensor<3>, pads: &[usize]) -> Tensor<2> {
