@@ -13,6 +13,7 @@ use tinylora::adapter::{AdapterConfig, AdapterFile, initial_values, plan};
 use tinylora::engine::{AdapterMode, GenerateOptions, SamplingParams, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelFile};
 use tinylora::train::optim::AdamW;
+use tinylora::train::prompt::PromptStyle;
 use tinylora::train::{
     Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, TrainState, is_correct,
 };
@@ -68,7 +69,10 @@ fn grpo_config(seed: u64) -> GrpoConfig {
             aggregation: Aggregation::Grpo,
         },
         extract: ExtractMode::Flexible,
-        instruction: String::new(),
+        prompt: PromptStyle {
+            instruction: String::new(),
+            answer_prefix: String::new(),
+        },
         seed,
     }
 }

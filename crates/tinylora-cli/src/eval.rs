@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_engine::AdapterMode;
 use tinylora_formats::atomic::write_atomic;
-use tinylora_train::prompt::DEFAULT_INSTRUCTION;
+use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::{ExtractMode, evaluate, load_problems};
 
 use crate::adapter_load::attach_adapter_file;
@@ -41,6 +41,10 @@ pub struct EvalArgs {
     /// Instruction appended to every question.
     #[arg(long, default_value = DEFAULT_INSTRUCTION)]
     instruction: String,
+    /// Text that starts the assistant's answer inside the prompt (e.g. "The answer is"), so
+    /// that a small model answers at once.
+    #[arg(long, default_value = "")]
+    answer_prefix: String,
     /// Per-problem JSON lines (question, output, extracted, gold, correct).
     #[arg(long, default_value = "eval.jsonl")]
     out: PathBuf,
@@ -64,7 +68,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &model,
         &file,
         &problems,
-        &args.instruction,
+        &PromptStyle {
+            instruction: args.instruction.clone(),
+            answer_prefix: args.answer_prefix.clone(),
+        },
         args.max_new_tokens,
         args.batch_size,
         args.extract,

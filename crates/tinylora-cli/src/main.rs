@@ -7,6 +7,7 @@ mod info;
 mod load;
 mod merge;
 mod plan;
+mod plot;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ enum Command {
     /// Greedy accuracy on a problem file (GSM8K, AIME-style or prompt/answer JSON lines),
     /// under strict, flexible and boxed answer extraction.
     Eval(eval::EvalArgs),
+    /// Draw reward, accuracy and response length over steps of one or more runs (SVG).
+    Plot(plot::PlotArgs),
     /// Train an adapter.
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Merge(args) => merge::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Train(cmd) => train::run(cmd),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_adapter::{initial_values, plan};
 use tinylora_engine::AdapterMode;
 use tinylora_train::optim::AdamW;
-use tinylora_train::prompt::DEFAULT_INSTRUCTION;
+use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::trainer::append_metrics;
 use tinylora_train::{
     Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, RunFiles, TrainState, evaluate,
@@ -95,6 +95,10 @@ pub struct GrpoArgs {
     /// Instruction appended to every question.
     #[arg(long, default_value = DEFAULT_INSTRUCTION)]
     instruction: String,
+    /// Text that starts the assistant's answer inside the prompt (e.g. "The answer is"), so
+    /// that a small model answers at once.
+    #[arg(long, default_value = "")]
+    answer_prefix: String,
     /// Problems held out of training and evaluated before and after (0: none).
     #[arg(long, default_value_t = 0)]
     eval_problems: usize,
@@ -138,7 +142,10 @@ fn grpo(args: GrpoArgs) -> anyhow::Result<()> {
             aggregation: args.loss,
         },
         extract: args.extract,
-        instruction: args.instruction.clone(),
+        prompt: PromptStyle {
+            instruction: args.instruction.clone(),
+            answer_prefix: args.answer_prefix.clone(),
+        },
         seed: args.seed,
     };
     if config.group_size < 2 {
@@ -212,7 +219,7 @@ fn grpo(args: GrpoArgs) -> anyhow::Result<()> {
             model,
             &file,
             &held_out,
-            &config.instruction,
+            &config.prompt,
             config.max_new_tokens,
             16,
             config.extract,

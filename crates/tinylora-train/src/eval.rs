@@ -9,7 +9,7 @@ use tinylora_formats::ModelFile;
 
 use crate::data::Problem;
 use crate::extract::{ExtractMode, extract, is_correct};
-use crate::prompt::render_prompt;
+use crate::prompt::{PromptStyle, render_prompt};
 
 /// One evaluated problem.
 #[derive(Debug, Clone, Serialize)]
@@ -57,7 +57,7 @@ pub fn evaluate(
     model: &Transformer,
     file: &ModelFile,
     problems: &[Problem],
-    instruction: &str,
+    style: &PromptStyle,
     max_new_tokens: usize,
     batch: usize,
     mode: ExtractMode,
@@ -74,10 +74,7 @@ pub fn evaluate(
     for chunk in problems.chunks(batch.max(1)) {
         let prompts = chunk
             .iter()
-            .map(|p| {
-                file.tokenizer
-                    .encode(&render_prompt(file, &p.question, instruction)?)
-            })
+            .map(|p| file.tokenizer.encode(&render_prompt(file, &p.question, style)?))
             .collect::<Result<Vec<_>, String>>()?;
         let gens = model.generate(&prompts, &opts, |_, _| {});
         for (p, g) in chunk.iter().zip(gens) {

@@ -4,13 +4,15 @@
 //! - [`extract`]: final-answer extraction (strict / flexible / boxed) and comparison;
 //! - [`grpo`]: advantages and the clipped loss; [`optim`]: AdamW on the host;
 //! - [`policy`]: teacher-forced log-probabilities of completions;
-//! - [`trainer`]: the GRPO loop with checkpoints; [`eval`]: greedy evaluation.
+//! - [`trainer`]: the GRPO loop with checkpoints; [`eval`]: greedy evaluation;
+//! - [`plot`]: training curves as SVG.
 
 pub mod data;
 pub mod eval;
 pub mod extract;
 pub mod grpo;
 pub mod optim;
+pub mod plot;
 pub mod policy;
 pub mod prompt;
 pub mod trainer;

@@ -7,16 +7,37 @@ use tinylora_formats::{ChatMessage, ModelFile};
 pub const DEFAULT_INSTRUCTION: &str =
     "Solve the problem step by step, then give the final answer as a number on its own line after \"####\".";
 
+/// How a question becomes a prompt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PromptStyle {
+    /// Appended to the question after a blank line (empty: none).
+    pub instruction: String,
+    /// The start of the assistant's answer, written into the prompt (e.g. `The answer is`),
+    /// so that a small model answers at once; empty: none.
+    pub answer_prefix: String,
+}
+
+impl Default for PromptStyle {
+    fn default() -> Self {
+        PromptStyle {
+            instruction: DEFAULT_INSTRUCTION.to_string(),
+            answer_prefix: String::new(),
+        }
+    }
+}
+
 /// The prompt text for `question`: the chat template (user message = question, blank line,
-/// instruction) with the generation prompt, or `Question: …\nAnswer:` without a template.
-pub fn render_prompt(file: &ModelFile, question: &str, instruction: &str) -> Result<String, String> {
-    let user = if instruction.is_empty() {
+/// instruction) with the generation prompt, or `Question: …\nAnswer:` without a template,
+/// followed by the answer prefix.
+pub fn render_prompt(file: &ModelFile, question: &str, style: &PromptStyle) -> Result<String, String> {
+    let user = if style.instruction.is_empty() {
         question.to_string()
     } else {
-        format!("{question}\n\n{instruction}")
+        format!("{question}\n\n{}", style.instruction)
     };
-    match &file.chat_template {
-        Some(t) => t.render(&[ChatMessage::new("user", &user)], true),
-        None => Ok(format!("Question: {user}\nAnswer:")),
-    }
+    let prompt = match &file.chat_template {
+        Some(t) => t.render(&[ChatMessage::new("user", &user)], true)?,
+        None => format!("Question: {user}\nAnswer:"),
+    };
+    Ok(prompt + &style.answer_prefix)
 }

@@ -25,7 +25,7 @@ use crate::extract::{ExtractMode, is_correct};
 use crate::grpo::{LossConfig, advantages, grpo_loss};
 use crate::optim::{AdamW, clip_grad_norm, learning_rate};
 use crate::policy::{CompletionBatch, token_logprobs};
-use crate::prompt::render_prompt;
+use crate::prompt::{PromptStyle, render_prompt};
 
 /// Everything that defines a GRPO run (serialisable: a run directory records it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,8 +54,8 @@ pub struct GrpoConfig {
     pub loss: LossConfig,
     /// How rewards read the answer.
     pub extract: ExtractMode,
-    /// Instruction appended to each question.
-    pub instruction: String,
+    /// How questions become prompts.
+    pub prompt: PromptStyle,
     /// Seed of the problem order and of the samples.
     pub seed: u64,
 }
@@ -230,7 +230,7 @@ impl GrpoTrainer<'_> {
         let problems = step_problems(&self.problems, cfg.prompts_per_step, cfg.seed, step);
         let prompts: Vec<Vec<u32>> = problems
             .iter()
-            .map(|p| tok.encode(&render_prompt(self.file, &p.question, &cfg.instruction)?))
+            .map(|p| tok.encode(&render_prompt(self.file, &p.question, &cfg.prompt)?))
             .collect::<Result<_, String>>()?;
         let repeated: Vec<Vec<u32>> = prompts
             .iter()
