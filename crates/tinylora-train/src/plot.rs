@@ -14,6 +14,9 @@ pub struct Run {
     pub metrics: Vec<StepMetrics>,
 }
 
+/// A panel: its title and the value it draws from a metrics line.
+type Panel = (&'static str, fn(&StepMetrics) -> f64);
+
 const PANEL_W: f64 = 360.0;
 const PANEL_H: f64 = 220.0;
 const MARGIN: f64 = 48.0;
@@ -21,7 +24,7 @@ const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd
 
 /// An SVG with three panels (reward mean, accuracy, response length) over steps.
 pub fn render_svg(runs: &[Run]) -> String {
-    let panels: [(&str, fn(&StepMetrics) -> f64); 3] = [
+    let panels: [Panel; 3] = [
         ("mean reward", |m| m.reward_mean as f64),
         ("accuracy", |m| m.accuracy as f64),
         ("response length (tokens)", |m| m.response_len as f64),
