@@ -5,7 +5,7 @@
 //!    forward, and against forward + backward through the frozen network without an adapter;
 //! 3. the frozen rank-2 SVD of every target weight (CPU, all cores).
 //!
-//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernels-only]
+//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernels-only | --svd-only]
 //!
 //! Every figure of one run comes from the same process on the same device, side by side;
 //! each is the median of `--reps` timed runs after one warm-up run (shader compilation).
@@ -206,7 +206,7 @@ fn training_cost(tokens: usize, reps: usize) {
 fn svd_time() {
     for name in [
         "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models")
@@ -230,6 +230,9 @@ fn svd_time() {
 
 fn main() {
     let reps = arg("--reps", 5);
+    if std::env::args().any(|a| a == "--svd-only") {
+        return svd_time();
+    }
     kernels(reps);
     if std::env::args().any(|a| a == "--kernels-only") {
         return;
