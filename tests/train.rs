@@ -15,7 +15,8 @@ use tinylora::formats::{Architecture, ModelFile};
 use tinylora::train::optim::AdamW;
 use tinylora::train::prompt::PromptStyle;
 use tinylora::train::{
-    Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, TrainState, is_correct,
+    AdapterRun, Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, TrainState,
+    is_correct,
 };
 
 /// A tiny model whose answers are mostly the tokens t0..t9.
@@ -148,13 +149,15 @@ fn grpo_raises_the_reward_and_the_adapter_file_reproduces_it() {
         "the base model's reward should be mixed, got {before}"
     );
     let mut trainer = GrpoTrainer {
-        file: &file,
-        model: &mut model,
-        adapter: adapter(),
+        run: AdapterRun {
+            file: &file,
+            model: &mut model,
+            adapter: adapter(),
+            state: fresh_state(&file),
+            files: RunFiles { dir: dir.clone() },
+        },
         config: grpo_config(1),
         problems: problems(),
-        state: fresh_state(&file),
-        files: RunFiles { dir: dir.clone() },
     };
     for _ in 0..20 {
         let m = trainer.step().unwrap();
@@ -163,8 +166,8 @@ fn grpo_raises_the_reward_and_the_adapter_file_reproduces_it() {
             m.step, m.reward_mean, m.values
         );
     }
-    trainer.checkpoint().unwrap();
-    let after = mean_reward(trainer.model, &file);
+    trainer.run.checkpoint().unwrap();
+    let after = mean_reward(trainer.run.model, &file);
     println!("mean reward {before:.3} → {after:.3}");
     // 512 samples: the standard error of each mean is below 0.022
     assert!(
@@ -192,21 +195,23 @@ fn resumed_run_ends_with_the_same_adapter() {
     let run = |model: &mut Transformer, state: TrainState, steps: usize, dir: &Path| -> TrainState {
         std::fs::create_dir_all(dir).unwrap();
         let mut t = GrpoTrainer {
-            file: &file,
-            model,
-            adapter: adapter(),
+            run: AdapterRun {
+                file: &file,
+                model,
+                adapter: adapter(),
+                state,
+                files: RunFiles {
+                    dir: dir.to_path_buf(),
+                },
+            },
             config: grpo_config(3),
             problems: problems(),
-            state,
-            files: RunFiles {
-                dir: dir.to_path_buf(),
-            },
         };
         for _ in 0..steps {
             t.step().unwrap();
         }
-        t.checkpoint().unwrap();
-        t.state
+        t.run.checkpoint().unwrap();
+        t.run.state
     };
     let straight = run(&mut model, fresh_state(&file), 4, &dir.join("a"));
     // interrupted after 2 steps: a new process would read state.json and attach the values
@@ -280,4 +285,44 @@ fn completion_logprobs_equal_the_samplers() {
         }
     }
     assert!(mask.iter().sum::<f32>() == (gens.len() * 5) as f32);
+}
+
+/// SFT on the gold solution (`t7`, then end-of-sequence) raises the probability of the target
+/// tokens and, with it, the sampled reward.
+#[test]
+fn sft_baseline_learns_the_solution_tokens() {
+    use tinylora::train::{SftConfig, SftTrainer};
+    let (dir, file, mut model) = setup("train-sft");
+    let before = mean_reward(&mut model, &file);
+    let mut sft = SftTrainer {
+        run: AdapterRun {
+            file: &file,
+            model: &mut model,
+            adapter: adapter(),
+            state: fresh_state(&file),
+            files: RunFiles { dir },
+        },
+        config: SftConfig {
+            batch_size: 8,
+            steps: 10,
+            lr: 0.3,
+            warmup: 0,
+            max_grad_norm: 0.0,
+            prompt: PromptStyle {
+                instruction: String::new(),
+                answer_prefix: String::new(),
+            },
+            seed: 0,
+        },
+        problems: problems(),
+    };
+    let metrics: Vec<_> = (0..10).map(|_| sft.step().unwrap()).collect();
+    let (first, last) = (metrics[0].reward_mean, metrics[9].reward_mean);
+    println!("SFT target probability {first:.3} → {last:.3}");
+    assert!(last > first * 1.3, "target probability {first:.3} → {last:.3}");
+    assert!(metrics[9].loss < metrics[0].loss);
+    let after = mean_reward(sft.run.model, &file);
+    println!("SFT mean reward {before:.3} → {after:.3}");
+    // 512 samples each: standard errors below 0.022
+    assert!(after > before + 0.08, "SFT mean reward {before:.3} → {after:.3}");
 }

@@ -221,3 +221,64 @@ fn generate_with_adapter_equals_the_merged_model_and_differs_from_the_base() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn training_and_evaluation_report_bad_input_clearly() {
+    let model = smollm2();
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("tinylora-cli-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"question\": \"1+1?\", \"answer\": \"2\"}\n{\"question\": 5}\n",
+    )
+    .unwrap();
+    let stderr = |out: Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = stderr(tinylora(&["eval", "--model", m, "--data", bad.to_str().unwrap()]));
+    assert!(e.contains("bad.jsonl:2:"), "{e}");
+    let out_dir = dir.join("run");
+    let e = stderr(tinylora(&[
+        "train",
+        "grpo",
+        "--model",
+        m,
+        "--data",
+        bad.to_str().unwrap(),
+        "--group-size",
+        "1",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]));
+    assert!(e.contains("--group-size must be at least 2"), "{e}");
+    let e = stderr(tinylora(&[
+        "train",
+        "sft",
+        "--model",
+        m,
+        "--data",
+        bad.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]));
+    assert!(e.contains("bad.jsonl:2:"), "{e}");
+    let good = dir.join("good.jsonl");
+    std::fs::write(&good, "{\"question\": \"1+1?\", \"answer\": \"2\"}\n").unwrap();
+    let fresh = dir.join("fresh");
+    let e = stderr(tinylora(&[
+        "train",
+        "grpo",
+        "--model",
+        m,
+        "--data",
+        good.to_str().unwrap(),
+        "--resume",
+        "--out",
+        fresh.to_str().unwrap(),
+    ]));
+    assert!(e.contains("--resume: reading") && e.contains("state.json"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

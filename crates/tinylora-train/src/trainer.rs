@@ -141,25 +141,22 @@ pub fn step_problems(problems: &[Problem], per_step: usize, seed: u64, step: usi
         .collect()
 }
 
-/// A GRPO run on one model with one attached adapter.
-pub struct GrpoTrainer<'a> {
+/// A model with its attached adapter, the optimizer state and the run directory: what GRPO
+/// and SFT share.
+pub struct AdapterRun<'a> {
     /// The base model's file (tokenizer, template, fingerprint).
     pub file: &'a ModelFile,
     /// The model, with the adapter attached.
     pub model: &'a mut Transformer,
     /// The adapter's configuration.
     pub adapter: AdapterConfig,
-    /// Run settings.
-    pub config: GrpoConfig,
-    /// Training problems.
-    pub problems: Vec<Problem>,
     /// Step and optimizer.
     pub state: TrainState,
     /// Where checkpoints and metrics go.
     pub files: RunFiles,
 }
 
-impl GrpoTrainer<'_> {
+impl AdapterRun<'_> {
     /// The adapter file for the current values.
     pub fn adapter_file(&self) -> AdapterFile {
         AdapterFile {
@@ -189,7 +186,7 @@ impl GrpoTrainer<'_> {
 
     /// Upload the current values into the model as per-group tensors (optionally requiring
     /// gradients); returns them.
-    fn upload(&mut self, require_grad: bool) -> Vec<Tensor<1>> {
+    pub fn upload(&mut self, require_grad: bool) -> Vec<Tensor<1>> {
         let values = self.applied_values();
         let sizes: Vec<usize> = self
             .model
@@ -218,19 +215,65 @@ impl GrpoTrainer<'_> {
         tensors
     }
 
+    /// Backpropagate `loss` to the uploaded `trainable` tensors, clip the gradient to
+    /// `max_norm` and take one AdamW step at `lr`; returns the gradient norm before clipping.
+    pub fn descend(&mut self, loss: Tensor<1>, trainable: &[Tensor<1>], max_norm: f32, lr: f32) -> f32 {
+        let grads = loss.backward();
+        let mut g: Vec<f32> = trainable
+            .iter()
+            .flat_map(|t| {
+                t.grad(&grads)
+                    .map(|g| g.into_data().try_into_vec::<f32>().unwrap())
+                    .unwrap_or_else(|| vec![0.0; t.dims()[0]])
+            })
+            .collect();
+        let norm = clip_grad_norm(&mut g, max_norm);
+        self.state.optimizer.step(&mut self.state.values, &g, lr);
+        norm
+    }
+}
+
+/// A training method: one optimizer step at a time on an [`AdapterRun`].
+pub trait Trainer<'a> {
+    /// Take one step; returns its metrics.
+    fn step(&mut self) -> Result<StepMetrics, String>;
+    /// The model, adapter, state and files.
+    fn run(&mut self) -> &mut AdapterRun<'a>;
+}
+
+impl<'a> Trainer<'a> for GrpoTrainer<'a> {
+    fn step(&mut self) -> Result<StepMetrics, String> {
+        GrpoTrainer::step(self)
+    }
+    fn run(&mut self) -> &mut AdapterRun<'a> {
+        &mut self.run
+    }
+}
+
+/// A GRPO run on one model with one attached adapter.
+pub struct GrpoTrainer<'a> {
+    /// Model, adapter, optimizer, files.
+    pub run: AdapterRun<'a>,
+    /// Run settings.
+    pub config: GrpoConfig,
+    /// Training problems.
+    pub problems: Vec<Problem>,
+}
+
+impl GrpoTrainer<'_> {
     /// Run one step: rollouts, rewards, gradient, update. Returns its metrics.
     pub fn step(&mut self) -> Result<StepMetrics, String> {
         let cfg = self.config.clone();
-        let step = self.state.step;
-        let tok = &self.file.tokenizer;
+        let step = self.run.state.step;
+        let tok = &self.run.file.tokenizer;
         // rollouts on merged weights
         let t0 = Instant::now();
-        self.upload(false);
-        self.model.set_adapter_mode(AdapterMode::Merged);
+        self.run.upload(false);
+        self.run.model.set_adapter_mode(AdapterMode::Merged);
         let problems = step_problems(&self.problems, cfg.prompts_per_step, cfg.seed, step);
         let prompts: Vec<Vec<u32>> = problems
             .iter()
-            .map(|p| tok.encode(&render_prompt(self.file, &p.question, &cfg.prompt)?))
+            .map(|p| tok.encode(&render_prompt(self.run.file, &p.question, &cfg.prompt)?))
             .collect::<Result<_, String>>()?;
         let repeated: Vec<Vec<u32>> = prompts
             .iter()
@@ -246,7 +289,7 @@ impl GrpoTrainer<'_> {
             },
             stop_ids: tok.stop_ids.clone(),
         };
-        let gens = self.model.generate(&repeated, &opts, |_, _| {});
+        let gens = self.run.model.generate(&repeated, &opts, |_, _| {});
         let rollout_s = t0.elapsed().as_secs_f64();
 
         // rewards and advantages
@@ -291,23 +334,23 @@ impl GrpoTrainer<'_> {
                     .map(|&i| gens[i].output_ids.clone())
                     .collect::<Vec<_>>(),
             );
-            let mask = batch.tensor(batch.mask(), self.model);
+            let mask = batch.tensor(batch.mask(), self.run.model);
             let old = batch.tensor(
                 batch.scatter(&keep.iter().map(|&i| gens[i].logprobs.clone()).collect::<Vec<_>>()),
-                self.model,
+                self.run.model,
             );
             let reference = if cfg.loss.beta != 0.0 {
-                self.model.set_adapter_mode(AdapterMode::Off);
-                Some(token_logprobs(self.model, &batch, cfg.temperature))
+                self.run.model.set_adapter_mode(AdapterMode::Off);
+                Some(token_logprobs(self.run.model, &batch, cfg.temperature))
             } else {
                 None
             };
-            self.model.set_adapter_mode(AdapterMode::Activation);
-            let trainable = self.upload(true);
-            let logp = token_logprobs(self.model, &batch, cfg.temperature);
+            self.run.model.set_adapter_mode(AdapterMode::Activation);
+            let trainable = self.run.upload(true);
+            let logp = token_logprobs(self.run.model, &batch, cfg.temperature);
             let a = Tensor::<1>::from_data(
                 TensorData::new(keep.iter().map(|&i| adv[i]).collect::<Vec<f32>>(), [keep.len()]),
-                &self.model.device,
+                &self.run.model.device,
             );
             let parts = grpo_loss(
                 logp,
@@ -318,24 +361,16 @@ impl GrpoTrainer<'_> {
                 &cfg.loss,
                 cfg.max_new_tokens,
             );
-            let grads = parts.loss.clone().backward();
-            let mut g: Vec<f32> = trainable
-                .iter()
-                .flat_map(|t| {
-                    t.grad(&grads)
-                        .map(|g| g.into_data().try_into_vec::<f32>().unwrap())
-                        .unwrap_or_else(|| vec![0.0; t.dims()[0]])
-                })
-                .collect();
-            grad_norm = clip_grad_norm(&mut g, cfg.max_grad_norm);
-            self.state.optimizer.step(&mut self.state.values, &g, lr);
+            grad_norm = self
+                .run
+                .descend(parts.loss.clone(), &trainable, cfg.max_grad_norm, lr);
             loss_v = parts.loss.inner().into_scalar::<f32>();
             kl_v = parts.kl.inner().into_scalar::<f32>();
             clipped_v = parts.clipped.inner().into_scalar::<f32>();
         }
-        self.state.step += 1;
+        self.run.state.step += 1;
         Ok(StepMetrics {
-            step: self.state.step,
+            step: self.run.state.step,
             reward_mean,
             reward_std,
             accuracy: reward_mean,
@@ -346,7 +381,7 @@ impl GrpoTrainer<'_> {
             grad_norm,
             loss: loss_v,
             lr,
-            values: self.applied_values(),
+            values: self.run.applied_values(),
             rollout_s,
             train_s: t1.elapsed().as_secs_f64(),
         })
