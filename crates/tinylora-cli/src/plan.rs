@@ -32,6 +32,10 @@ pub struct AdapterArgs {
     /// Precision of the trainable numbers: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     precision: Precision,
+    /// Seed of the fixed random projections Pᵢ (and of LoRA's initial A); stored in the
+    /// adapter file.
+    #[arg(long, default_value_t = 0)]
+    projection_seed: u64,
 }
 
 impl AdapterArgs {
@@ -44,6 +48,7 @@ impl AdapterArgs {
             tying: Tying::parse(&self.tying, self.n_tie).map_err(anyhow::Error::msg)?,
             targets: self.targets.clone(),
             precision: self.precision,
+            projection_seed: self.projection_seed,
             ..AdapterConfig::default()
         };
         Ok(cfg.validated()?)
