@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor};
 use tinylora::adapter::{AdapterConfig, TieGroups, frozen_modules, plan};
 use tinylora::engine::{AdapterMode, Transformer, default_device};
 use tinylora::formats::ModelFile;
@@ -163,14 +163,7 @@ fn training_cost(tokens: usize, reps: usize) {
         sync(x.grad(&g).unwrap());
     });
     model.set_adapter_mode(AdapterMode::Activation);
-    let coefs: Vec<Tensor<1>> = (0..p.groups)
-        .map(|_| {
-            Tensor::<1>::from_data(TensorData::new(vec![0.01f32], [1]), &model.device)
-                .autodiff()
-                .require_grad()
-        })
-        .collect();
-    model.set_adapter_trainable(coefs.clone());
+    let coefs = model.set_adapter_values(&vec![0.01; p.params], true);
     let adapter_bwd = median(reps, || {
         let g = model.teacher_forced(&rows, &pads).sum().backward();
         for c in &coefs {

@@ -240,15 +240,7 @@ fn gradients_match_finite_differences_with_tied_groups() {
     let p = plan(&c, &cfg);
     let v = values(p.params, 2);
     model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
-    let coefs: Vec<Tensor<1>> = v
-        .chunks(cfg.u)
-        .map(|g| {
-            Tensor::<1>::from_data(TensorData::new(g.to_vec(), [cfg.u]), &model.device)
-                .autodiff()
-                .require_grad()
-        })
-        .collect();
-    model.set_adapter_trainable(coefs.clone());
+    let coefs = model.set_adapter_values(&v, true);
     let loss = engine_loss(&model);
     let want_loss = reference_loss(&c, &adapted_weights(&c, &w, &cfg, &v));
     let got_loss: f32 = loss.clone().into_scalar();
@@ -290,15 +282,7 @@ fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner(
         let groups = plan(&c, cfg).groups;
         let v: Vec<f32> = value.iter().copied().cycle().take(groups * cfg.u).collect();
         model.attach_adapter(&file, cfg, &v, &|| {}).unwrap();
-        let coefs: Vec<Tensor<1>> = v
-            .chunks(cfg.u)
-            .map(|g| {
-                Tensor::<1>::from_data(TensorData::new(g.to_vec(), [cfg.u]), &model.device)
-                    .autodiff()
-                    .require_grad()
-            })
-            .collect();
-        model.set_adapter_trainable(coefs.clone());
+        let coefs = model.set_adapter_values(&v, true);
         let grads = engine_loss(model).backward();
         coefs
             .iter()
@@ -414,15 +398,7 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
         .collect();
     model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
     let sizes = group_sizes(&c, &cfg);
-    let trainable: Vec<Tensor<1>> = model
-        .adapter
-        .as_ref()
-        .unwrap()
-        .trainable
-        .iter()
-        .map(|t| t.clone().autodiff().require_grad())
-        .collect();
-    model.set_adapter_trainable(trainable.clone());
+    let trainable = model.set_adapter_values(&v, true);
     let grads = engine_loss(&model).backward();
     let got: Vec<f32> = trainable
         .iter()

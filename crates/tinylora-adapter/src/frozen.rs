@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tinylora_formats::{FormatError, ModelFile};
 
-use crate::config::{AdapterConfig, MODULE_TYPES, Method};
+use crate::config::{AdapterConfig, Method};
+use crate::plan::module_shape;
 use crate::projection::{core, delta_weight, mix, projections};
 use crate::svd::{TruncatedSvd, truncated_svd};
 use crate::tie_groups::{ModuleSlot, TieGroups};
@@ -68,7 +69,7 @@ impl FrozenModule {
     }
 }
 
-/// The Hugging Face path of module type `kind` (an entry of [`MODULE_TYPES`]) in a layer.
+/// The Hugging Face path of module type `kind` (an entry of [`crate::MODULE_TYPES`]) in a layer.
 pub fn module_path(kind: &str) -> String {
     match kind {
         "q" | "k" | "v" | "o" => format!("self_attn.{kind}_proj"),
@@ -94,16 +95,11 @@ pub fn frozen_modules(
     groups: &TieGroups,
     on_done: &(dyn Fn() + Sync),
 ) -> Result<Vec<FrozenModule>, FormatError> {
-    let shapes = file.config.linear_shapes();
     let jobs: Vec<(String, usize, usize)> = groups
         .modules
         .iter()
         .map(|&slot| {
-            let kind = MODULE_TYPES
-                .iter()
-                .position(|m| *m == config.targets[slot.kind])
-                .unwrap();
-            let (_, d_out, d_in) = shapes[kind];
+            let (d_out, d_in) = module_shape(&file.config, &config.targets[slot.kind]);
             (weight_name(config, slot), d_out, d_in)
         })
         .collect();

@@ -9,8 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tinylora_formats::ModelConfig;
 
-use crate::config::{AdapterConfig, MODULE_TYPES, Method};
-use crate::plan::group_sizes;
+use crate::config::{AdapterConfig, Method};
+use crate::plan::{group_sizes, module_shape};
 use crate::tie_groups::TieGroups;
 
 /// The values a new adapter starts from, `[Σ group sizes]` in group order.
@@ -27,11 +27,7 @@ pub fn initial_values(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<f32> 
         .iter()
         .enumerate()
         .flat_map(|(k, slot)| {
-            let kind = MODULE_TYPES
-                .iter()
-                .position(|m| *m == adapter.targets[slot.kind])
-                .unwrap();
-            let (_, d_out, d_in) = model.linear_shapes()[kind];
+            let (d_out, d_in) = module_shape(model, &adapter.targets[slot.kind]);
             let mut rng = ChaCha8Rng::seed_from_u64(adapter.projection_seed);
             rng.set_stream(k as u64);
             let bound = 1.0 / (d_in as f32).sqrt();

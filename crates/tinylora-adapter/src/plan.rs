@@ -24,7 +24,7 @@ pub struct ParameterPlan {
 }
 
 /// (d_out, d_in) of a module type on this model.
-fn module_shape(model: &ModelConfig, kind: &str) -> (usize, usize) {
+pub(crate) fn module_shape(model: &ModelConfig, kind: &str) -> (usize, usize) {
     let i = MODULE_TYPES
         .iter()
         .position(|m| *m == kind)

@@ -14,6 +14,28 @@ use tinylora_train::{ExtractMode, evaluate, load_problems};
 use crate::adapter_load::attach_adapter_file;
 use crate::load::load_model;
 
+/// How questions become prompts (`tinylora eval` and `tinylora train`).
+#[derive(Args)]
+pub struct PromptArgs {
+    /// Instruction appended to every question.
+    #[arg(long, default_value = DEFAULT_INSTRUCTION)]
+    instruction: String,
+    /// Text that starts the assistant's answer inside the prompt (e.g. "The answer is"), so
+    /// that a small model answers at once.
+    #[arg(long, default_value = "")]
+    answer_prefix: String,
+}
+
+impl PromptArgs {
+    /// The prompt style these options describe.
+    pub fn style(&self) -> PromptStyle {
+        PromptStyle {
+            instruction: self.instruction.clone(),
+            answer_prefix: self.answer_prefix.clone(),
+        }
+    }
+}
+
 /// Arguments of `tinylora eval`.
 #[derive(Args)]
 pub struct EvalArgs {
@@ -38,13 +60,8 @@ pub struct EvalArgs {
     /// Problems generated together.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// Instruction appended to every question.
-    #[arg(long, default_value = DEFAULT_INSTRUCTION)]
-    instruction: String,
-    /// Text that starts the assistant's answer inside the prompt (e.g. "The answer is"), so
-    /// that a small model answers at once.
-    #[arg(long, default_value = "")]
-    answer_prefix: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// Per-problem JSON lines (question, output, extracted, gold, correct).
     #[arg(long, default_value = "eval.jsonl")]
     out: PathBuf,
@@ -68,10 +85,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &model,
         &file,
         &problems,
-        &PromptStyle {
-            instruction: args.instruction.clone(),
-            answer_prefix: args.answer_prefix.clone(),
-        },
+        &args.prompt.style(),
         args.max_new_tokens,
         args.batch_size,
         args.extract,

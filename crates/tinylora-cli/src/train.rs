@@ -14,7 +14,6 @@ use tinylora_engine::{AdapterMode, Transformer};
 use tinylora_formats::ModelFile;
 use tinylora_formats::atomic::write_atomic;
 use tinylora_train::optim::AdamW;
-use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::trainer::append_metrics;
 use tinylora_train::{
     AdapterRun, Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, SftConfig,
@@ -22,6 +21,7 @@ use tinylora_train::{
 };
 
 use crate::adapter_load::svd_progress;
+use crate::eval::PromptArgs;
 use crate::load::load_model;
 use crate::plan::AdapterArgs;
 
@@ -66,12 +66,8 @@ pub struct CommonArgs {
     /// Decoupled weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
-    /// Instruction appended to every question.
-    #[arg(long, default_value = DEFAULT_INSTRUCTION)]
-    instruction: String,
-    /// Text that starts the assistant's answer inside the prompt (e.g. "The answer is").
-    #[arg(long, default_value = "")]
-    answer_prefix: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// Most new tokens per sample (rollouts and evaluation).
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
@@ -87,15 +83,6 @@ pub struct CommonArgs {
     /// Seed of the split, the problem order and the samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-}
-
-impl CommonArgs {
-    fn prompt(&self) -> PromptStyle {
-        PromptStyle {
-            instruction: self.instruction.clone(),
-            answer_prefix: self.answer_prefix.clone(),
-        }
-    }
 }
 
 /// Arguments of `tinylora train grpo`.
@@ -165,7 +152,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                     aggregation: a.loss,
                 },
                 extract: c.extract,
-                prompt: c.prompt(),
+                prompt: c.prompt.style(),
                 seed: c.seed,
             };
             let json = serde_json::to_value(&config)?;
@@ -186,7 +173,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                 lr: c.lr,
                 warmup: c.warmup,
                 max_grad_norm: c.max_grad_norm,
-                prompt: c.prompt(),
+                prompt: c.prompt.style(),
                 seed: c.seed,
             };
             let json = serde_json::to_value(&config)?;
@@ -221,7 +208,7 @@ fn held_out_accuracy(
         model,
         file,
         held_out,
-        &c.prompt(),
+        &c.prompt.style(),
         c.max_new_tokens,
         16,
         c.extract,

@@ -8,7 +8,7 @@
 //! and the module's tie group's v `[n_v]`. Then ΔW = U (Σᵢ vᵢ P̃ᵢ) Vᵀ. LoRA runs through the
 //! same op with trainable factors [B; Aᵀ], basis I and v = 1: ΔW = B A.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_adapter::adapter_file::round_to;
 use tinylora_adapter::{AdapterConfig, MODULE_TYPES, Method, TieGroups, frozen_modules, group_sizes};
 use tinylora_formats::{FormatError, ModelFile};
@@ -101,16 +101,7 @@ impl Transformer {
             )));
         }
         self.detach_adapter();
-        let mut rest = values;
-        let trainable: Vec<Tensor<1>> = sizes
-            .iter()
-            .map(|&n| {
-                let (v, tail) = rest.split_at(n);
-                rest = tail;
-                let rounded: Vec<f32> = v.iter().map(|&x| round_to(config.precision, x)).collect();
-                Tensor::from_data(TensorData::new(rounded, [n]), &self.device)
-            })
-            .collect();
+        let trainable = group_tensors(values, &sizes, config, &self.device, false);
         let (r, device) = (config.rank, self.device.clone());
         let frozen = if config.method == Method::Lora {
             (0..groups.modules.len()).map(|_| None).collect()
@@ -211,6 +202,25 @@ impl Transformer {
         self.set_adapter_mode(mode);
     }
 
+    /// Upload new trainable values (group order, as for [`Self::attach_adapter`]), rounded to the
+    /// adapter's precision, optionally as tensors that require gradients; returns the per-group
+    /// tensors (whose gradients a backward pass then holds).
+    pub fn set_adapter_values(&mut self, values: &[f32], require_grad: bool) -> Vec<Tensor<1>> {
+        let adapter = self
+            .adapter
+            .as_ref()
+            .expect("set_adapter_values: no adapter attached");
+        let sizes: Vec<usize> = adapter.trainable.iter().map(|t| t.dims()[0]).collect();
+        assert_eq!(
+            values.len(),
+            sizes.iter().sum::<usize>(),
+            "set_adapter_values: wrong number of values"
+        );
+        let tensors = group_tensors(values, &sizes, &adapter.config, &self.device, require_grad);
+        self.set_adapter_trainable(tensors.clone());
+        tensors
+    }
+
     /// The trainable values (group order) as the host sees them.
     pub fn adapter_values(&self) -> Option<Vec<f32>> {
         let adapter = self.adapter.as_ref()?;
@@ -240,19 +250,44 @@ impl Transformer {
     }
 }
 
+/// `values` split into one tensor per group of `sizes`, rounded to the adapter's precision.
+fn group_tensors(
+    values: &[f32],
+    sizes: &[usize],
+    config: &AdapterConfig,
+    device: &Device,
+    require_grad: bool,
+) -> Vec<Tensor<1>> {
+    let mut rest = values;
+    sizes
+        .iter()
+        .map(|&n| {
+            let (v, tail) = rest.split_at(n);
+            rest = tail;
+            let rounded: Vec<f32> = v.iter().map(|&x| round_to(config.precision, x)).collect();
+            let t = Tensor::from_data(TensorData::new(rounded, [n]), device);
+            if require_grad {
+                t.autodiff().require_grad()
+            } else {
+                t
+            }
+        })
+        .collect()
+}
+
 impl Linear {
     /// W ← W + ΔW (or − ΔW with `subtract`) in every column chunk, in place when unshared.
     fn merge_update(&mut self, subtract: bool) {
         let Some(u) = self.update.as_ref() else { return };
+        // merging is never differentiated
+        let (coef, factors) = (u.coef.clone().inner(), u.factors.clone().inner());
         let chunks = std::mem::take(&mut self.weight_t);
         let mut col0 = 0;
         self.weight_t = chunks
             .into_iter()
             .map(|w| {
                 let cols = w.dims()[1];
-                let coef = u.coef.clone().inner(); // merging is never differentiated
-                let factors = u.factors.clone().inner();
-                let merged = lowrank_merge(w, factors, u.basis.clone(), coef, col0, subtract);
+                let merged = lowrank_merge(w, factors.clone(), u.basis.clone(), coef.clone(), col0, subtract);
                 col0 += cols;
                 merged
             })

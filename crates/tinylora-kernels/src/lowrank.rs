@@ -39,20 +39,21 @@ pub trait LowRankGradBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Shapes of one call: (T, d_in, d_out, r, n_v), checked against each other.
-fn shapes(
+/// (d_out, r, n_v) of a module with input width `d_in`: `factors` `[d_out + d_in, r]`,
+/// `basis` `[n_v, r, r]`, `coef` `[n_v]`, checked against each other.
+pub(crate) fn factor_dims(
     op: &str,
-    x: &CubeTensor,
+    d_in: usize,
     factors: &CubeTensor,
     basis: &CubeTensor,
     coef: &CubeTensor,
-) -> [usize; 5] {
-    let (xd, fd, bd, cd) = (dims(x), dims(factors), dims(basis), dims(coef));
+) -> [usize; 3] {
+    let (fd, bd, cd) = (dims(factors), dims(basis), dims(coef));
     assert!(
-        xd.len() == 2 && fd.len() == 2 && bd.len() == 3 && cd.len() == 1,
-        "{op}: x, factors, basis, coef must be 2-, 2-, 3- and 1-D, not {xd:?} {fd:?} {bd:?} {cd:?}"
+        fd.len() == 2 && bd.len() == 3 && cd.len() == 1,
+        "{op}: factors, basis, coef must be 2-, 3- and 1-D, not {fd:?} {bd:?} {cd:?}"
     );
-    let (t, d_in, r, n_v) = (xd[0], xd[1], fd[1], cd[0]);
+    let (r, n_v) = (fd[1], cd[0]);
     assert!(
         (1..=MAX_RANK).contains(&r),
         "{op}: rank {r} is outside 1..={MAX_RANK}"
@@ -66,7 +67,21 @@ fn shapes(
         &[n_v, r, r],
         "{op}: basis {bd:?} does not match coef [{n_v}] and r = {r}"
     );
-    [t, d_in, fd[0] - d_in, r, n_v]
+    [fd[0] - d_in, r, n_v]
+}
+
+/// Shapes of one call: (T, d_in, d_out, r, n_v), checked against each other.
+fn shapes(
+    op: &str,
+    x: &CubeTensor,
+    factors: &CubeTensor,
+    basis: &CubeTensor,
+    coef: &CubeTensor,
+) -> [usize; 5] {
+    let xd = dims(x);
+    assert!(xd.len() == 2, "{op}: x must be 2-D, not {xd:?}");
+    let [d_out, r, n_v] = factor_dims(op, xd[1], factors, basis, coef);
+    [xd[0], xd[1], d_out, r, n_v]
 }
 
 impl LowRankGradBackend for CubeBackend {

@@ -11,7 +11,8 @@ use burn_cubecl::tensor::CubeTensor;
 
 use crate::LowRankBackend;
 use crate::halves::{Init, Rows, down, up};
-use crate::launch::{MAX_RANK, dims, input};
+use crate::launch::{dims, input};
+use crate::lowrank::factor_dims;
 
 /// The merge launch on the cube backend: in place when `weight_t`'s buffer is not shared.
 pub(crate) fn merge(
@@ -30,24 +31,15 @@ pub(crate) fn merge(
         (coef, "coef"),
     ]
     .map(|(t, name)| input(t, op, name));
-    let (wd, fd, bd) = (dims(&w), dims(&factors), dims(&basis));
-    let (d_in, cols, r, n_v) = (wd[0], wd[1], fd[1], bd[0]);
-    assert!(
-        (1..=MAX_RANK).contains(&r),
-        "{op}: rank {r} is outside 1..={MAX_RANK}"
-    );
-    assert!(
-        fd[0] > d_in,
-        "{op}: factors {fd:?} cannot hold V [{d_in}, {r}] below U"
-    );
-    let d_out = fd[0] - d_in;
+    let wd = dims(&w);
+    assert!(wd.len() == 2, "{op}: weight_t must be 2-D, not {wd:?}");
+    let (d_in, cols) = (wd[0], wd[1]);
+    let [d_out, _, _] = factor_dims(op, d_in, &factors, &basis, &coef);
     assert!(
         col0 + cols <= d_out,
         "{op}: columns {col0}..{} exceed d_out = {d_out}",
         col0 + cols
     );
-    assert_eq!(&bd[..], &[n_v, r, r], "{op}: basis {bd:?} does not match r = {r}");
-    assert_eq!(dims(&coef), [n_v], "{op}: coef must be [{n_v}]");
     // q_i = M V_iᵀ for every row i of Wᵀ, then Wᵀ[i, o] ± U_(col0 + o) · q_i
     let (q, _) = down(Rows::Own(d_in), &factors, &basis, &coef, d_out, false);
     let init = if w.can_mut() && w.is_contiguous_buffer() {

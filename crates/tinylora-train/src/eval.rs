@@ -47,7 +47,7 @@ pub struct EvalReport {
 impl EvalReport {
     /// Accuracy under `mode`.
     pub fn accuracy(&self, mode: ExtractMode) -> f64 {
-        self.accuracy[ExtractMode::ALL.iter().position(|&m| m == mode).unwrap()]
+        self.accuracy[mode.index()]
     }
 }
 
@@ -84,7 +84,7 @@ pub fn evaluate(
             records.push(EvalRecord {
                 question: p.question.clone(),
                 extracted: extract(&output, mode),
-                correct: is_correct(&output, &p.gold, mode),
+                correct: by_mode[mode.index()],
                 output,
                 gold: p.gold.clone(),
                 correct_by_mode: by_mode,

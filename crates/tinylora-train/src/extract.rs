@@ -27,6 +27,11 @@ impl ExtractMode {
     /// All modes, in report order.
     pub const ALL: [ExtractMode; 3] = [ExtractMode::Strict, ExtractMode::Flexible, ExtractMode::Boxed];
 
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The mode's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -165,5 +170,8 @@ mod tests {
             assert_eq!(normalize(a), b, "{a}");
         }
         assert_eq!(normalize("x+1"), "x+1");
+        for (i, m) in ExtractMode::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i);
+        }
     }
 }

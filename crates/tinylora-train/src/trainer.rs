@@ -129,14 +129,19 @@ impl RunFiles {
 /// The problems of step `step` (0-based): a fresh shuffle of all problems each epoch.
 pub fn step_problems(problems: &[Problem], per_step: usize, seed: u64, step: usize) -> Vec<Problem> {
     let n = problems.len();
+    // the order of one epoch, shuffled once per epoch the step touches
+    let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     (step * per_step..(step + 1) * per_step)
         .map(|i| {
             let (epoch, k) = (i / n, i % n);
-            let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
-            ));
-            problems[order[k]].clone()
+            if order.0 != epoch {
+                let mut o: Vec<usize> = (0..n).collect();
+                o.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                    seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
+                ));
+                order = (epoch, o);
+            }
+            problems[order.1[k]].clone()
         })
         .collect()
 }
@@ -187,32 +192,7 @@ impl AdapterRun<'_> {
     /// Upload the current values into the model as per-group tensors (optionally requiring
     /// gradients); returns them.
     pub fn upload(&mut self, require_grad: bool) -> Vec<Tensor<1>> {
-        let values = self.applied_values();
-        let sizes: Vec<usize> = self
-            .model
-            .adapter
-            .as_ref()
-            .unwrap()
-            .trainable
-            .iter()
-            .map(|t| t.dims()[0])
-            .collect();
-        let mut rest = values.as_slice();
-        let tensors: Vec<Tensor<1>> = sizes
-            .iter()
-            .map(|&n| {
-                let (v, tail) = rest.split_at(n);
-                rest = tail;
-                let t = Tensor::<1>::from_data(TensorData::new(v.to_vec(), [n]), &self.model.device);
-                if require_grad {
-                    t.autodiff().require_grad()
-                } else {
-                    t
-                }
-            })
-            .collect();
-        self.model.set_adapter_trainable(tensors.clone());
-        tensors
+        self.model.set_adapter_values(&self.state.values, require_grad)
     }
 
     /// Backpropagate `loss` to the uploaded `trainable` tensors, clip the gradient to
