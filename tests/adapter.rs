@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
 use common::reference::reference_logits;
+use common::adapted::adapted_weights;
 use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
 use tinylora::adapter::{
     AdapterConfig, AdapterFile, FrozenModule, Method, Precision, SigmaConvention, TieGroups, Tying, core,
@@ -57,37 +58,6 @@ fn values(n: usize, salt: u32) -> Vec<f32> {
     (0..n)
         .map(|i| ((i as u32 * 7919 + salt * 104_729) % 1000) as f32 / 1000.0 - 0.5)
         .collect()
-}
-
-/// The base weights with W + ΔW in every target, ΔW = U core(Σ, Σᵢ vᵢ Pᵢ) Vᵀ built on the host
-/// from the SVD and the projections (LoRA-XS: R = v as an r×r matrix).
-fn adapted_weights(c: &ModelConfig, w: &Weights, cfg: &AdapterConfig, v: &[f32]) -> Weights {
-    let groups = TieGroups::new(c.num_hidden_layers, cfg.targets.len(), cfg.tying);
-    let sizes = group_sizes(c, cfg);
-    let r = cfg.rank;
-    let mut out = w.clone();
-    for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
-        let name = format!(
-            "model.layers.{}.{}.weight",
-            slot.layer,
-            module_path(&cfg.targets[slot.kind])
-        );
-        let (shape, data) = out.get_mut(&name).unwrap();
-        let start: usize = sizes[..g].iter().sum();
-        let vg = &v[start..start + sizes[g]];
-        let delta = if cfg.method == Method::Lora {
-            lora_delta(vg, shape[0], shape[1], r)
-        } else {
-            let frozen = FrozenModule::new(cfg, k, data, shape[0], shape[1]);
-            let rmat = match cfg.method {
-                Method::Tinylora => mix(vg, &projections(cfg.projection_seed, k, cfg.u, r), r),
-                _ => vg.to_vec(),
-            };
-            delta_weight(&frozen.svd, &core(&frozen.svd.s, &rmat, cfg.sigma))
-        };
-        data.iter_mut().zip(delta).for_each(|(x, d)| *x += d);
-    }
-    out
 }
 
 fn seqs() -> Vec<Vec<u32>> {

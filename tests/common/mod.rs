@@ -1,6 +1,7 @@
 //! Shared test support: model fixtures written from scratch and an independent CPU reference.
 #![allow(dead_code)]
 
+pub mod adapted;
 pub mod gguf_writer;
 pub mod reference;
 pub mod tiny_model;

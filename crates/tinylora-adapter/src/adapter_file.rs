@@ -131,7 +131,12 @@ impl AdapterFile {
             path: path.to_path_buf(),
             error,
         })?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
+        Self::parse(path, &bytes)
+    }
+
+    /// Validate and decode an adapter file's bytes; `path` names them in errors.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, AdapterFileError> {
+        let (_, meta) = SafeTensors::read_metadata(bytes)
             .map_err(|e| invalid(path, format!("not a safetensors file: {e}")))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let field = |k: &str| {
@@ -156,7 +161,7 @@ impl AdapterFile {
         let config: AdapterConfig = serde_json::from_str(field("config")?)
             .map_err(|e| invalid(path, format!("bad config metadata: {e}")))?;
         let config = config.validated().map_err(|e| invalid(path, e.to_string()))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(path, e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| invalid(path, e.to_string()))?;
         let t = st
             .tensor("trainable")
             .map_err(|_| invalid(path, "missing tensor `trainable`"))?;

@@ -106,26 +106,33 @@ pub fn frozen_modules(
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<Option<Result<FrozenModule, FormatError>>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let work = || {
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some((name, d_out, d_in)) = jobs.get(k) else {
+                break;
+            };
+            let module = file
+                .load(name, &[*d_out, *d_in])
+                .map(|w| FrozenModule::new(config, k, &w.data, *d_out, *d_in));
+            done.lock().unwrap()[k] = Some(module);
+            on_done();
+        }
+    };
+    // wasm32 in a browser has no threads: available_parallelism fails there, so one worker
+    // runs on the calling thread.
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(jobs.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((name, d_out, d_in)) = jobs.get(k) else {
-                        break;
-                    };
-                    let module = file
-                        .load(name, &[*d_out, *d_in])
-                        .map(|w| FrozenModule::new(config, k, &w.data, *d_out, *d_in));
-                    done.lock().unwrap()[k] = Some(module);
-                    on_done();
-                }
-            });
-        }
-    });
+    if threads == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(work);
+            }
+        });
+    }
     done.into_inner()
         .unwrap()
         .into_iter()

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
 use tinylora_engine::{AdapterMode, GenerateOptions, SamplingParams};
-use tinylora_formats::ChatMessage;
+use tinylora_formats::TextStream;
 
 use crate::adapter_load::attach_adapter_file;
 use crate::load::load_model;
@@ -86,12 +86,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             .chat_template
             .as_ref()
             .with_context(|| format!("{} has no chat template; drop --chat", args.model.display()))?;
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(ChatMessage::new("system", system));
-        }
-        messages.push(ChatMessage::new("user", &args.prompt));
-        template.render(&messages, true).map_err(anyhow::Error::msg)?
+        template
+            .user_turn(args.system.as_deref(), &args.prompt)
+            .map_err(anyhow::Error::msg)?
     } else {
         args.prompt.clone()
     };
@@ -111,23 +108,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let prompts = vec![prompt_ids; args.num_samples];
     let stream = !args.json && args.num_samples == 1;
-    let mut streamed: Vec<u32> = Vec::new();
-    let mut printed = String::new();
+    let mut streamed = TextStream::new();
     let mut stdout = std::io::stdout();
     let start = Instant::now();
     let mut first_token = None;
     let gens = model.generate(&prompts, &opts, |_, id| {
         first_token.get_or_insert_with(|| start.elapsed());
         if stream {
-            streamed.push(id);
-            if let Ok(text) = tok.decode(&streamed) {
-                // print only the new, complete part (multi-byte characters may span tokens)
-                if text.len() > printed.len() && !text.ends_with('\u{fffd}') {
-                    let _ = write!(stdout, "{}", &text[printed.len()..]);
-                    let _ = stdout.flush();
-                    printed = text;
-                }
-            }
+            let _ = write!(stdout, "{}", streamed.push(tok, id));
+            let _ = stdout.flush();
         }
     });
     let elapsed = start.elapsed().as_secs_f64();
@@ -148,7 +137,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             };
             println!("{}", serde_json::to_string(&line)?);
         } else if stream {
-            println!("{}", &text[printed.len().min(text.len())..]);
+            println!("{}", &text[streamed.emitted().len().min(text.len())..]);
         } else {
             println!(
                 "--- sample {i} ({} tokens, {finish}) ---\n{text}",

@@ -101,6 +101,17 @@ impl Transformer {
         &self,
         prompts: &[Vec<u32>],
         opts: &GenerateOptions,
+        on_token: impl FnMut(usize, u32),
+    ) -> Vec<Generation> {
+        pollster::block_on(self.generate_async(prompts, opts, on_token))
+    }
+
+    /// [`Self::generate`] that awaits each step's logits instead of blocking on them: a
+    /// browser's WebGPU can only be read asynchronously.
+    pub async fn generate_async(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
         mut on_token: impl FnMut(usize, u32),
     ) -> Vec<Generation> {
         assert!(
@@ -134,7 +145,9 @@ impl Transformer {
             let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
             let logits = self
                 .logits(last)
-                .into_data()
+                .into_data_async()
+                .await
+                .expect("reading the logits back from the GPU")
                 .try_into_vec::<f32>()
                 .expect("f32 logits"); // [B, V]
             let mut next_rows = Vec::with_capacity(b);

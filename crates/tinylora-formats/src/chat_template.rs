@@ -73,4 +73,15 @@ impl ChatTemplate {
         })
         .map_err(|e| format!("chat template failed: {e}"))
     }
+
+    /// The prompt of one user turn (after an optional system message), ending where the
+    /// assistant's answer starts.
+    pub fn user_turn(&self, system: Option<&str>, user: &str) -> Result<String, String> {
+        let mut messages = Vec::new();
+        if let Some(system) = system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", user));
+        self.render(&messages, true)
+    }
 }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 
+use crate::bytes::FileBytes;
 use crate::error::{FormatError, Result};
 use crate::quant::{GgmlType, dequantize};
 
@@ -107,7 +107,7 @@ impl GgufTensorInfo {
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     /// Format version (2 or 3).
     pub version: u32,
     /// All metadata, by key.
@@ -212,12 +212,14 @@ impl GgufFile {
     /// Open and validate a GGUF file: header, metadata, tensor index, and that every tensor's
     /// data lies inside the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-        // SAFETY: the file is opened read-only; tinylora never writes model files in place.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
+        Self::parse(path, FileBytes::map(path)?)
+    }
+
+    /// Parse and validate GGUF `bytes`; `path` names them in errors.
+    pub fn parse(path: &Path, bytes: FileBytes) -> Result<Self> {
         let mut r = Reader {
             path,
-            bytes: &mmap,
+            bytes: &bytes,
             pos: 0,
         };
         let magic = r.take(4, &|| "the GGUF magic".into())?;
@@ -297,13 +299,13 @@ impl GgufFile {
             }
             let len = dtype.bytes_for(numel);
             let offset = data_start + rel_offset;
-            if offset + len > mmap.len() {
+            if offset + len > bytes.len() {
                 return Err(FormatError::Truncated {
                     path: path.to_path_buf(),
                     what: format!("the data of tensor `{name}`"),
                     start: offset as u64,
                     end: (offset + len) as u64,
-                    len: mmap.len() as u64,
+                    len: bytes.len() as u64,
                 });
             }
             tensors.push(GgufTensorInfo {
@@ -316,7 +318,7 @@ impl GgufFile {
         }
         Ok(GgufFile {
             path: path.to_path_buf(),
-            mmap,
+            bytes,
             version,
             metadata,
             tensors,
@@ -354,7 +356,7 @@ impl GgufFile {
 
     /// The raw bytes of a tensor.
     pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> &[u8] {
-        &self.mmap[info.offset..info.offset + info.len]
+        &self.bytes[info.offset..info.offset + info.len]
     }
 
     /// A tensor dequantized to f32, row-major in [`GgufTensorInfo::shape`] order.

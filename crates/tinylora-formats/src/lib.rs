@@ -7,6 +7,7 @@
 //! - [`hf_writer`]: writing a Hugging Face model directory; [`atomic`]: atomic file writes.
 
 pub mod atomic;
+pub mod bytes;
 pub mod chat_template;
 pub mod config;
 pub mod error;
@@ -14,12 +15,15 @@ pub mod gguf;
 pub mod hf_writer;
 pub mod model_file;
 pub mod quant;
+pub mod text_stream;
 pub mod tokenizer;
 
+pub use bytes::FileBytes;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{Architecture, ModelConfig};
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufValue};
 pub use hf_writer::{SaveDtype, hf_tensor_names, write_hf_model};
 pub use model_file::{HostTensor, ModelFile, TensorSummary, read_model_config};
+pub use text_stream::TextStream;
 pub use tokenizer::TextTokenizer;

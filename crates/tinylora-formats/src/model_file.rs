@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use crate::bytes::FileBytes;
 use crate::chat_template::ChatTemplate;
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{FormatError, Result};
@@ -40,7 +40,7 @@ pub struct TensorSummary {
 enum Weights {
     Gguf(GgufFile),
     Safetensors {
-        shards: Vec<(PathBuf, Mmap)>,
+        shards: Vec<(PathBuf, FileBytes)>,
         /// tensor name -> shard index
         index: HashMap<String, usize>,
     },
@@ -115,19 +115,23 @@ pub fn unpermute_rows(data: &[f32], n_heads: usize, cols: usize) -> Vec<f32> {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| FormatError::invalid(path, format!("invalid JSON: {e}")))
+    parse_json(path, &std::fs::read(path).map_err(|e| FormatError::io(path, e))?)
 }
 
-fn map_file(path: &Path) -> Result<Mmap> {
-    let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-    // SAFETY: read-only mapping of a file tinylora never modifies in place.
-    unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))
+fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| FormatError::invalid(path, format!("invalid JSON: {e}")))
 }
+
+/// The files of a Hugging Face model directory, by file name: `None` for a file that is not
+/// there. On disk they are memory-mapped; in a browser they are the bytes the page was given.
+type HfFiles<'a> = dyn FnMut(&str) -> Result<Option<FileBytes>> + 'a;
 
 /// Read a Hugging Face `config.json`: the architecture and the EOS ids it names.
 pub fn hf_config(path: &Path) -> Result<(ModelConfig, Vec<u32>)> {
-    let cfg = read_json(path)?;
+    hf_config_of(path, &read_json(path)?)
+}
+
+fn hf_config_of(path: &Path, cfg: &Value) -> Result<(ModelConfig, Vec<u32>)> {
     let num = |k: &str| -> Result<usize> {
         cfg.get(k)
             .and_then(Value::as_u64)
@@ -209,8 +213,24 @@ impl ModelFile {
         &self.path
     }
 
+    /// A GGUF file given as bytes (a browser's file); `name` labels it in errors.
+    pub fn from_gguf_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_gguf(GgufFile::parse(Path::new(name), bytes.into())?)
+    }
+
+    /// A Hugging Face model given as its files' bytes by file name (`config.json`,
+    /// `tokenizer.json`, optional `tokenizer_config.json`, `model.safetensors` or an index and
+    /// its shards); `name` labels the set in errors.
+    pub fn from_hf_bytes(name: &str, mut files: HashMap<String, Vec<u8>>) -> Result<Self> {
+        Self::open_hf(Path::new(name), &mut |f: &str| Ok(files.remove(f).map(FileBytes::from)))
+    }
+
     fn open_gguf(path: &Path) -> Result<Self> {
-        let gguf = GgufFile::open(path)?;
+        Self::from_gguf(GgufFile::open(path)?)
+    }
+
+    fn from_gguf(gguf: GgufFile) -> Result<Self> {
+        let path = &gguf.path().to_path_buf();
         let arch_name = gguf.require_str("general.architecture")?;
         let architecture = Architecture::parse(arch_name).ok_or_else(|| {
             FormatError::invalid(
@@ -264,28 +284,27 @@ impl ModelFile {
     }
 
     fn open_hf_dir(dir: &Path) -> Result<Self> {
+        Self::open_hf(dir, &mut |name: &str| {
+            let path = dir.join(name);
+            path.exists().then(|| FileBytes::map(&path)).transpose()
+        })
+    }
+
+    fn open_hf(dir: &Path, files: &mut HfFiles) -> Result<Self> {
         let cfg_path = dir.join("config.json");
-        if !cfg_path.exists() {
-            return Err(FormatError::missing(
-                dir,
-                "config.json (a Hugging Face model directory needs one)",
-            ));
-        }
-        let (config, eos_ids) = hf_config(&cfg_path)?;
+        let cfg = files("config.json")?.ok_or_else(|| {
+            FormatError::missing(dir, "config.json (a Hugging Face model directory needs one)")
+        })?;
+        let (config, eos_ids) = hf_config_of(&cfg_path, &parse_json(&cfg_path, &cfg)?)?;
         let tok_path = dir.join("tokenizer.json");
-        if !tok_path.exists() {
-            return Err(FormatError::missing(
-                dir,
-                "tokenizer.json (the model's tokenizer)",
-            ));
-        }
+        let tok = files("tokenizer.json")?
+            .ok_or_else(|| FormatError::missing(dir, "tokenizer.json (the model's tokenizer)"))?;
         let tok_cfg_path = dir.join("tokenizer_config.json");
-        let tok_cfg = if tok_cfg_path.exists() {
-            read_json(&tok_cfg_path)?
-        } else {
-            Value::Null
+        let tok_cfg = match files("tokenizer_config.json")? {
+            Some(bytes) => parse_json(&tok_cfg_path, &bytes)?,
+            None => Value::Null,
         };
-        let tokenizer = TextTokenizer::from_hf_files(&tok_path, &tok_cfg, &eos_ids)?;
+        let tokenizer = TextTokenizer::from_hf_bytes(&tok_path, &tok, &tok_cfg, &eos_ids)?;
         let template_src = match tok_cfg.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Array(list)) => list
@@ -298,7 +317,7 @@ impl ModelFile {
             Some(src) => Some(Self::compile_template(&tok_cfg_path, &src, &tokenizer)?),
             None => None,
         };
-        let weights = Self::open_safetensors(dir)?;
+        let weights = Self::open_safetensors(dir, files)?;
         Ok(ModelFile {
             path: dir.to_path_buf(),
             config,
@@ -308,13 +327,12 @@ impl ModelFile {
         })
     }
 
-    fn open_safetensors(dir: &Path) -> Result<Weights> {
-        let single = dir.join("model.safetensors");
+    fn open_safetensors(dir: &Path, files: &mut HfFiles) -> Result<Weights> {
         let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if single.exists() {
-            vec![single]
-        } else if index_path.exists() {
-            let idx = read_json(&index_path)?;
+        let shards: Vec<(String, FileBytes)> = if let Some(single) = files("model.safetensors")? {
+            vec![("model.safetensors".into(), single)]
+        } else if let Some(index) = files("model.safetensors.index.json")? {
+            let idx = parse_json(&index_path, &index)?;
             let map = idx
                 .get("weight_map")
                 .and_then(Value::as_object)
@@ -322,25 +340,35 @@ impl ModelFile {
             let mut names: Vec<&str> = map.values().filter_map(Value::as_str).collect();
             names.sort_unstable();
             names.dedup();
-            names.iter().map(|n| dir.join(n)).collect()
+            let mut shards = Vec::new();
+            for name in names {
+                let bytes = files(name)?.ok_or_else(|| {
+                    FormatError::missing(&index_path, format!("shard {name} (named in `weight_map`)"))
+                })?;
+                shards.push((name.to_string(), bytes));
+            }
+            shards
         } else {
             return Err(FormatError::missing(
                 dir,
                 "model.safetensors or model.safetensors.index.json",
             ));
         };
-        let mut shards = Vec::new();
         let mut index = HashMap::new();
-        for file in files {
-            let mmap = map_file(&file)?;
-            let st = SafeTensors::deserialize(&mmap)
+        let mut mapped = Vec::new();
+        for (name, bytes) in shards {
+            let file = dir.join(name);
+            let st = SafeTensors::deserialize(&bytes)
                 .map_err(|e| FormatError::invalid(&file, format!("invalid safetensors file: {e}")))?;
             for name in st.names() {
-                index.insert(name.to_string(), shards.len());
+                index.insert(name.to_string(), mapped.len());
             }
-            shards.push((file, mmap));
+            mapped.push((file, bytes));
         }
-        Ok(Weights::Safetensors { shards, index })
+        Ok(Weights::Safetensors {
+            shards: mapped,
+            index,
+        })
     }
 
     /// Every tensor stored in the file, in file order (GGUF) or name order (safetensors).

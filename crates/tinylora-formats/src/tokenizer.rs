@@ -95,11 +95,12 @@ impl TextTokenizer {
         }
     }
 
-    /// Load `tokenizer.json` with the special tokens named in `tokenizer_config.json`
-    /// (`config` may be `Value::Null` when there is none) and `config.json` ids.
-    pub fn from_hf_files(tokenizer_json: &Path, config: &Value, eos_ids: &[u32]) -> Result<Self> {
-        let inner = Tokenizer::from_file(tokenizer_json)
-            .map_err(|e| FormatError::invalid(tokenizer_json, format!("cannot load tokenizer: {e}")))?;
+    /// Load a `tokenizer.json` (its bytes; `path` names it in errors) with the special tokens
+    /// named in `tokenizer_config.json` (`config` may be `Value::Null` when there is none) and
+    /// `config.json` ids.
+    pub fn from_hf_bytes(path: &Path, tokenizer_json: &[u8], config: &Value, eos_ids: &[u32]) -> Result<Self> {
+        let inner = Tokenizer::from_bytes(tokenizer_json)
+            .map_err(|e| FormatError::invalid(path, format!("cannot load tokenizer: {e}")))?;
         let special = |key: &str| -> Option<(u32, String)> {
             let v = config.get(key)?;
             let text = v.as_str().or_else(|| v.get("content")?.as_str())?;

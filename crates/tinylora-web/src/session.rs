@@ -1,0 +1,334 @@
+//! One loaded model (and optionally one adapter) in the page, as JavaScript sees it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use tinylora_adapter::{AdapterFile, Method, plan};
+use tinylora_engine::{AdapterMode, FinishReason, GenerateOptions, SamplingParams, Transformer};
+use tinylora_formats::{ModelFile, TextStream};
+use wasm_bindgen::prelude::*;
+
+use crate::device::webgpu_device;
+
+/// A model on the browser's GPU with an optional adapter that can be switched on (merged into
+/// the weights) and off (unmerged) without reloading anything.
+#[wasm_bindgen]
+pub struct Session {
+    state: Rc<RefCell<State>>,
+}
+
+struct State {
+    file: ModelFile,
+    model: Transformer,
+    adapter: Option<AdapterInfo>,
+}
+
+/// What the page shows about a loaded model.
+#[derive(Serialize)]
+struct ModelInfo {
+    name: String,
+    architecture: &'static str,
+    layers: usize,
+    parameters: usize,
+    vocab_size: usize,
+    has_chat_template: bool,
+    fingerprint: String,
+}
+
+/// What the page shows about a loaded adapter.
+#[derive(Serialize, Clone)]
+struct AdapterInfo {
+    name: String,
+    method: String,
+    rank: usize,
+    /// Trainable parameters.
+    parameters: usize,
+    /// Bytes of the trainable values (the adapter's payload).
+    payload_bytes: usize,
+    /// Size of the adapter file.
+    file_bytes: usize,
+    tie_groups: usize,
+    modules: usize,
+    /// Time to factorise the target weights and merge the update.
+    attach_ms: f64,
+}
+
+/// Generation settings from JavaScript (every field optional).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateSettings {
+    /// Most new tokens.
+    pub max_new_tokens: usize,
+    /// Wrap the prompt in the model's chat template as a user turn.
+    pub chat: bool,
+    /// System message for `chat`.
+    pub system: Option<String>,
+    /// 0 is greedy.
+    pub temperature: f32,
+    /// 0: off.
+    pub top_k: usize,
+    /// 1: off.
+    pub top_p: f32,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for GenerateSettings {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            chat: false,
+            system: None,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// What one generation produced and how fast.
+#[derive(Serialize)]
+struct GenerateReport {
+    text: String,
+    prompt_tokens: usize,
+    output_ids: Vec<u32>,
+    new_tokens: usize,
+    finish: &'static str,
+    adapter: bool,
+    first_token_ms: f64,
+    total_ms: f64,
+    /// New tokens over the whole call (prefill included), as `tinylora generate` reports.
+    tokens_per_s: f64,
+    /// Tokens after the first over the time after the first: the decode speed.
+    decode_tokens_per_s: f64,
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+    let json = serde_json::to_string(value).map_err(|e| JsError::new(&e.to_string()))?;
+    js_sys::JSON::parse(&json).map_err(|_| JsError::new("internal error: report is not JSON"))
+}
+
+fn busy() -> JsError {
+    JsError::new("the model is busy with another request (wait for the generation to finish)")
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Load a model from its files: `files` maps file names to `Uint8Array`s, either one
+    /// `*.gguf` file or a Hugging Face set (`config.json`, `tokenizer.json`, optional
+    /// `tokenizer_config.json`, `model.safetensors`). `name` labels it in messages.
+    pub async fn load(name: String, files: js_sys::Object) -> Result<Session, JsError> {
+        let device = webgpu_device().await.map_err(|e| JsError::new(&e))?;
+        let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
+        for entry in js_sys::Object::entries(&files).iter() {
+            let pair: js_sys::Array = entry.into();
+            let key = pair.get(0).as_string().unwrap_or_default();
+            let value = pair.get(1);
+            if !value.is_instance_of::<js_sys::Uint8Array>() {
+                return Err(JsError::new(&format!("{name}: file {key} is not a Uint8Array")));
+            }
+            bytes.insert(key, js_sys::Uint8Array::from(value).to_vec());
+        }
+        let gguf = bytes.keys().find(|k| k.ends_with(".gguf")).cloned();
+        let file = match gguf {
+            Some(key) if bytes.len() == 1 => {
+                ModelFile::from_gguf_bytes(&key, bytes.remove(&key).unwrap_or_default())
+            }
+            Some(_) => {
+                return Err(JsError::new(&format!(
+                    "{name}: give either one .gguf file or a Hugging Face model's files, not both"
+                )));
+            }
+            None => ModelFile::from_hf_bytes(&name, bytes),
+        }
+        .map_err(|e| JsError::new(&e.to_string()))?;
+        let model = Transformer::load(&file, &device).map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(Session {
+            state: Rc::new(RefCell::new(State {
+                file,
+                model,
+                adapter: None,
+            })),
+        })
+    }
+
+    /// The model: name, architecture, layers, parameters, vocabulary, fingerprint.
+    pub fn model_info(&self) -> Result<JsValue, JsError> {
+        let state = self.state.try_borrow().map_err(|_| busy())?;
+        let (file, c) = (&state.file, &state.file.config);
+        to_js(&ModelInfo {
+            name: file.path().display().to_string(),
+            architecture: c.architecture.name(),
+            layers: c.num_hidden_layers,
+            parameters: c.parameter_count(),
+            vocab_size: c.vocab_size,
+            has_chat_template: file.chat_template.is_some(),
+            fingerprint: file.fingerprint(),
+        })
+    }
+
+    /// Apply an adapter file made for this model by `tinylora train` (replacing any loaded
+    /// one): the frozen factors are recomputed from the weights (SVD), then the update is
+    /// merged into them, so the adapter is on. Returns its description.
+    pub fn load_adapter(&self, name: String, bytes: Vec<u8>) -> Result<JsValue, JsError> {
+        let mut state = self.state.try_borrow_mut().map_err(|_| busy())?;
+        let start = now_ms();
+        let path = Path::new(&name);
+        let adapter = AdapterFile::parse(path, &bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        adapter
+            .check_base(path, &state.file.fingerprint())
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        let State { file, model, .. } = &mut *state;
+        model
+            .attach_adapter(file, &adapter.config, &adapter.values, &|| {})
+            .map_err(|e| JsError::new(&format!("{name}: {e}")))?;
+        model.set_adapter_mode(AdapterMode::Merged);
+        let p = plan(&file.config, &adapter.config);
+        let info = AdapterInfo {
+            name,
+            method: match adapter.config.method {
+                Method::Tinylora => "TinyLoRA",
+                Method::LoraXs => "LoRA-XS",
+                Method::Lora => "LoRA",
+            }
+            .into(),
+            rank: adapter.config.rank,
+            parameters: p.params,
+            payload_bytes: p.bytes,
+            file_bytes: bytes.len(),
+            tie_groups: p.groups,
+            modules: p.modules,
+            attach_ms: now_ms() - start,
+        };
+        state.adapter = Some(info.clone());
+        to_js(&info)
+    }
+
+    /// Switch the loaded adapter on (merge its update into the weights) or off (unmerge it).
+    pub fn set_adapter(&self, on: bool) -> Result<(), JsError> {
+        let mut state = self.state.try_borrow_mut().map_err(|_| busy())?;
+        if state.adapter.is_none() {
+            return Err(JsError::new("no adapter is loaded"));
+        }
+        state.model.set_adapter_mode(if on { AdapterMode::Merged } else { AdapterMode::Off });
+        Ok(())
+    }
+
+    /// The loaded adapter's description (as `load_adapter` returned it), or `null`.
+    pub fn adapter_info(&self) -> Result<JsValue, JsError> {
+        let state = self.state.try_borrow().map_err(|_| busy())?;
+        match &state.adapter {
+            Some(info) => to_js(info),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Whether an adapter is loaded and on.
+    pub fn adapter_on(&self) -> bool {
+        self.state
+            .try_borrow()
+            .is_ok_and(|s| s.model.adapter.as_ref().is_some_and(|a| a.mode == AdapterMode::Merged))
+    }
+
+    /// Generate from `prompt` with `settings` (see [`GenerateSettings`]); `on_token(text, id)`
+    /// is called for every new token with the text it completed. Resolves to a report: the
+    /// text, ids, time to first token, tokens/s.
+    pub fn generate(
+        &self,
+        prompt: String,
+        settings: JsValue,
+        on_token: js_sys::Function,
+    ) -> Result<js_sys::Promise, JsError> {
+        let settings: GenerateSettings = if settings.is_undefined() || settings.is_null() {
+            GenerateSettings::default()
+        } else {
+            let json = js_sys::JSON::stringify(&settings)
+                .map_err(|_| JsError::new("settings must be a plain object"))?;
+            serde_json::from_str(&String::from(json))
+                .map_err(|e| JsError::new(&format!("bad generation settings: {e}")))?
+        };
+        let state = self.state.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let state = state.try_borrow().map_err(|_| JsValue::from(busy()))?;
+            generate(&state, &prompt, &settings, &on_token)
+                .await
+                .map_err(JsValue::from)
+        }))
+    }
+}
+
+async fn generate(
+    state: &State,
+    prompt: &str,
+    s: &GenerateSettings,
+    on_token: &js_sys::Function,
+) -> Result<JsValue, JsError> {
+    let file = &state.file;
+    let tok = &file.tokenizer;
+    let text = if s.chat {
+        let template = file.chat_template.as_ref().ok_or_else(|| {
+            JsError::new(&format!("{} has no chat template: untick “chat”", file.path().display()))
+        })?;
+        template
+            .user_turn(s.system.as_deref(), prompt)
+            .map_err(|e| JsError::new(&e))?
+    } else {
+        prompt.to_string()
+    };
+    let prompt_ids = tok.encode(&text).map_err(|e| JsError::new(&e))?;
+    if prompt_ids.is_empty() {
+        return Err(JsError::new("the prompt encodes to no tokens"));
+    }
+    let opts = GenerateOptions {
+        max_new_tokens: s.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            seed: s.seed,
+        },
+        stop_ids: tok.stop_ids.clone(),
+    };
+    let start = now_ms();
+    let mut first_token = None;
+    let mut stream = TextStream::new();
+    let gens = state
+        .model
+        .generate_async(std::slice::from_ref(&prompt_ids), &opts, |_, id| {
+            first_token.get_or_insert_with(|| now_ms() - start);
+            let piece = stream.push(tok, id);
+            let _ = on_token.call2(&JsValue::NULL, &piece.into(), &id.into());
+        })
+        .await;
+    let total_ms = now_ms() - start;
+    let g = &gens[0];
+    let n = g.output_ids.len();
+    let first_token_ms = first_token.unwrap_or(total_ms);
+    to_js(&GenerateReport {
+        text: tok.decode(&g.output_ids).map_err(|e| JsError::new(&e))?,
+        prompt_tokens: prompt_ids.len(),
+        output_ids: g.output_ids.clone(),
+        new_tokens: n,
+        finish: match g.finish {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        },
+        adapter: state
+            .model
+            .adapter
+            .as_ref()
+            .is_some_and(|a| a.mode == AdapterMode::Merged),
+        first_token_ms,
+        total_ms,
+        tokens_per_s: n as f64 / (total_ms / 1e3),
+        decode_tokens_per_s: n.saturating_sub(1) as f64 / ((total_ms - first_token_ms) / 1e3),
+    })
+}

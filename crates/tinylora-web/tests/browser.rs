@@ -1,0 +1,99 @@
+//! In headless Chromium on WebGPU (`cargo test --target wasm32-unknown-unknown -p tinylora-web`,
+//! see scripts/test_web.sh): the forward pass and the merge kernel give the numbers the
+//! native tests check on the same inputs. Both sides compare against the same plain-Rust f64
+//! reference (tests/common), on the same seeded tiny llama, with the native tolerances.
+#![cfg(target_family = "wasm")]
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use burn::tensor::Tensor;
+use common::adapted::adapted_weights;
+use common::gguf_writer::gguf_bytes;
+use common::reference::reference_logits;
+use common::tiny_model::{Weights, gguf_metadata, gguf_tensors, random_weights, tiny_config};
+use tinylora::adapter::{AdapterConfig, Method, Precision, SigmaConvention, Tying, plan};
+use tinylora::engine::{AdapterMode, Transformer};
+use tinylora::formats::{Architecture, ModelConfig, ModelFile};
+use tinylora_web::webgpu_device;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The sequences of the native engine and adapter tests.
+const SEQS: [&[u32]; 3] = [&[5, 17, 200, 3, 99, 42, 7, 7, 1], &[250, 11], &[64, 65, 66, 67, 68]];
+
+/// A tiny llama with seeded random weights, as GGUF bytes (never touching a disk).
+fn tiny_llama(seed: u64) -> (ModelConfig, Weights, ModelFile) {
+    let c = tiny_config(Architecture::Llama, true);
+    let w = random_weights(&c, seed);
+    let bytes = gguf_bytes(&gguf_metadata(&c), &gguf_tensors(&c, &w));
+    let file = ModelFile::from_gguf_bytes("tiny-llama.gguf", bytes).expect("tiny GGUF parses");
+    (c, w, file)
+}
+
+/// Teacher-forced logits `[T·V]` of one sequence, read back asynchronously (WebGPU's only way).
+async fn logits(model: &Transformer, seq: &[u32]) -> Vec<f32> {
+    let t: Tensor<2> = model.teacher_forced(&[seq.to_vec()], &[0]);
+    t.into_data_async()
+        .await
+        .expect("logits read back")
+        .try_into_vec::<f32>()
+        .expect("f32 logits")
+}
+
+/// Largest |browser − reference| over every sequence's logits.
+async fn max_diff(model: &Transformer, c: &ModelConfig, w: &Weights) -> f64 {
+    let mut worst = 0.0f64;
+    for seq in SEQS {
+        let want = reference_logits(c, w, seq).concat();
+        let got = logits(model, seq).await;
+        assert_eq!(got.len(), want.len(), "logit count");
+        for (g, r) in got.iter().zip(&want) {
+            assert!(g.is_finite(), "non-finite logit in the browser");
+            worst = worst.max((*g as f64 - r).abs());
+        }
+    }
+    worst
+}
+
+#[wasm_bindgen_test]
+async fn forward_pass_on_webgpu_matches_the_plain_rust_reference() {
+    let device = webgpu_device().await.expect("headless Chromium has WebGPU");
+    let (c, w, file) = tiny_llama(10);
+    let model = Transformer::load(&file, &device).expect("tiny model loads");
+    let d = max_diff(&model, &c, &w).await;
+    // the native test (tests/engine.rs) allows the same 2e-4
+    assert!(d < 2e-4, "browser forward: max |Δlogit| vs reference = {d}");
+}
+
+#[wasm_bindgen_test]
+async fn merged_tinylora_adapter_on_webgpu_matches_the_reference_and_unmerges() {
+    let device = webgpu_device().await.expect("headless Chromium has WebGPU");
+    let (c, w, file) = tiny_llama(21);
+    let mut model = Transformer::load(&file, &device).expect("tiny model loads");
+    let cfg = AdapterConfig {
+        method: Method::Tinylora,
+        rank: 2,
+        u: 2,
+        tying: Tying::Structured { n_tie: 1 },
+        projection_seed: 7,
+        sigma: SigmaConvention::Paper,
+        precision: Precision::F32,
+        ..AdapterConfig::default()
+    }
+    .validated()
+    .unwrap();
+    let n = plan(&c, &cfg).params;
+    let v: Vec<f32> = (0..n).map(|i| ((i * 7919 + 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
+    // the frozen SVDs run on the page's one thread (wasm has none to spare)
+    model.attach_adapter(&file, &cfg, &v, &|| {}).expect("adapter attaches");
+    model.set_adapter_mode(AdapterMode::Merged); // the merge kernel, in place on Wᵀ
+    let base = max_diff(&model, &c, &w).await;
+    assert!(base > 0.05, "the merged adapter barely changes the logits ({base})");
+    let d = max_diff(&model, &c, &adapted_weights(&c, &w, &cfg, &v)).await;
+    assert!(d < 3e-4, "merged in the browser: max |Δlogit| vs reference = {d}");
+    model.set_adapter_mode(AdapterMode::Off); // unmerge: the same kernel, subtracting
+    let d = max_diff(&model, &c, &w).await;
+    assert!(d < 3e-4, "unmerged in the browser: max |Δlogit| vs base = {d}");
+}

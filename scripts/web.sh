@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build the browser demo and serve it on http://127.0.0.1:8080 (Ctrl-C stops the server):
+#
+#   scripts/web.sh                # build web/pkg, fetch SmolLM2, serve web/
+#   scripts/web.sh --build-only   # only build web/pkg (the tests use this)
+#   PORT=9000 scripts/web.sh
+#
+# The page loads models/SmolLM2-135M-Instruct.Q4_1.gguf and the adapter in web/adapters by
+# default; any GGUF or Hugging Face model and any adapter from `tinylora train` can be picked
+# or dropped onto it instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup_web.sh
+echo "web: building the wasm module (release)" >&2
+cargo build --release --target wasm32-unknown-unknown -p tinylora-web
+wasm-bindgen --target web --no-typescript --out-dir web/pkg \
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/tinylora_web.wasm"
+ls -l web/pkg/tinylora_web_bg.wasm | awk '{printf "web: web/pkg/tinylora_web_bg.wasm is %.1f MB\n", $5/1e6}' >&2
+[[ "${1:-}" == "--build-only" ]] && exit 0
+scripts/fetch_models.sh smollm2
+# the page fetches models/… next to itself: serve the checkout's models/ there
+[[ -e web/models ]] || ln -s ../models web/models
+echo "web: open http://127.0.0.1:${PORT:-8080}/ in a browser with WebGPU (Chrome, Edge, Safari)" >&2
+exec python3 -m http.server "${PORT:-8080}" --bind 127.0.0.1 --directory web

@@ -1,0 +1,130 @@
+// The web demo end to end in Debian's headless Chromium (WebGPU on SwiftShader): serve web/ on
+// loopback, load SmolLM2-135M-Instruct and an adapter trained by `tinylora train` through the
+// page's own controls, generate greedily with the adapter off and on, and require each answer
+// (token ids and text) to equal the native `tinylora generate` output for the same settings.
+// Saves a screenshot and the page's timing reports.
+//
+// Run by scripts/test_web.sh after `scripts/web.sh --build-only`; environment:
+//   TINYLORA_BIN   the native CLI (default $CARGO_TARGET_DIR/release/tinylora)
+//   TINYLORA_OUT   where demo.png and demo-report.json go (default target/browser)
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import puppeteer from "puppeteer-core";
+
+const root = path.resolve(import.meta.dirname, "../..");
+const models = process.env.TINYLORA_MODELS ?? path.join(root, "models");
+const target = process.env.CARGO_TARGET_DIR ?? path.join(os.homedir(), ".cache/tinylora/target");
+const bin = process.env.TINYLORA_BIN ?? path.join(target, "release/tinylora");
+const out = process.env.TINYLORA_OUT ?? path.join(root, "target/browser");
+
+const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const ADAPTER = "adapters/smollm2-arithmetic-u13.safetensors";
+const PROMPT = "What is 7 + 5? The answer is";
+const MAX_NEW_TOKENS = 6;
+const MINUTE = 60_000;
+
+/// Native greedy generation, as `tinylora generate --json` prints it.
+function native(adapter) {
+  const args = ["generate", "--model", path.join(models, MODEL), "--prompt", PROMPT,
+    "--max-new-tokens", String(MAX_NEW_TOKENS), "--json"];
+  if (adapter) args.push("--adapter", path.join(root, "web", adapter));
+  const stdout = execFileSync(bin, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  return JSON.parse(stdout.trim().split("\n").pop());
+}
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+  ".wasm": "application/wasm", ".json": "application/json" };
+
+/// web/ on 127.0.0.1, with /models/ served from the checkout's models directory.
+function serve() {
+  const server = http.createServer((req, res) => {
+    const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    const file = url.startsWith("/models/")
+      ? path.join(models, url.slice("/models/".length))
+      : path.join(root, "web", url === "/" ? "index.html" : url);
+    fs.readFile(file, (err, data) => {
+      if (err) { res.writeHead(404); res.end(`not found: ${url}`); return; }
+      res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+      res.end(data);
+    });
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+/// Wait until the page's status reaches `state`; fail with the page's message on an error.
+async function until(page, state, timeout) {
+  await page.waitForFunction(
+    (s) => ["error", s].includes(document.getElementById("status").dataset.state),
+    { timeout, polling: 250 }, state);
+  const status = await page.$eval("#status", (e) => ({ state: e.dataset.state, text: e.textContent }));
+  assert.equal(status.state, state, `page status: ${status.text}`);
+}
+
+test("demo page answers like the native CLI with the adapter off and on", { timeout: 40 * MINUTE }, async () => {
+  const want = { base: native(false), adapted: native(true) };
+  assert.notDeepEqual(want.base.output_ids, want.adapted.output_ids,
+    "the adapter should change the native answer to this prompt (else the test shows nothing)");
+
+  const server = await serve();
+  const browser = await puppeteer.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), "tinylora-chromium-")),
+    args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", "--window-size=1200,900"],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1200, height: 900 });
+    page.on("console", (m) => console.log(`[page ${m.type()}] ${m.text()}`));
+    page.on("pageerror", (e) => console.log(`[page error] ${e.message}`));
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    await until(page, "ready", MINUTE);
+
+    const t0 = Date.now();
+    await page.$eval("#model-url", (e, v) => { e.value = v; }, `models/${MODEL}`);
+    await page.click("#model-load");
+    await until(page, "model", 10 * MINUTE);
+    const loadMs = Date.now() - t0;
+    await page.$eval("#adapter-url", (e, v) => { e.value = v; }, ADAPTER);
+    await page.click("#adapter-load");
+    await until(page, "adapter", 10 * MINUTE);
+    await page.$eval("#prompt", (e, v) => { e.value = v; }, PROMPT);
+    await page.$eval("#max-tokens", (e, v) => { e.value = v; }, String(MAX_NEW_TOKENS));
+    await page.click("#generate");
+    await until(page, "done", 20 * MINUTE);
+
+    const got = await page.evaluate(() => ({
+      reports: window.tinylora.reports,
+      adapter: window.tinylora.adapter,
+      shown: { base: document.getElementById("out-base").textContent,
+        adapted: document.getElementById("out-adapted").textContent },
+    }));
+    fs.mkdirSync(out, { recursive: true });
+    await page.screenshot({ path: path.join(out, "demo.png"), fullPage: true });
+    fs.writeFileSync(path.join(out, "demo-report.json"),
+      JSON.stringify({ model_load_ms: loadMs, ...got, native: want }, null, 2));
+
+    for (const which of ["base", "adapted"]) {
+      const r = got.reports[which];
+      assert.equal(r.adapter, which === "adapted", `${which}: adapter switch`);
+      assert.deepEqual(r.output_ids, want[which].output_ids, `${which}: token ids differ from native`);
+      assert.equal(r.text, want[which].text, `${which}: text differs from native`);
+      assert.equal(got.shown[which], want[which].text, `${which}: the page shows other text`);
+      assert.ok(r.tokens_per_s > 0 && r.first_token_ms > 0, `${which}: timings reported`);
+    }
+    assert.equal(got.adapter.parameters, 13, "adapter parameter count shown");
+    console.log(`browser: model load ${(loadMs / 1e3).toFixed(1)} s, adapter ${(got.adapter.attach_ms / 1e3).toFixed(1)} s; ` +
+      ["base", "adapted"].map((w) => `${w}: first token ${(got.reports[w].first_token_ms / 1e3).toFixed(2)} s, ` +
+        `${got.reports[w].decode_tokens_per_s.toFixed(2)} tokens/s decoding`).join("; "));
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});

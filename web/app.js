@@ -1,0 +1,196 @@
+// The demo page: load a model and an adapter (picked, dropped, or fetched from URLs next to
+// the page), then generate with the adapter off and on, streaming both answers.
+// `window.tinylora` exposes the session and the last reports (the browser test reads them).
+import init, { Session } from "./pkg/tinylora_web.js";
+
+const $ = (id) => document.getElementById(id);
+const page = { session: null, reports: {}, busy: false };
+window.tinylora = page;
+
+function status(text, state = "ready") {
+  const s = $("status");
+  s.textContent = text;
+  s.dataset.state = state;
+}
+
+function fail(what, err) {
+  const msg = err && err.message ? err.message : String(err);
+  status(`${what}: ${msg}`, "error");
+  console.error(what, err);
+}
+
+const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+const baseName = (url) => decodeURIComponent(url.split("/").pop().split("?")[0]);
+
+async function fetchBytes(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+async function readFiles(fileList) {
+  const files = {};
+  for (const f of fileList) files[f.name] = new Uint8Array(await f.arrayBuffer());
+  return files;
+}
+
+// Give the browser a frame to paint the status line before blocking work.
+const paint = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+
+function refreshButtons() {
+  $("generate").disabled = page.busy || !page.session;
+  for (const id of ["model-load", "adapter-load"]) $(id).disabled = page.busy;
+  $("adapter-load").disabled = page.busy || !page.session;
+}
+
+async function withBusy(fn) {
+  page.busy = true;
+  refreshButtons();
+  try { return await fn(); } finally { page.busy = false; refreshButtons(); }
+}
+
+async function loadModel(name, files) {
+  await withBusy(async () => {
+    const size = Object.values(files).reduce((n, b) => n + b.length, 0);
+    status(`Loading ${name} (${mb(size)}) onto the GPU…`, "busy");
+    await paint();
+    const t0 = performance.now();
+    try {
+      if (page.session) page.session.free();
+      page.session = null;
+      page.session = await Session.load(name, files);
+    } catch (e) {
+      $("model-info").textContent = "No model loaded.";
+      return fail(`Could not load ${name}`, e);
+    }
+    const info = page.session.model_info();
+    page.model = info;
+    $("model-info").textContent = `${info.name}: ${info.architecture}, ${info.layers} layers, ` +
+      `${(info.parameters / 1e6).toFixed(1)}M parameters, vocabulary ${info.vocab_size} ` +
+      `(${mb(size)}, loaded in ${((performance.now() - t0) / 1e3).toFixed(1)} s)`;
+    $("chat").disabled = !info.has_chat_template;
+    if (!info.has_chat_template) $("chat").checked = false;
+    $("adapter-info").textContent = "No adapter loaded.";
+    status("Model loaded. Load an adapter, or generate with the base model.", "model");
+  });
+}
+
+async function loadAdapter(name, bytes) {
+  if (!page.session) return fail("Adapter", new Error("load a model first"));
+  await withBusy(async () => {
+    status(`Applying ${name}: SVD of the target weights, then merging the update…`, "busy");
+    await paint();
+    try {
+      const a = page.session.load_adapter(name, bytes);
+      page.adapter = a;
+      $("adapter-info").textContent = `${a.name}: ${a.method}, ${a.parameters} trainable ` +
+        `parameters (${a.payload_bytes} bytes of values, file ${a.file_bytes} bytes), ` +
+        `${a.tie_groups} tie group(s) over ${a.modules} modules, rank ${a.rank}; ` +
+        `applied in ${(a.attach_ms / 1e3).toFixed(1)} s`;
+      status("Adapter applied. Generate to compare.", "adapter");
+    } catch (e) {
+      fail(`Could not apply ${name}`, e);
+    }
+  });
+}
+
+function statsLine(r) {
+  return `${r.new_tokens} tokens (${r.finish}), first token after ${(r.first_token_ms / 1e3).toFixed(2)} s, ` +
+    `${r.tokens_per_s.toFixed(2)} tokens/s overall, ${r.decode_tokens_per_s.toFixed(2)} tokens/s decoding`;
+}
+
+async function runOne(which, adapterOn) {
+  const s = page.session;
+  const out = $(`out-${which}`);
+  out.textContent = "";
+  $(`stats-${which}`).textContent = "";
+  if (page.adapter) s.set_adapter(adapterOn);
+  const settings = { max_new_tokens: Number($("max-tokens").value) || 16, chat: $("chat").checked };
+  const report = await s.generate($("prompt").value, settings, (piece) => { out.textContent += piece; });
+  out.textContent = report.text;
+  $(`stats-${which}`).textContent = statsLine(report);
+  page.reports[which] = report;
+}
+
+async function generate() {
+  await withBusy(async () => {
+    page.reports = {};
+    $("out-adapted").textContent = "";
+    $("stats-adapted").textContent = "";
+    try {
+      status("Generating with the base model…", "busy");
+      await runOne("base", false);
+      if (page.adapter) {
+        status("Generating with the adapter…", "busy");
+        await runOne("adapted", true);
+      } else {
+        $("out-adapted").textContent = "(no adapter loaded)";
+      }
+      status("Done.", "done");
+    } catch (e) {
+      fail("Generation failed", e);
+    }
+  });
+}
+
+function dropZone(zoneId, onFiles) {
+  const zone = $(zoneId);
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    if (e.dataTransfer.files.length) onFiles(e.dataTransfer.files);
+  });
+}
+
+async function modelFromFiles(list) {
+  const files = await readFiles(list);
+  const names = Object.keys(files);
+  const name = names.length === 1 ? names[0] : "model files";
+  await loadModel(name, files);
+}
+
+async function adapterFromFiles(list) {
+  const f = list[0];
+  await loadAdapter(f.name, new Uint8Array(await f.arrayBuffer()));
+}
+
+async function main() {
+  if (!navigator.gpu) {
+    const b = $("no-webgpu");
+    b.hidden = false;
+    b.textContent = "This browser has no WebGPU, which tinylora needs to run the model on the GPU. " +
+      "Use a recent Chrome or Edge (113+), Safari 26+, or Firefox with WebGPU enabled, and open " +
+      "the page over http://localhost or https (WebGPU is off on plain http elsewhere).";
+    status("WebGPU unavailable.", "error");
+    return;
+  }
+  try {
+    await init();
+  } catch (e) {
+    return fail("Could not start the WebAssembly module", e);
+  }
+  $("model-files").addEventListener("change", (e) => modelFromFiles(e.target.files));
+  $("adapter-file").addEventListener("change", (e) => adapterFromFiles(e.target.files));
+  dropZone("model-drop", modelFromFiles);
+  dropZone("adapter-drop", adapterFromFiles);
+  $("model-load").addEventListener("click", async () => {
+    const url = $("model-url").value.trim();
+    try {
+      status(`Downloading ${url}…`, "busy");
+      await loadModel(baseName(url), { [baseName(url)]: await fetchBytes(url) });
+    } catch (e) { fail("Could not fetch the model", e); }
+  });
+  $("adapter-load").addEventListener("click", async () => {
+    const url = $("adapter-url").value.trim();
+    try {
+      await loadAdapter(baseName(url), await fetchBytes(url));
+    } catch (e) { fail("Could not fetch the adapter", e); }
+  });
+  $("generate").addEventListener("click", generate);
+  refreshButtons();
+  status("Ready: load a model.", "ready");
+}
+
+main();
