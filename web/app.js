@@ -11,6 +11,7 @@ function status(text, state = "ready") {
   const s = $("status");
   s.textContent = text;
   s.dataset.state = state;
+  console.info(`[status ${state}] ${text}`);
 }
 
 function fail(what, err) {

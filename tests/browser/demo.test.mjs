@@ -66,7 +66,7 @@ async function until(page, state, timeout) {
 }
 
 test("demo page answers like the native CLI with the adapter off and on", { timeout: 40 * MINUTE }, async () => {
-  const want = { base: native(false), adapted: native(true) };
+  const want = { base: native(null), adapted: native(ADAPTER) };
   assert.notDeepEqual(want.base.output_ids, want.adapted.output_ids,
     "the adapter should change the native answer to this prompt (else the test shows nothing)");
 
@@ -74,6 +74,7 @@ test("demo page answers like the native CLI with the adapter off and on", { time
   const browser = await puppeteer.launch({
     executablePath: "/usr/bin/chromium",
     headless: true,
+    protocolTimeout: 30 * MINUTE,
     userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), "tinylora-chromium-")),
     args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -82,8 +83,10 @@ test("demo page answers like the native CLI with the adapter off and on", { time
   try {
     const page = await browser.newPage();
     await page.setViewport({ width: 1200, height: 900 });
-    page.on("console", (m) => console.log(`[page ${m.type()}] ${m.text()}`));
+    const t = Date.now();
+    page.on("console", (m) => console.log(`[page ${((Date.now() - t) / 1e3).toFixed(1)}s ${m.type()}] ${m.text()}`));
     page.on("pageerror", (e) => console.log(`[page error] ${e.message}`));
+    page.on("error", (e) => console.log(`[page crashed] ${e.message}`));
     await page.goto(`http://127.0.0.1:${server.address().port}/`);
     await until(page, "ready", MINUTE);
 
