@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup_web.sh
 echo "web: building the wasm module (release)" >&2
 cargo build --release --target wasm32-unknown-unknown -p tinylora-web
-wasm-bindgen --target web --no-typescript --out-dir web/pkg \
+wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section --out-dir web/pkg \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/tinylora_web.wasm"
 ls -l web/pkg/tinylora_web_bg.wasm | awk '{printf "web: web/pkg/tinylora_web_bg.wasm is %.1f MB\n", $5/1e6}' >&2
 [[ "${1:-}" == "--build-only" ]] && exit 0

@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
-use common::reference::reference_logits;
 use common::adapted::adapted_weights;
+use common::reference::reference_logits;
 use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
 use tinylora::adapter::{
-    AdapterConfig, AdapterFile, FrozenModule, Method, Precision, SigmaConvention, TieGroups, Tying, core,
-    delta_weight, group_sizes, initial_values, lora_delta, mix, module_path, plan, projections,
+    AdapterConfig, AdapterFile, Method, Precision, SigmaConvention, Tying, group_sizes, initial_values, plan,
 };
 use tinylora::engine::{AdapterMode, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 use crate::bytes::FileBytes;
 use crate::error::{FormatError, Result};
 use crate::quant::{GgmlType, dequantize};

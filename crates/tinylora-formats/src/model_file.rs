@@ -222,7 +222,9 @@ impl ModelFile {
     /// `tokenizer.json`, optional `tokenizer_config.json`, `model.safetensors` or an index and
     /// its shards); `name` labels the set in errors.
     pub fn from_hf_bytes(name: &str, mut files: HashMap<String, Vec<u8>>) -> Result<Self> {
-        Self::open_hf(Path::new(name), &mut |f: &str| Ok(files.remove(f).map(FileBytes::from)))
+        Self::open_hf(Path::new(name), &mut |f: &str| {
+            Ok(files.remove(f).map(FileBytes::from))
+        })
     }
 
     fn open_gguf(path: &Path) -> Result<Self> {

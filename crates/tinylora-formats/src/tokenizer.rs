@@ -98,7 +98,12 @@ impl TextTokenizer {
     /// Load a `tokenizer.json` (its bytes; `path` names it in errors) with the special tokens
     /// named in `tokenizer_config.json` (`config` may be `Value::Null` when there is none) and
     /// `config.json` ids.
-    pub fn from_hf_bytes(path: &Path, tokenizer_json: &[u8], config: &Value, eos_ids: &[u32]) -> Result<Self> {
+    pub fn from_hf_bytes(
+        path: &Path,
+        tokenizer_json: &[u8],
+        config: &Value,
+        eos_ids: &[u32],
+    ) -> Result<Self> {
         let inner = Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| FormatError::invalid(path, format!("cannot load tokenizer: {e}")))?;
         let special = |key: &str| -> Option<(u32, String)> {

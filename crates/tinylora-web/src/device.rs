@@ -32,9 +32,10 @@ pub async fn webgpu_device() -> Result<Device, String> {
     if !has_webgpu() {
         return Err(NO_WEBGPU.into());
     }
-    let device = Device::wgpu_options().init_async().await.map_err(|e| {
-        format!("WebGPU is present but no GPU adapter could be opened: {e}")
-    })?;
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| format!("WebGPU is present but no GPU adapter could be opened: {e}"))?;
     DEVICE.with(|d| *d.borrow_mut() = Some(device.clone()));
     Ok(device)
 }

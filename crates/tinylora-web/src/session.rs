@@ -218,7 +218,9 @@ impl Session {
         if state.adapter.is_none() {
             return Err(JsError::new("no adapter is loaded"));
         }
-        state.model.set_adapter_mode(if on { AdapterMode::Merged } else { AdapterMode::Off });
+        state
+            .model
+            .set_adapter_mode(if on { AdapterMode::Merged } else { AdapterMode::Off });
         Ok(())
     }
 
@@ -233,9 +235,12 @@ impl Session {
 
     /// Whether an adapter is loaded and on.
     pub fn adapter_on(&self) -> bool {
-        self.state
-            .try_borrow()
-            .is_ok_and(|s| s.model.adapter.as_ref().is_some_and(|a| a.mode == AdapterMode::Merged))
+        self.state.try_borrow().is_ok_and(|s| {
+            s.model
+                .adapter
+                .as_ref()
+                .is_some_and(|a| a.mode == AdapterMode::Merged)
+        })
     }
 
     /// Generate from `prompt` with `settings` (see [`GenerateSettings`]); `on_token(text, id)`
@@ -275,7 +280,10 @@ async fn generate(
     let tok = &file.tokenizer;
     let text = if s.chat {
         let template = file.chat_template.as_ref().ok_or_else(|| {
-            JsError::new(&format!("{} has no chat template: untick “chat”", file.path().display()))
+            JsError::new(&format!(
+                "{} has no chat template: untick “chat”",
+                file.path().display()
+            ))
         })?;
         template
             .user_turn(s.system.as_deref(), prompt)

@@ -15,13 +15,17 @@ use common::tiny_model::{Weights, gguf_metadata, gguf_tensors, random_weights, t
 use tinylora::adapter::{AdapterConfig, Method, Precision, SigmaConvention, Tying, plan};
 use tinylora::engine::{AdapterMode, Transformer};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
-use tinylora_web::webgpu_device;
+use tinylora_web::{Session, webgpu_device};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
 /// The sequences of the native engine and adapter tests.
-const SEQS: [&[u32]; 3] = [&[5, 17, 200, 3, 99, 42, 7, 7, 1], &[250, 11], &[64, 65, 66, 67, 68]];
+const SEQS: [&[u32]; 3] = [
+    &[5, 17, 200, 3, 99, 42, 7, 7, 1],
+    &[250, 11],
+    &[64, 65, 66, 67, 68],
+];
 
 /// A tiny llama with seeded random weights, as GGUF bytes (never touching a disk).
 fn tiny_llama(seed: u64) -> (ModelConfig, Weights, ModelFile) {
@@ -85,15 +89,82 @@ async fn merged_tinylora_adapter_on_webgpu_matches_the_reference_and_unmerges() 
     .validated()
     .unwrap();
     let n = plan(&c, &cfg).params;
-    let v: Vec<f32> = (0..n).map(|i| ((i * 7919 + 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 + 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     // the frozen SVDs run on the page's one thread (wasm has none to spare)
-    model.attach_adapter(&file, &cfg, &v, &|| {}).expect("adapter attaches");
+    model
+        .attach_adapter(&file, &cfg, &v, &|| {})
+        .expect("adapter attaches");
     model.set_adapter_mode(AdapterMode::Merged); // the merge kernel, in place on Wᵀ
     let base = max_diff(&model, &c, &w).await;
-    assert!(base > 0.05, "the merged adapter barely changes the logits ({base})");
+    assert!(
+        base > 0.05,
+        "the merged adapter barely changes the logits ({base})"
+    );
     let d = max_diff(&model, &c, &adapted_weights(&c, &w, &cfg, &v)).await;
     assert!(d < 3e-4, "merged in the browser: max |Δlogit| vs reference = {d}");
     model.set_adapter_mode(AdapterMode::Off); // unmerge: the same kernel, subtracting
     let d = max_diff(&model, &c, &w).await;
     assert!(d < 3e-4, "unmerged in the browser: max |Δlogit| vs base = {d}");
+}
+
+/// The message of the `Error` a [`Session`] call rejected with.
+fn message(err: wasm_bindgen::JsError) -> String {
+    js_sys::Error::from(wasm_bindgen::JsValue::from(err))
+        .message()
+        .into()
+}
+
+/// `{ name: Uint8Array }`, as the page passes files.
+fn files(name: &str, bytes: &[u8]) -> js_sys::Object {
+    let obj = js_sys::Object::new();
+    js_sys::Reflect::set(&obj, &name.into(), &js_sys::Uint8Array::from(bytes).into()).unwrap();
+    obj
+}
+
+#[wasm_bindgen_test]
+async fn bad_files_reach_javascript_as_readable_errors() {
+    let e = message(
+        Session::load("m".into(), files("broken.gguf", b"GGUX\x03\0\0\0"))
+            .await
+            .err()
+            .unwrap(),
+    );
+    assert!(e.contains("broken.gguf") && e.contains("GGUX"), "{e}");
+    let e = message(
+        Session::load("my-model".into(), files("config.json", b"{}"))
+            .await
+            .err()
+            .unwrap(),
+    );
+    assert!(e.contains("my-model") && e.contains("model_type"), "{e}");
+
+    let (c, w, _) = tiny_llama(10);
+    let gguf = gguf_bytes(&gguf_metadata(&c), &gguf_tensors(&c, &w));
+    let session = Session::load("tiny".into(), files("tiny.gguf", &gguf))
+        .await
+        .unwrap();
+    let e = message(session.set_adapter(true).err().unwrap());
+    assert!(e.contains("no adapter"), "{e}");
+    let e = message(
+        session
+            .load_adapter("junk.safetensors".into(), vec![7; 40])
+            .err()
+            .unwrap(),
+    );
+    assert!(e.contains("junk.safetensors") && e.contains("safetensors"), "{e}");
+    // the adapter of the recorded SmolLM2 run, applied to another model
+    let smollm2_adapter = include_bytes!("../../../web/adapters/smollm2-arithmetic-u13.safetensors");
+    let e = message(
+        session
+            .load_adapter("smollm2.safetensors".into(), smollm2_adapter.to_vec())
+            .err()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("smollm2.safetensors") && e.contains("made for base model"),
+        "{e}"
+    );
+    assert!(!session.adapter_on(), "a refused adapter leaves the base model");
 }
