@@ -4,16 +4,21 @@
 # check. Source it to also get CARGO_TARGET_DIR pointing at the shared, warm build directory.
 set -euo pipefail
 
-need=()
-for pkg in mesa-vulkan-drivers libvulkan1; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if ((${#need[@]})); then
-  echo "setup: installing ${need[*]}" >&2
-  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# apt_ensure PKG...: install the Debian packages that are missing (once; quietly).
+apt_ensure() {
+  local need=() pkg
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
+  if ((${#need[@]})); then
+    echo "setup: installing ${need[*]}" >&2
+    local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+apt_ensure mesa-vulkan-drivers libvulkan1
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust 1.95 with rustup" >&2; exit 1; }
 
 # One build directory outside the checkout, shared by every clone on this machine: the first

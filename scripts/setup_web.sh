@@ -14,16 +14,7 @@ if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VER
   cargo install --quiet wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION"
 fi
 if [[ "${1:-}" == "--browser" ]]; then
-  need=()
-  for pkg in chromium chromium-driver; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-  done
-  if ((${#need[@]})); then
-    echo "setup_web: installing ${need[*]}" >&2
-    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
+  apt_ensure chromium chromium-driver
   ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   [[ -d "$ROOT/tests/browser/node_modules/puppeteer-core" ]] \
     || (cd "$ROOT/tests/browser" && npm ci --silent --no-audit --no-fund)

@@ -56,6 +56,19 @@ function serve() {
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
 }
 
+/// Debian's Chromium, headless, with WebGPU (SwiftShader) and no network chatter.
+function chromium() {
+  return puppeteer.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    protocolTimeout: 30 * MINUTE,
+    userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), "tinylora-chromium-")),
+    args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", "--window-size=1200,900"],
+  });
+}
+
 /// Wait until the page's status reaches `state`; fail with the page's message on an error.
 async function until(page, state, timeout) {
   await page.waitForFunction(
@@ -71,15 +84,7 @@ test("demo page answers like the native CLI with the adapter off and on", { time
     "the adapter should change the native answer to this prompt (else the test shows nothing)");
 
   const server = await serve();
-  const browser = await puppeteer.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    protocolTimeout: 30 * MINUTE,
-    userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), "tinylora-chromium-")),
-    args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--no-first-run", "--window-size=1200,900"],
-  });
+  const browser = await chromium();
   try {
     const page = await browser.newPage();
     await page.setViewport({ width: 1200, height: 900 });
@@ -126,6 +131,27 @@ test("demo page answers like the native CLI with the adapter off and on", { time
     console.log(`browser: model load ${(loadMs / 1e3).toFixed(1)} s, adapter ${(got.adapter.attach_ms / 1e3).toFixed(1)} s; ` +
       ["base", "adapted"].map((w) => `${w}: first token ${(got.reports[w].first_token_ms / 1e3).toFixed(2)} s, ` +
         `${got.reports[w].decode_tokens_per_s.toFixed(2)} tokens/s decoding`).join("; "));
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
+
+test("without WebGPU the page says so plainly and offers nothing broken", { timeout: 5 * MINUTE }, async () => {
+  const server = await serve();
+  const browser = await chromium();
+  try {
+    const page = await browser.newPage();
+    // a browser without WebGPU: no navigator.gpu at all
+    await page.evaluateOnNewDocument(() => { delete Navigator.prototype.gpu; });
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    await until(page, "error", MINUTE);
+    const shown = await page.evaluate(() => ({
+      banner: document.getElementById("no-webgpu").hidden ? null : document.getElementById("no-webgpu").textContent,
+      generate: document.getElementById("generate").disabled,
+    }));
+    assert.match(shown.banner ?? "", /no WebGPU/, "the banner explains the missing WebGPU");
+    assert.equal(shown.generate, true, "nothing to run without WebGPU");
   } finally {
     await browser.close();
     server.close();

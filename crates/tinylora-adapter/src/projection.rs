@@ -34,19 +34,25 @@ pub fn mix(v: &[f32], p: &[f32], r: usize) -> Vec<f32> {
     out
 }
 
+/// How a Σ convention splits Σ around R: M = diag(left) R diag(right).
+pub fn sigma_split(sigma: &[f32], convention: SigmaConvention) -> (Vec<f32>, Vec<f32>) {
+    let ones = vec![1.0; sigma.len()];
+    match convention {
+        SigmaConvention::Paper => (sigma.to_vec(), ones),
+        SigmaConvention::LoraXs => (ones, sigma.to_vec()),
+        SigmaConvention::Peft => {
+            let root: Vec<f32> = sigma.iter().map(|s| s.sqrt()).collect();
+            (root.clone(), root)
+        }
+    }
+}
+
 /// The core M `[r, r]` of ΔW = U M Vᵀ for a trainable R under a Σ convention.
 pub fn core(sigma: &[f32], rmat: &[f32], convention: SigmaConvention) -> Vec<f32> {
     let r = sigma.len();
+    let (left, right) = sigma_split(sigma, convention);
     (0..r * r)
-        .map(|ij| {
-            let (i, j) = (ij / r, ij % r);
-            let (left, right) = match convention {
-                SigmaConvention::Paper => (sigma[i], 1.0),
-                SigmaConvention::LoraXs => (1.0, sigma[j]),
-                SigmaConvention::Peft => (sigma[i].sqrt(), sigma[j].sqrt()),
-            };
-            left * rmat[ij] * right
-        })
+        .map(|ij| left[ij / r] * rmat[ij] * right[ij % r])
         .collect()
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_adapter::{AdapterFile, TieGroups, plan};
+use tinylora_adapter::{AdapterFile, PeftAdapter, TieGroups, is_peft_dir, plan};
 use tinylora_engine::Transformer;
 use tinylora_formats::ModelFile;
 
@@ -34,12 +34,24 @@ pub fn read_adapter(file: &ModelFile, path: &Path) -> anyhow::Result<AdapterFile
     Ok(adapter)
 }
 
-/// Read the adapter at `path` and attach it to `model` (on the activation path).
-pub fn attach_adapter_file(
-    file: &ModelFile,
-    model: &mut Transformer,
-    path: &Path,
-) -> anyhow::Result<AdapterFile> {
+/// Read the adapter at `path` and attach it to `model` (on the activation path): a tinylora
+/// adapter file, or a PEFT adapter directory (TinyLoRA or LoRA, its stored factors used as
+/// they are).
+pub fn attach_adapter_file(file: &ModelFile, model: &mut Transformer, path: &Path) -> anyhow::Result<()> {
+    if is_peft_dir(path) {
+        let peft = PeftAdapter::load(path)?;
+        model.attach_peft(&peft)?;
+        let params: usize = peft.values.iter().map(Vec::len).sum();
+        eprintln!(
+            "PEFT adapter {}: {:?}, rank {}, {} modules, {params} values in {} tie groups",
+            path.display(),
+            peft.method,
+            peft.rank,
+            peft.modules.len(),
+            peft.values.len()
+        );
+        return Ok(());
+    }
     let adapter = read_adapter(file, path)?;
     let start = Instant::now();
     let modules = TieGroups::new(
@@ -58,5 +70,5 @@ pub fn attach_adapter_file(
         .with_context(|| format!("applying adapter {}", path.display()))?;
     bar.finish_and_clear();
     eprintln!("adapter attached in {:.1}s", start.elapsed().as_secs_f64());
-    Ok(adapter)
+    Ok(())
 }

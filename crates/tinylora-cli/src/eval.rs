@@ -42,7 +42,8 @@ pub struct EvalArgs {
     /// GGUF file or Hugging Face model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Adapter file to apply (merged into the weights).
+    /// Adapter to apply (merged into the weights): a file from `tinylora train`, or a PEFT
+    /// TinyLoRA / LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Problems: JSON lines with question/answer (GSM8K `#### n`, or a bare answer) or prompt/answer.

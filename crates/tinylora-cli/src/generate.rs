@@ -46,8 +46,9 @@ pub struct GenerateArgs {
     /// Number of samples of the same prompt, generated as one batch.
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
-    /// Apply this adapter file (made for --model by `tinylora train`); it is merged into the
-    /// weights, so generation runs at the base model's speed.
+    /// Apply this adapter: a file made for --model by `tinylora train`, or a PEFT TinyLoRA /
+    /// LoRA adapter directory. It is merged into the weights, so generation runs at the base
+    /// model's speed.
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Print one JSON object per sample (prompt_ids, output_ids, text, logprobs) instead of text.

@@ -2,6 +2,7 @@
 
 mod adapter_load;
 mod eval;
+mod export_peft;
 mod generate;
 mod info;
 mod load;
@@ -35,6 +36,9 @@ enum Command {
     /// Write the base model with an adapter merged into its weights (W + ΔW) as a Hugging
     /// Face-style directory.
     Merge(merge::MergeArgs),
+    /// Write an adapter as a Hugging Face PEFT adapter directory (TinyLoRA or LoRA) that
+    /// `PeftModel.from_pretrained` loads onto the same base model.
+    ExportPeft(export_peft::ExportPeftArgs),
     /// Greedy accuracy on a problem file (GSM8K, AIME-style or prompt/answer JSON lines),
     /// under strict, flexible and boxed answer extraction.
     Eval(eval::EvalArgs),
@@ -51,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::ExportPeft(args) => export_peft::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Plot(args) => plot::run(args),

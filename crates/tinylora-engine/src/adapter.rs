@@ -10,7 +10,10 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_adapter::adapter_file::round_to;
-use tinylora_adapter::{AdapterConfig, MODULE_TYPES, Method, TieGroups, frozen_modules, group_sizes};
+use tinylora_adapter::{
+    AdapterConfig, MODULE_TYPES, Method, ModuleSlot, PeftAdapter, PeftMethod, SigmaConvention, TieGroups,
+    frozen_modules, group_sizes,
+};
 use tinylora_formats::{FormatError, ModelFile};
 use tinylora_kernels::{MAX_RANK, lowrank_merge};
 
@@ -100,24 +103,25 @@ impl Transformer {
                 sizes.len()
             )));
         }
-        self.detach_adapter();
         let trainable = group_tensors(values, &sizes, config, &self.device, false);
-        let (r, device) = (config.rank, self.device.clone());
-        let frozen = if config.method == Method::Lora {
-            (0..groups.modules.len()).map(|_| None).collect()
+        let r = config.rank;
+        let updates: Vec<(Vec<f32>, Vec<f32>, usize)> = if config.method == Method::Lora {
+            vec![]
         } else {
             frozen_modules(file, config, &groups, on_module)?
                 .into_iter()
-                .map(Some)
-                .collect::<Vec<_>>()
+                .map(|m| (m.stacked_factors(), m.basis, m.n_v))
+                .collect()
         };
-        for ((slot, &g), m) in groups.modules.iter().zip(&groups.group).zip(frozen) {
+        self.detach_adapter();
+        let device = self.device.clone();
+        for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
             let linear = self.target_mut(slot.layer, &config.targets[slot.kind]);
             let rows = linear.d_out + linear.d_in;
-            let update = match m {
-                Some(m) => LowRankUpdate {
-                    factors: upload(m.stacked_factors(), [rows, r], &device),
-                    basis: Tensor::from_data(TensorData::new(m.basis, [m.n_v, r, r]), &device),
+            linear.update = Some(match updates.get(k) {
+                Some((factors, basis, n_v)) => LowRankUpdate {
+                    factors: upload(factors.clone(), [rows, r], &device),
+                    basis: Tensor::from_data(TensorData::new(basis.clone(), [*n_v, r, r]), &device),
                     coef: trainable[g].clone(),
                     on_path: true,
                 },
@@ -127,12 +131,106 @@ impl Transformer {
                     coef: Tensor::ones([1], &device),
                     on_path: true,
                 },
-            };
-            linear.update = Some(update);
+            });
         }
         self.adapter = Some(AttachedAdapter {
             config: config.clone(),
             tie_groups: groups,
+            trainable,
+            mode: AdapterMode::Activation,
+        });
+        Ok(())
+    }
+
+    /// Attach a PEFT adapter (TinyLoRA or LoRA) with its stored factors as they are: no SVD
+    /// is recomputed, so ΔW is exactly PEFT's. Starts on the activation path; for inference
+    /// (the values are not trainable through [`Self::set_adapter_trainable`]).
+    pub fn attach_peft(&mut self, peft: &PeftAdapter) -> Result<(), AdapterError> {
+        let r = peft.rank;
+        if r > MAX_RANK {
+            return Err(AdapterError::Unsupported(format!(
+                "{}: rank {r} is above the kernels' maximum of {MAX_RANK}",
+                peft.dir.display()
+            )));
+        }
+        let n_layers = self.layers.len();
+        for m in &peft.modules {
+            let mismatch = if m.layer >= n_layers {
+                Some(format!("layer {} (the model has {n_layers})", m.layer))
+            } else {
+                let linear = self.target_mut(m.layer, m.kind);
+                ((linear.d_out, linear.d_in) != (m.d_out, m.d_in)).then(|| {
+                    format!(
+                        "layers.{}.{}_proj is [{}, {}] in the adapter but [{}, {}] in the model",
+                        m.layer, m.kind, m.d_out, m.d_in, linear.d_out, linear.d_in
+                    )
+                })
+            };
+            if let Some(what) = mismatch {
+                return Err(AdapterError::Values(format!(
+                    "{} was made for another model: {what}",
+                    peft.dir.display()
+                )));
+            }
+        }
+        self.detach_adapter();
+        let device = self.device.clone();
+        let trainable: Vec<Tensor<1>> = peft
+            .values
+            .iter()
+            .map(|v| Tensor::from_data(TensorData::new(v.clone(), [v.len()]), &device))
+            .collect();
+        for m in &peft.modules {
+            let n_v = m.basis.len() / (r * r);
+            let coef = match m.group {
+                Some(g) => trainable[g].clone(),
+                None => Tensor::ones([1], &device),
+            };
+            self.target_mut(m.layer, m.kind).update = Some(LowRankUpdate {
+                factors: upload(m.factors.clone(), [m.d_out + m.d_in, r], &device),
+                basis: Tensor::from_data(TensorData::new(m.basis.clone(), [n_v, r, r]), &device),
+                coef,
+                on_path: true,
+            });
+        }
+        let (method, u) = match peft.method {
+            PeftMethod::TinyLora { u, .. } => (Method::Tinylora, u),
+            PeftMethod::Lora { .. } => (Method::Lora, 1),
+        };
+        let targets: Vec<String> = MODULE_TYPES
+            .iter()
+            .filter(|k| peft.modules.iter().any(|m| m.kind == **k))
+            .map(|k| k.to_string())
+            .collect();
+        let modules: Vec<ModuleSlot> = peft
+            .modules
+            .iter()
+            .map(|p| ModuleSlot {
+                layer: p.layer,
+                kind: targets.iter().position(|t| t == p.kind).unwrap_or(0),
+            })
+            .collect();
+        let group: Vec<usize> = peft
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(k, p)| p.group.unwrap_or(k))
+            .collect();
+        let num_groups = group.iter().max().map_or(0, |g| g + 1);
+        self.adapter = Some(AttachedAdapter {
+            config: AdapterConfig {
+                method,
+                rank: r,
+                u,
+                targets,
+                sigma: SigmaConvention::Peft,
+                ..AdapterConfig::default()
+            },
+            tie_groups: TieGroups {
+                modules,
+                group,
+                num_groups,
+            },
             trainable,
             mode: AdapterMode::Activation,
         });

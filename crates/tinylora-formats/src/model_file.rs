@@ -160,7 +160,12 @@ fn hf_config_of(path: &Path, cfg: &Value) -> Result<(ModelConfig, Vec<u32>)> {
         num_key_value_heads: num("num_key_value_heads").unwrap_or(num_attention_heads),
         head_dim: num("head_dim").unwrap_or(hidden_size / num_attention_heads),
         vocab_size: num("vocab_size")?,
-        rope_theta: float("rope_theta", 10_000.0),
+        // transformers 5 writes it inside `rope_parameters`
+        rope_theta: cfg
+            .get("rope_theta")
+            .or_else(|| cfg.get("rope_parameters")?.get("rope_theta"))
+            .and_then(Value::as_f64)
+            .unwrap_or(10_000.0) as f32,
         rms_norm_eps: float("rms_norm_eps", 1e-6),
         tie_word_embeddings: cfg
             .get("tie_word_embeddings")

@@ -246,6 +246,10 @@ impl Session {
     /// Generate from `prompt` with `settings` (see [`GenerateSettings`]); `on_token(text, id)`
     /// is called for every new token with the text it completed. Resolves to a report: the
     /// text, ids, time to first token, tokens/s.
+    // The shared borrow is held across the awaits on purpose: while it lives, a call that
+    // would change the weights (load_adapter, set_adapter) is refused as busy instead of
+    // mutating the model mid-generation.
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn generate(
         &self,
         prompt: String,

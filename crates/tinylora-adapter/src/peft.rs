@@ -1,0 +1,514 @@
+//! Hugging Face PEFT adapter directories (`adapter_config.json` + `adapter_model.safetensors`):
+//! TinyLoRA and plain LoRA, read into per-module factors the engine runs as they are.
+//!
+//! PEFT's TinyLoRA stores, per target module (model order), the frozen `tinylora_A` = √Σ Vᵀ
+//! `[r, d_in]`, `tinylora_B` = U √Σ `[d_out, r]` and the projections `tinylora_P` `[u, r, r]`, and
+//! per tie group `tinylora_v.<g>` `[u]`: ΔW = B (Σᵢ vᵢ Pᵢ) A. Module k (of n) belongs to group
+//! min(k / ⌊n/G⌋, G − 1) with G = max(1, round(n (1 − weight_tying))). LoRA stores
+//! `lora_A.weight` `[r, d_in]` and `lora_B.weight` `[d_out, r]`: ΔW = (α/r) B A (α/√r with
+//! rsLoRA). Either way the engine gets factors [B; Aᵀ] `[d_out + d_in, r]`, a basis and a
+//! coefficient vector, exactly as for its own adapters.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+use crate::config::MODULE_TYPES;
+
+/// Why a PEFT directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PeftError {
+    /// Reading a file failed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The directory's contents are wrong or use an option tinylora does not run.
+    #[error("{}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> PeftError {
+    PeftError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Which PEFT method a directory holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeftMethod {
+    /// ΔW = B (Σᵢ vᵢ Pᵢ) A with `u` trainable numbers per tie group.
+    TinyLora {
+        /// Trainable numbers per group.
+        u: usize,
+        /// Fraction of sharing (0: none, 1: one group).
+        weight_tying: f64,
+    },
+    /// ΔW = scaling · B A.
+    Lora {
+        /// α/r, or α/√r with rsLoRA.
+        scaling: f32,
+    },
+}
+
+/// One adapted module as the engine runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeftModule {
+    /// Decoder layer.
+    pub layer: usize,
+    /// Module type (an entry of [`MODULE_TYPES`]).
+    pub kind: &'static str,
+    /// Output features.
+    pub d_out: usize,
+    /// Input features.
+    pub d_in: usize,
+    /// [B; Aᵀ] `[d_out + d_in, r]`, row-major (LoRA: B already scaled).
+    pub factors: Vec<f32>,
+    /// P `[n_v, r, r]` (LoRA: the identity, n_v = 1).
+    pub basis: Vec<f32>,
+    /// The tie group whose values this module mixes (LoRA: none, the coefficient is 1).
+    pub group: Option<usize>,
+}
+
+/// A PEFT adapter directory, read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeftAdapter {
+    /// The directory.
+    pub dir: PathBuf,
+    /// TinyLoRA or LoRA.
+    pub method: PeftMethod,
+    /// Rank r.
+    pub rank: usize,
+    /// The adapted modules in model order (layer, then q k v o gate up down).
+    pub modules: Vec<PeftModule>,
+    /// Each tie group's trainable values (TinyLoRA's v; empty for LoRA).
+    pub values: Vec<Vec<f32>>,
+}
+
+/// Whether `path` looks like a PEFT adapter directory.
+pub fn is_peft_dir(path: &Path) -> bool {
+    path.join("adapter_config.json").is_file()
+}
+
+/// `layers.<L>.(self_attn|mlp).<kind>_proj.<rest>` → (L, kind, rest).
+fn module_key(name: &str) -> Option<(usize, &'static str, &str)> {
+    let rest = &name[name.find("layers.")? + "layers.".len()..];
+    let (layer, rest) = rest.split_once('.')?;
+    let (_, rest) = rest.split_once('.')?; // self_attn / mlp
+    let (proj, tail) = rest.split_once('.')?;
+    let kind = MODULE_TYPES
+        .iter()
+        .find(|k| proj.strip_suffix("_proj") == Some(k))?;
+    Some((layer.parse().ok()?, kind, tail))
+}
+
+/// A tensor's shape and values as f32.
+type Shaped = (Vec<usize>, Vec<f32>);
+
+fn f32_data(path: &Path, name: &str, st: &SafeTensors) -> Result<Shaped, PeftError> {
+    let t = st
+        .tensor(name)
+        .map_err(|e| invalid(path, format!("tensor {name}: {e}")))?;
+    let bytes = t.data();
+    let data = match t.dtype() {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(invalid(
+                path,
+                format!("tensor {name} is {other:?}; expected F32, BF16 or F16"),
+            ));
+        }
+    };
+    Ok((t.shape().to_vec(), data))
+}
+
+/// `[rows, cols]` → `[cols, rows]`.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| data[r * cols + c]))
+        .collect()
+}
+
+impl PeftAdapter {
+    /// Read `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
+    pub fn load(dir: &Path) -> Result<Self, PeftError> {
+        let cfg_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|error| PeftError::Io {
+            path: cfg_path.clone(),
+            error,
+        })?;
+        let cfg: Value =
+            serde_json::from_str(&text).map_err(|e| invalid(&cfg_path, format!("invalid JSON: {e}")))?;
+        let st_path = dir.join("adapter_model.safetensors");
+        let bytes = std::fs::read(&st_path).map_err(|error| PeftError::Io {
+            path: st_path.clone(),
+            error,
+        })?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(&st_path, format!("not a safetensors file: {e}")))?;
+        Self::parse(dir, &cfg_path, &cfg, &st_path, &st)
+    }
+
+    fn parse(
+        dir: &Path,
+        cfg_path: &Path,
+        cfg: &Value,
+        st_path: &Path,
+        st: &SafeTensors,
+    ) -> Result<Self, PeftError> {
+        let field = |k: &str| cfg.get(k).filter(|v| !v.is_null());
+        let num = |k: &str| {
+            field(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| invalid(cfg_path, format!("missing or non-integer `{k}`")))
+        };
+        let peft_type = field("peft_type").and_then(Value::as_str).unwrap_or("");
+        let refuse = |k: &str, ok: &dyn Fn(&Value) -> bool, why: &str| match field(k) {
+            Some(v) if !ok(v) => Err(invalid(cfg_path, format!("`{k}` = {v}: {why}"))),
+            _ => Ok(()),
+        };
+        refuse(
+            "fan_in_fan_out",
+            &|v| v == &Value::Bool(false),
+            "Conv1D-style (fan_in, fan_out) weights are not supported",
+        )?;
+        refuse(
+            "bias",
+            &|v| v == "none",
+            "adapters that train biases are not supported",
+        )?;
+        refuse(
+            "modules_to_save",
+            &|v| v.as_array().is_some_and(Vec::is_empty),
+            "extra fully trained modules are not supported",
+        )?;
+        refuse(
+            "layers_to_transform",
+            &|_| false,
+            "adapting only some layers is not supported",
+        )?;
+        let rank = num("r")?;
+        let method = match peft_type {
+            "TINYLORA" => {
+                refuse(
+                    "save_projection",
+                    &|v| v == &Value::Bool(true),
+                    "the projections P are not stored (PEFT regenerates them with torch's generator, which tinylora does not reproduce); save with save_projection=True",
+                )?;
+                PeftMethod::TinyLora {
+                    u: num("u")?,
+                    weight_tying: field("weight_tying").and_then(Value::as_f64).unwrap_or(0.0),
+                }
+            }
+            "LORA" => {
+                refuse("use_dora", &|v| v == &Value::Bool(false), "DoRA is not supported")?;
+                refuse(
+                    "rank_pattern",
+                    &|v| v.as_object().is_some_and(|m| m.is_empty()),
+                    "per-module ranks are not supported",
+                )?;
+                refuse(
+                    "alpha_pattern",
+                    &|v| v.as_object().is_some_and(|m| m.is_empty()),
+                    "per-module alphas are not supported",
+                )?;
+                let alpha = field("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0);
+                let rs = field("use_rslora").and_then(Value::as_bool).unwrap_or(false);
+                let scaling = if rs {
+                    alpha / (rank as f64).sqrt()
+                } else {
+                    alpha / rank as f64
+                };
+                PeftMethod::Lora {
+                    scaling: scaling as f32,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    cfg_path,
+                    format!("peft_type {other:?} is not supported (TINYLORA, LORA)"),
+                ));
+            }
+        };
+        // tensors by module
+        let mut by_module: HashMap<(usize, &'static str), HashMap<String, Shaped>> = HashMap::new();
+        let mut v_by_group: HashMap<usize, Vec<f32>> = HashMap::new();
+        for name in st.names() {
+            if let Some(g) = name.rsplit_once("tinylora_v.").map(|(_, g)| g) {
+                let g: usize = g
+                    .parse()
+                    .map_err(|_| invalid(st_path, format!("tensor {name}: bad group index")))?;
+                v_by_group.insert(g, f32_data(st_path, name, st)?.1);
+                continue;
+            }
+            let (layer, kind, tail) = module_key(name).ok_or_else(|| {
+                invalid(
+                    st_path,
+                    format!("tensor {name} is not an adapted q/k/v/o/gate/up/down projection"),
+                )
+            })?;
+            by_module
+                .entry((layer, kind))
+                .or_default()
+                .insert(tail.to_string(), f32_data(st_path, name, st)?);
+        }
+        let mut keys: Vec<(usize, &'static str)> = by_module.keys().copied().collect();
+        let kind_order = |k: &str| MODULE_TYPES.iter().position(|m| *m == k).unwrap_or(usize::MAX);
+        keys.sort_by_key(|&(l, k)| (l, kind_order(k)));
+        if keys.is_empty() {
+            return Err(invalid(st_path, "no adapted modules in the file"));
+        }
+        let n = keys.len();
+        let mut modules = Vec::with_capacity(n);
+        for (k, &(layer, kind)) in keys.iter().enumerate() {
+            let t = &by_module[&(layer, kind)];
+            let what = |s: &str| format!("layers.{layer} {kind}_proj {s}");
+            let (a_name, b_name) = match method {
+                PeftMethod::TinyLora { .. } => ("tinylora_A", "tinylora_B"),
+                PeftMethod::Lora { .. } => ("lora_A.weight", "lora_B.weight"),
+            };
+            let get = |s: &str| {
+                t.get(s)
+                    .ok_or_else(|| invalid(st_path, format!("missing {}", what(s))))
+            };
+            let (a_shape, a) = get(a_name)?;
+            let (b_shape, b) = get(b_name)?;
+            if a_shape.len() != 2 || b_shape.len() != 2 || a_shape[0] != rank || b_shape[1] != rank {
+                return Err(invalid(
+                    st_path,
+                    format!(
+                        "{}: A {a_shape:?}, B {b_shape:?} do not have rank r = {rank}",
+                        what("")
+                    ),
+                ));
+            }
+            let (d_out, d_in) = (b_shape[0], a_shape[1]);
+            let (factors_b, basis, group) = match method {
+                PeftMethod::TinyLora { u, weight_tying } => {
+                    let (p_shape, p) = get("tinylora_P")?;
+                    if p_shape != &[u, rank, rank] {
+                        return Err(invalid(
+                            st_path,
+                            format!(
+                                "{}: shape {p_shape:?}, expected [{u}, {rank}, {rank}]",
+                                what("tinylora_P")
+                            ),
+                        ));
+                    }
+                    (b.clone(), p.clone(), Some(peft_group(k, n, weight_tying)))
+                }
+                PeftMethod::Lora { scaling } => {
+                    let eye = (0..rank * rank)
+                        .map(|i| f32::from(u8::from(i % (rank + 1) == 0)))
+                        .collect();
+                    (b.iter().map(|x| x * scaling).collect(), eye, None)
+                }
+            };
+            let mut factors = factors_b;
+            factors.extend(transpose(a, rank, d_in));
+            modules.push(PeftModule {
+                layer,
+                kind,
+                d_out,
+                d_in,
+                factors,
+                basis,
+                group,
+            });
+        }
+        let values = match method {
+            PeftMethod::TinyLora { u, .. } => {
+                let groups = modules.iter().filter_map(|m| m.group).max().map_or(0, |g| g + 1);
+                (0..groups)
+                    .map(|g| {
+                        let v = v_by_group.remove(&g).ok_or_else(|| {
+                            invalid(st_path, format!("missing tinylora_v.{g} (tie group {g})"))
+                        })?;
+                        if v.len() != u {
+                            return Err(invalid(
+                                st_path,
+                                format!("tinylora_v.{g} has {} values, expected u = {u}", v.len()),
+                            ));
+                        }
+                        Ok(v)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            PeftMethod::Lora { .. } => vec![],
+        };
+        Ok(PeftAdapter {
+            dir: dir.to_path_buf(),
+            method,
+            rank,
+            modules,
+            values,
+        })
+    }
+}
+
+/// PEFT's group of module k of n under `weight_tying`.
+fn peft_group(k: usize, n: usize, weight_tying: f64) -> usize {
+    let groups = ((n as f64 * (1.0 - weight_tying)).round() as usize).max(1);
+    (k / (n / groups).max(1)).min(groups - 1)
+}
+
+/// The files of a PEFT adapter directory for a tinylora adapter.
+#[derive(Debug, Clone)]
+pub struct PeftExport {
+    /// `adapter_config.json`.
+    pub config_json: String,
+    /// `adapter_model.safetensors`.
+    pub safetensors: Vec<u8>,
+}
+
+/// Express a tinylora adapter in PEFT's format: TinyLoRA and LoRA-XS as PEFT TinyLoRA (B, A
+/// carry the Σ convention's split of Σ; LoRA-XS's R becomes u = r² unit projections), LoRA as
+/// PEFT LoRA (α = r). `frozen` holds the modules' SVDs (layer order; empty for LoRA) on
+/// `model`. Tying must be one PEFT can express: none, full, or tiled runs of equal length over
+/// modules in model order.
+pub fn to_peft(
+    adapter: &crate::AdapterFile,
+    model: &tinylora_formats::ModelConfig,
+    frozen: &[crate::FrozenModule],
+) -> Result<PeftExport, String> {
+    use crate::config::{Method, Tying};
+    use safetensors::tensor::TensorView;
+
+    let cfg = &adapter.config;
+    let r = cfg.rank;
+    let groups = &crate::TieGroups::new(model.num_hidden_layers, cfg.targets.len(), cfg.tying);
+    let n = groups.modules.len();
+    let in_model_order = cfg
+        .targets
+        .windows(2)
+        .all(|w| MODULE_TYPES.iter().position(|m| *m == w[0]) < MODULE_TYPES.iter().position(|m| *m == w[1]));
+    if !in_model_order {
+        return Err(format!(
+            "targets {:?} are not in the model's order (q k v o gate up down), which PEFT's tying follows",
+            cfg.targets
+        ));
+    }
+    let weight_tying = match cfg.tying {
+        Tying::None => 0.0,
+        Tying::Full => 1.0,
+        _ => 1.0 - groups.num_groups as f64 / n as f64,
+    };
+    if cfg.method != Method::Lora && (0..n).any(|k| peft_group(k, n, weight_tying) != groups.group[k]) {
+        return Err(format!(
+            "tying {:?} cannot be expressed by PEFT's weight_tying (runs of equal length over neighbouring modules)",
+            cfg.tying
+        ));
+    }
+    let sizes = crate::group_sizes(model, cfg);
+    if adapter.values.len() != sizes.iter().sum::<usize>() {
+        return Err(format!(
+            "{} values, but the configuration needs {} on this model",
+            adapter.values.len(),
+            sizes.iter().sum::<usize>()
+        ));
+    }
+    let starts: Vec<usize> = sizes
+        .iter()
+        .scan(0, |acc, &s| Some(std::mem::replace(acc, *acc + s)))
+        .collect();
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
+        let kind = cfg.targets[slot.kind].as_str();
+        let name = format!(
+            "base_model.model.model.layers.{}.{}",
+            slot.layer,
+            crate::module_path(kind)
+        );
+        let (d_out, d_in) = crate::plan::module_shape(model, kind);
+        let values = &adapter.values[starts[g]..starts[g] + sizes[g]];
+        let (b, a_t) = match cfg.method {
+            Method::Lora => (values[..d_out * r].to_vec(), values[d_out * r..].to_vec()),
+            _ => {
+                let svd = &frozen[k].svd;
+                let (left, right) = crate::sigma_split(&svd.s, cfg.sigma);
+                let scale = |m: &[f32], d: &[f32]| -> Vec<f32> {
+                    m.chunks_exact(r)
+                        .flat_map(|row| row.iter().zip(d).map(|(x, s)| x * s))
+                        .collect()
+                };
+                (scale(&svd.u, &left), scale(&svd.v, &right))
+            }
+        };
+        let a = transpose(&a_t, d_in, r); // [r, d_in]
+        let (a_name, b_name) = match cfg.method {
+            Method::Lora => ("lora_A.weight", "lora_B.weight"),
+            _ => ("tinylora_A", "tinylora_B"),
+        };
+        tensors.push((format!("{name}.{a_name}"), vec![r, d_in], bytes(&a)));
+        tensors.push((format!("{name}.{b_name}"), vec![d_out, r], bytes(&b)));
+        if cfg.method != Method::Lora {
+            let p = match cfg.method {
+                Method::Tinylora => crate::projections(cfg.projection_seed, k, cfg.u, r),
+                _ => (0..r * r)
+                    .flat_map(|jk| (0..r * r).map(move |e| f32::from(u8::from(e == jk))))
+                    .collect(),
+            };
+            tensors.push((format!("{name}.tinylora_P"), vec![sizes[g], r, r], bytes(&p)));
+        }
+    }
+    if cfg.method != Method::Lora {
+        for g in 0..groups.num_groups {
+            let v = &adapter.values[starts[g]..starts[g] + sizes[g]];
+            tensors.push((format!("base_model.tinylora_v.{g}"), vec![sizes[g]], bytes(v)));
+        }
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let safetensors = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    let target_modules: Vec<String> = cfg.targets.iter().map(|t| format!("{t}_proj")).collect();
+    let config = match cfg.method {
+        Method::Lora => serde_json::json!({
+            "peft_type": "LORA", "r": r, "lora_alpha": r, "target_modules": target_modules,
+            "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false, "use_rslora": false,
+            "use_dora": false, "init_lora_weights": true, "inference_mode": true,
+            "base_model_name_or_path": null, "task_type": null,
+        }),
+        _ => serde_json::json!({
+            "peft_type": "TINYLORA", "r": r, "u": sizes.first().copied().unwrap_or(cfg.u),
+            "weight_tying": weight_tying, "projection_seed": cfg.projection_seed,
+            "save_projection": true, "target_modules": target_modules, "tinylora_dropout": 0.0,
+            "bias": "none", "fan_in_fan_out": false, "init_weights": true, "inference_mode": true,
+            "base_model_name_or_path": null, "task_type": null,
+        }),
+    };
+    Ok(PeftExport {
+        config_json: serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?,
+        safetensors,
+    })
+}
