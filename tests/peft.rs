@@ -272,3 +272,42 @@ fn exported_adapters_reimport_to_the_same_logits_and_unexpressible_tying_is_refu
     let e = to_peft(&adapter, &file.config, &frozen).unwrap_err();
     assert!(e.contains("cannot be expressed"), "{e}");
 }
+
+#[test]
+fn peft_tinylora_on_smollm2_gives_pefts_logits() {
+    let bytes = std::fs::read(fixtures().join("smollm2-logits.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let seq: Vec<u32> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["seq"]).unwrap();
+    let want = |key: &str| -> Vec<f32> {
+        st.tensor(key)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let file = ModelFile::open(&common::smollm2()).unwrap();
+    let mut model = Transformer::load(&file, &default_device()).unwrap();
+    let vocab = model.config.vocab_size;
+    let last3 = |model: &Transformer| {
+        let all = model.forward_logits(std::slice::from_ref(&seq)).remove(0);
+        all[(seq.len() - 3) * vocab..].to_vec()
+    };
+    let peft = PeftAdapter::load(&fixtures().join("smollm2-tinylora")).unwrap();
+    assert_eq!((peft.modules.len(), peft.values.len()), (60, 1), "q and v of 30 layers, one group");
+    let moved = compare(&want("tinylora"), &want("base"), vocab).0;
+    assert!(moved > 0.05, "the fixture adapter barely moves SmolLM2's logits ({moved})");
+    for (method, attach) in [("base", false), ("tinylora", true)] {
+        if attach {
+            model.attach_peft(&peft).unwrap();
+            model.set_adapter_mode(AdapterMode::Merged);
+        }
+        let w = want(method);
+        let scale = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let (d, top1) = compare(&last3(&model), &w, vocab);
+        println!("SmolLM2 {method}: max |Δlogit| {d:.2e} (logits up to {scale:.1}), top-1 agreement {top1}");
+        assert!(d < 1e-4 * scale.max(1.0), "SmolLM2 {method}: max |Δlogit| {d} vs transformers/PEFT");
+        assert_eq!(top1, 1.0, "SmolLM2 {method}: top-1 disagrees");
+    }
+}

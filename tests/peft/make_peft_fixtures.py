@@ -9,6 +9,11 @@ For a tiny random llama (written here, weights committed: ~0.5 MB) it saves
   tiny-llama-tinylora/             PEFT TinyLoRA adapter (r=2, u=3, weight_tying=0.5, v ≠ 0)
   tiny-llama-lora/                 PEFT LoRA adapter (r=4, alpha=8, random B ≠ 0)
   tiny-llama-logits.safetensors    PEFT's logits of SEQS with each adapter and without
+and, for SmolLM2-135M-Instruct (the Q4_1 GGUF from scripts/fetch_models.sh, dequantized by
+transformers; its weights are fetched, not committed):
+  smollm2-tinylora/                PEFT TinyLoRA on q_proj and v_proj (r=2, u=13, weight_tying=1.0,
+                                   v ≠ 0)
+  smollm2-logits.safetensors       PEFT's logits of SMOLLM2_SEQ's last 3 positions, with and without
 All float32, computed on the CPU.
 """
 
@@ -20,7 +25,7 @@ import torch
 from peft import LoraConfig, TinyLoraConfig, get_peft_model
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -42,6 +47,27 @@ def byte_tokenizer(path):
 def logits(model):
     with torch.no_grad():
         return {f"seq{i}": model(torch.tensor([s])).logits[0].float().contiguous() for i, s in enumerate(SEQS)}
+
+
+SMOLLM2_SEQ = [1, 4093, 314, 216, 1022, 1441, 30, 378, 3060]
+
+
+def smollm2(models_dir):
+    """PEFT TinyLoRA on SmolLM2-135M-Instruct, loaded from the GGUF tinylora's tests read."""
+    torch.manual_seed(2)
+    base = AutoModelForCausalLM.from_pretrained(
+        models_dir, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32).eval()
+    ids = torch.tensor([SMOLLM2_SEQ])
+    with torch.no_grad():
+        tensors = {"base": base(ids).logits[0, -3:].contiguous()}
+    cfg = TinyLoraConfig(r=2, u=13, weight_tying=1.0, target_modules=["q_proj", "v_proj"],
+                         projection_seed=7, init_weights="uniform", init_v_bound=0.5)
+    model = get_peft_model(base, cfg).eval()
+    with torch.no_grad():
+        tensors["tinylora"] = model(ids).logits[0, -3:].contiguous()
+    model.save_pretrained(os.path.join(OUT, "smollm2-tinylora"))
+    save_file(tensors, os.path.join(OUT, "smollm2-logits.safetensors"),
+              metadata={"seq": json.dumps(SMOLLM2_SEQ), "positions": "last 3", "torch": torch.__version__})
 
 
 def main():
@@ -79,6 +105,8 @@ def main():
 
     save_file(tensors, os.path.join(OUT, "tiny-llama-logits.safetensors"),
               metadata={"seqs": json.dumps(SEQS), "torch": torch.__version__})
+    models_dir = os.environ.get("TINYLORA_MODELS", os.path.join(OUT, "../../../models"))
+    smollm2(models_dir)
     print("fixtures written to", OUT, file=sys.stderr)
 
 
