@@ -67,7 +67,10 @@ fn assert_adapter_moves_logits(method: &str) {
     for i in 0..seqs.len() {
         let (a, b) = (peft(&format!("{method}/seq{i}")), peft(&format!("base/seq{i}")));
         let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(d > 0.05, "{method} seq{i}: the fixture adapter barely moves the logits ({d})");
+        assert!(
+            d > 0.05,
+            "{method} seq{i}: the fixture adapter barely moves the logits ({d})"
+        );
     }
 }
 
@@ -168,6 +171,12 @@ fn unsupported_peft_options_are_refused_with_the_file_and_the_reason() {
     assert!(e.contains("tinylora_P") && e.contains("[5, 2, 2]"), "{e}");
     let e = error(&common::temp_dir("peft-empty"));
     assert!(e.contains("adapter_config.json"), "{e}");
+    // an adapter for SmolLM2 on the tiny llama: refused before anything is changed
+    let (_, mut model) = load();
+    let foreign = PeftAdapter::load(&fixtures().join("smollm2-tinylora")).unwrap();
+    let e = model.attach_peft(&foreign).unwrap_err().to_string();
+    assert!(e.contains("smollm2-tinylora") && e.contains("made for another model"), "{e}");
+    assert!(model.adapter.is_none(), "a refused adapter leaves the base model");
 }
 
 /// Where the exported adapters go, with tinylora's logits, for tests/peft/check_export.py.
@@ -295,9 +304,16 @@ fn peft_tinylora_on_smollm2_gives_pefts_logits() {
         all[(seq.len() - 3) * vocab..].to_vec()
     };
     let peft = PeftAdapter::load(&fixtures().join("smollm2-tinylora")).unwrap();
-    assert_eq!((peft.modules.len(), peft.values.len()), (60, 1), "q and v of 30 layers, one group");
+    assert_eq!(
+        (peft.modules.len(), peft.values.len()),
+        (60, 1),
+        "q and v of 30 layers, one group"
+    );
     let moved = compare(&want("tinylora"), &want("base"), vocab).0;
-    assert!(moved > 0.05, "the fixture adapter barely moves SmolLM2's logits ({moved})");
+    assert!(
+        moved > 0.05,
+        "the fixture adapter barely moves SmolLM2's logits ({moved})"
+    );
     for (method, attach) in [("base", false), ("tinylora", true)] {
         if attach {
             model.attach_peft(&peft).unwrap();
@@ -307,7 +323,10 @@ fn peft_tinylora_on_smollm2_gives_pefts_logits() {
         let scale = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let (d, top1) = compare(&last3(&model), &w, vocab);
         println!("SmolLM2 {method}: max |Δlogit| {d:.2e} (logits up to {scale:.1}), top-1 agreement {top1}");
-        assert!(d < 1e-4 * scale.max(1.0), "SmolLM2 {method}: max |Δlogit| {d} vs transformers/PEFT");
+        assert!(
+            d < 1e-4 * scale.max(1.0),
+            "SmolLM2 {method}: max |Δlogit| {d} vs transformers/PEFT"
+        );
         assert_eq!(top1, 1.0, "SmolLM2 {method}: top-1 disagrees");
     }
 }

@@ -168,7 +168,7 @@ fn output_ids(out: &Output) -> serde_json::Value {
 }
 
 #[test]
-fn generate_with_adapter_equals_the_merged_model_and_differs_from_the_base() {
+fn generate_with_adapter_equals_the_merged_model_and_the_peft_export_and_differs_from_the_base() {
     let model = smollm2();
     let dir = std::env::temp_dir().join(format!("tinylora-cli-merge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -226,6 +226,24 @@ fn generate_with_adapter_equals_the_merged_model_and_differs_from_the_base() {
     assert_eq!(
         from_merged, adapted,
         "the merged directory generates what the adapter does"
+    );
+
+    // exported in PEFT's format and imported back: the same answer
+    let peft = dir.join("peft");
+    let out = tinylora(&[
+        "export-peft",
+        "--model",
+        m,
+        "--adapter",
+        a,
+        "--out",
+        peft.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_peft = output_ids(&run(&["--adapter", peft.to_str().unwrap()], m));
+    assert_eq!(
+        from_peft, adapted,
+        "the PEFT export generates what the adapter does"
     );
 
     // an adapter made for another model is refused, naming the file
