@@ -175,7 +175,10 @@ fn unsupported_peft_options_are_refused_with_the_file_and_the_reason() {
     let (_, mut model) = load();
     let foreign = PeftAdapter::load(&fixtures().join("smollm2-tinylora")).unwrap();
     let e = model.attach_peft(&foreign).unwrap_err().to_string();
-    assert!(e.contains("smollm2-tinylora") && e.contains("made for another model"), "{e}");
+    assert!(
+        e.contains("smollm2-tinylora") && e.contains("made for another model"),
+        "{e}"
+    );
     assert!(model.adapter.is_none(), "a refused adapter leaves the base model");
 }
 

@@ -18,7 +18,7 @@ pub use config::{AdapterConfig, ConfigError, MODULE_TYPES, Method, Precision, Si
 pub use frozen::{FrozenModule, frozen_modules, module_path, svd_seed, weight_name};
 pub use init::{initial_values, lora_delta};
 pub use peft::{PeftAdapter, PeftError, PeftExport, PeftMethod, PeftModule, is_peft_dir, to_peft};
-pub use plan::{ParameterPlan, budget_options, group_sizes, plan};
+pub use plan::{ParameterPlan, budget_options, group_offsets, group_sizes, plan};
 pub use projection::{core, delta_weight, mix, projections, sigma_split};
 pub use svd::{TruncatedSvd, truncated_svd};
 pub use tie_groups::{ModuleSlot, TieGroups};

@@ -15,31 +15,16 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use tinylora_formats::safetensors_f32;
+
+use crate::adapter_file::AdapterFileError;
 use crate::config::MODULE_TYPES;
 
-/// Why a PEFT directory cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum PeftError {
-    /// Reading a file failed.
-    #[error("{}: {error}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        error: std::io::Error,
-    },
-    /// The directory's contents are wrong or use an option tinylora does not run.
-    #[error("{}: {message}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
+/// Errors name the file (`adapter_config.json` or `adapter_model.safetensors`) and the problem.
+pub type PeftError = AdapterFileError;
 
 fn invalid(path: &Path, message: impl Into<String>) -> PeftError {
-    PeftError::Invalid {
+    AdapterFileError::Invalid {
         path: path.to_path_buf(),
         message: message.into(),
     }
@@ -120,27 +105,12 @@ fn f32_data(path: &Path, name: &str, st: &SafeTensors) -> Result<Shaped, PeftErr
     let t = st
         .tensor(name)
         .map_err(|e| invalid(path, format!("tensor {name}: {e}")))?;
-    let bytes = t.data();
-    let data = match t.dtype() {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(invalid(
-                path,
-                format!("tensor {name} is {other:?}; expected F32, BF16 or F16"),
-            ));
-        }
-    };
+    let data = safetensors_f32(t.dtype(), t.data()).ok_or_else(|| {
+        invalid(
+            path,
+            format!("tensor {name} is {:?}; expected F32, BF16 or F16", t.dtype()),
+        )
+    })?;
     Ok((t.shape().to_vec(), data))
 }
 
@@ -155,14 +125,14 @@ impl PeftAdapter {
     /// Read `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
     pub fn load(dir: &Path) -> Result<Self, PeftError> {
         let cfg_path = dir.join("adapter_config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|error| PeftError::Io {
+        let text = std::fs::read_to_string(&cfg_path).map_err(|error| AdapterFileError::Io {
             path: cfg_path.clone(),
             error,
         })?;
         let cfg: Value =
             serde_json::from_str(&text).map_err(|e| invalid(&cfg_path, format!("invalid JSON: {e}")))?;
         let st_path = dir.join("adapter_model.safetensors");
-        let bytes = std::fs::read(&st_path).map_err(|error| PeftError::Io {
+        let bytes = std::fs::read(&st_path).map_err(|error| AdapterFileError::Io {
             path: st_path.clone(),
             error,
         })?;
@@ -430,10 +400,7 @@ pub fn to_peft(
             sizes.iter().sum::<usize>()
         ));
     }
-    let starts: Vec<usize> = sizes
-        .iter()
-        .scan(0, |acc, &s| Some(std::mem::replace(acc, *acc + s)))
-        .collect();
+    let starts = crate::plan::group_offsets(&sizes);
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {

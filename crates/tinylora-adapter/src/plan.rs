@@ -48,6 +48,14 @@ pub fn group_sizes(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<usize> {
         .collect()
 }
 
+/// Where each group's values start in the adapter's flat value list (group order).
+pub fn group_offsets(sizes: &[usize]) -> Vec<usize> {
+    sizes
+        .iter()
+        .scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n)))
+        .collect()
+}
+
 /// Count the trainable numbers of `adapter` on `model`.
 pub fn plan(model: &ModelConfig, adapter: &AdapterConfig) -> ParameterPlan {
     let m = adapter.targets.len();

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tinylora_adapter::{Method, TieGroups, frozen_modules, group_sizes, lora_delta, weight_name};
+use tinylora_adapter::{
+    Method, TieGroups, frozen_modules, group_offsets, group_sizes, lora_delta, weight_name,
+};
 use tinylora_formats::{ModelFile, SaveDtype, hf_tensor_names, write_hf_model};
 
 use crate::adapter_load::{read_adapter, svd_progress};
@@ -46,10 +48,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
             sizes.iter().sum::<usize>()
         );
     }
-    let offsets: Vec<usize> = sizes
-        .iter()
-        .scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n)))
-        .collect();
+    let offsets = group_offsets(&sizes);
     let frozen = if cfg.method == Method::Lora {
         vec![] // LoRA's factors are its values
     } else {

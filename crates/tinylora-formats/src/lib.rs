@@ -24,6 +24,6 @@ pub use config::{Architecture, ModelConfig};
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufValue};
 pub use hf_writer::{SaveDtype, hf_tensor_names, write_hf_model};
-pub use model_file::{HostTensor, ModelFile, TensorSummary, read_model_config};
+pub use model_file::{HostTensor, ModelFile, TensorSummary, read_model_config, safetensors_f32};
 pub use text_stream::TextStream;
 pub use tokenizer::TextTokenizer;

@@ -93,6 +93,25 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{short}.{kind}"))
 }
 
+/// Little-endian safetensors data of type F32, F16 or BF16 as f32 (`None` for other types).
+pub fn safetensors_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
 /// Undo llama.cpp's rotary permutation of Q/K rows.
 ///
 /// The converter stores, per head, row `2j + s` = original row `s·d_h/2 + j`
@@ -469,28 +488,13 @@ impl ModelFile {
                 let st = SafeTensors::deserialize(mmap)
                     .map_err(|e| FormatError::invalid(file, format!("invalid safetensors file: {e}")))?;
                 let view = st.tensor(name).map_err(|_| missing())?;
-                let bytes = view.data();
-                let data: Vec<f32> = match view.dtype() {
-                    Dtype::F32 => bytes
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                    Dtype::F16 => bytes
-                        .chunks_exact(2)
-                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                        .collect(),
-                    Dtype::BF16 => bytes
-                        .chunks_exact(2)
-                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                        .collect(),
-                    other => {
-                        return Err(FormatError::UnsupportedType {
-                            path: file.clone(),
-                            tensor: name.into(),
-                            dtype: format!("{other:?}"),
-                        });
+                let data = safetensors_f32(view.dtype(), view.data()).ok_or_else(|| {
+                    FormatError::UnsupportedType {
+                        path: file.clone(),
+                        tensor: name.into(),
+                        dtype: format!("{:?}", view.dtype()),
                     }
-                };
+                })?;
                 Ok(HostTensor {
                     shape: view.shape().to_vec(),
                     data,
