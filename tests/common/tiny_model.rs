@@ -191,10 +191,18 @@ pub fn write_tiny_gguf(path: &Path, c: &ModelConfig, w: &Weights) {
     write_gguf(path, &gguf_metadata(c), &gguf_tensors(c, w));
 }
 
-/// Write `w` as a Hugging Face directory (config.json, model.safetensors as BF16 or F32,
-/// tokenizer.json, tokenizer_config.json).
+/// Write `w` as a Hugging Face directory (see [`tiny_hf_files`]).
 pub fn write_tiny_hf_dir(dir: &Path, c: &ModelConfig, w: &Weights, bf16: bool) {
     std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in tiny_hf_files(c, w, bf16) {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// `w` as the files of a Hugging Face directory, by name: config.json, model.safetensors (BF16
+/// or F32), tokenizer.json, tokenizer_config.json.
+pub fn tiny_hf_files(c: &ModelConfig, w: &Weights, bf16: bool) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
     let config = serde_json::json!({
         "architectures": [if c.architecture == Architecture::Qwen2 { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
         "model_type": c.architecture.name(),
@@ -210,7 +218,7 @@ pub fn write_tiny_hf_dir(dir: &Path, c: &ModelConfig, w: &Weights, bf16: bool) {
         "max_position_embeddings": c.max_position_embeddings,
         "eos_token_id": 257,
     });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    files.push(("config.json".to_string(), config.to_string().into_bytes()));
     let vocab: serde_json::Map<String, serde_json::Value> = (0..256)
         .map(|i| (format!("t{i}"), serde_json::json!(i)))
         .chain([
@@ -226,9 +234,12 @@ pub fn write_tiny_hf_dir(dir: &Path, c: &ModelConfig, w: &Weights, bf16: bool) {
         "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
         "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
     });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    files.push(("tokenizer.json".to_string(), tokenizer.to_string().into_bytes()));
     let tok_cfg = serde_json::json!({"eos_token": "<|im_end|>", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"});
-    std::fs::write(dir.join("tokenizer_config.json"), tok_cfg.to_string()).unwrap();
+    files.push((
+        "tokenizer_config.json".to_string(),
+        tok_cfg.to_string().into_bytes(),
+    ));
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = w
         .iter()
         .map(|(name, (shape, data))| {
@@ -256,7 +267,11 @@ pub fn write_tiny_hf_dir(dir: &Path, c: &ModelConfig, w: &Weights, bf16: bool) {
             )
         })
         .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    files.push((
+        "model.safetensors".to_string(),
+        safetensors::serialize(views, None).unwrap(),
+    ));
+    files
 }
 
 /// Round every weight to bf16 (what a BF16 safetensors file holds).

@@ -11,7 +11,9 @@ use burn::tensor::Tensor;
 use common::adapted::adapted_weights;
 use common::gguf_writer::gguf_bytes;
 use common::reference::reference_logits;
-use common::tiny_model::{Weights, gguf_metadata, gguf_tensors, random_weights, tiny_config};
+use common::tiny_model::{
+    Weights, gguf_metadata, gguf_tensors, random_weights, round_bf16, tiny_config, tiny_hf_files,
+};
 use tinylora::adapter::{AdapterConfig, Method, Precision, SigmaConvention, Tying, plan};
 use tinylora::engine::{AdapterMode, Transformer};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
@@ -69,6 +71,26 @@ async fn forward_pass_on_webgpu_matches_the_plain_rust_reference() {
     let d = max_diff(&model, &c, &w).await;
     // the native test (tests/engine.rs) allows the same 2e-4
     assert!(d < 2e-4, "browser forward: max |Δlogit| vs reference = {d}");
+}
+
+#[wasm_bindgen_test]
+async fn hugging_face_files_given_as_bytes_load_and_match_the_reference() {
+    let device = webgpu_device().await.expect("headless Chromium has WebGPU");
+    let c = tiny_config(Architecture::Qwen2, false);
+    let w = round_bf16(&random_weights(&c, 11));
+    let files = tiny_hf_files(&c, &w, true).into_iter().collect();
+    let file = ModelFile::from_hf_bytes("tiny-qwen2", files).expect("HF files parse");
+    let model = Transformer::load(&file, &device).expect("tiny qwen2 loads");
+    let d = max_diff(&model, &c, &w).await;
+    assert!(
+        d < 2e-4,
+        "browser forward of BF16 safetensors: max |Δlogit| vs reference = {d}"
+    );
+    assert_eq!(
+        file.tokenizer.encode("t5 t17").unwrap(),
+        vec![5, 17],
+        "tokenizer.json from bytes"
+    );
 }
 
 #[wasm_bindgen_test]
