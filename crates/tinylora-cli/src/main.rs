@@ -10,6 +10,7 @@ mod merge;
 mod plan;
 mod plot;
 mod train;
+mod train_config;
 
 use clap::{Parser, Subcommand};
 
@@ -50,7 +51,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let result = match Cli::parse().command {
+    let cli = match train_config::expand::<Cli>(std::env::args_os().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),

@@ -37,6 +37,10 @@ pub enum TrainCommand {
 /// What every training method takes.
 #[derive(Args)]
 pub struct CommonArgs {
+    /// Read flags from a TOML file: top-level keys are flag names (`group_size = 8`,
+    /// `targets = ["q", "v"]`, `resume = true`); flags on the command line override them.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// GGUF file or Hugging Face model directory.
     #[arg(long)]
     model: PathBuf,
@@ -87,6 +91,7 @@ pub struct CommonArgs {
 
 /// Arguments of `tinylora train grpo`.
 #[derive(Args)]
+#[command(args_override_self = true)]
 pub struct GrpoArgs {
     #[command(flatten)]
     common: CommonArgs,
@@ -118,6 +123,7 @@ pub struct GrpoArgs {
 
 /// Arguments of `tinylora train sft`.
 #[derive(Args)]
+#[command(args_override_self = true)]
 pub struct SftArgs {
     #[command(flatten)]
     common: CommonArgs,
@@ -237,6 +243,12 @@ fn train<'m>(
     make: impl FnOnce(AdapterRun<'m>, Vec<Problem>) -> Box<dyn Trainer<'m> + 'm>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    if let Some(config) = &c.config {
+        eprintln!(
+            "flags from {} (command-line flags override them)",
+            config.display()
+        );
+    }
     let files = RunFiles { dir: c.out.clone() };
     std::fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
     let adapter = c.adapter.config()?;

@@ -317,5 +317,42 @@ fn training_and_evaluation_report_bad_input_clearly() {
         fresh.to_str().unwrap(),
     ]));
     assert!(e.contains("--resume: reading") && e.contains("state.json"), "{e}");
+
+    // --config: its keys are flags, command-line flags override them, unknown keys are named
+    let toml = dir.join("train.toml");
+    let write_toml = |extra: &str| {
+        let text = format!(
+            "model = {m:?}\ndata = {:?}\ngroup_size = 1\nout = {:?}\n{extra}",
+            good.to_str().unwrap(),
+            fresh.to_str().unwrap()
+        );
+        std::fs::write(&toml, text).unwrap();
+    };
+    write_toml("");
+    let cfg = toml.to_str().unwrap();
+    let e = stderr(tinylora(&["train", "grpo", "--config", cfg]));
+    assert!(
+        e.contains("--group-size must be at least 2"),
+        "the file's group_size is used: {e}"
+    );
+    let e = stderr(tinylora(&[
+        "train",
+        "grpo",
+        "--config",
+        cfg,
+        "--group-size",
+        "4",
+        "--resume",
+    ]));
+    assert!(
+        e.contains("--resume: reading"),
+        "the command line overrides the file: {e}"
+    );
+    write_toml("group_sise = 4\n");
+    let e = stderr(tinylora(&["train", "grpo", "--config", cfg]));
+    assert!(
+        e.contains("train.toml") && e.contains("unknown key `group_sise`"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
