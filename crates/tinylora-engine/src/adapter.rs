@@ -17,7 +17,7 @@ use tinylora_adapter::{
 use tinylora_formats::{FormatError, ModelFile};
 use tinylora_kernels::{MAX_RANK, lowrank_merge};
 
-use crate::linear::{Linear, LowRankUpdate, upload};
+use crate::linear::{Linear, LowRankUpdate};
 use crate::transformer::Transformer;
 
 /// Why an adapter cannot be attached.
@@ -105,26 +105,25 @@ impl Transformer {
         }
         let trainable = group_tensors(values, &sizes, config, &self.device, false);
         let r = config.rank;
-        let updates: Vec<(Vec<f32>, Vec<f32>, usize)> = if config.method == Method::Lora {
+        let frozen = if config.method == Method::Lora {
             vec![]
         } else {
             frozen_modules(file, config, &groups, on_module)?
-                .into_iter()
-                .map(|m| (m.stacked_factors(), m.basis, m.n_v))
-                .collect()
         };
         self.detach_adapter();
         let device = self.device.clone();
         for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
             let linear = self.target_mut(slot.layer, &config.targets[slot.kind]);
             let rows = linear.d_out + linear.d_in;
-            linear.update = Some(match updates.get(k) {
-                Some((factors, basis, n_v)) => LowRankUpdate {
-                    factors: upload(factors.clone(), [rows, r], &device),
-                    basis: Tensor::from_data(TensorData::new(basis.clone(), [*n_v, r, r]), &device),
-                    coef: trainable[g].clone(),
-                    on_path: true,
-                },
+            linear.update = Some(match frozen.get(k) {
+                Some(m) => LowRankUpdate::frozen(
+                    m.stacked_factors(),
+                    m.basis.clone(),
+                    rows,
+                    r,
+                    trainable[g].clone(),
+                    &device,
+                ),
                 None => LowRankUpdate {
                     factors: trainable[g].clone().reshape([rows, r]),
                     basis: Tensor::<2>::eye(r, &device).reshape([1, r, r]),
@@ -181,17 +180,18 @@ impl Transformer {
             .map(|v| Tensor::from_data(TensorData::new(v.clone(), [v.len()]), &device))
             .collect();
         for m in &peft.modules {
-            let n_v = m.basis.len() / (r * r);
             let coef = match m.group {
                 Some(g) => trainable[g].clone(),
                 None => Tensor::ones([1], &device),
             };
-            self.target_mut(m.layer, m.kind).update = Some(LowRankUpdate {
-                factors: upload(m.factors.clone(), [m.d_out + m.d_in, r], &device),
-                basis: Tensor::from_data(TensorData::new(m.basis.clone(), [n_v, r, r]), &device),
+            self.target_mut(m.layer, m.kind).update = Some(LowRankUpdate::frozen(
+                m.factors.clone(),
+                m.basis.clone(),
+                m.d_out + m.d_in,
+                r,
                 coef,
-                on_path: true,
-            });
+                &device,
+            ));
         }
         let (method, u) = match peft.method {
             PeftMethod::TinyLora { u, .. } => (Method::Tinylora, u),

@@ -22,6 +22,27 @@ pub struct LowRankUpdate {
     pub on_path: bool,
 }
 
+impl LowRankUpdate {
+    /// An update on the activation path with host-side frozen factors [U; V] `[rows, r]` and
+    /// basis `[n_v, r, r]` uploaded to `device`, mixed by `coef`.
+    pub fn frozen(
+        factors: Vec<f32>,
+        basis: Vec<f32>,
+        rows: usize,
+        r: usize,
+        coef: Tensor<1>,
+        device: &Device,
+    ) -> Self {
+        let n_v = basis.len() / (r * r);
+        LowRankUpdate {
+            factors: upload(factors, [rows, r], device),
+            basis: Tensor::from_data(TensorData::new(basis, [n_v, r, r]), device),
+            coef,
+            on_path: true,
+        }
+    }
+}
+
 /// y = x Wᵀ + b (+ an adapter's update) with W stored transposed, as `[d_in, d_out]` column
 /// chunks.
 #[derive(Debug, Clone)]
