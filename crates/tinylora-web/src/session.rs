@@ -26,6 +26,16 @@ struct State {
     adapter: Option<AdapterInfo>,
 }
 
+impl State {
+    /// Whether an adapter is attached and merged into the weights (the page's "on").
+    fn adapter_on(&self) -> bool {
+        self.model
+            .adapter
+            .as_ref()
+            .is_some_and(|a| a.mode == AdapterMode::Merged)
+    }
+}
+
 /// What the page shows about a loaded model.
 #[derive(Serialize)]
 struct ModelInfo {
@@ -235,12 +245,7 @@ impl Session {
 
     /// Whether an adapter is loaded and on.
     pub fn adapter_on(&self) -> bool {
-        self.state.try_borrow().is_ok_and(|s| {
-            s.model
-                .adapter
-                .as_ref()
-                .is_some_and(|a| a.mode == AdapterMode::Merged)
-        })
+        self.state.try_borrow().is_ok_and(|s| s.adapter_on())
     }
 
     /// Generate from `prompt` with `settings` (see [`GenerateSettings`]); `on_token(text, id)`
@@ -333,11 +338,7 @@ async fn generate(
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
         },
-        adapter: state
-            .model
-            .adapter
-            .as_ref()
-            .is_some_and(|a| a.mode == AdapterMode::Merged),
+        adapter: state.adapter_on(),
         first_token_ms,
         total_ms,
         tokens_per_s: n as f64 / (total_ms / 1e3),
