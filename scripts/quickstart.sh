@@ -5,7 +5,7 @@
 # after; then draw the training curves.
 #
 # Everything lands in ${RUN_DIR:-run/}: adapter.safetensors, metrics.jsonl, metrics.svg,
-# config.json, state.json. STEPS (default 12) sets the length; on a GPU use more steps and
+# metrics.png, config.json, state.json. STEPS (default 12) sets the length; on a GPU use more steps and
 # point --model / --data at Qwen2.5 and GSM8K (see README). Interrupt with Ctrl-C and
 # continue with RESUME=1.
 set -euo pipefail
@@ -21,4 +21,5 @@ RUN_DIR="${RUN_DIR:-run}"
   --eval-problems 32 --extract flexible --instruction "" --answer-prefix "The answer is" \
   ${RESUME:+--resume}
 "$T" plot "$RUN_DIR/metrics.jsonl" -o "$RUN_DIR/metrics.svg"
-echo "chart: $RUN_DIR/metrics.svg"
+"$T" plot "$RUN_DIR/metrics.jsonl" -o "$RUN_DIR/metrics.png"
+echo "chart: $RUN_DIR/metrics.svg (and metrics.png)"

@@ -1,5 +1,5 @@
 //! The `tinylora` binary end to end: JSON generation on the real default model, the planner,
-//! and error reporting.
+//! charts, and error reporting.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -354,5 +354,63 @@ fn training_and_evaluation_report_bad_input_clearly() {
         e.contains("train.toml") && e.contains("unknown key `group_sise`"),
         "{e}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plot_writes_svg_and_png_of_the_same_chart_and_names_bad_lines() {
+    let metrics =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/main-job-lavapipe.metrics.jsonl");
+    let dir = std::env::temp_dir().join(format!("tinylora-cli-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (svg, png) = (dir.join("chart.svg"), dir.join("chart.PNG"));
+    for out in [&svg, &png] {
+        let run = tinylora(&["plot", metrics.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    }
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.contains(">main-job-lavapipe.metrics</text>"),
+        "legend label: {svg}"
+    );
+    let attr = |name: &str| -> u32 {
+        let start = svg.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        svg[start..].split('"').next().unwrap().parse().unwrap()
+    };
+    // PNG signature, then the IHDR chunk: width and height (big-endian), twice the SVG's size
+    let png = std::fs::read(&png).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
+    assert_eq!(
+        (be(&png[16..20]), be(&png[20..24])),
+        (2 * attr("width"), 2 * attr("height"))
+    );
+
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"step\": 1}\n").unwrap();
+    let run = tinylora(&[
+        "plot",
+        bad.to_str().unwrap(),
+        "-o",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && e.contains("bad.jsonl:1: not a metrics line"),
+        "{e}"
+    );
+    let run = tinylora(&[
+        "plot",
+        metrics.to_str().unwrap(),
+        "-o",
+        dir.join("x.jpg").to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && e.contains("x.jpg: the chart is written as .svg or .png"),
+        "{e}"
+    );
+    assert!(!dir.join("x.png").exists() && !dir.join("x.jpg").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,7 +6,7 @@
 //! - [`policy`]: teacher-forced log-probabilities of completions;
 //! - [`trainer`]: the GRPO loop with checkpoints; [`sft`]: the SFT baseline;
 //!   [`eval`]: greedy evaluation;
-//! - [`plot`]: training curves as SVG.
+//! - [`plot`]: training curves as SVG or PNG.
 
 pub mod data;
 pub mod eval;
