@@ -6,8 +6,8 @@ use burn_cubecl::tensor::CubeTensor;
 
 use crate::launch::{WG, Wgsl, empty, launch, launch_bindings, rank_values};
 
-/// Outputs per invocation of `lowrank_up.wgsl` (its `OUT`).
-const UP_OUTPUTS: usize = 4;
+/// Rows per invocation of `lowrank_up.wgsl` (its `ROWS`).
+const UP_ROWS: usize = 32;
 
 /// What `up` writes onto.
 pub(crate) enum Init<'a> {
@@ -91,6 +91,7 @@ pub(crate) fn up(
     let (n_t, r) = (q.meta.shape()[0], q.meta.shape()[1]);
     let mut values = rank_values(r);
     values.push(("sign", if subtract { "-1.0" } else { "1.0" }.to_string()));
+    values.push(("rows", UP_ROWS.to_string()));
     let (init_expr, init_binding, init_doc) = match &init {
         Init::Zero => ("0.0", "", "(out starts at 0)"),
         Init::Base(_) => (
@@ -107,8 +108,10 @@ pub(crate) fn up(
         source: include_str!("../../../shaders/lowrank_up.wgsl"),
         values,
     };
-    let info = [n_t, cols, row0, 0].map(|n| n as u32);
-    let groups = (n_t * cols.div_ceil(UP_OUTPUTS)).div_ceil(WG as usize);
+    // 4 columns per invocation; one workgroup never spans two row blocks
+    let cols_padded = cols.div_ceil(4).next_multiple_of(WG as usize);
+    let info = [n_t, cols, row0, cols_padded].map(|n| n as u32);
+    let groups = cols_padded / WG as usize * n_t.div_ceil(UP_ROWS);
     match init {
         Init::Zero => {
             let out = empty(q, vec![n_t, cols]);

@@ -19,17 +19,26 @@ use crate::LowRankBackend;
 use crate::halves::{Init, Rows, down, up};
 use crate::launch::{MAX_RANK, Wgsl, dims, empty, input, launch, rank_values};
 
-/// The gradient kernels behind the backward of [`LowRankBackend::lowrank_update`].
+/// The kernels behind the backward of [`LowRankBackend::lowrank_update`].
 pub trait LowRankGradBackend: Backend {
-    /// Per token: (the low-rank share of ∂L/∂x `[T, d_in]`, z = x V `[T, r]`, w = G U
-    /// `[T, r]`), from `shaders/lowrank_down.wgsl` twice and `shaders/lowrank_up.wgsl`.
-    fn lowrank_backward(
+    /// The forward when a gradient will follow: (y `[T, d_out]`, z = x V `[T, r]`); z is
+    /// kept for the backward, so that it never reads x again.
+    fn lowrank_update_keeping_z(
         x: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        factors: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Per token, from G = ∂L/∂y `[T, d_out]`: (the low-rank share of ∂L/∂x `[T, d_in]`,
+    /// w = G U `[T, r]`), from `shaders/lowrank_down.wgsl` and `shaders/lowrank_up.wgsl`.
+    fn lowrank_backward(
         g: FloatTensor<Self>,
         factors: FloatTensor<Self>,
         basis: FloatTensor<Self>,
         coef: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// ∂L/∂v `[n_v]` from z and w (`shaders/lowrank_grad_coef.wgsl`).
     fn lowrank_grad_coef(
@@ -85,28 +94,38 @@ fn shapes(
 }
 
 impl LowRankGradBackend for CubeBackend {
-    fn lowrank_backward(
+    fn lowrank_update_keeping_z(
         x: CubeTensor,
+        base: CubeTensor,
+        factors: CubeTensor,
+        basis: CubeTensor,
+        coef: CubeTensor,
+    ) -> (CubeTensor, CubeTensor) {
+        forward(x, base, factors, basis, coef)
+    }
+
+    fn lowrank_backward(
         g: CubeTensor,
         factors: CubeTensor,
         basis: CubeTensor,
         coef: CubeTensor,
-    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+    ) -> (CubeTensor, CubeTensor) {
         let op = "lowrank_backward";
-        let [x, g, factors, basis, coef] = [
-            (x, "x"),
-            (g, "g"),
-            (factors, "factors"),
-            (basis, "basis"),
-            (coef, "coef"),
-        ]
-        .map(|(t, name)| input(t, op, name));
-        let [t, d_in, d_out, _, _] = shapes(op, &x, &factors, &basis, &coef);
-        assert_eq!(dims(&g), [t, d_out], "{op}: g must be [{t}, {d_out}]");
-        let (_, z) = down(Rows::Of(&x), &factors, &basis, &coef, d_out, false); // z = x V
+        let [g, factors, basis, coef] = [(g, "g"), (factors, "factors"), (basis, "basis"), (coef, "coef")]
+            .map(|(t, name)| input(t, op, name));
+        let gd = dims(&g);
+        assert!(gd.len() == 2, "{op}: g must be 2-D, not {gd:?}");
+        let rows = dims(&factors)[0];
+        assert!(
+            rows > gd[1],
+            "{op}: factors [{rows}, r] cannot hold U [{}, r] above V",
+            gd[1]
+        );
+        let (d_out, d_in) = (gd[1], rows - gd[1]);
+        factor_dims(op, d_in, &factors, &basis, &coef);
         let (wm, w) = down(Rows::Of(&g), &factors, &basis, &coef, 0, true); // w = G U, Mᵀ w
         let dx = up(&wm, &factors, d_out, d_in, Init::Zero, false); // (w M) Vᵀ
-        (dx, z, w)
+        (dx, w)
     }
 
     fn lowrank_grad_coef(z: CubeTensor, w: CubeTensor, basis: CubeTensor) -> CubeTensor {
@@ -129,14 +148,14 @@ impl LowRankGradBackend for CubeBackend {
     }
 }
 
-/// The forward on the cube backend: q = M (x V), then y = base + q Uᵀ.
+/// The forward on the cube backend: z = x V, q = M z, then y = base + q Uᵀ; returns (y, z).
 pub(crate) fn forward(
     x: CubeTensor,
     base: CubeTensor,
     factors: CubeTensor,
     basis: CubeTensor,
     coef: CubeTensor,
-) -> CubeTensor {
+) -> (CubeTensor, CubeTensor) {
     let op = "lowrank_update";
     let [x, base, factors, basis, coef] = [
         (x, "x"),
@@ -153,8 +172,8 @@ pub(crate) fn forward(
         [t, d_out],
         "{op}: base must be [{t}, {d_out}] for x [{t}, {d_in}]"
     );
-    let (q, _) = down(Rows::Of(&x), &factors, &basis, &coef, d_out, false);
-    up(&q, &factors, 0, d_out, Init::Base(&base), false)
+    let (q, z) = down(Rows::Of(&x), &factors, &basis, &coef, d_out, false);
+    (up(&q, &factors, 0, d_out, Init::Base(&base), false), z)
 }
 
 /// M = Σᵢ vᵢ P̃ᵢ `[r, r]` in stock ops (only the LoRA factor gradients need it on the host side).
@@ -170,20 +189,37 @@ fn core<B: Backend>(basis: FloatTensor<B>, coef: FloatTensor<B>) -> FloatTensor<
 #[derive(Debug)]
 struct LowRankBackward;
 
+/// What the backward keeps from the forward.
+#[derive(Debug, Clone)]
+struct LowRankState<B: Backend> {
+    /// x, only when the factors are trainable (LoRA: ∂L/∂V = xᵀ (w M)).
+    x: Option<NodeId>,
+    /// z = x V `[T, r]`, from the forward.
+    z: FloatTensor<B>,
+    factors: NodeId,
+    basis: FloatTensor<B>,
+    coef: NodeId,
+}
+
 impl<B: LowRankBackend + LowRankGradBackend> Backward<B, 4> for LowRankBackward {
-    // x, factors, basis, coef
-    type State = (NodeId, NodeId, FloatTensor<B>, NodeId);
+    type State = LowRankState<B>;
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_base, node_factors, node_coef] = ops.parents;
         let g = grads.consume::<B>(&ops.node); // [T, d_out]
-        let (x_id, factors_id, basis, coef_id) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
-        let factors: FloatTensor<B> = checkpointer.retrieve_node_output(factors_id);
-        let coef: FloatTensor<B> = checkpointer.retrieve_node_output(coef_id);
-        let (dx, z, w) = B::lowrank_backward(x.clone(), g.clone(), factors, basis.clone(), coef.clone());
-        if let Some(node) = node_factors {
+        let LowRankState {
+            x,
+            z,
+            factors,
+            basis,
+            coef,
+        } = ops.state;
+        let factors: FloatTensor<B> = checkpointer.retrieve_node_output(factors);
+        let coef: FloatTensor<B> = checkpointer.retrieve_node_output(coef);
+        let (dx, w) = B::lowrank_backward(g.clone(), factors, basis.clone(), coef.clone());
+        if let (Some(node), Some(x)) = (node_factors, x) {
             // LoRA: ∂U = Gᵀ (z Mᵀ) [d_out, r], ∂V = xᵀ (w M) [d_in, r], stacked like the factors
+            let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
             let m = core::<B>(basis.clone(), coef);
             let du = B::float_matmul(
                 B::float_transpose(g.clone()),
@@ -212,34 +248,38 @@ impl<B: LowRankBackend + LowRankGradBackend, C: CheckpointStrategy> LowRankBacke
         basis: FloatTensor<Self>,
         coef: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let inner = |x: FloatTensor<Self>,
-                     base: FloatTensor<Self>,
-                     factors: FloatTensor<Self>,
-                     basis: FloatTensor<Self>,
-                     coef: FloatTensor<Self>| {
-            B::lowrank_update(
+        let prep = LowRankBackward
+            .prepare::<C>([x.node(), base.node(), factors.node(), coef.node()])
+            .compute_bound()
+            .stateful();
+        match prep {
+            OpsKind::Tracked(mut prep) => {
+                let x_kept = factors.is_tracked().then(|| prep.checkpoint(&x));
+                let (factors_id, coef_id) = (prep.checkpoint(&factors), prep.checkpoint(&coef));
+                let basis = basis.into_primitive();
+                let (y, z) = B::lowrank_update_keeping_z(
+                    x.into_primitive(),
+                    base.into_primitive(),
+                    factors.into_primitive(),
+                    basis.clone(),
+                    coef.into_primitive(),
+                );
+                let state = LowRankState {
+                    x: x_kept,
+                    z,
+                    factors: factors_id,
+                    basis,
+                    coef: coef_id,
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::lowrank_update(
                 x.into_primitive(),
                 base.into_primitive(),
                 factors.into_primitive(),
                 basis.into_primitive(),
                 coef.into_primitive(),
-            )
-        };
-        match LowRankBackward
-            .prepare::<C>([x.node(), base.node(), factors.node(), coef.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&factors),
-                    basis.primitive().clone(),
-                    prep.checkpoint(&coef),
-                );
-                prep.finish(state, inner(x, base, factors, basis, coef))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(inner(x, base, factors, basis, coef)),
+            )),
         }
     }
 
@@ -263,7 +303,7 @@ impl LowRankBackend for CubeBackend {
         basis: CubeTensor,
         coef: CubeTensor,
     ) -> CubeTensor {
-        forward(x, base, factors, basis, coef)
+        forward(x, base, factors, basis, coef).0
     }
 
     fn lowrank_merge(
