@@ -5,7 +5,8 @@
 //!    forward, and against forward + backward through the frozen network without an adapter;
 //! 3. the frozen rank-2 SVD of every target weight (CPU, all cores).
 //!
-//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernels-only | --svd-only]
+//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernel-reps 41
+//!         --kernels-only | --training-only | --svd-only]
 //!
 //! Every figure of one run comes from the same process on the same device, side by side;
 //! each is the median of `--reps` timed runs after one warm-up run (shader compilation).
@@ -266,8 +267,11 @@ fn main() {
     if std::env::args().any(|a| a == "--svd-only") {
         return svd_time();
     }
-    kernels(reps);
-    if std::env::args().any(|a| a == "--kernels-only") {
+    let only = |flag: &str| std::env::args().any(|a| a == flag);
+    if !only("--training-only") {
+        kernels(arg("--kernel-reps", 41));
+    }
+    if only("--kernels-only") {
         return;
     }
     training_cost(arg("--tokens", 128), reps);
