@@ -5,11 +5,14 @@
 //!    forward, and against forward + backward through the frozen network without an adapter;
 //! 3. the frozen rank-2 SVD of every target weight (CPU, all cores).
 //!
-//!     cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernel-reps 41
-//!         --kernels-only | --training-only | --svd-only]
+//! ```text
+//! cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernel-reps 41
+//!     --kernels-only | --training-only | --svd-only]
+//! ```
 //!
-//! Every figure of one run comes from the same process on the same device, side by side;
-//! each is the median of `--reps` timed runs after one warm-up run (shader compilation).
+//! Every figure of one run comes from the same process on the same device, side by side,
+//! after one warm-up run (shader compilation): kernel against stock ops and the two backwards
+//! in alternating pairs (median times and median ratio), the forwards as medians of `--reps`.
 
 use std::time::Instant;
 
