@@ -389,28 +389,20 @@ fn plot_writes_svg_and_png_of_the_same_chart_and_names_bad_lines() {
 
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"step\": 1}\n").unwrap();
-    let run = tinylora(&[
-        "plot",
-        bad.to_str().unwrap(),
-        "-o",
-        dir.join("x.png").to_str().unwrap(),
-    ]);
-    let e = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success() && e.contains("bad.jsonl:1: not a metrics line"),
-        "{e}"
-    );
-    let run = tinylora(&[
-        "plot",
-        metrics.to_str().unwrap(),
-        "-o",
-        dir.join("x.jpg").to_str().unwrap(),
-    ]);
-    let e = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success() && e.contains("x.jpg: the chart is written as .svg or .png"),
-        "{e}"
-    );
+    let failure = |input: &std::path::Path, out: &str| {
+        let run = tinylora(&[
+            "plot",
+            input.to_str().unwrap(),
+            "-o",
+            dir.join(out).to_str().unwrap(),
+        ]);
+        assert!(!run.status.success());
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    let e = failure(&bad, "x.png");
+    assert!(e.contains("bad.jsonl:1: not a metrics line"), "{e}");
+    let e = failure(&metrics, "x.jpg");
+    assert!(e.contains("x.jpg: the chart is written as .svg or .png"), "{e}");
     assert!(!dir.join("x.png").exists() && !dir.join("x.jpg").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
