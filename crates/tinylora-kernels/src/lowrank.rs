@@ -3,7 +3,8 @@
 //!
 //! y = base + ((x V) Mᵀ) Uᵀ, M = Σᵢ vᵢ P̃ᵢ. With G = ∂L/∂y, z = x V, w = G U:
 //! ∂L/∂base = G; ∂L/∂x = (w M) Vᵀ; ∂L/∂vᵢ = ⟨P̃ᵢ, Σ_t w_tᵀ z_t⟩; and for trainable factors
-//! (LoRA) ∂L/∂U = Gᵀ (z Mᵀ), ∂L/∂V = xᵀ (w M).
+//! (LoRA) ∂L/∂U = Gᵀ (z Mᵀ), ∂L/∂V = xᵀ (w M). The forward keeps z `[T, r]` for the backward,
+//! so the backward reads G once and x not at all (x is kept only for LoRA's ∂L/∂V).
 
 use burn::backend::autodiff::{
     Autodiff, NodeId,
