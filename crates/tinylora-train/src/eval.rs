@@ -51,7 +51,16 @@ impl EvalReport {
     }
 }
 
-/// Evaluate greedily in batches of `batch`; `on_batch(done)` reports progress.
+/// Problem indices in batches of at most `batch`, problems of similar prompt length together
+/// (shortest first), so that left padding wastes little of each batch's prefill.
+pub fn length_sorted_batches(lengths: &[usize], batch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]); // stable: equal lengths keep file order
+    order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+/// Evaluate greedily in batches of `batch` (grouped by prompt length; greedy answers do not
+/// depend on the grouping); `on_batch(done)` reports progress. Records are in `problems` order.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Transformer,
@@ -69,19 +78,22 @@ pub fn evaluate(
         sampling: SamplingParams::greedy(),
         stop_ids: file.tokenizer.stop_ids.clone(),
     };
-    let mut records = Vec::with_capacity(problems.len());
-    let mut tokens = 0;
-    for chunk in problems.chunks(batch.max(1)) {
-        let prompts = chunk
-            .iter()
-            .map(|p| file.tokenizer.encode(&render_prompt(file, &p.question, style)?))
-            .collect::<Result<Vec<_>, String>>()?;
-        let gens = model.generate(&prompts, &opts, |_, _| {});
-        for (p, g) in chunk.iter().zip(gens) {
+    let prompts = problems
+        .iter()
+        .map(|p| file.tokenizer.encode(&render_prompt(file, &p.question, style)?))
+        .collect::<Result<Vec<_>, String>>()?;
+    let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let mut records: Vec<Option<EvalRecord>> = vec![None; problems.len()];
+    let (mut tokens, mut done) = (0, 0);
+    for indices in length_sorted_batches(&lengths, batch) {
+        let chunk: Vec<Vec<u32>> = indices.iter().map(|&i| prompts[i].clone()).collect();
+        let gens = model.generate(&chunk, &opts, |_, _| {});
+        for (&i, g) in indices.iter().zip(gens) {
+            let p = &problems[i];
             tokens += g.output_ids.len();
             let output = file.tokenizer.decode(&g.output_ids)?;
             let by_mode = ExtractMode::ALL.map(|m| is_correct(&output, &p.gold, m));
-            records.push(EvalRecord {
+            records[i] = Some(EvalRecord {
                 question: p.question.clone(),
                 extracted: extract(&output, mode),
                 correct: by_mode[mode.index()],
@@ -90,8 +102,10 @@ pub fn evaluate(
                 correct_by_mode: by_mode,
             });
         }
-        on_batch(records.len());
+        done += indices.len();
+        on_batch(done);
     }
+    let records: Vec<EvalRecord> = records.into_iter().flatten().collect();
     let seconds = start.elapsed().as_secs_f64();
     let n = records.len().max(1) as f64;
     let accuracy = [0, 1, 2].map(|i| records.iter().filter(|r| r.correct_by_mode[i]).count() as f64 / n);
@@ -102,4 +116,34 @@ pub fn evaluate(
         seconds,
         records,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slots a batched prefill computes: each batch is padded to its longest prompt.
+    fn padded_slots(lengths: &[usize], batches: &[Vec<usize>]) -> usize {
+        batches
+            .iter()
+            .map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap())
+            .sum()
+    }
+
+    #[test]
+    fn length_sorted_batches_cover_every_problem_once_and_pad_less() {
+        let lengths = [90, 20, 200, 25, 95, 30, 210, 22, 100];
+        let batches = length_sorted_batches(&lengths, 3);
+        assert_eq!(batches, vec![vec![1, 7, 3], vec![5, 0, 4], vec![8, 2, 6]]);
+        let in_file_order: Vec<Vec<usize>> = (0..9)
+            .collect::<Vec<_>>()
+            .chunks(3)
+            .map(<[usize]>::to_vec)
+            .collect();
+        // file order: 3·200 + 3·95 + 3·210 = 1515 slots; sorted: 3·25 + 3·95 + 3·210 = 990
+        assert_eq!(padded_slots(&lengths, &in_file_order), 1515);
+        assert_eq!(padded_slots(&lengths, &batches), 990);
+        assert_eq!(length_sorted_batches(&lengths, 0).len(), 9, "batch 0 counts as 1");
+        assert!(length_sorted_batches(&[], 4).is_empty());
+    }
 }
