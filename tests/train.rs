@@ -1,8 +1,8 @@
 //! GRPO end to end on a tiny random llama built so that its first answer token is one of
 //! t0..t9 about uniformly: the reward "the answer is 7" (flexible extraction of `t7`) is mixed,
 //! and a 14-parameter TinyLoRA adapter must raise it far beyond sampling noise. Also: the
-//! adapter file reproduces the gain in a fresh model, and a resumed run ends where an
-//! uninterrupted one does.
+//! adapter file reproduces the gain in a fresh model, a resumed run ends where an
+//! uninterrupted one does, and batched evaluation equals answering each problem alone.
 
 mod common;
 
@@ -13,10 +13,10 @@ use tinylora::adapter::{AdapterConfig, AdapterFile, initial_values, plan};
 use tinylora::engine::{AdapterMode, GenerateOptions, SamplingParams, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelFile};
 use tinylora::train::optim::AdamW;
-use tinylora::train::prompt::PromptStyle;
+use tinylora::train::prompt::{PromptStyle, render_prompt};
 use tinylora::train::{
     AdapterRun, Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, TrainState,
-    is_correct,
+    evaluate, extract, is_correct,
 };
 
 /// A tiny model whose answers are mostly the tokens t0..t9.
@@ -325,4 +325,76 @@ fn sft_baseline_learns_the_solution_tokens() {
     println!("SFT mean reward {before:.3} → {after:.3}");
     // 512 samples each: standard errors below 0.022
     assert!(after > before + 0.08, "SFT mean reward {before:.3} → {after:.3}");
+}
+
+#[test]
+fn batched_evaluation_equals_each_problem_alone_in_file_order() {
+    let (_dir, file, model) = setup("eval");
+    // questions of 1 to 7 tokens, out of length order, so that the length-grouped batches of 3
+    // mix the file order; gold "8": this model's greedy answers end in t8 or t9, so some are
+    // right and some wrong
+    let problems: Vec<Problem> = [5, 1, 7, 2, 6, 3, 4]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Problem {
+            question: (0..n)
+                .map(|k| format!("t{}", 20 + 9 * i + k))
+                .collect::<Vec<_>>()
+                .join(" "),
+            gold: "8".into(),
+            solution: String::new(),
+        })
+        .collect();
+    let style = PromptStyle {
+        instruction: String::new(),
+        answer_prefix: String::new(),
+    };
+    let mut calls = Vec::new();
+    let report = evaluate(
+        &model,
+        &file,
+        &problems,
+        &style,
+        2,
+        3,
+        ExtractMode::Flexible,
+        |done, tokens| calls.push((done, tokens)),
+    )
+    .unwrap();
+    let greedy = GenerateOptions {
+        max_new_tokens: 2,
+        sampling: SamplingParams::greedy(),
+        stop_ids: file.tokenizer.stop_ids.clone(),
+    };
+    let mut right = 0;
+    for (p, r) in problems.iter().zip(&report.records) {
+        let prompt = file
+            .tokenizer
+            .encode(&render_prompt(&file, &p.question, &style).unwrap())
+            .unwrap();
+        let alone = model.generate(&[prompt], &greedy, |_, _| {});
+        let output = file.tokenizer.decode(&alone[0].output_ids).unwrap();
+        assert_eq!(r.question, p.question, "records follow the problems' order");
+        assert_eq!(r.output, output, "{}: batched vs alone", p.question);
+        assert_eq!(r.extracted, extract(&output, ExtractMode::Flexible));
+        assert_eq!(r.correct, is_correct(&output, &p.gold, ExtractMode::Flexible));
+        right += usize::from(r.correct);
+    }
+    assert_eq!(report.problems, 7);
+    assert_eq!(report.accuracy(ExtractMode::Flexible), right as f64 / 7.0);
+    assert!(
+        right > 0 && right < 7,
+        "a mixed result makes the check mean something: {right}/7"
+    );
+    // progress: per token, then 3, 6 and 7 problems done
+    let batch_ends: Vec<usize> = calls
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| w[1].0)
+        .collect();
+    assert_eq!(batch_ends, [3, 6, 7]);
+    assert!(
+        calls.windows(2).all(|w| w[1].1 >= w[0].1),
+        "token counts never go back"
+    );
 }

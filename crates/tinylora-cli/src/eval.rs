@@ -80,7 +80,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         model.set_adapter_mode(AdapterMode::Merged);
     }
     let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
-        "evaluating [{bar:30}] {pos}/{len} problems {elapsed} (eta {eta})",
+        "evaluating [{bar:30}] {pos}/{len} problems, {msg} {elapsed} (eta {eta})",
     )?);
     let report = evaluate(
         &model,
@@ -90,7 +90,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.max_new_tokens,
         args.batch_size,
         args.extract,
-        |done| bar.set_position(done as u64),
+        |done, tokens| {
+            bar.set_position(done as u64);
+            bar.set_message(format!("{tokens} tokens generated"));
+        },
     )
     .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();

@@ -207,9 +207,9 @@ fn held_out_accuracy(
         return Ok(None);
     }
     let bar = ProgressBar::new(held_out.len() as u64).with_style(ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} {elapsed}",
+        "evaluating ({prefix}) [{bar:30}] {pos}/{len}, {msg} {elapsed}",
     )?);
-    bar.set_message(format!("evaluating ({what})"));
+    bar.set_prefix(what.to_string());
     let r = evaluate(
         model,
         file,
@@ -218,7 +218,10 @@ fn held_out_accuracy(
         c.max_new_tokens,
         16,
         c.extract,
-        |d| bar.set_position(d as u64),
+        |done, tokens| {
+            bar.set_position(done as u64);
+            bar.set_message(format!("{tokens} tokens generated"));
+        },
     )
     .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();

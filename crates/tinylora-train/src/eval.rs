@@ -60,7 +60,8 @@ pub fn length_sorted_batches(lengths: &[usize], batch: usize) -> Vec<Vec<usize>>
 }
 
 /// Evaluate greedily in batches of `batch` (grouped by prompt length; greedy answers do not
-/// depend on the grouping); `on_batch(done)` reports progress. Records are in `problems` order.
+/// depend on the grouping); `progress(problems done, tokens generated)` is called after every
+/// generated token and batch. Records are in `problems` order.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Transformer,
@@ -70,7 +71,7 @@ pub fn evaluate(
     max_new_tokens: usize,
     batch: usize,
     mode: ExtractMode,
-    mut on_batch: impl FnMut(usize),
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport, String> {
     let start = Instant::now();
     let opts = GenerateOptions {
@@ -87,7 +88,11 @@ pub fn evaluate(
     let (mut tokens, mut done) = (0, 0);
     for indices in length_sorted_batches(&lengths, batch) {
         let chunk: Vec<Vec<u32>> = indices.iter().map(|&i| prompts[i].clone()).collect();
-        let gens = model.generate(&chunk, &opts, |_, _| {});
+        let mut live = tokens;
+        let gens = model.generate(&chunk, &opts, |_, _| {
+            live += 1;
+            progress(done, live);
+        });
         for (&i, g) in indices.iter().zip(gens) {
             let p = &problems[i];
             tokens += g.output_ids.len();
@@ -103,7 +108,7 @@ pub fn evaluate(
             });
         }
         done += indices.len();
-        on_batch(done);
+        progress(done, tokens);
     }
     let records: Vec<EvalRecord> = records.into_iter().flatten().collect();
     let seconds = start.elapsed().as_secs_f64();
