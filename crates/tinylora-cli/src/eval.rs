@@ -68,6 +68,15 @@ pub struct EvalArgs {
     out: PathBuf,
 }
 
+/// The progress callback of [`tinylora_train::evaluate`] drawn on `bar`: problems done as
+/// its position, tokens generated as its message.
+pub fn show_progress(bar: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, tokens| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("{tokens} tokens generated"));
+    }
+}
+
 /// Run `tinylora eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut problems = load_problems(&args.data)?;
@@ -90,10 +99,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.max_new_tokens,
         args.batch_size,
         args.extract,
-        |done, tokens| {
-            bar.set_position(done as u64);
-            bar.set_message(format!("{tokens} tokens generated"));
-        },
+        show_progress(&bar),
     )
     .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();

@@ -21,7 +21,7 @@ use tinylora_train::{
 };
 
 use crate::adapter_load::svd_progress;
-use crate::eval::PromptArgs;
+use crate::eval::{PromptArgs, show_progress};
 use crate::load::load_model;
 use crate::plan::AdapterArgs;
 
@@ -218,10 +218,7 @@ fn held_out_accuracy(
         c.max_new_tokens,
         16,
         c.extract,
-        |done, tokens| {
-            bar.set_position(done as u64);
-            bar.set_message(format!("{tokens} tokens generated"));
-        },
+        show_progress(&bar),
     )
     .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();

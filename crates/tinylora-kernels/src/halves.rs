@@ -9,6 +9,9 @@ use crate::launch::{WG, Wgsl, empty, launch, launch_bindings, rank_values};
 /// Rows per invocation of `lowrank_up.wgsl` (its `ROWS`).
 const UP_ROWS: usize = 32;
 
+/// Neighbouring output columns per invocation of `lowrank_up.wgsl` (its vec4 width).
+const UP_COLS: usize = 4;
+
 /// What `up` writes onto.
 pub(crate) enum Init<'a> {
     /// out = Δ.
@@ -108,8 +111,8 @@ pub(crate) fn up(
         source: include_str!("../../../shaders/lowrank_up.wgsl"),
         values,
     };
-    // 4 columns per invocation; one workgroup never spans two row blocks
-    let cols_padded = cols.div_ceil(4).next_multiple_of(WG as usize);
+    // UP_COLS columns per invocation; one workgroup never spans two row blocks
+    let cols_padded = cols.div_ceil(UP_COLS).next_multiple_of(WG as usize);
     let info = [n_t, cols, row0, cols_padded].map(|n| n as u32);
     let groups = cols_padded / WG as usize * n_t.div_ceil(UP_ROWS);
     match init {
