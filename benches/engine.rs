@@ -1,13 +1,14 @@
 //! Engine throughput on SmolLM2-135M-Instruct: shader compilation, prefill, decode at batch 1
-//! and 16.
+//! and 16, on the GPU (wgpu; lavapipe without one) and on the CPU (burn's Flex backend).
 //!
-//!     cargo bench --profile release --bench engine [-- --new-tokens 128]
+//!     cargo bench --profile release --bench engine [-- --new-tokens 128] [--device gpu|cpu]
 //!
-//! Every figure of one run comes from the same process on the same device, side by side.
+//! Every figure of one run comes from the same process, the devices side by side.
 
 use std::time::{Duration, Instant};
 
-use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, default_device};
+use burn::tensor::Device;
+use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, cpu_device, default_device};
 use tinylora::formats::ModelFile;
 
 const TEXT: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips \
@@ -26,17 +27,14 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-fn main() {
-    let new_tokens: usize = std::env::args()
-        .skip_while(|a| a != "--new-tokens")
-        .nth(1)
-        .map_or(128, |v| v.parse().expect("--new-tokens N"));
-    let model_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let file =
-        ModelFile::open(&model_path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
-    let device = default_device();
-    let (model, load) = timed(|| Transformer::load(&file, &device).unwrap());
+/// The value after `flag` on the command line.
+fn arg(flag: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != flag).nth(1)
+}
+
+/// One device's figures: (label, value, unit) rows.
+fn measure(file: &ModelFile, device: &Device, new_tokens: usize) -> Vec<(String, f64, &'static str)> {
+    let (model, load) = timed(|| Transformer::load(file, device).unwrap());
     let ids = file.tokenizer.encode(&TEXT.repeat(3)).unwrap();
     assert!(ids.len() >= 256);
     let prompt: Vec<u32> = ids[..256].to_vec();
@@ -62,30 +60,68 @@ fn main() {
         let tokens: usize = gens.iter().map(|g| g.output_ids.len() - 1).sum();
         tokens as f64 / (long - short).as_secs_f64()
     };
-    let decode1 = decode(1);
-    let decode16 = decode(16);
+    vec![
+        ("load (dequantize + upload)".into(), load.as_secs_f64(), "s"),
+        (
+            "first forward, 8 tokens (compile)".into(),
+            first.as_secs_f64(),
+            "s",
+        ),
+        (
+            "first 256-token prefill (compile)".into(),
+            first_prefill.as_secs_f64(),
+            "s",
+        ),
+        (
+            "prefill, 256-token prompt".into(),
+            256.0 / prefill.as_secs_f64(),
+            "tokens/s",
+        ),
+        (
+            format!("decode, batch 1 × {new_tokens} new tokens"),
+            decode(1),
+            "tokens/s",
+        ),
+        (
+            format!("decode, batch 16 × {new_tokens} new tokens"),
+            decode(16),
+            "tokens/s",
+        ),
+    ]
+}
+
+fn main() {
+    let new_tokens: usize = arg("--new-tokens").map_or(128, |v| v.parse().expect("--new-tokens N"));
+    let devices: Vec<(&str, Device)> = match arg("--device").as_deref() {
+        None => vec![("gpu", default_device()), ("cpu", cpu_device())],
+        Some("gpu") => vec![("gpu", default_device())],
+        Some("cpu") => vec![("cpu", cpu_device())],
+        Some(other) => panic!("--device {other}: expected gpu or cpu"),
+    };
+    let model_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let file =
+        ModelFile::open(&model_path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
+    let figures: Vec<Vec<(String, f64, &str)>> = devices
+        .iter()
+        .map(|(_, device)| measure(&file, device, new_tokens))
+        .collect();
 
     println!(
         "SmolLM2-135M-Instruct ({}), {}",
         model_path.display(),
         std::env::consts::ARCH
     );
-    println!(
-        "load (dequantize + upload)          {:>9.2} s",
-        load.as_secs_f64()
-    );
-    println!(
-        "first forward, 8 tokens (compile)   {:>9.2} s",
-        first.as_secs_f64()
-    );
-    println!(
-        "first 256-token prefill (compile)   {:>9.2} s",
-        first_prefill.as_secs_f64()
-    );
-    println!(
-        "prefill, 256-token prompt           {:>9.1} tokens/s",
-        256.0 / prefill.as_secs_f64()
-    );
-    println!("decode, batch 1 × {new_tokens} new tokens    {decode1:>9.2} tokens/s");
-    println!("decode, batch 16 × {new_tokens} new tokens   {decode16:>9.2} tokens/s");
+    print!("{:<40}", "");
+    for (name, _) in &devices {
+        print!("{name:>12}");
+    }
+    println!();
+    for (row, (label, _, unit)) in figures[0].iter().enumerate() {
+        print!("{label:<40}");
+        for f in &figures {
+            print!("{:>12.2}", f[row].1);
+        }
+        println!(" {unit}");
+    }
 }

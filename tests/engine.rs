@@ -1,16 +1,19 @@
-//! The GPU engine against independent references: a plain-Rust forward on tiny random
-//! models, numpy logits for SmolLM2-135M-Instruct, and itself alone vs. batched.
+//! The engine, on the GPU (lavapipe here) and on the CPU (burn's Flex backend), against
+//! independent references: a plain-Rust forward on tiny random models, numpy logits for
+//! SmolLM2-135M-Instruct and Qwen2.5-Coder-0.5B-Instruct, and itself alone vs. batched.
 
 mod common;
 
+use burn::tensor::Device;
+use common::devices;
 use common::reference::reference_logits;
 use common::tiny_model::{random_weights, round_bf16, tiny_config, write_tiny_gguf, write_tiny_hf_dir};
-use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, default_device};
+use tinylora::engine::{GenerateOptions, SamplingParams, Transformer};
 use tinylora::formats::{Architecture, ModelFile};
 
-fn load(path: &std::path::Path) -> (ModelFile, Transformer) {
+fn load(path: &std::path::Path, dev: &Device) -> (ModelFile, Transformer) {
     let file = ModelFile::open(path).unwrap();
-    let model = Transformer::load(&file, &default_device()).unwrap();
+    let model = Transformer::load(&file, dev).unwrap();
     (file, model)
 }
 
@@ -29,33 +32,37 @@ const PROMPTS: [&[u32]; 3] = [
 
 #[test]
 fn tiny_llama_gguf_logits_match_plain_rust_reference() {
-    let dir = common::temp_dir("ref-llama");
-    let c = tiny_config(Architecture::Llama, true);
-    let w = random_weights(&c, 10);
-    write_tiny_gguf(&dir.join("m.gguf"), &c, &w);
-    let (_, model) = load(&dir.join("m.gguf"));
-    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
-    let got = model.forward_logits(&prompts);
-    for (p, g) in prompts.iter().zip(&got) {
-        let want: Vec<f64> = reference_logits(&c, &w, p).concat();
-        assert_eq!(g.len(), want.len());
-        let d = max_abs_diff(g, &want);
-        assert!(d < 2e-4, "max |Δlogit| = {d}");
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("ref-llama");
+        let c = tiny_config(Architecture::Llama, true);
+        let w = random_weights(&c, 10);
+        write_tiny_gguf(&dir.join("m.gguf"), &c, &w);
+        let (_, model) = load(&dir.join("m.gguf"), &dev);
+        let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
+        let got = model.forward_logits(&prompts);
+        for (p, g) in prompts.iter().zip(&got) {
+            let want: Vec<f64> = reference_logits(&c, &w, p).concat();
+            assert_eq!(g.len(), want.len());
+            let d = max_abs_diff(g, &want);
+            assert!(d < 2e-4, "{device}: max |Δlogit| = {d}");
+        }
     }
 }
 
 #[test]
 fn tiny_qwen2_hf_dir_logits_match_plain_rust_reference() {
-    let dir = common::temp_dir("ref-qwen");
-    let c = tiny_config(Architecture::Qwen2, false);
-    let w = random_weights(&c, 11);
-    write_tiny_hf_dir(&dir, &c, &w, true);
-    let w = round_bf16(&w);
-    let (_, model) = load(&dir);
-    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
-    for (p, g) in prompts.iter().zip(model.forward_logits(&prompts)) {
-        let d = max_abs_diff(&g, &reference_logits(&c, &w, p).concat());
-        assert!(d < 2e-4, "max |Δlogit| = {d}");
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("ref-qwen");
+        let c = tiny_config(Architecture::Qwen2, false);
+        let w = random_weights(&c, 11);
+        write_tiny_hf_dir(&dir, &c, &w, true);
+        let w = round_bf16(&w);
+        let (_, model) = load(&dir, &dev);
+        let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
+        for (p, g) in prompts.iter().zip(model.forward_logits(&prompts)) {
+            let d = max_abs_diff(&g, &reference_logits(&c, &w, p).concat());
+            assert!(d < 2e-4, "{device}: max |Δlogit| = {d}");
+        }
     }
 }
 
@@ -69,62 +76,88 @@ fn greedy(max_new_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
 
 #[test]
 fn kv_cache_decode_equals_full_recompute_and_batching_changes_nothing() {
-    let dir = common::temp_dir("kv");
-    let c = tiny_config(Architecture::Qwen2, true);
-    let w = random_weights(&c, 12);
-    write_tiny_gguf(&dir.join("m.gguf"), &c, &w);
-    let (_, model) = load(&dir.join("m.gguf"));
-    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
-    let opts = greedy(12, vec![]);
-    let batched = model.generate(&prompts, &opts, |_, _| {});
-    for (p, b) in prompts.iter().zip(&batched) {
-        let alone = &model.generate(std::slice::from_ref(p), &opts, |_, _| {})[0];
-        assert_eq!(alone.output_ids, b.output_ids, "batched differs from alone");
-        // each cached decode step chose the argmax of the plain-Rust reference on the full text
-        let full: Vec<u32> = p
-            .iter()
-            .chain(&b.output_ids[..b.output_ids.len() - 1])
-            .copied()
-            .collect();
-        let want = reference_logits(&c, &w, &full);
-        for (k, &id) in b.output_ids.iter().enumerate() {
-            let row = &want[p.len() - 1 + k];
-            let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("kv");
+        let c = tiny_config(Architecture::Qwen2, true);
+        let w = random_weights(&c, 12);
+        write_tiny_gguf(&dir.join("m.gguf"), &c, &w);
+        let (_, model) = load(&dir.join("m.gguf"), &dev);
+        let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
+        let opts = greedy(12, vec![]);
+        let batched = model.generate(&prompts, &opts, |_, _| {});
+        for (p, b) in prompts.iter().zip(&batched) {
+            let alone = &model.generate(std::slice::from_ref(p), &opts, |_, _| {})[0];
+            assert_eq!(
+                alone.output_ids, b.output_ids,
+                "{device}: batched differs from alone"
+            );
+            // each cached decode step chose the argmax of the plain-Rust reference on the full text
+            let full: Vec<u32> = p
+                .iter()
+                .chain(&b.output_ids[..b.output_ids.len() - 1])
+                .copied()
+                .collect();
+            let want = reference_logits(&c, &w, &full);
+            for (k, &id) in b.output_ids.iter().enumerate() {
+                let row = &want[p.len() - 1 + k];
+                let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                assert!(
+                    best - row[id as usize] < 1e-3,
+                    "{device} step {k}: chose {id}, reference best is {best}"
+                );
+            }
+            // logprobs are the model's log-softmax at the chosen ids
+            let row = &want[p.len() - 1];
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
             assert!(
-                best - row[id as usize] < 1e-3,
-                "step {k}: chose {id}, reference best is {best}"
+                (b.logprobs[0] as f64 - (row[b.output_ids[0] as usize] - lse)).abs() < 1e-3,
+                "{device}: logprob"
             );
         }
-        // logprobs are the model's log-softmax at the chosen ids
-        let row = &want[p.len() - 1];
-        let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
-        assert!((b.logprobs[0] as f64 - (row[b.output_ids[0] as usize] - lse)).abs() < 1e-3);
     }
 }
 
 #[test]
 fn generation_stops_at_stop_tokens_and_max_new_tokens() {
-    let dir = common::temp_dir("stop");
-    let c = tiny_config(Architecture::Llama, true);
-    write_tiny_gguf(&dir.join("m.gguf"), &c, &random_weights(&c, 13));
-    let (_, model) = load(&dir.join("m.gguf"));
-    let prompts = vec![vec![1u32, 2, 3]];
-    let free = model.generate(&prompts, &greedy(6, vec![]), |_, _| {});
-    assert_eq!(free[0].output_ids.len(), 6);
-    let stop = free[0].output_ids[2];
-    let first = free[0].output_ids.iter().position(|&t| t == stop).unwrap();
-    let stopped = model.generate(&prompts, &greedy(6, vec![stop]), |_, _| {});
-    assert_eq!(stopped[0].output_ids, free[0].output_ids[..=first]);
-    assert_eq!(stopped[0].finish, tinylora::engine::FinishReason::Stop);
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("stop");
+        let c = tiny_config(Architecture::Llama, true);
+        write_tiny_gguf(&dir.join("m.gguf"), &c, &random_weights(&c, 13));
+        let (_, model) = load(&dir.join("m.gguf"), &dev);
+        let prompts = vec![vec![1u32, 2, 3]];
+        let free = model.generate(&prompts, &greedy(6, vec![]), |_, _| {});
+        assert_eq!(free[0].output_ids.len(), 6, "{device}");
+        let stop = free[0].output_ids[2];
+        let first = free[0].output_ids.iter().position(|&t| t == stop).unwrap();
+        let stopped = model.generate(&prompts, &greedy(6, vec![stop]), |_, _| {});
+        assert_eq!(stopped[0].output_ids, free[0].output_ids[..=first]);
+        assert_eq!(
+            stopped[0].finish,
+            tinylora::engine::FinishReason::Stop,
+            "{device}"
+        );
+    }
 }
 
 /// Teacher-forced logits of a real model against `tests/reference/<name>_logits.json`
 /// (numpy, weights dequantized by llama.cpp's `gguf` package): top-1 agreement ≥ 99% and the
 /// largest difference over the top-5 and 64 probe logits of every position.
 fn assert_matches_numpy(model_path: &std::path::Path, name: &str, max_allowed: f64) {
+    for (device, dev) in devices() {
+        assert_matches_numpy_on(model_path, name, max_allowed, device, &dev);
+    }
+}
+
+fn assert_matches_numpy_on(
+    model_path: &std::path::Path,
+    name: &str,
+    max_allowed: f64,
+    device: &str,
+    dev: &Device,
+) {
     let path = common::repo().join(format!("tests/reference/{name}_logits.json"));
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let (_, model) = load(model_path);
+    let (_, model) = load(model_path, dev);
     let v = model.config.vocab_size;
     let ids = |x: &serde_json::Value| -> Vec<u64> {
         x.as_array()
@@ -163,10 +196,10 @@ fn assert_matches_numpy(model_path: &std::path::Path, name: &str, max_allowed: f
     }
     let rate = agree as f64 / positions as f64;
     eprintln!(
-        "{name} vs numpy: top-1 agreement {agree}/{positions} = {rate:.4}, max |Δlogit| = {max_diff:.5}"
+        "{name} on the {device} vs numpy: top-1 agreement {agree}/{positions} = {rate:.4}, max |Δlogit| = {max_diff:.5}"
     );
-    assert!(rate >= 0.99, "top-1 agreement {rate}");
-    assert!(max_diff < max_allowed, "max |Δlogit| = {max_diff}");
+    assert!(rate >= 0.99, "{device}: top-1 agreement {rate}");
+    assert!(max_diff < max_allowed, "{device}: max |Δlogit| = {max_diff}");
 }
 
 #[test]
@@ -181,45 +214,49 @@ fn qwen05_teacher_forced_logits_match_numpy_reference() {
 
 #[test]
 fn smollm2_batched_greedy_equals_alone() {
-    let (file, model) = load(&common::smollm2());
-    let tok = &file.tokenizer;
-    let texts = [
-        "The capital of France is",
-        "1, 2, 3, 4,",
-        "Once upon a time, in a small village by the sea, there lived",
-    ];
-    let prompts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
-    let opts = greedy(16, tok.stop_ids.clone());
-    let batched = model.generate(&prompts, &opts, |_, _| {});
-    for (p, b) in prompts.iter().zip(&batched) {
-        let alone = model.generate(std::slice::from_ref(p), &opts, |_, _| {});
-        assert_eq!(alone[0].output_ids, b.output_ids);
+    for (device, dev) in devices() {
+        let (file, model) = load(&common::smollm2(), &dev);
+        let tok = &file.tokenizer;
+        let texts = [
+            "The capital of France is",
+            "1, 2, 3, 4,",
+            "Once upon a time, in a small village by the sea, there lived",
+        ];
+        let prompts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
+        let opts = greedy(16, tok.stop_ids.clone());
+        let batched = model.generate(&prompts, &opts, |_, _| {});
+        for (p, b) in prompts.iter().zip(&batched) {
+            let alone = model.generate(std::slice::from_ref(p), &opts, |_, _| {});
+            assert_eq!(alone[0].output_ids, b.output_ids, "{device}");
+        }
+        let text = tok.decode(&batched[1].output_ids).unwrap();
+        assert!(text.contains('5'), "{device}: counting continues: {text:?}");
     }
-    let text = tok.decode(&batched[1].output_ids).unwrap();
-    assert!(text.contains('5'), "counting continues: {text:?}");
 }
 
 #[test]
 fn sequences_ending_at_different_steps_leave_the_batch_unchanged() {
-    let dir = common::temp_dir("ragged");
-    let c = tiny_config(Architecture::Llama, true);
-    write_tiny_gguf(&dir.join("m.gguf"), &c, &random_weights(&c, 14));
-    let (_, model) = load(&dir.join("m.gguf"));
-    let prompts: Vec<Vec<u32>> = vec![
-        vec![3, 4, 5],
-        vec![100, 7],
-        vec![9; 20],
-        vec![42, 43, 44, 45, 46, 47],
-    ];
-    let free = model.generate(&prompts, &greedy(10, vec![]), |_, _| {});
-    // stop on the 1st token of prompt 0 and the 4th of prompt 2: rows end at different steps,
-    // ride along while most of the batch is live, then the batch shrinks
-    let stops = vec![free[0].output_ids[0], free[2].output_ids[3]];
-    let batched = model.generate(&prompts, &greedy(10, stops.clone()), |_, _| {});
-    for (p, b) in prompts.iter().zip(&batched) {
-        let alone = model.generate(std::slice::from_ref(p), &greedy(10, stops.clone()), |_, _| {});
-        assert_eq!(alone[0].output_ids, b.output_ids);
-        assert_eq!(alone[0].finish, b.finish);
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("ragged");
+        let c = tiny_config(Architecture::Llama, true);
+        write_tiny_gguf(&dir.join("m.gguf"), &c, &random_weights(&c, 14));
+        let (_, model) = load(&dir.join("m.gguf"), &dev);
+        let prompts: Vec<Vec<u32>> = vec![
+            vec![3, 4, 5],
+            vec![100, 7],
+            vec![9; 20],
+            vec![42, 43, 44, 45, 46, 47],
+        ];
+        let free = model.generate(&prompts, &greedy(10, vec![]), |_, _| {});
+        // stop on the 1st token of prompt 0 and the 4th of prompt 2: rows end at different steps,
+        // ride along while most of the batch is live, then the batch shrinks
+        let stops = vec![free[0].output_ids[0], free[2].output_ids[3]];
+        let batched = model.generate(&prompts, &greedy(10, stops.clone()), |_, _| {});
+        for (p, b) in prompts.iter().zip(&batched) {
+            let alone = model.generate(std::slice::from_ref(p), &greedy(10, stops.clone()), |_, _| {});
+            assert_eq!(alone[0].output_ids, b.output_ids);
+            assert_eq!(alone[0].finish, b.finish);
+        }
+        assert_eq!(batched[0].output_ids.len(), 1, "{device}");
     }
-    assert_eq!(batched[0].output_ids.len(), 1);
 }

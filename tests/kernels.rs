@@ -1,8 +1,12 @@
 //! The WGSL kernels of the low-rank update against the same math in stock burn ops (forward,
 //! and gradients through burn's own autodiff), on lavapipe, for ranks 1, 2, 4, 8 and shapes
-//! that are not multiples of the 64-wide workgroup.
+//! that are not multiples of the 64-wide workgroup; and the same ops on burn's Flex CPU
+//! backend (`--device cpu`), where they run as stock ops behind the same custom backward.
+
+mod common;
 
 use burn::tensor::{Device, Distribution, Tensor};
+use common::devices;
 use tinylora::engine::default_device;
 use tinylora::kernels::{lowrank_merge, lowrank_update};
 
@@ -75,73 +79,82 @@ fn cases() -> impl Iterator<Item = (usize, (usize, usize, usize))> {
 
 #[test]
 fn forward_matches_stock_burn_ops() {
-    let dev = default_device();
-    for (r, (t, d_in, d_out)) in cases() {
-        let c = case(t, d_in, d_out, r, 3, &dev);
-        let want = reference(&c, c.x.clone(), c.base.clone(), c.factors.clone(), c.coef.clone());
-        let got = lowrank_update(c.x, c.base, c.factors, c.basis, c.coef);
-        assert_close(got, want, 1e-5, &format!("r={r} T={t} d_in={d_in} d_out={d_out}"));
+    for (device, dev) in devices() {
+        for (r, (t, d_in, d_out)) in cases() {
+            let c = case(t, d_in, d_out, r, 3, &dev);
+            let want = reference(&c, c.x.clone(), c.base.clone(), c.factors.clone(), c.coef.clone());
+            let got = lowrank_update(c.x, c.base, c.factors, c.basis, c.coef);
+            assert_close(
+                got,
+                want,
+                1e-5,
+                &format!("{device} r={r} T={t} d_in={d_in} d_out={d_out}"),
+            );
+        }
     }
 }
 
 #[test]
 fn zero_coefficients_return_base_exactly() {
-    let dev = default_device();
-    let c = case(9, 100, 70, 2, 1, &dev);
-    let zero = Tensor::<1>::zeros([1], &dev);
-    let got = lowrank_update(c.x, c.base.clone(), c.factors, c.basis, zero);
-    assert_eq!(got.to_data(), c.base.to_data());
+    for (device, dev) in devices() {
+        let c = case(9, 100, 70, 2, 1, &dev);
+        let zero = Tensor::<1>::zeros([1], &dev);
+        let got = lowrank_update(c.x, c.base.clone(), c.factors, c.basis, zero);
+        assert_eq!(got.to_data(), c.base.to_data(), "{device}");
+    }
 }
 
 /// Gradients of Σ y ⊙ probe with respect to every input, through the kernels and through burn.
 #[test]
 fn gradients_match_burn_autodiff() {
-    let dev = default_device();
-    for (r, (t, d_in, d_out)) in cases() {
-        for train_factors in [false, true] {
-            let c = case(t, d_in, d_out, r, 5, &dev);
-            let probe = Tensor::<2>::random([t, d_out], Distribution::Normal(0.0, 1.0), &dev).autodiff();
-            let track = |x: &Tensor<2>| x.clone().autodiff().require_grad();
-            let coef = || c.coef.clone().autodiff().require_grad();
-            let factors = || {
-                let f = c.factors.clone().autodiff();
-                if train_factors { f.require_grad() } else { f }
-            };
-            let basis = c.basis.clone().autodiff();
+    for (device, dev) in devices() {
+        for (r, (t, d_in, d_out)) in cases() {
+            for train_factors in [false, true] {
+                let c = case(t, d_in, d_out, r, 5, &dev);
+                let probe = Tensor::<2>::random([t, d_out], Distribution::Normal(0.0, 1.0), &dev).autodiff();
+                let track = |x: &Tensor<2>| x.clone().autodiff().require_grad();
+                let coef = || c.coef.clone().autodiff().require_grad();
+                let factors = || {
+                    let f = c.factors.clone().autodiff();
+                    if train_factors { f.require_grad() } else { f }
+                };
+                let basis = c.basis.clone().autodiff();
 
-            let (xk, bk, fk, ck) = (track(&c.x), track(&c.base), factors(), coef());
-            let yk = lowrank_update(xk.clone(), bk.clone(), fk.clone(), basis, ck.clone());
-            let gk = (yk * probe.clone()).sum().backward();
+                let (xk, bk, fk, ck) = (track(&c.x), track(&c.base), factors(), coef());
+                let yk = lowrank_update(xk.clone(), bk.clone(), fk.clone(), basis, ck.clone());
+                let gk = (yk * probe.clone()).sum().backward();
 
-            let (xr, br, fr, cr) = (track(&c.x), track(&c.base), factors(), coef());
-            let yr = reference(&c, xr.clone(), br.clone(), fr.clone(), cr.clone());
-            let gr = (yr * probe).sum().backward();
+                let (xr, br, fr, cr) = (track(&c.x), track(&c.base), factors(), coef());
+                let yr = reference(&c, xr.clone(), br.clone(), fr.clone(), cr.clone());
+                let gr = (yr * probe).sum().backward();
 
-            let what = format!("r={r} T={t} d_in={d_in} d_out={d_out} factors trained={train_factors}");
-            let tol = 1e-5;
-            assert_close(
-                xk.grad(&gk).unwrap(),
-                xr.grad(&gr).unwrap(),
-                tol,
-                &format!("{what}: dx"),
-            );
-            assert_close(
-                bk.grad(&gk).unwrap(),
-                br.grad(&gr).unwrap(),
-                tol,
-                &format!("{what}: dbase"),
-            );
-            assert_close(
-                ck.grad(&gk).unwrap(),
-                cr.grad(&gr).unwrap(),
-                tol,
-                &format!("{what}: dcoef"),
-            );
-            if train_factors {
-                let (a, b) = (fk.grad(&gk).unwrap(), fr.grad(&gr).unwrap());
-                assert_close(a, b, tol, &format!("{what}: dfactors"));
-            } else {
-                assert!(fk.grad(&gk).is_none(), "{what}: frozen factors got a gradient");
+                let what =
+                    format!("{device} r={r} T={t} d_in={d_in} d_out={d_out} factors trained={train_factors}");
+                let tol = 1e-5;
+                assert_close(
+                    xk.grad(&gk).unwrap(),
+                    xr.grad(&gr).unwrap(),
+                    tol,
+                    &format!("{what}: dx"),
+                );
+                assert_close(
+                    bk.grad(&gk).unwrap(),
+                    br.grad(&gr).unwrap(),
+                    tol,
+                    &format!("{what}: dbase"),
+                );
+                assert_close(
+                    ck.grad(&gk).unwrap(),
+                    cr.grad(&gr).unwrap(),
+                    tol,
+                    &format!("{what}: dcoef"),
+                );
+                if train_factors {
+                    let (a, b) = (fk.grad(&gk).unwrap(), fr.grad(&gr).unwrap());
+                    assert_close(a, b, tol, &format!("{what}: dfactors"));
+                } else {
+                    assert!(fk.grad(&gk).is_none(), "{what}: frozen factors got a gradient");
+                }
             }
         }
     }
@@ -150,81 +163,88 @@ fn gradients_match_burn_autodiff() {
 /// A coefficient shared by two modules (a tie group) gets the sum of their gradients.
 #[test]
 fn tied_coefficients_accumulate_both_modules() {
-    let dev = default_device();
-    let (a, b) = (case(6, 70, 90, 2, 3, &dev), case(6, 90, 40, 2, 3, &dev));
-    let run = |c: &Case, v: &Tensor<1>| {
-        lowrank_update(
-            c.x.clone(),
-            c.base.clone(),
-            c.factors.clone(),
-            c.basis.clone(),
-            v.clone(),
-        )
-        .sum()
-    };
-    let shared = a.coef.clone().autodiff().require_grad();
-    let both = shared
-        .grad(&(run(&a, &shared) + run(&b, &shared)).backward())
-        .unwrap();
-    let alone = |c: &Case| {
-        let v = a.coef.clone().autodiff().require_grad();
-        v.grad(&run(c, &v).backward()).unwrap()
-    };
-    let sum = alone(&a) + alone(&b);
-    assert_close(both, sum, 1e-6, "tied gradient");
+    for (device, dev) in devices() {
+        let (a, b) = (case(6, 70, 90, 2, 3, &dev), case(6, 90, 40, 2, 3, &dev));
+        let run = |c: &Case, v: &Tensor<1>| {
+            lowrank_update(
+                c.x.clone(),
+                c.base.clone(),
+                c.factors.clone(),
+                c.basis.clone(),
+                v.clone(),
+            )
+            .sum()
+        };
+        let shared = a.coef.clone().autodiff().require_grad();
+        let both = shared
+            .grad(&(run(&a, &shared) + run(&b, &shared)).backward())
+            .unwrap();
+        let alone = |c: &Case| {
+            let v = a.coef.clone().autodiff().require_grad();
+            v.grad(&run(c, &v).backward()).unwrap()
+        };
+        let sum = alone(&a) + alone(&b);
+        assert_close(both, sum, 1e-6, &format!("{device}: tied gradient"));
+    }
 }
 
 #[test]
 fn merge_and_unmerge_match_stock_burn_ops_on_column_chunks() {
-    let dev = default_device();
-    for r in RANKS {
-        let (d_in, d_out) = (131, 150);
-        let c = case(1, d_in, d_out, r, 4, &dev);
-        let w = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 1.0), &dev);
-        let u = c.factors.clone().slice(0..d_out);
-        let v = c.factors.clone().slice(d_out..d_out + d_in);
-        let delta = u
-            .matmul(core(c.basis.clone(), c.coef.clone()))
-            .matmul(v.transpose()); // [d_out, d_in]
-        let want = (w.clone() + delta).transpose();
-        let merge = |chunk: Tensor<2>, col0: usize, subtract: bool| {
-            lowrank_merge(
-                chunk,
-                c.factors.clone(),
-                c.basis.clone(),
-                c.coef.clone(),
-                col0,
-                subtract,
-            )
-        };
-        // Wᵀ in two column chunks, as the engine stores a large weight
-        for (col0, cols) in [(0, 64), (64, d_out - 64)] {
-            let part = |t: &Tensor<2>| t.clone().slice([0..d_in, col0..col0 + cols]);
-            let original = part(&w.clone().transpose());
-            // a fresh, unshared buffer: merged in place
-            let merged = merge(Tensor::from_data(original.to_data(), &dev), col0, false);
-            assert_close(
-                merged.clone(),
-                part(&want),
-                1e-6,
-                &format!("merge r={r} col0={col0}"),
-            );
-            // unmerging restores W up to rounding
-            let restored = merge(merged, col0, true);
-            assert_close(
-                restored,
-                original.clone(),
-                1e-6,
-                &format!("unmerge r={r} col0={col0}"),
-            );
-            // a buffer still held elsewhere is copied, never modified
-            let copy = merge(original.clone(), col0, false);
-            assert_close(copy, part(&want), 1e-6, &format!("merge of a shared chunk r={r}"));
-            assert_eq!(
-                original.to_data(),
-                part(&w.clone().transpose()).to_data(),
-                "shared chunk modified"
-            );
+    for (device, dev) in devices() {
+        for r in RANKS {
+            let (d_in, d_out) = (131, 150);
+            let c = case(1, d_in, d_out, r, 4, &dev);
+            let w = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 1.0), &dev);
+            let u = c.factors.clone().slice(0..d_out);
+            let v = c.factors.clone().slice(d_out..d_out + d_in);
+            let delta = u
+                .matmul(core(c.basis.clone(), c.coef.clone()))
+                .matmul(v.transpose()); // [d_out, d_in]
+            let want = (w.clone() + delta).transpose();
+            let merge = |chunk: Tensor<2>, col0: usize, subtract: bool| {
+                lowrank_merge(
+                    chunk,
+                    c.factors.clone(),
+                    c.basis.clone(),
+                    c.coef.clone(),
+                    col0,
+                    subtract,
+                )
+            };
+            // Wᵀ in two column chunks, as the engine stores a large weight
+            for (col0, cols) in [(0, 64), (64, d_out - 64)] {
+                let part = |t: &Tensor<2>| t.clone().slice([0..d_in, col0..col0 + cols]);
+                let original = part(&w.clone().transpose());
+                // a fresh, unshared buffer: merged in place
+                let merged = merge(Tensor::from_data(original.to_data(), &dev), col0, false);
+                assert_close(
+                    merged.clone(),
+                    part(&want),
+                    1e-6,
+                    &format!("{device}: merge r={r} col0={col0}"),
+                );
+                // unmerging restores W up to rounding
+                let restored = merge(merged, col0, true);
+                assert_close(
+                    restored,
+                    original.clone(),
+                    1e-6,
+                    &format!("{device}: unmerge r={r} col0={col0}"),
+                );
+                // a buffer still held elsewhere is copied, never modified
+                let copy = merge(original.clone(), col0, false);
+                assert_close(
+                    copy,
+                    part(&want),
+                    1e-6,
+                    &format!("{device}: merge of a shared chunk r={r}"),
+                );
+                assert_eq!(
+                    original.to_data(),
+                    part(&w.clone().transpose()).to_data(),
+                    "{device}: shared chunk modified"
+                );
+            }
         }
     }
 }

@@ -8,6 +8,15 @@ pub mod tiny_model;
 
 use std::path::PathBuf;
 
+use burn::tensor::Device;
+use tinylora::engine::{cpu_device, default_device};
+
+/// Every device the engine runs on, named: the GPU through wgpu (lavapipe on machines
+/// without one) and the CPU (burn's Flex backend).
+pub fn devices() -> [(&'static str, Device); 2] {
+    [("gpu", default_device()), ("cpu", cpu_device())]
+}
+
 /// Root of the repository.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -11,7 +11,7 @@ use tinylora_engine::{AdapterMode, GenerateOptions, SamplingParams};
 use tinylora_formats::TextStream;
 
 use crate::adapter_load::attach_adapter_file;
-use crate::load::load_model;
+use crate::load::{DeviceArg, load_model};
 
 /// Arguments of `tinylora generate`.
 #[derive(Args)]
@@ -19,6 +19,10 @@ pub struct GenerateArgs {
     /// GGUF file or Hugging Face model directory.
     #[arg(long)]
     model: PathBuf,
+    /// Where to run: gpu (wgpu: Vulkan, Metal, DX12; lavapipe without a GPU) or cpu (burn's
+    /// Flex backend; on a machine without a GPU much faster than lavapipe).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+    device: DeviceArg,
     /// The prompt text.
     #[arg(long)]
     prompt: String,
@@ -76,7 +80,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if args.temperature < 0.0 {
         bail!("--temperature must be ≥ 0, got {}", args.temperature);
     }
-    let (file, mut model) = load_model(&args.model)?;
+    let (file, mut model) = load_model(&args.model, args.device)?;
     if let Some(path) = &args.adapter {
         attach_adapter_file(&file, &mut model, path)?;
         model.set_adapter_mode(AdapterMode::Merged);

@@ -1,14 +1,36 @@
-//! Opening a model file and moving its weights to the GPU, with a spinner.
+//! Opening a model file and moving its weights to the chosen device, with a spinner.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_engine::{Transformer, default_device};
+use tinylora_engine::{Transformer, cpu_device, default_device};
 use tinylora_formats::ModelFile;
 
-/// Open `path` and load it onto the default GPU.
-pub fn load_model(path: &Path) -> anyhow::Result<(ModelFile, Transformer)> {
+/// Where the model runs (`--device`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The first GPU through wgpu (Vulkan, Metal, DX12); lavapipe (software Vulkan) when
+    /// there is none.
+    #[default]
+    Gpu,
+    /// burn's Flex CPU backend (SIMD, every core): on a machine without a GPU, much faster
+    /// than lavapipe.
+    Cpu,
+}
+
+impl DeviceArg {
+    fn describe(self) -> &'static str {
+        match self {
+            DeviceArg::Gpu => "the GPU",
+            DeviceArg::Cpu => "the CPU",
+        }
+    }
+}
+
+/// Open `path` and load it onto `device`.
+pub fn load_model(path: &Path, device: DeviceArg) -> anyhow::Result<(ModelFile, Transformer)> {
     let start = Instant::now();
     let spinner =
         ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
@@ -16,10 +38,14 @@ pub fn load_model(path: &Path) -> anyhow::Result<(ModelFile, Transformer)> {
     spinner.set_message(format!("opening {}", path.display()));
     let file = ModelFile::open(path)?;
     spinner.set_message(format!(
-        "loading {} weights to the GPU",
-        file.config.architecture.name()
+        "loading {} weights to {}",
+        file.config.architecture.name(),
+        device.describe()
     ));
-    let model = Transformer::load(&file, &default_device())?;
+    let model = match device {
+        DeviceArg::Gpu => Transformer::load(&file, &default_device())?,
+        DeviceArg::Cpu => Transformer::load(&file, &cpu_device())?,
+    };
     spinner.finish_and_clear();
     eprintln!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.1}s",

@@ -22,7 +22,7 @@ use tinylora_train::{
 
 use crate::adapter_load::svd_progress;
 use crate::eval::{PromptArgs, show_progress};
-use crate::load::load_model;
+use crate::load::{DeviceArg, load_model};
 use crate::plan::AdapterArgs;
 
 /// `tinylora train …`
@@ -44,6 +44,10 @@ pub struct CommonArgs {
     /// GGUF file or Hugging Face model directory.
     #[arg(long)]
     model: PathBuf,
+    /// Where to run: gpu (wgpu: Vulkan, Metal, DX12; lavapipe without a GPU) or cpu (burn's
+    /// Flex backend; on a machine without a GPU much faster than lavapipe).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+    device: DeviceArg,
     /// Training problems (JSON lines; see `tinylora eval --help`).
     #[arg(long)]
     data: PathBuf,
@@ -162,7 +166,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                 seed: c.seed,
             };
             let json = serde_json::to_value(&config)?;
-            let (file, mut model) = load_model(&c.model)?;
+            let (file, mut model) = load_model(&c.model, c.device)?;
             train(c, "GRPO", json, &file, &mut model, move |run, problems| {
                 Box::new(GrpoTrainer {
                     run,
@@ -183,7 +187,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                 seed: c.seed,
             };
             let json = serde_json::to_value(&config)?;
-            let (file, mut model) = load_model(&c.model)?;
+            let (file, mut model) = load_model(&c.model, c.device)?;
             train(c, "SFT", json, &file, &mut model, move |run, problems| {
                 Box::new(SftTrainer {
                     run,

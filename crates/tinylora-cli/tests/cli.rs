@@ -202,6 +202,17 @@ fn generate_with_adapter_equals_the_merged_model_and_the_peft_export_and_differs
         base, adapted,
         "a one-number adapter at v = 1 should change the greedy answer"
     );
+    // on the CPU (burn's Flex backend; the merge runs as stock ops there): the same answers
+    assert_eq!(
+        output_ids(&run(&["--device", "cpu"], m)),
+        base,
+        "the base model on the CPU"
+    );
+    assert_eq!(
+        output_ids(&run(&["--device", "cpu", "--adapter", a], m)),
+        adapted,
+        "the adapter on the CPU"
+    );
 
     let merged = dir.join("merged");
     let out = tinylora(&[

@@ -1,4 +1,5 @@
-//! Picking the GPU: burn's wgpu backend (Vulkan, Metal, DX12, or WebGPU in a browser).
+//! Picking where the engine runs: burn's wgpu backend (Vulkan, Metal, DX12, or WebGPU in a
+//! browser), or natively burn's Flex CPU backend.
 
 use burn::tensor::{Device, DeviceKind};
 
@@ -6,4 +7,12 @@ use burn::tensor::{Device, DeviceKind};
 /// on machines without one.
 pub fn default_device() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice)
+}
+
+/// burn's Flex backend: pure-Rust CPU kernels (SIMD, one thread per core). On a machine with no
+/// GPU it runs the engine much faster than software Vulkan; the adapter ops run there as stock
+/// burn ops instead of WGSL.
+#[cfg(not(target_family = "wasm"))]
+pub fn cpu_device() -> Device {
+    Device::flex()
 }

@@ -1,4 +1,5 @@
-//! Batched language-model inference on burn's wgpu backend (Vulkan, Metal, DX12, WebGPU).
+//! Batched language-model inference on burn's wgpu backend (Vulkan, Metal, DX12, WebGPU), or
+//! natively on its Flex CPU backend ([`cpu_device`]).
 //!
 //! - [`transformer`]: the llama / qwen2 decoder ([`Transformer::load`] from a
 //!   [`tinylora_formats::ModelFile`]).
@@ -17,6 +18,8 @@ pub mod sampling;
 pub mod transformer;
 
 pub use adapter::{AdapterError, AdapterMode, AttachedAdapter};
+#[cfg(not(target_family = "wasm"))]
+pub use device::cpu_device;
 pub use device::default_device;
 pub use generate::{FinishReason, GenerateOptions, Generation};
 pub use sampling::SamplingParams;

@@ -11,11 +11,14 @@
 //!
 //! so that M = Σᵢ vᵢ P̃ᵢ and ΔW = U M Vᵀ. Each op launches a `.wgsl` file from `shaders/` on
 //! burn's cube backend; its backward on `Autodiff<B, C>` launches the gradient kernels again.
+//! Natively, burn's Flex CPU backend runs the same math as stock burn ops (`stock.rs`).
 
 mod halves;
 mod launch;
 mod lowrank;
 mod merge;
+#[cfg(not(target_family = "wasm"))]
+mod stock;
 
 use burn::backend::{Dispatch, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
@@ -23,7 +26,7 @@ use burn::tensor::Tensor;
 pub use launch::MAX_RANK;
 
 /// Backend extension: the low-rank update and its merge.
-#[backend_extension(Autodiff, Cube)]
+#[backend_extension(Autodiff, Cube, Flex: cfg(not(target_family = "wasm")))]
 pub trait LowRankBackend: burn::backend::Backend {
     /// y = base + ((x V) Mᵀ) Uᵀ (`shaders/lowrank_down.wgsl`, then `lowrank_up.wgsl`);
     /// differentiable in x, base,

@@ -178,7 +178,7 @@ pub(crate) fn forward(
 }
 
 /// M = Σᵢ vᵢ P̃ᵢ `[r, r]` in stock ops (only the LoRA factor gradients need it on the host side).
-fn core<B: Backend>(basis: FloatTensor<B>, coef: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn core<B: Backend>(basis: FloatTensor<B>, coef: FloatTensor<B>) -> FloatTensor<B> {
     let [n_v, r, _] = basis.shape().dims();
     let weighted = B::float_mul(
         B::float_reshape(basis, Shape::new([n_v, r * r])),
