@@ -8,12 +8,11 @@ pub mod tiny_model;
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
-use tinylora::engine::{cpu_device, default_device};
-
-/// Every device the engine runs on, named: the GPU through wgpu (lavapipe on machines
+/// Every device the engine runs on natively, named: the GPU through wgpu (lavapipe on machines
 /// without one) and the CPU (burn's Flex backend).
-pub fn devices() -> [(&'static str, Device); 2] {
+#[cfg(not(target_family = "wasm"))]
+pub fn devices() -> [(&'static str, burn::tensor::Device); 2] {
+    use tinylora::engine::{cpu_device, default_device};
     [("gpu", default_device()), ("cpu", cpu_device())]
 }
 
