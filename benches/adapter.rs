@@ -1,4 +1,6 @@
-//! TinyLoRA kernels and training cost, on the default device (lavapipe here):
+//! TinyLoRA kernels and training cost, on the default device (lavapipe here), or with
+//! `--device cpu` the training cost on burn's Flex CPU backend (where the adapter ops are
+//! stock burn ops):
 //!
 //! 1. each WGSL kernel against the same math as a composition of stock burn ops (ratio);
 //! 2. forward + backward of SmolLM2-135M-Instruct with a TinyLoRA adapter against a plain
@@ -7,7 +9,7 @@
 //!
 //! ```text
 //! cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernel-reps 41
-//!     --kernels-only | --training-only | --svd-only]
+//!     --kernels-only | --training-only | --svd-only] [--device cpu]
 //! ```
 //!
 //! Every figure of one run comes from the same process on the same device, side by side,
@@ -16,9 +18,9 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 use tinylora::adapter::{AdapterConfig, TieGroups, frozen_modules, plan};
-use tinylora::engine::{AdapterMode, Transformer, default_device};
+use tinylora::engine::{AdapterMode, Transformer, cpu_device, default_device};
 use tinylora::formats::ModelFile;
 use tinylora::kernels::{lowrank_merge, lowrank_update};
 
@@ -170,12 +172,12 @@ fn kernels(reps: usize) {
     }
 }
 
-fn training_cost(tokens: usize, reps: usize) {
+fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str) {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let file =
         ModelFile::open(&path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
-    let mut model = Transformer::load(&file, &default_device()).unwrap();
+    let mut model = Transformer::load(&file, device).unwrap();
     let cfg = AdapterConfig::default(); // TinyLoRA r = 2, u = 1, untied, all seven modules
     let p = plan(&file.config, &cfg);
     let start = Instant::now();
@@ -216,7 +218,7 @@ fn training_cost(tokens: usize, reps: usize) {
         },
     );
     println!(
-        "\nSmolLM2-135M-Instruct, {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
+        "\nSmolLM2-135M-Instruct on the {device_name}, {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
         p.params
     );
     println!("attach adapter (210 rank-2 SVDs + upload)       {attach:>8.2} s");
@@ -271,13 +273,18 @@ fn main() {
         return svd_time();
     }
     let only = |flag: &str| std::env::args().any(|a| a == flag);
+    let device = std::env::args().skip_while(|a| a != "--device").nth(1);
+    if device.as_deref() == Some("cpu") {
+        // no WGSL there: only what training costs
+        return training_cost(arg("--tokens", 128), reps, &cpu_device(), "CPU (Flex)");
+    }
     if !only("--training-only") {
         kernels(arg("--kernel-reps", 41));
     }
     if only("--kernels-only") {
         return;
     }
-    training_cost(arg("--tokens", 128), reps);
+    training_cost(arg("--tokens", 128), reps, &default_device(), "GPU");
     println!();
     svd_time();
 }
