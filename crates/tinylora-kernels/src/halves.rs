@@ -9,6 +9,12 @@ use crate::launch::{WG, Wgsl, empty, launch, launch_bindings, rank_values};
 /// Rows per invocation of `lowrank_up.wgsl` (its `ROWS`).
 const UP_ROWS: usize = 32;
 
+/// Most rows per workgroup of `lowrank_down_tiled.wgsl` (its `TT`).
+const DOWN_ROWS: usize = 8;
+
+/// Most partial sums per invocation of `lowrank_down_tiled.wgsl` (TT·r, held in registers).
+const DOWN_SUMS: usize = 32;
+
 /// Neighbouring output columns per invocation of `lowrank_up.wgsl` (its vec4 width).
 const UP_COLS: usize = 4;
 
@@ -42,17 +48,22 @@ pub(crate) fn down(
 ) -> (CubeTensor, CubeTensor) {
     let r = factors.meta.shape()[1];
     let n_v = coef.meta.shape()[0];
+    let mut values = rank_values(r);
     let dummy;
-    let (a, n_t, d, source) = match rows {
+    let (a, n_t, d, kernel, groups) = match rows {
         Rows::Of(a) => {
             let (n_t, d) = (a.meta.shape()[0], a.meta.shape()[1]);
-            let source = "for (var i = 0u; i < d; i++) {
-        let ai = a[t * d + i];
-        for (var k = 0u; k < R; k++) {
-            acc[k] = fma(ai, factors[(row0 + i) * R + k], acc[k]);
-        }
-    }";
-            (a, n_t, d, source)
+            let tt = (DOWN_SUMS / r).clamp(1, DOWN_ROWS);
+            values.extend([
+                ("tt", tt.to_string()),
+                ("tt_r", (tt * r).to_string()),
+                ("tt_r_wg", (tt * r * WG as usize).to_string()),
+            ]);
+            let kernel = Wgsl {
+                source: include_str!("../../../shaders/lowrank_down_tiled.wgsl"),
+                values,
+            };
+            (a, n_t, d, kernel, n_t.div_ceil(tt))
         }
         Rows::Own(n_t) => {
             dummy = empty(factors, vec![1]);
@@ -61,24 +72,18 @@ pub(crate) fn down(
     for (var k = 0u; k < R; k++) {
         acc[k] = factors[(row0 + t) * R + k];
     }";
-            (&dummy, n_t, 0, source)
+            values.push(("source", source.to_string()));
+            let kernel = Wgsl {
+                source: include_str!("../../../shaders/lowrank_down.wgsl"),
+                values,
+            };
+            (&dummy, n_t, 0, kernel, n_t.div_ceil(WG as usize))
         }
     };
     let q = empty(factors, vec![n_t, r]);
     let s = empty(factors, vec![n_t, r]);
-    let mut values = rank_values(r);
-    values.push(("source", source.to_string()));
-    let kernel = Wgsl {
-        source: include_str!("../../../shaders/lowrank_down.wgsl"),
-        values,
-    };
     let info = [n_t, d, row0, n_v, usize::from(transpose)].map(|n| n as u32);
-    launch(
-        kernel,
-        n_t.div_ceil(WG as usize),
-        &[a, factors, basis, coef, &q, &s],
-        &info,
-    );
+    launch(kernel, groups, &[a, factors, basis, coef, &q, &s], &info);
     (q, s)
 }
 
