@@ -49,10 +49,15 @@ pub(crate) fn down(
     let r = factors.meta.shape()[1];
     let n_v = coef.meta.shape()[0];
     let mut values = rank_values(r);
-    let dummy;
-    let (a, n_t, d, kernel, groups) = match rows {
+    let n_t = match rows {
+        Rows::Of(a) => a.meta.shape()[0],
+        Rows::Own(n_t) => n_t,
+    };
+    let q = empty(factors, vec![n_t, r]);
+    let s = empty(factors, vec![n_t, r]);
+    match rows {
         Rows::Of(a) => {
-            let (n_t, d) = (a.meta.shape()[0], a.meta.shape()[1]);
+            let d = a.meta.shape()[1];
             let tt = (DOWN_SUMS / r).clamp(1, DOWN_ROWS);
             values.extend([
                 ("tt", tt.to_string()),
@@ -63,27 +68,28 @@ pub(crate) fn down(
                 source: include_str!("../../../shaders/lowrank_down_tiled.wgsl"),
                 values,
             };
-            (a, n_t, d, kernel, n_t.div_ceil(tt))
+            let info = [n_t, d, row0, n_v, usize::from(transpose)].map(|n| n as u32);
+            launch(
+                kernel,
+                n_t.div_ceil(tt),
+                &[a, factors, basis, coef, &q, &s],
+                &info,
+            );
         }
-        Rows::Own(n_t) => {
-            dummy = empty(factors, vec![1]);
-            // `a` is a placeholder here; the phony read keeps its binding in the layout
-            let source = "_ = a[0];
-    for (var k = 0u; k < R; k++) {
-        acc[k] = factors[(row0 + t) * R + k];
-    }";
-            values.push(("source", source.to_string()));
+        Rows::Own(_) => {
             let kernel = Wgsl {
                 source: include_str!("../../../shaders/lowrank_down.wgsl"),
                 values,
             };
-            (&dummy, n_t, 0, kernel, n_t.div_ceil(WG as usize))
+            let info = [n_t, 0, row0, n_v, usize::from(transpose)].map(|n| n as u32);
+            launch(
+                kernel,
+                n_t.div_ceil(WG as usize),
+                &[factors, basis, coef, &q, &s],
+                &info,
+            );
         }
-    };
-    let q = empty(factors, vec![n_t, r]);
-    let s = empty(factors, vec![n_t, r]);
-    let info = [n_t, d, row0, n_v, usize::from(transpose)].map(|n| n as u32);
-    launch(kernel, groups, &[a, factors, basis, coef, &q, &s], &info);
+    }
     (q, s)
 }
 
