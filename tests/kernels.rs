@@ -65,9 +65,17 @@ fn assert_close<const D: usize>(got: Tensor<D>, want: Tensor<D>, tol: f32, what:
     );
 }
 
-/// (T, d_in, d_out): single rows, exact and off-by-one multiples of 64, and a wider case.
-const SHAPES: [(usize, usize, usize); 4] = [(1, 5, 3), (3, 64, 65), (7, 130, 63), (33, 577, 200)];
-const RANKS: [usize; 4] = [1, 2, 4, 8];
+/// (T, d_in, d_out): single rows, exact and off-by-one multiples of 64, a wider case, and
+/// widths that are multiples of 4 (the vec4 kernels, for r = 4, 8, 16) with T past a
+/// workgroup's rows.
+const SHAPES: [(usize, usize, usize); 5] = [
+    (1, 5, 3),
+    (3, 64, 65),
+    (7, 130, 63),
+    (33, 577, 200),
+    (37, 256, 132),
+];
+const RANKS: [usize; 5] = [1, 2, 4, 8, 16];
 
 /// Every rank with two shapes, so that each shape meets two ranks.
 fn cases() -> impl Iterator<Item = (usize, (usize, usize, usize))> {

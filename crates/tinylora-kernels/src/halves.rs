@@ -15,6 +15,12 @@ const DOWN_ROWS: usize = 8;
 /// Most partial sums per invocation of `lowrank_down_tiled.wgsl` (TT·r, held in registers).
 const DOWN_SUMS: usize = 32;
 
+/// Partial sums per invocation of `lowrank_down_vec4.wgsl` (TT·r).
+const VEC4_DOWN_SUMS: usize = 32;
+
+/// Row groups per workgroup of `lowrank_down_vec4.wgsl` (its `G`).
+const VEC4_DOWN_GROUPS: usize = 8;
+
 /// Neighbouring output columns per invocation of `lowrank_up.wgsl` (its vec4 width).
 const UP_COLS: usize = 4;
 
@@ -56,6 +62,27 @@ pub(crate) fn down(
     let q = empty(factors, vec![n_t, r]);
     let s = empty(factors, vec![n_t, r]);
     match rows {
+        Rows::Of(a) if r % 4 == 0 && a.meta.shape()[1] % 4 == 0 => {
+            let d = a.meta.shape()[1];
+            let tt = VEC4_DOWN_SUMS / r;
+            values.extend([
+                ("tt", tt.to_string()),
+                ("tt_r4", (tt * r / 4).to_string()),
+                ("r_r4", (r * r / 4).to_string()),
+            ]);
+            let kernel = Wgsl {
+                source: include_str!("../../../shaders/lowrank_down_vec4.wgsl"),
+                values,
+            };
+            let info = [n_t, d, row0, n_v, usize::from(transpose)].map(|n| n as u32);
+            let rows_per_group = VEC4_DOWN_GROUPS * tt;
+            launch(
+                kernel,
+                n_t.div_ceil(rows_per_group),
+                &[a, factors, basis, coef, &q, &s],
+                &info,
+            );
+        }
         Rows::Of(a) => {
             let d = a.meta.shape()[1];
             let tt = (DOWN_SUMS / r).clamp(1, DOWN_ROWS);
@@ -106,11 +133,18 @@ pub(crate) fn up(
     let mut values = rank_values(r);
     values.push(("sign", if subtract { "-1.0" } else { "1.0" }.to_string()));
     values.push(("rows", UP_ROWS.to_string()));
+    // vec4 loads and stores when both q's rows and out's rows are whole vec4s
+    let vec4 = r % 4 == 0 && cols % 4 == 0;
     let (init_expr, init_binding, init_doc) = match &init {
+        Init::Zero if vec4 => ("vec4<f32>(0.0)", "", "(out starts at 0)"),
         Init::Zero => ("0.0", "", "(out starts at 0)"),
         Init::Base(_) => (
             "base[idx]",
-            "@group(0) @binding(4) var<storage, read_write> base: array<f32>;",
+            if vec4 {
+                "@group(0) @binding(4) var<storage, read_write> base: array<vec4<f32>>;"
+            } else {
+                "@group(0) @binding(4) var<storage, read_write> base: array<f32>;"
+            },
             "base    [T, cols]           added to",
         ),
         Init::InPlace(_) => ("out[idx]", "", "(out is updated in place)"),
@@ -119,7 +153,11 @@ pub(crate) fn up(
     values.push(("init_binding", init_binding.to_string()));
     values.push(("init_doc", init_doc.to_string()));
     let kernel = Wgsl {
-        source: include_str!("../../../shaders/lowrank_up.wgsl"),
+        source: if vec4 {
+            include_str!("../../../shaders/lowrank_up_vec4.wgsl")
+        } else {
+            include_str!("../../../shaders/lowrank_up.wgsl")
+        },
         values,
     };
     // UP_COLS columns per invocation; one workgroup never spans two row blocks
