@@ -86,7 +86,7 @@ fn main(
                 var p = acc[tt * R4 + k4];
                 p = fma(vec4<f32>(x.x), f[k4], p);
                 p = fma(vec4<f32>(x.y), f[R4 + k4], p);
-                p = fma(vec4<f32>(x.y), f[2u * R4 + k4], p);
+                p = fma(vec4<f32>(x.z), f[2u * R4 + k4], p);
                 p = fma(vec4<f32>(x.w), f[3u * R4 + k4], p);
                 acc[tt * R4 + k4] = p;
             }

@@ -55,7 +55,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             delta = fma(f[4u * j4], vec4<f32>(v.x), delta);
             delta = fma(f[4u * j4 + 1u], vec4<f32>(v.y), delta);
             delta = fma(f[4u * j4 + 2u], vec4<f32>(v.z), delta);
-            delta = fma(f[4u * j4 + 3u], vec4<f32>(v.z), delta);
+            delta = fma(f[4u * j4 + 3u], vec4<f32>(v.w), delta);
         }
         let idx = t * cols4 + o4;
         out[idx] = {{ init }} + {{ sign }} * delta;

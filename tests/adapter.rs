@@ -38,9 +38,14 @@ fn load(dir: &Path) -> (ModelFile, Transformer) {
 }
 
 fn adapter(method: Method, tying: Tying, sigma: SigmaConvention) -> AdapterConfig {
+    with_rank(method, tying, sigma, 2)
+}
+
+/// [`adapter`] with frozen rank `rank` (4 and up: the vec4 kernels on the tiny model's widths).
+fn with_rank(method: Method, tying: Tying, sigma: SigmaConvention, rank: usize) -> AdapterConfig {
     AdapterConfig {
         method,
-        rank: 2,
+        rank,
         u: 2,
         tying,
         projection_seed: 7,
@@ -139,18 +144,20 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
     let (dir, c, w) = tiny("adapter-modes");
     let (file, mut model) = load(&dir);
     let before = weights_t(&model);
-    for (method, sigma) in [
-        (Method::Tinylora, SigmaConvention::Paper),
-        (Method::Tinylora, SigmaConvention::Peft),
-        (Method::LoraXs, SigmaConvention::LoraXs),
-        (Method::Lora, SigmaConvention::Paper),
+    for (method, sigma, rank) in [
+        (Method::Tinylora, SigmaConvention::Paper, 2),
+        (Method::Tinylora, SigmaConvention::Peft, 2),
+        (Method::LoraXs, SigmaConvention::LoraXs, 2),
+        (Method::Lora, SigmaConvention::Paper, 2),
+        (Method::Tinylora, SigmaConvention::Paper, 4),
+        (Method::Lora, SigmaConvention::Paper, 8),
     ] {
         let tying = if method == Method::Lora {
             Tying::None
         } else {
             Tying::Structured { n_tie: 1 }
         };
-        let cfg = adapter(method, tying, sigma);
+        let cfg = with_rank(method, tying, sigma, rank);
         let p = plan(&c, &cfg);
         let v = values(p.params, 1);
         model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
@@ -175,7 +182,7 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
             let d = max_diff(&model.forward_logits(&seqs()), &want);
             assert!(
                 d < 3e-4,
-                "{method:?} {sigma:?} {mode:?}: max |Δlogit| vs reference = {d}"
+                "{method:?} {sigma:?} r={rank} {mode:?}: max |Δlogit| vs reference = {d}"
             );
         }
         model.set_adapter_mode(AdapterMode::Merged);

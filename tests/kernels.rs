@@ -77,12 +77,16 @@ const SHAPES: [(usize, usize, usize); 5] = [
 ];
 const RANKS: [usize; 5] = [1, 2, 4, 8, 16];
 
-/// Every rank with two shapes, so that each shape meets two ranks.
+/// Every rank with two shapes, so that each shape meets two ranks, and every rank with the
+/// last shape (whose widths are multiples of 4: the vec4 kernels from r = 4 on).
 fn cases() -> impl Iterator<Item = (usize, (usize, usize, usize))> {
-    RANKS
-        .into_iter()
-        .enumerate()
-        .flat_map(|(i, r)| [(r, SHAPES[i]), (r, SHAPES[(i + 1) % SHAPES.len()])])
+    let last = SHAPES.len() - 1;
+    RANKS.into_iter().enumerate().flat_map(move |(i, r)| {
+        let next = (i + 1) % SHAPES.len();
+        [(r, SHAPES[i]), (r, SHAPES[next])]
+            .into_iter()
+            .chain((i != last && next != last).then_some((r, SHAPES[last])))
+    })
 }
 
 #[test]

@@ -93,42 +93,59 @@ async fn hugging_face_files_given_as_bytes_load_and_match_the_reference() {
     );
 }
 
+/// Rank 2 runs the scalar kernels; rank 4 on the tiny model's widths (multiples of 4) the vec4
+/// ones (`shaders/lowrank_*_vec4.wgsl`).
 #[wasm_bindgen_test]
-async fn merged_tinylora_adapter_on_webgpu_matches_the_reference_and_unmerges() {
+async fn tinylora_adapters_on_webgpu_match_the_reference_merged_and_on_the_activation_path() {
     let device = webgpu_device().await.expect("headless Chromium has WebGPU");
     let (c, w, file) = tiny_llama(21);
-    let mut model = Transformer::load(&file, &device).expect("tiny model loads");
-    let cfg = AdapterConfig {
-        method: Method::Tinylora,
-        rank: 2,
-        u: 2,
-        tying: Tying::Structured { n_tie: 1 },
-        projection_seed: 7,
-        sigma: SigmaConvention::Paper,
-        precision: Precision::F32,
-        ..AdapterConfig::default()
+    for rank in [2, 4] {
+        let mut model = Transformer::load(&file, &device).expect("tiny model loads");
+        let cfg = AdapterConfig {
+            method: Method::Tinylora,
+            rank,
+            u: 2,
+            tying: Tying::Structured { n_tie: 1 },
+            projection_seed: 7,
+            sigma: SigmaConvention::Paper,
+            precision: Precision::F32,
+            ..AdapterConfig::default()
+        }
+        .validated()
+        .unwrap();
+        let n = plan(&c, &cfg).params;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + 104_729) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        // the frozen SVDs run on the page's one thread (wasm has none to spare)
+        model
+            .attach_adapter(&file, &cfg, &v, &|| {})
+            .expect("adapter attaches");
+        let adapted = adapted_weights(&c, &w, &cfg, &v);
+        model.set_adapter_mode(AdapterMode::Merged); // the merge kernel, in place on Wᵀ
+        let base = max_diff(&model, &c, &w).await;
+        assert!(
+            base > 0.05,
+            "r={rank}: the merged adapter barely changes the logits ({base})"
+        );
+        let d = max_diff(&model, &c, &adapted).await;
+        assert!(
+            d < 3e-4,
+            "r={rank} merged in the browser: max |Δlogit| vs reference = {d}"
+        );
+        model.set_adapter_mode(AdapterMode::Off); // unmerge: the same kernel, subtracting
+        let d = max_diff(&model, &c, &w).await;
+        assert!(
+            d < 3e-4,
+            "r={rank} unmerged in the browser: max |Δlogit| vs base = {d}"
+        );
+        model.set_adapter_mode(AdapterMode::Activation); // down + up on every activation
+        let d = max_diff(&model, &c, &adapted).await;
+        assert!(
+            d < 3e-4,
+            "r={rank} on the activation path in the browser: max |Δlogit| vs reference = {d}"
+        );
     }
-    .validated()
-    .unwrap();
-    let n = plan(&c, &cfg).params;
-    let v: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919 + 104_729) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
-    // the frozen SVDs run on the page's one thread (wasm has none to spare)
-    model
-        .attach_adapter(&file, &cfg, &v, &|| {})
-        .expect("adapter attaches");
-    model.set_adapter_mode(AdapterMode::Merged); // the merge kernel, in place on Wᵀ
-    let base = max_diff(&model, &c, &w).await;
-    assert!(
-        base > 0.05,
-        "the merged adapter barely changes the logits ({base})"
-    );
-    let d = max_diff(&model, &c, &adapted_weights(&c, &w, &cfg, &v)).await;
-    assert!(d < 3e-4, "merged in the browser: max |Δlogit| vs reference = {d}");
-    model.set_adapter_mode(AdapterMode::Off); // unmerge: the same kernel, subtracting
-    let d = max_diff(&model, &c, &w).await;
-    assert!(d < 3e-4, "unmerged in the browser: max |Δlogit| vs base = {d}");
 }
 
 /// The message of the `Error` a [`Session`] call rejected with.
