@@ -62,7 +62,7 @@ pub(crate) fn down(
     let q = empty(factors, vec![n_t, r]);
     let s = empty(factors, vec![n_t, r]);
     match rows {
-        Rows::Of(a) if r % 4 == 0 && a.meta.shape()[1] % 4 == 0 => {
+        Rows::Of(a) if r.is_multiple_of(4) && a.meta.shape()[1].is_multiple_of(4) => {
             let d = a.meta.shape()[1];
             let tt = VEC4_DOWN_SUMS / r;
             values.extend([
@@ -134,7 +134,7 @@ pub(crate) fn up(
     values.push(("sign", if subtract { "-1.0" } else { "1.0" }.to_string()));
     values.push(("rows", UP_ROWS.to_string()));
     // vec4 loads and stores when both q's rows and out's rows are whole vec4s
-    let vec4 = r % 4 == 0 && cols % 4 == 0;
+    let vec4 = r.is_multiple_of(4) && cols.is_multiple_of(4);
     let (init_expr, init_binding, init_doc) = match &init {
         Init::Zero if vec4 => ("vec4<f32>(0.0)", "", "(out starts at 0)"),
         Init::Zero => ("0.0", "", "(out starts at 0)"),
