@@ -12,7 +12,7 @@ use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::{ExtractMode, evaluate, load_problems};
 
 use crate::adapter_load::attach_adapter_file;
-use crate::load::{DeviceArg, load_model};
+use crate::load::{DeviceArgs, load_model};
 
 /// How questions become prompts (`tinylora eval` and `tinylora train`).
 #[derive(Args)]
@@ -42,10 +42,8 @@ pub struct EvalArgs {
     /// GGUF file or Hugging Face model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Where to run: gpu (wgpu: Vulkan, Metal, DX12; lavapipe without a GPU) or cpu (burn's
-    /// Flex backend; on a machine without a GPU much faster than lavapipe).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
-    device: DeviceArg,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Adapter to apply (merged into the weights): a file from `tinylora train`, or a PEFT
     /// TinyLoRA / LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]

@@ -11,7 +11,7 @@ use tinylora_engine::{AdapterMode, GenerateOptions, SamplingParams};
 use tinylora_formats::TextStream;
 
 use crate::adapter_load::attach_adapter_file;
-use crate::load::{DeviceArg, load_model};
+use crate::load::{DeviceArgs, load_model};
 
 /// Arguments of `tinylora generate`.
 #[derive(Args)]
@@ -19,10 +19,8 @@ pub struct GenerateArgs {
     /// GGUF file or Hugging Face model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Where to run: gpu (wgpu: Vulkan, Metal, DX12; lavapipe without a GPU) or cpu (burn's
-    /// Flex backend; on a machine without a GPU much faster than lavapipe).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
-    device: DeviceArg,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// The prompt text.
     #[arg(long)]
     prompt: String,

@@ -3,49 +3,70 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clap::ValueEnum;
+use burn::tensor::Device;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_engine::{Transformer, cpu_device, default_device};
+use tinylora_engine::{Transformer, cpu_device, default_device, hardware_gpu_available};
 use tinylora_formats::ModelFile;
 
 /// Where the model runs (`--device`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
+    /// The GPU when wgpu finds a hardware one, else the CPU (where wgpu would only offer a
+    /// software rasterizer such as lavapipe, many times slower than burn's CPU backend).
+    #[default]
+    Auto,
     /// The first GPU through wgpu (Vulkan, Metal, DX12); lavapipe (software Vulkan) when
     /// there is none.
-    #[default]
     Gpu,
     /// burn's Flex CPU backend (SIMD, every core): on a machine without a GPU, much faster
     /// than lavapipe.
     Cpu,
 }
 
-impl DeviceArg {
-    fn describe(self) -> &'static str {
-        match self {
-            DeviceArg::Gpu => "the GPU",
-            DeviceArg::Cpu => "the CPU",
+/// The `--device` flag, shared by every command that loads a model.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct DeviceArgs {
+    /// Where to run: auto (the GPU if wgpu finds a hardware one, else the CPU), gpu (wgpu:
+    /// Vulkan, Metal, DX12; lavapipe without a GPU) or cpu (burn's Flex backend).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+impl DeviceArgs {
+    /// The burn device and its name; for `auto`, also why it is the CPU when it is.
+    fn resolve(self) -> (Device, &'static str, Option<&'static str>) {
+        let gpu = || (default_device(), "the GPU", None);
+        match self.device {
+            DeviceArg::Gpu => gpu(),
+            DeviceArg::Auto if hardware_gpu_available() => gpu(),
+            DeviceArg::Auto => (
+                cpu_device(),
+                "the CPU",
+                Some("no hardware GPU found (wgpu offers only a software adapter); --device gpu forces wgpu"),
+            ),
+            DeviceArg::Cpu => (cpu_device(), "the CPU", None),
         }
     }
 }
 
 /// Open `path` and load it onto `device`.
-pub fn load_model(path: &Path, device: DeviceArg) -> anyhow::Result<(ModelFile, Transformer)> {
+pub fn load_model(path: &Path, device: DeviceArgs) -> anyhow::Result<(ModelFile, Transformer)> {
     let start = Instant::now();
     let spinner =
         ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message(format!("opening {}", path.display()));
     let file = ModelFile::open(path)?;
+    let (device, name, why) = device.resolve();
+    if let Some(why) = why {
+        spinner.suspend(|| eprintln!("running on {name}: {why}"));
+    }
     spinner.set_message(format!(
-        "loading {} weights to {}",
-        file.config.architecture.name(),
-        device.describe()
+        "loading {} weights to {name}",
+        file.config.architecture.name()
     ));
-    let model = match device {
-        DeviceArg::Gpu => Transformer::load(&file, &default_device())?,
-        DeviceArg::Cpu => Transformer::load(&file, &cpu_device())?,
-    };
+    let model = Transformer::load(&file, &device)?;
     spinner.finish_and_clear();
     eprintln!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.1}s",

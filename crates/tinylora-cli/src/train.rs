@@ -22,7 +22,7 @@ use tinylora_train::{
 
 use crate::adapter_load::svd_progress;
 use crate::eval::{PromptArgs, show_progress};
-use crate::load::{DeviceArg, load_model};
+use crate::load::{DeviceArgs, load_model};
 use crate::plan::AdapterArgs;
 
 /// `tinylora train …`
@@ -44,10 +44,8 @@ pub struct CommonArgs {
     /// GGUF file or Hugging Face model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Where to run: gpu (wgpu: Vulkan, Metal, DX12; lavapipe without a GPU) or cpu (burn's
-    /// Flex backend; on a machine without a GPU much faster than lavapipe).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
-    device: DeviceArg,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Training problems (JSON lines; see `tinylora eval --help`).
     #[arg(long)]
     data: PathBuf,

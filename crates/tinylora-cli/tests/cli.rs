@@ -196,12 +196,21 @@ fn generate_with_adapter_equals_the_merged_model_and_the_peft_export_and_differs
         a.extend(extra.iter().map(|s| s.to_string()));
         tinylora(&a.iter().map(String::as_str).collect::<Vec<_>>())
     };
-    let base = output_ids(&run(&[], m));
-    let adapted = output_ids(&run(&["--adapter", a], m));
+    let base = output_ids(&run(&["--device", "gpu"], m));
+    let adapted = output_ids(&run(&["--device", "gpu", "--adapter", a], m));
     assert_ne!(
         base, adapted,
         "a one-number adapter at v = 1 should change the greedy answer"
     );
+    // the default, --device auto: the CPU, and saying so, exactly when wgpu has no hardware GPU
+    let auto = run(&["--adapter", a], m);
+    let said_cpu = String::from_utf8_lossy(&auto.stderr).contains("running on the CPU: no hardware GPU");
+    assert_eq!(
+        said_cpu,
+        !tinylora_engine::hardware_gpu_available(),
+        "--device auto picks the CPU iff there is no hardware GPU"
+    );
+    assert_eq!(output_ids(&auto), adapted, "the adapter with --device auto");
     // on the CPU (burn's Flex backend; the merge runs as stock ops there): the same answers
     assert_eq!(
         output_ids(&run(&["--device", "cpu"], m)),

@@ -16,3 +16,10 @@ pub fn default_device() -> Device {
 pub fn cpu_device() -> Device {
     Device::flex()
 }
+
+/// Whether wgpu finds a hardware adapter (a discrete, integrated or virtual GPU), not only a
+/// software rasterizer such as lavapipe. cubecl answers this without creating a device.
+#[cfg(not(target_family = "wasm"))]
+pub fn hardware_gpu_available() -> bool {
+    <cubecl::wgpu::WgpuRuntime as cubecl_runtime::runtime::Runtime>::is_available()
+}

@@ -21,6 +21,8 @@ pub use adapter::{AdapterError, AdapterMode, AttachedAdapter};
 #[cfg(not(target_family = "wasm"))]
 pub use device::cpu_device;
 pub use device::default_device;
+#[cfg(not(target_family = "wasm"))]
+pub use device::hardware_gpu_available;
 pub use generate::{FinishReason, GenerateOptions, Generation};
 pub use sampling::SamplingParams;
 pub use transformer::Transformer;
