@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -71,11 +72,20 @@ pub struct EvalArgs {
 }
 
 /// The progress callback of [`tinylora_train::evaluate`] drawn on `bar`: problems done as
-/// its position, tokens generated as its message.
+/// its position, tokens generated as its message. Where no bar is drawn (stderr is not a
+/// terminal: logs, CI, `nohup`), a line per batch instead.
 pub fn show_progress(bar: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
-    |done, tokens| {
+    let start = Instant::now();
+    move |done, tokens| {
         bar.set_position(done as u64);
         bar.set_message(format!("{tokens} tokens generated"));
+        if bar.is_hidden() {
+            eprintln!(
+                "evaluated {done}/{} problems, {tokens} tokens generated, {:.0} s",
+                bar.length().unwrap_or(0),
+                start.elapsed().as_secs_f64()
+            );
+        }
     }
 }
 

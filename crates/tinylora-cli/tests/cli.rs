@@ -280,6 +280,65 @@ fn generate_with_adapter_equals_the_merged_model_and_the_peft_export_and_differs
 }
 
 #[test]
+fn eval_reports_accuracies_that_match_its_per_problem_file_and_logs_progress_without_a_terminal() {
+    let model = smollm2();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/arithmetic.jsonl");
+    let dir = std::env::temp_dir().join(format!("tinylora-cli-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let results = dir.join("eval.jsonl");
+    let out = tinylora(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "20",
+        "--batch-size",
+        "8",
+        "--max-new-tokens",
+        "8",
+        "--instruction",
+        "",
+        "--answer-prefix",
+        "The answer is",
+        "--out",
+        results.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // stderr is a pipe here, so no bar is drawn: one line per batch of 8 instead
+    for done in [8, 16, 20] {
+        assert!(
+            stderr.contains(&format!("evaluated {done}/20 problems")),
+            "{stderr}"
+        );
+    }
+    // the printed accuracies, recounted from the per-problem file
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 20, "one line per problem");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for (i, mode) in ["strict", "flexible", "boxed"].into_iter().enumerate() {
+        let right = records
+            .iter()
+            .filter(|r| r["correct_by_mode"][i].as_bool().unwrap())
+            .count();
+        let line = format!("accuracy {:>6.2}%", 100.0 * right as f64 / 20.0);
+        assert!(
+            stdout.lines().any(|l| l.starts_with(mode) && l.contains(&line)),
+            "{mode}: {right}/20 = {line} not in\n{stdout}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn training_and_evaluation_report_bad_input_clearly() {
     let model = smollm2();
     let m = model.to_str().unwrap();
