@@ -3,8 +3,9 @@
 //! stock burn ops):
 //!
 //! 1. each WGSL kernel against the same math as a composition of stock burn ops (ratio);
-//! 2. forward + backward of SmolLM2-135M-Instruct with a TinyLoRA adapter against a plain
-//!    forward, and against forward + backward through the frozen network without an adapter;
+//! 2. forward + backward of SmolLM2-135M-Instruct with a TinyLoRA adapter (on the activation
+//!    path, and on merged weights) against a plain forward, and against forward + backward
+//!    through the frozen network without an adapter;
 //! 3. the frozen rank-2 SVD of every target weight (CPU, all cores).
 //!
 //! ```text
@@ -13,8 +14,9 @@
 //! ```
 //!
 //! Every figure of one run comes from the same process on the same device, side by side,
-//! after one warm-up run (shader compilation): kernel against stock ops and the two backwards
-//! in alternating pairs (median times and median ratio), the forwards as medians of `--reps`.
+//! after one warm-up run (shader compilation): kernel against stock ops in alternating pairs,
+//! the three backwards in rotating rounds (median times and median ratios), the forwards as
+//! medians of `--reps`.
 
 use std::time::Instant;
 
@@ -50,27 +52,39 @@ fn seconds(f: &mut impl FnMut()) -> f64 {
 /// that the machine's drift hits both alike: (median seconds of a, of b, median of the
 /// per-pair ratios b / a).
 fn paired(reps: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64, f64) {
-    a();
-    b();
-    let mut ta = Vec::with_capacity(reps);
-    let mut tb = Vec::with_capacity(reps);
-    for i in 0..reps {
-        // alternate which one goes first
-        let (x, y) = if i % 2 == 0 {
-            (seconds(&mut a), seconds(&mut b))
-        } else {
-            let y = seconds(&mut b);
-            (seconds(&mut a), y)
-        };
-        ta.push(x);
-        tb.push(y);
+    let r = interleaved(reps, &mut [&mut || seconds(&mut a), &mut || seconds(&mut b)]);
+    (r[0].0, r[1].0, r[1].1)
+}
+
+/// Each of `fs` (returning the seconds it measured) `reps` times in rounds, the order rotating
+/// from round to round, after one warm-up each: per f, (median seconds, median of the
+/// per-round ratios to `fs[0]`).
+fn interleaved(reps: usize, fs: &mut [&mut dyn FnMut() -> f64]) -> Vec<(f64, f64)> {
+    let n = fs.len();
+    for f in fs.iter_mut() {
+        f();
     }
-    let mut ratios: Vec<f64> = ta.iter().zip(&tb).map(|(x, y)| y / x).collect();
-    let mid = |v: &mut Vec<f64>| {
+    let mut times = vec![Vec::with_capacity(reps); n];
+    for round in 0..reps {
+        let mut t = vec![0.0; n];
+        for k in 0..n {
+            let i = (round + k) % n;
+            t[i] = fs[i]();
+        }
+        for (i, ti) in t.into_iter().enumerate() {
+            times[i].push(ti);
+        }
+    }
+    let mid = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    (mid(&mut ta), mid(&mut tb), mid(&mut ratios))
+    (0..n)
+        .map(|i| {
+            let ratios = times[i].iter().zip(&times[0]).map(|(t, t0)| t / t0).collect();
+            (mid(times[i].clone()), mid(ratios))
+        })
+        .collect()
 }
 
 /// Wait for `t`'s producer: read one value back.
@@ -195,28 +209,44 @@ fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str)
     model.set_adapter_mode(AdapterMode::Merged);
     let merged = median(reps, || sync(model.teacher_forced(&rows, &pads)));
     let coefs = model.set_adapter_values(&vec![0.01; p.params], true);
-    // the two backwards in alternating pairs; each switches the adapter on or off first
+    // the backwards in rotating rounds; each switches the adapter's mode first, untimed (the
+    // merged one merges), then times its forward + backward
     let model = std::cell::RefCell::new(model);
-    let (frozen_bwd, adapter_bwd, ratio) = paired(
-        reps,
-        || {
-            // backward through the frozen network alone: the input embeddings require a gradient
-            let mut model = model.borrow_mut();
-            model.set_adapter_mode(AdapterMode::Off);
+    let timed_backward = |mode: AdapterMode| {
+        let mut model = model.borrow_mut();
+        model.set_adapter_mode(mode);
+        sync(model.layers[0].self_attn.q_proj.weight_t[0].clone());
+        let start = Instant::now();
+        if mode == AdapterMode::Off {
+            // through the frozen network alone: the input embeddings require a gradient
             let x = model.embed(&rows).autodiff().require_grad();
             let g = model.teacher_forced_embedded(x.clone(), &pads).sum().backward();
             sync(x.grad(&g).unwrap());
-        },
-        || {
-            let mut model = model.borrow_mut();
-            model.set_adapter_mode(AdapterMode::Activation);
+        } else {
             let g = model.teacher_forced(&rows, &pads).sum().backward();
             for c in &coefs {
                 let _ = c.grad(&g).unwrap();
             }
             sync(coefs[0].grad(&g).unwrap());
-        },
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let r = interleaved(
+        reps,
+        &mut [
+            &mut || timed_backward(AdapterMode::Off),
+            &mut || timed_backward(AdapterMode::Activation),
+            &mut || timed_backward(AdapterMode::Merged),
+        ],
     );
+    let [
+        (frozen_bwd, _),
+        (activation_bwd, activation_ratio),
+        (merged_bwd, merged_ratio),
+    ] = r[..]
+    else {
+        unreachable!()
+    };
     println!(
         "\nSmolLM2-135M-Instruct on the {device_name}, {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
         p.params
@@ -235,11 +265,16 @@ fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str)
         "forward+backward, frozen network (∂L/∂x only)   {frozen_bwd:>8.3} s  ({:.2}× forward)",
         frozen_bwd / plain
     );
-    println!(
-        "forward+backward, TinyLoRA (∂L/∂v)              {adapter_bwd:>8.3} s  ({:.2}× forward, {:+.1}% over the frozen backward, median of pairs)",
-        adapter_bwd / plain,
-        (ratio - 1.0) * 100.0
-    );
+    for (what, t, ratio) in [
+        ("activation path", activation_bwd, activation_ratio),
+        ("merged weights ", merged_bwd, merged_ratio),
+    ] {
+        println!(
+            "forward+backward, TinyLoRA {what} (∂L/∂v) {t:>8.3} s  ({:.2}× forward, {:+.1}% over the frozen backward, median of rounds)",
+            t / plain,
+            (ratio - 1.0) * 100.0
+        );
+    }
 }
 
 fn svd_time() {

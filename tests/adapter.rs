@@ -216,19 +216,25 @@ fn gradients_match_finite_differences_with_tied_groups() {
     let p = plan(&c, &cfg);
     let v = values(p.params, 2);
     model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
-    let coefs = model.set_adapter_values(&v, true);
-    let loss = engine_loss(&model);
     let want_loss = reference_loss(&c, &adapted_weights(&c, &w, &cfg, &v));
-    let got_loss: f32 = loss.clone().into_scalar();
-    assert!(
-        (got_loss as f64 - want_loss).abs() < 1e-4,
-        "loss {got_loss} vs reference {want_loss}"
-    );
-    let grads = loss.backward();
-    let got: Vec<f32> = coefs
-        .iter()
-        .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
-        .collect();
+    // on the activation path, and on merged weights (lowrank_update_merged)
+    let mut by_mode = Vec::new();
+    for mode in [AdapterMode::Activation, AdapterMode::Merged] {
+        model.set_adapter_mode(mode);
+        let coefs = model.set_adapter_values(&v, true);
+        let loss = engine_loss(&model);
+        let got_loss: f32 = loss.clone().into_scalar();
+        assert!(
+            (got_loss as f64 - want_loss).abs() < 1e-4,
+            "{mode:?}: loss {got_loss} vs reference {want_loss}"
+        );
+        let grads = loss.backward();
+        let got: Vec<f32> = coefs
+            .iter()
+            .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+            .collect();
+        by_mode.push((mode, got));
+    }
     let eps = 1e-3;
     let fd: Vec<f64> = (0..v.len())
         .map(|i| {
@@ -242,11 +248,13 @@ fn gradients_match_finite_differences_with_tied_groups() {
         .collect();
     let scale = fd.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     assert!(scale > 1e-3, "the loss does not depend on v");
-    for (i, (g, f)) in got.iter().zip(&fd).enumerate() {
-        assert!(
-            (*g as f64 - f).abs() < 2e-3 * scale + 1e-5,
-            "∂L/∂v[{i}]: kernels {g}, finite differences {f} (scale {scale})"
-        );
+    for (mode, got) in by_mode {
+        for (i, (g, f)) in got.iter().zip(&fd).enumerate() {
+            assert!(
+                (*g as f64 - f).abs() < 2e-3 * scale + 1e-5,
+                "{mode:?} ∂L/∂v[{i}]: kernels {g}, finite differences {f} (scale {scale})"
+            );
+        }
     }
 }
 
@@ -374,13 +382,20 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
         .collect();
     model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
     let sizes = group_sizes(&c, &cfg);
-    let trainable = model.set_adapter_values(&v, true);
-    let grads = engine_loss(&model).backward();
-    let got: Vec<f32> = trainable
-        .iter()
-        .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+    let by_mode: Vec<(AdapterMode, Vec<f32>)> = [AdapterMode::Activation, AdapterMode::Merged]
+        .into_iter()
+        .map(|mode| {
+            model.set_adapter_mode(mode);
+            let trainable = model.set_adapter_values(&v, true);
+            let grads = engine_loss(&model).backward();
+            let got: Vec<f32> = trainable
+                .iter()
+                .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+                .collect();
+            assert_eq!(got.len(), sizes.iter().sum::<usize>());
+            (mode, got)
+        })
         .collect();
-    assert_eq!(got.len(), sizes.iter().sum::<usize>());
     // entries of B and of Aᵀ in the first, a middle and the last module
     let starts: Vec<usize> = sizes
         .iter()
@@ -398,10 +413,12 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
             reference_loss(&c, &adapted_weights(&c, &w, &cfg, &vv))
         };
         let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-        assert!(
-            (got[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(0.05),
-            "∂L/∂θ[{i}]: kernels {}, finite differences {fd}",
-            got[i]
-        );
+        for (mode, got) in &by_mode {
+            assert!(
+                (got[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(0.05),
+                "{mode:?} ∂L/∂θ[{i}]: kernels {}, finite differences {fd}",
+                got[i]
+            );
+        }
     }
 }

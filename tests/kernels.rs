@@ -8,7 +8,7 @@ mod common;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::devices;
 use tinylora::engine::default_device;
-use tinylora::kernels::{lowrank_merge, lowrank_update};
+use tinylora::kernels::{lowrank_merge, lowrank_update, lowrank_update_merged};
 
 /// One module's inputs: x [T, d_in], base [T, d_out], factors [d_out + d_in, r], basis, coef.
 struct Case {
@@ -166,6 +166,57 @@ fn gradients_match_burn_autodiff() {
                     assert_close(a, b, tol, &format!("{what}: dfactors"));
                 } else {
                     assert!(fk.grad(&gk).is_none(), "{what}: frozen factors got a gradient");
+                }
+            }
+        }
+    }
+}
+
+/// The update already merged into the weights: `base` comes back unchanged, with the same
+/// gradients for base, coef and factors as the stock composition gives, and none for x.
+#[test]
+fn merged_update_passes_base_through_with_the_update_s_gradients() {
+    for (device, dev) in devices() {
+        for (r, (t, d_in, d_out)) in [(2, SHAPES[3]), (8, SHAPES[4]), (4, SHAPES[2])] {
+            for train_factors in [false, true] {
+                let c = case(t, d_in, d_out, r, 5, &dev);
+                let probe = Tensor::<2>::random([t, d_out], Distribution::Normal(0.0, 1.0), &dev).autodiff();
+                let track = |x: &Tensor<2>| x.clone().autodiff().require_grad();
+                let factors = || {
+                    let f = c.factors.clone().autodiff();
+                    if train_factors { f.require_grad() } else { f }
+                };
+                let basis = c.basis.clone().autodiff();
+                let coef = || c.coef.clone().autodiff().require_grad();
+
+                let (xk, bk, fk, ck) = (track(&c.x), track(&c.base), factors(), coef());
+                let yk = lowrank_update_merged(xk.clone(), bk.clone(), fk.clone(), basis, ck.clone());
+                let what =
+                    format!("{device} r={r} T={t} d_in={d_in} d_out={d_out} factors trained={train_factors}");
+                assert_eq!(yk.to_data(), c.base.to_data(), "{what}: y = base");
+                let gk = (yk * probe.clone()).sum().backward();
+
+                let (xr, br, fr, cr) = (track(&c.x), track(&c.base), factors(), coef());
+                let yr = reference(&c, xr, br.clone(), fr.clone(), cr.clone());
+                let gr = (yr * probe).sum().backward();
+
+                assert!(xk.grad(&gk).is_none(), "{what}: x got a gradient");
+                let tol = 1e-5;
+                assert_close(
+                    bk.grad(&gk).unwrap(),
+                    br.grad(&gr).unwrap(),
+                    tol,
+                    &format!("{what}: dbase"),
+                );
+                assert_close(
+                    ck.grad(&gk).unwrap(),
+                    cr.grad(&gr).unwrap(),
+                    tol,
+                    &format!("{what}: dcoef"),
+                );
+                if train_factors {
+                    let (a, b) = (fk.grad(&gk).unwrap(), fr.grad(&gr).unwrap());
+                    assert_close(a, b, tol, &format!("{what}: dfactors"));
                 }
             }
         }

@@ -41,7 +41,9 @@ pub enum AdapterMode {
     Off,
     /// y = x Wᵀ + ((x V) Mᵀ) Uᵀ on the activation path: differentiable in v (training).
     Activation,
-    /// W ← W + ΔW in place: plain-speed inference (rollouts, evaluation).
+    /// W ← W + ΔW in place: plain-speed inference (rollouts, evaluation), and training at
+    /// the same speed: v still gets its gradient (`lowrank_update_merged`), while ∂L/∂x comes
+    /// from the merged weights themselves.
     Merged,
 }
 
@@ -128,7 +130,7 @@ impl Transformer {
                     factors: trainable[g].clone().reshape([rows, r]),
                     basis: Tensor::<2>::eye(r, &device).reshape([1, r, r]),
                     coef: Tensor::ones([1], &device),
-                    on_path: true,
+                    mode: AdapterMode::Activation,
                 },
             });
         }
@@ -262,7 +264,7 @@ impl Transformer {
         }
         self.for_each_update(|linear| {
             if let Some(u) = linear.update.as_mut() {
-                u.on_path = mode == AdapterMode::Activation;
+                u.mode = mode;
             }
         });
         if let Some(a) = self.adapter.as_mut() {

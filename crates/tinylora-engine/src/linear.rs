@@ -2,7 +2,9 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::HostTensor;
-use tinylora_kernels::lowrank_update;
+use tinylora_kernels::{lowrank_update, lowrank_update_merged};
+
+use crate::adapter::AdapterMode;
 
 /// Largest tensor a single storage binding may hold on every target we care about
 /// (lavapipe and WebGPU both cap a binding at 128 MiB); bigger weights are split by columns.
@@ -18,8 +20,9 @@ pub struct LowRankUpdate {
     pub basis: Tensor<3>,
     /// v of the module's tie group `[n_v]` (tied modules hold clones of one tensor).
     pub coef: Tensor<1>,
-    /// Whether the forward adds ((x V) Mᵀ) Uᵀ (false when off or merged into the weight).
-    pub on_path: bool,
+    /// How the forward applies it: not at all, adding ((x V) Mᵀ) Uᵀ, or already merged into
+    /// the weight (where it still carries v's gradient).
+    pub mode: AdapterMode,
 }
 
 impl LowRankUpdate {
@@ -38,7 +41,7 @@ impl LowRankUpdate {
             factors: upload(factors, [rows, r], device),
             basis: Tensor::from_data(TensorData::new(basis, [n_v, r, r]), device),
             coef,
-            on_path: true,
+            mode: AdapterMode::Activation,
         }
     }
 }
@@ -98,9 +101,13 @@ impl Linear {
     /// x `[N, d_in]` → `[N, d_out]`.
     pub fn forward2(&self, x: Tensor<2>) -> Tensor<2> {
         let y = self.forward_frozen(x.clone());
-        match &self.update {
-            Some(u) if u.on_path => lowrank_update(x, y, u.factors.clone(), u.basis.clone(), u.coef.clone()),
-            _ => y,
+        let Some(u) = &self.update else { return y };
+        let (factors, basis, coef) = (u.factors.clone(), u.basis.clone(), u.coef.clone());
+        match u.mode {
+            AdapterMode::Off => y,
+            AdapterMode::Activation => lowrank_update(x, y, factors, basis, coef),
+            // y as it is; ∂L/∂v (or LoRA's ∂L/∂factors) when they require gradients
+            AdapterMode::Merged => lowrank_update_merged(x, y, factors, basis, coef),
         }
     }
 

@@ -39,6 +39,18 @@ pub trait LowRankBackend: burn::backend::Backend {
         coef: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
+    /// The update already merged into the weights that produced `base` = x (W + ΔW)ᵀ:
+    /// returns `base` unchanged, and its backward yields ∂L/∂coef (and LoRA's ∂L/∂factors)
+    /// exactly as [`Self::lowrank_update`]'s would, but no ∂L/∂x (the merged weights' own
+    /// backward carries ΔW's share). Training at merged speed.
+    fn lowrank_update_merged(
+        x: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        factors: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
     /// Wᵀ chunk ± (U M Vᵀ)ᵀ for output columns `col0..` (`lowrank_down.wgsl` on V's rows,
     /// then `lowrank_up.wgsl`);
     /// in place when the chunk's buffer is not shared.
@@ -65,6 +77,25 @@ pub fn lowrank_update(
     Tensor::from_dispatch(Dispatch::lowrank_update(
         x.into_dispatch(),
         base.into_dispatch(),
+        factors.into_dispatch(),
+        basis.into_dispatch(),
+        coef.into_dispatch(),
+    ))
+}
+
+/// x `[N, d_in]`, merged = x (W + ΔW)ᵀ `[N, d_out]` from weights with the update merged in →
+/// `merged` itself, differentiable in `coef` (and `factors`) as [`lowrank_update`] is; x gets
+/// no gradient from it (the merged weights' matmul gives ∂L/∂x = G (W + ΔW)).
+pub fn lowrank_update_merged(
+    x: Tensor<2>,
+    merged: Tensor<2>,
+    factors: Tensor<2>,
+    basis: Tensor<3>,
+    coef: Tensor<1>,
+) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::lowrank_update_merged(
+        x.into_dispatch(),
+        merged.into_dispatch(),
         factors.into_dispatch(),
         basis.into_dispatch(),
         coef.into_dispatch(),

@@ -41,6 +41,23 @@ pub trait LowRankGradBackend: Backend {
         coef: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    /// z = x V `[T, r]` alone (the forward's down half; training with merged weights).
+    fn lowrank_project_input(
+        x: FloatTensor<Self>,
+        factors: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// w = G U `[T, r]` alone (the backward's down half, no ∂L/∂x; training with merged
+    /// weights).
+    fn lowrank_project_grad(
+        g: FloatTensor<Self>,
+        factors: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
     /// ∂L/∂v `[n_v]` from z and w (`shaders/lowrank_grad_coef.wgsl`).
     fn lowrank_grad_coef(
         z: FloatTensor<Self>,
@@ -94,6 +111,27 @@ fn shapes(
     [xd[0], xd[1], d_out, r, n_v]
 }
 
+/// (d_out, d_in) of a gradient G `[T, d_out]` for `factors` `[d_out + d_in, r]`, checked.
+fn grad_dims(
+    op: &str,
+    g: &CubeTensor,
+    factors: &CubeTensor,
+    basis: &CubeTensor,
+    coef: &CubeTensor,
+) -> (usize, usize) {
+    let gd = dims(g);
+    assert!(gd.len() == 2, "{op}: g must be 2-D, not {gd:?}");
+    let rows = dims(factors)[0];
+    assert!(
+        rows > gd[1],
+        "{op}: factors [{rows}, r] cannot hold U [{}, r] above V",
+        gd[1]
+    );
+    let (d_out, d_in) = (gd[1], rows - gd[1]);
+    factor_dims(op, d_in, factors, basis, coef);
+    (d_out, d_in)
+}
+
 impl LowRankGradBackend for CubeBackend {
     fn lowrank_update_keeping_z(
         x: CubeTensor,
@@ -114,19 +152,36 @@ impl LowRankGradBackend for CubeBackend {
         let op = "lowrank_backward";
         let [g, factors, basis, coef] = [(g, "g"), (factors, "factors"), (basis, "basis"), (coef, "coef")]
             .map(|(t, name)| input(t, op, name));
-        let gd = dims(&g);
-        assert!(gd.len() == 2, "{op}: g must be 2-D, not {gd:?}");
-        let rows = dims(&factors)[0];
-        assert!(
-            rows > gd[1],
-            "{op}: factors [{rows}, r] cannot hold U [{}, r] above V",
-            gd[1]
-        );
-        let (d_out, d_in) = (gd[1], rows - gd[1]);
-        factor_dims(op, d_in, &factors, &basis, &coef);
+        let (d_out, d_in) = grad_dims(op, &g, &factors, &basis, &coef);
         let (wm, w) = down(Rows::Of(&g), &factors, &basis, &coef, 0, true); // w = G U, Mᵀ w
         let dx = up(&wm, &factors, d_out, d_in, Init::Zero, false); // (w M) Vᵀ
         (dx, w)
+    }
+
+    fn lowrank_project_input(
+        x: CubeTensor,
+        factors: CubeTensor,
+        basis: CubeTensor,
+        coef: CubeTensor,
+    ) -> CubeTensor {
+        let op = "lowrank_project_input";
+        let [x, factors, basis, coef] = [(x, "x"), (factors, "factors"), (basis, "basis"), (coef, "coef")]
+            .map(|(t, name)| input(t, op, name));
+        let [_, _, d_out, _, _] = shapes(op, &x, &factors, &basis, &coef);
+        down(Rows::Of(&x), &factors, &basis, &coef, d_out, false).1
+    }
+
+    fn lowrank_project_grad(
+        g: CubeTensor,
+        factors: CubeTensor,
+        basis: CubeTensor,
+        coef: CubeTensor,
+    ) -> CubeTensor {
+        let op = "lowrank_project_grad";
+        let [g, factors, basis, coef] = [(g, "g"), (factors, "factors"), (basis, "basis"), (coef, "coef")]
+            .map(|(t, name)| input(t, op, name));
+        grad_dims(op, &g, &factors, &basis, &coef);
+        down(Rows::Of(&g), &factors, &basis, &coef, 0, true).1
     }
 
     fn lowrank_grad_coef(z: CubeTensor, w: CubeTensor, basis: CubeTensor) -> CubeTensor {
@@ -187,8 +242,13 @@ pub(crate) fn core<B: Backend>(basis: FloatTensor<B>, coef: FloatTensor<B>) -> F
     B::float_reshape(B::float_sum_dim(weighted, 0), Shape::new([r, r]))
 }
 
+/// The backward of [`LowRankBackend::lowrank_update`], and of
+/// [`LowRankBackend::lowrank_update_merged`] when `merged` (no ∂L/∂x: the merged weights
+/// carry it).
 #[derive(Debug)]
-struct LowRankBackward;
+struct LowRankBackward {
+    merged: bool,
+}
 
 /// What the backward keeps from the forward.
 #[derive(Debug, Clone)]
@@ -217,7 +277,13 @@ impl<B: LowRankBackend + LowRankGradBackend> Backward<B, 4> for LowRankBackward 
         } = ops.state;
         let factors: FloatTensor<B> = checkpointer.retrieve_node_output(factors);
         let coef: FloatTensor<B> = checkpointer.retrieve_node_output(coef);
-        let (dx, w) = B::lowrank_backward(g.clone(), factors, basis.clone(), coef.clone());
+        let (dx, w) = if self.merged {
+            let w = B::lowrank_project_grad(g.clone(), factors.clone(), basis.clone(), coef.clone());
+            (None, w)
+        } else {
+            let (dx, w) = B::lowrank_backward(g.clone(), factors.clone(), basis.clone(), coef.clone());
+            (Some(dx), w)
+        };
         if let (Some(node), Some(x)) = (node_factors, x) {
             // LoRA: ∂U = Gᵀ (z Mᵀ) [d_out, r], ∂V = xᵀ (w M) [d_in, r], stacked like the factors
             let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
@@ -232,12 +298,59 @@ impl<B: LowRankBackend + LowRankGradBackend> Backward<B, 4> for LowRankBackward 
         if let Some(node) = node_coef {
             grads.register::<B>(node.id, B::lowrank_grad_coef(z, w, basis));
         }
-        if let Some(node) = node_x {
+        if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_base {
             grads.register::<B>(node.id, g);
         }
+    }
+}
+
+/// [`LowRankBackend::lowrank_update`] (or with `merged`, [`LowRankBackend::lowrank_update_merged`])
+/// on an autodiff backend: the inner launches, recording the backward when a parent is tracked.
+fn autodiff_update<B: LowRankBackend + LowRankGradBackend, C: CheckpointStrategy>(
+    merged: bool,
+    x: FloatTensor<Autodiff<B, C>>,
+    base: FloatTensor<Autodiff<B, C>>,
+    factors: FloatTensor<Autodiff<B, C>>,
+    basis: FloatTensor<Autodiff<B, C>>,
+    coef: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prep = LowRankBackward { merged }
+        .prepare::<C>([x.node(), base.node(), factors.node(), coef.node()])
+        .compute_bound()
+        .stateful();
+    match prep {
+        OpsKind::Tracked(mut prep) => {
+            let x_kept = factors.is_tracked().then(|| prep.checkpoint(&x));
+            let (factors_id, coef_id) = (prep.checkpoint(&factors), prep.checkpoint(&coef));
+            let basis = basis.into_primitive();
+            let (x, base) = (x.into_primitive(), base.into_primitive());
+            let (factors, coef) = (factors.into_primitive(), coef.into_primitive());
+            let (y, z) = if merged {
+                // y is the merged weights' output itself; only z = x V is needed later
+                (base, B::lowrank_project_input(x, factors, basis.clone(), coef))
+            } else {
+                B::lowrank_update_keeping_z(x, base, factors, basis.clone(), coef)
+            };
+            let state = LowRankState {
+                x: x_kept,
+                z,
+                factors: factors_id,
+                basis,
+                coef: coef_id,
+            };
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) if merged => prep.finish(base.into_primitive()),
+        OpsKind::UnTracked(prep) => prep.finish(B::lowrank_update(
+            x.into_primitive(),
+            base.into_primitive(),
+            factors.into_primitive(),
+            basis.into_primitive(),
+            coef.into_primitive(),
+        )),
     }
 }
 
@@ -249,39 +362,17 @@ impl<B: LowRankBackend + LowRankGradBackend, C: CheckpointStrategy> LowRankBacke
         basis: FloatTensor<Self>,
         coef: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let prep = LowRankBackward
-            .prepare::<C>([x.node(), base.node(), factors.node(), coef.node()])
-            .compute_bound()
-            .stateful();
-        match prep {
-            OpsKind::Tracked(mut prep) => {
-                let x_kept = factors.is_tracked().then(|| prep.checkpoint(&x));
-                let (factors_id, coef_id) = (prep.checkpoint(&factors), prep.checkpoint(&coef));
-                let basis = basis.into_primitive();
-                let (y, z) = B::lowrank_update_keeping_z(
-                    x.into_primitive(),
-                    base.into_primitive(),
-                    factors.into_primitive(),
-                    basis.clone(),
-                    coef.into_primitive(),
-                );
-                let state = LowRankState {
-                    x: x_kept,
-                    z,
-                    factors: factors_id,
-                    basis,
-                    coef: coef_id,
-                };
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::lowrank_update(
-                x.into_primitive(),
-                base.into_primitive(),
-                factors.into_primitive(),
-                basis.into_primitive(),
-                coef.into_primitive(),
-            )),
-        }
+        autodiff_update::<B, C>(false, x, base, factors, basis, coef)
+    }
+
+    fn lowrank_update_merged(
+        x: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        factors: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        autodiff_update::<B, C>(true, x, base, factors, basis, coef)
     }
 
     fn lowrank_merge(
@@ -305,6 +396,17 @@ impl LowRankBackend for CubeBackend {
         coef: CubeTensor,
     ) -> CubeTensor {
         forward(x, base, factors, basis, coef).0
+    }
+
+    /// Untracked: nothing to do (the update is in the weights).
+    fn lowrank_update_merged(
+        _x: CubeTensor,
+        base: CubeTensor,
+        _factors: CubeTensor,
+        _basis: CubeTensor,
+        _coef: CubeTensor,
+    ) -> CubeTensor {
+        base
     }
 
     fn lowrank_merge(

@@ -45,6 +45,17 @@ impl LowRankBackend for Flex {
         update::<Self>(x, base, factors, basis, coef).0
     }
 
+    /// Untracked: nothing to do (the update is in the weights).
+    fn lowrank_update_merged(
+        _x: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        _factors: FloatTensor<Self>,
+        _basis: FloatTensor<Self>,
+        _coef: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        base
+    }
+
     /// Wᵀ `[d_in, cols]` ± (V Mᵀ) U[col0..col0 + cols]ᵀ.
     fn lowrank_merge(
         weight_t: FloatTensor<Self>,
@@ -94,6 +105,29 @@ impl LowRankGradBackend for Flex {
         let w = Self::float_matmul(g, u);
         let wm = Self::float_matmul(w.clone(), core::<Self>(basis, coef));
         (Self::float_matmul(wm, Self::float_transpose(v)), w)
+    }
+
+    /// z = x V `[T, r]`.
+    fn lowrank_project_input(
+        x: FloatTensor<Self>,
+        factors: FloatTensor<Self>,
+        _basis: FloatTensor<Self>,
+        _coef: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let [_, d_in] = x.shape().dims();
+        let [rows, _] = factors.shape().dims();
+        Self::float_matmul(x, split::<Self>(factors, rows - d_in).1)
+    }
+
+    /// w = G U `[T, r]`.
+    fn lowrank_project_grad(
+        g: FloatTensor<Self>,
+        factors: FloatTensor<Self>,
+        _basis: FloatTensor<Self>,
+        _coef: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let [_, d_out] = g.shape().dims();
+        Self::float_matmul(g, split::<Self>(factors, d_out).0)
     }
 
     /// ∂L/∂vᵢ = ⟨P̃ᵢ, wᵀ z⟩: basis `[n_v, r·r]` times (wᵀ z) `[r·r, 1]`.

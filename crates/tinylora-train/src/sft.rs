@@ -77,7 +77,8 @@ impl SftTrainer<'_> {
         }
         let batch = CompletionBatch::new(&prompts, &targets);
         let mask = batch.tensor(batch.mask(), self.run.model).autodiff();
-        self.run.model.set_adapter_mode(AdapterMode::Activation);
+        // on the merged weights: v's gradient through lowrank_update_merged
+        self.run.model.set_adapter_mode(AdapterMode::Merged);
         let trainable = self.run.upload(true);
         let logp = token_logprobs(self.run.model, &batch, 1.0);
         let active = mask.clone().sum();

@@ -325,7 +325,8 @@ impl GrpoTrainer<'_> {
             } else {
                 None
             };
-            self.run.model.set_adapter_mode(AdapterMode::Activation);
+            // training on the merged weights too: v's gradient through lowrank_update_merged
+            self.run.model.set_adapter_mode(AdapterMode::Merged);
             let trainable = self.run.upload(true);
             let logp = token_logprobs(self.run.model, &batch, cfg.temperature);
             let a = Tensor::<1>::from_data(
