@@ -76,10 +76,13 @@ pub struct EvalArgs {
 /// terminal: logs, CI, `nohup`), a line per batch instead.
 pub fn show_progress(bar: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
     let start = Instant::now();
+    let mut logged = 0;
     move |done, tokens| {
         bar.set_position(done as u64);
         bar.set_message(format!("{tokens} tokens generated"));
-        if bar.is_hidden() {
+        // called per generated token too: log only when a batch has finished
+        if bar.is_hidden() && done > logged {
+            logged = done;
             eprintln!(
                 "evaluated {done}/{} problems, {tokens} tokens generated, {:.0} s",
                 bar.length().unwrap_or(0),

@@ -310,10 +310,12 @@ fn eval_reports_accuracies_that_match_its_per_problem_file_and_logs_progress_wit
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // stderr is a pipe here, so no bar is drawn: one line per batch of 8 instead
-    for done in [8, 16, 20] {
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with("evaluated ")).collect();
+    assert_eq!(progress.len(), 3, "one line per batch:\n{stderr}");
+    for (line, done) in progress.iter().zip([8, 16, 20]) {
         assert!(
-            stderr.contains(&format!("evaluated {done}/20 problems")),
-            "{stderr}"
+            line.starts_with(&format!("evaluated {done}/20 problems")),
+            "{line}"
         );
     }
     // the printed accuracies, recounted from the per-problem file
