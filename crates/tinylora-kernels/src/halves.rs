@@ -62,7 +62,12 @@ pub(crate) fn down(
     let q = empty(factors, vec![n_t, r]);
     let s = empty(factors, vec![n_t, r]);
     match rows {
-        Rows::Of(a) if r.is_multiple_of(4) && a.meta.shape()[1].is_multiple_of(4) => {
+        // r ∈ {4, 8, 16}: TT·r = 32 makes the workgroup's G·TT·r/4 slots one per invocation
+        Rows::Of(a)
+            if r.is_multiple_of(4)
+                && VEC4_DOWN_SUMS.is_multiple_of(r)
+                && a.meta.shape()[1].is_multiple_of(4) =>
+        {
             let d = a.meta.shape()[1];
             let tt = VEC4_DOWN_SUMS / r;
             values.extend([

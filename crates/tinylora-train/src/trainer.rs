@@ -325,9 +325,11 @@ impl GrpoTrainer<'_> {
             } else {
                 None
             };
-            // training on the merged weights too: v's gradient through lowrank_update_merged
-            self.run.model.set_adapter_mode(AdapterMode::Merged);
+            // v as tensors that take gradients (uploaded before merging: after the reference
+            // pass, with the adapter off, that saves an unmerge and a merge), then training on
+            // the merged weights too: v's gradient through lowrank_update_merged
             let trainable = self.run.upload(true);
+            self.run.model.set_adapter_mode(AdapterMode::Merged);
             let logp = token_logprobs(self.run.model, &batch, cfg.temperature);
             let a = Tensor::<1>::from_data(
                 TensorData::new(keep.iter().map(|&i| adv[i]).collect::<Vec<f32>>(), [keep.len()]),
