@@ -62,48 +62,35 @@ pub(crate) fn down(
     let q = empty(factors, vec![n_t, r]);
     let s = empty(factors, vec![n_t, r]);
     match rows {
-        // r ∈ {4, 8, 16}: TT·r = 32 makes the workgroup's G·TT·r/4 slots one per invocation
-        Rows::Of(a)
-            if r.is_multiple_of(4)
-                && VEC4_DOWN_SUMS.is_multiple_of(r)
-                && a.meta.shape()[1].is_multiple_of(4) =>
-        {
-            let d = a.meta.shape()[1];
-            let tt = VEC4_DOWN_SUMS / r;
-            values.extend([
-                ("tt", tt.to_string()),
-                ("tt_r4", (tt * r / 4).to_string()),
-                ("r_r4", (r * r / 4).to_string()),
-            ]);
-            let kernel = Wgsl {
-                source: include_str!("../../../shaders/lowrank_down_vec4.wgsl"),
-                values,
-            };
-            let info = [n_t, d, row0, n_v, usize::from(transpose)].map(|n| n as u32);
-            let rows_per_group = VEC4_DOWN_GROUPS * tt;
-            launch(
-                kernel,
-                n_t.div_ceil(rows_per_group),
-                &[a, factors, basis, coef, &q, &s],
-                &info,
-            );
-        }
         Rows::Of(a) => {
             let d = a.meta.shape()[1];
-            let tt = (DOWN_SUMS / r).clamp(1, DOWN_ROWS);
-            values.extend([
-                ("tt", tt.to_string()),
-                ("tt_r", (tt * r).to_string()),
-                ("tt_r_wg", (tt * r * WG as usize).to_string()),
-            ]);
-            let kernel = Wgsl {
-                source: include_str!("../../../shaders/lowrank_down_tiled.wgsl"),
-                values,
-            };
+            // the vec4 file for r ∈ {4, 8, 16}, where TT·r = 32 makes the workgroup's
+            // G·TT·r/4 reduction slots one per invocation; the scalar one otherwise
+            let (source, rows_per_group) =
+                if r.is_multiple_of(4) && VEC4_DOWN_SUMS.is_multiple_of(r) && d.is_multiple_of(4) {
+                    let tt = VEC4_DOWN_SUMS / r;
+                    values.extend([
+                        ("tt", tt.to_string()),
+                        ("tt_r4", (tt * r / 4).to_string()),
+                        ("r_r4", (r * r / 4).to_string()),
+                    ]);
+                    (
+                        include_str!("../../../shaders/lowrank_down_vec4.wgsl"),
+                        VEC4_DOWN_GROUPS * tt,
+                    )
+                } else {
+                    let tt = (DOWN_SUMS / r).clamp(1, DOWN_ROWS);
+                    values.extend([
+                        ("tt", tt.to_string()),
+                        ("tt_r", (tt * r).to_string()),
+                        ("tt_r_wg", (tt * r * WG as usize).to_string()),
+                    ]);
+                    (include_str!("../../../shaders/lowrank_down_tiled.wgsl"), tt)
+                };
             let info = [n_t, d, row0, n_v, usize::from(transpose)].map(|n| n as u32);
             launch(
-                kernel,
-                n_t.div_ceil(tt),
+                Wgsl { source, values },
+                n_t.div_ceil(rows_per_group),
                 &[a, factors, basis, coef, &q, &s],
                 &info,
             );

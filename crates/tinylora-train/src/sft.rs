@@ -77,9 +77,11 @@ impl SftTrainer<'_> {
         }
         let batch = CompletionBatch::new(&prompts, &targets);
         let mask = batch.tensor(batch.mask(), self.run.model).autodiff();
-        // on the merged weights: v's gradient through lowrank_update_merged
-        self.run.model.set_adapter_mode(AdapterMode::Merged);
+        // v as tensors that take gradients (uploaded before merging, so that a model not yet
+        // merged is merged once), then training on the merged weights: v's gradient through
+        // lowrank_update_merged
         let trainable = self.run.upload(true);
+        self.run.model.set_adapter_mode(AdapterMode::Merged);
         let logp = token_logprobs(self.run.model, &batch, 1.0);
         let active = mask.clone().sum();
         let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active.clone();
