@@ -21,8 +21,8 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use tinylora::adapter::{AdapterConfig, TieGroups, frozen_modules, plan};
-use tinylora::engine::{AdapterMode, Transformer, cpu_device, default_device};
+use tinylora::adapter::{AdaptedModel, AdapterConfig, TieGroups, frozen_modules, plan};
+use tinylora::engine::{DeltaMode, Transformer, cpu_device, default_device};
 use tinylora::formats::ModelFile;
 use tinylora::kernels::{lowrank_merge, lowrank_update};
 
@@ -191,7 +191,7 @@ fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str)
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let file =
         ModelFile::open(&path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
-    let mut model = Transformer::load(&file, device).unwrap();
+    let mut model = AdaptedModel::new(Transformer::load(&file, device).unwrap());
     let cfg = AdapterConfig::default(); // TinyLoRA r = 2, u = 1, untied, all seven modules
     let p = plan(&file.config, &cfg);
     let start = Instant::now();
@@ -202,22 +202,22 @@ fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str)
     let rows = vec![(0..tokens as u32).map(|i| 100 + i * 7).collect::<Vec<u32>>()];
     let pads = [0];
 
-    model.set_adapter_mode(AdapterMode::Off);
+    model.set_mode(DeltaMode::Off).unwrap();
     let plain = median(reps, || sync(model.teacher_forced(&rows, &pads)));
-    model.set_adapter_mode(AdapterMode::Activation);
+    model.set_mode(DeltaMode::Activation).unwrap();
     let adapted = median(reps, || sync(model.teacher_forced(&rows, &pads)));
-    model.set_adapter_mode(AdapterMode::Merged);
+    model.set_mode(DeltaMode::Merged).unwrap();
     let merged = median(reps, || sync(model.teacher_forced(&rows, &pads)));
-    let coefs = model.set_adapter_values(&vec![0.01; p.params], true);
+    let coefs = model.set_values(&vec![0.01; p.params], true).unwrap();
     // the backwards in rotating rounds; each switches the adapter's mode first, untimed (the
     // merged one merges), then times its forward + backward
     let model = std::cell::RefCell::new(model);
-    let timed_backward = |mode: AdapterMode| {
+    let timed_backward = |mode: DeltaMode| {
         let mut model = model.borrow_mut();
-        model.set_adapter_mode(mode);
+        model.set_mode(mode).unwrap();
         sync(model.layers[0].self_attn.q_proj.weight_t[0].clone());
         let start = Instant::now();
-        if mode == AdapterMode::Off {
+        if mode == DeltaMode::Off {
             // through the frozen network alone: the input embeddings require a gradient
             let x = model.embed(&rows).autodiff().require_grad();
             let g = model.teacher_forced_embedded(x.clone(), &pads).sum().backward();
@@ -234,9 +234,9 @@ fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str)
     let r = interleaved(
         reps,
         &mut [
-            &mut || timed_backward(AdapterMode::Off),
-            &mut || timed_backward(AdapterMode::Activation),
-            &mut || timed_backward(AdapterMode::Merged),
+            &mut || timed_backward(DeltaMode::Off),
+            &mut || timed_backward(DeltaMode::Activation),
+            &mut || timed_backward(DeltaMode::Merged),
         ],
     );
     let [
@@ -290,7 +290,7 @@ fn svd_time() {
             continue;
         };
         let cfg = AdapterConfig::default();
-        let groups = TieGroups::new(file.config.num_hidden_layers, cfg.targets.len(), cfg.tying);
+        let groups = cfg.tie_groups(file.config.num_hidden_layers);
         let start = Instant::now();
         let m = frozen_modules(&file, &cfg, &groups, &|| {}).unwrap();
         println!(

@@ -45,18 +45,18 @@ fn measure(file: &ModelFile, device: &Device, new_tokens: usize) -> Vec<(String,
     };
 
     // first forward in this process: compiles (or loads from Mesa's cache) every shader
-    let (_, first) = timed(|| model.forward_logits(&[prompt[..8].to_vec()]));
-    let (_, first_prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}));
-    let (_, prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}));
+    let (_, first) = timed(|| model.forward_logits(&[prompt[..8].to_vec()]).unwrap());
+    let (_, first_prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}).unwrap());
+    let (_, prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}).unwrap());
 
     let decode = |batch: usize| {
         // prompts of different lengths (64..=64+batch·8) as in a GRPO rollout
         let prompts: Vec<Vec<u32>> = (0..batch)
             .map(|i| ids[i * 3..i * 3 + 64 + i * 8].to_vec())
             .collect();
-        let _ = model.generate(&prompts, &greedy(2), |_, _| {}); // compile this batch's shapes
-        let (_, short) = timed(|| model.generate(&prompts, &greedy(1), |_, _| {}));
-        let (gens, long) = timed(|| model.generate(&prompts, &greedy(new_tokens), |_, _| {}));
+        let _ = model.generate(&prompts, &greedy(2), |_, _| {}).unwrap(); // compile this batch's shapes
+        let (_, short) = timed(|| model.generate(&prompts, &greedy(1), |_, _| {}).unwrap());
+        let (gens, long) = timed(|| model.generate(&prompts, &greedy(new_tokens), |_, _| {}).unwrap());
         let tokens: usize = gens.iter().map(|g| g.output_ids.len() - 1).sum();
         tokens as f64 / (long - short).as_secs_f64()
     };

@@ -9,7 +9,7 @@
 # (default 32) the held-out set; DEVICE (default auto: the GPU through wgpu when there is a
 # hardware one, else burn's CPU backend, much faster than lavapipe) takes gpu or cpu to force
 # one. On a GPU use more steps and point --model / --data at Qwen2.5 and GSM8K (see README).
-# Interrupt with Ctrl-C and continue with RESUME=1.
+# A run already in RUN_DIR is replaced; interrupt with Ctrl-C and continue with RESUME=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -21,7 +21,7 @@ RUN_DIR="${RUN_DIR:-run}"
   --out "$RUN_DIR" --device "${DEVICE:-auto}" --u 13 --tying full \
   --group-size 6 --prompts-per-step 2 --max-new-tokens 4 --steps "${STEPS:-12}" --lr 0.005 \
   --eval-problems "${EVAL_PROBLEMS:-32}" --extract flexible --instruction "" --answer-prefix "The answer is" \
-  ${RESUME:+--resume}
+  $([[ -n "${RESUME:-}" ]] && echo --resume || echo --overwrite)
 "$T" plot "$RUN_DIR/metrics.jsonl" -o "$RUN_DIR/metrics.svg"
 "$T" plot "$RUN_DIR/metrics.jsonl" -o "$RUN_DIR/metrics.png"
 echo "chart: $RUN_DIR/metrics.svg (and metrics.png)"

@@ -15,12 +15,12 @@
 // Outputs: q       [T, R]              M s_t (or Mᵀ s_t), written as [T, R/4] vec4s
 //          s       [T, R]              s_t, written as [T, R/4] vec4s
 //
-// R = {{ r }}, R4 = R/4, TT = {{ tt }} (TT·R = 32), WG = 64 = G·S with G = 8 row groups and
-// S = 8 splits. A workgroup takes G·TT rows; invocation (g, l) = (lid / S, lid % S) takes the
+// R = {{ r }}, R4 = R/4, TT = {{ tt }} (TT·R = 32), WG = {{ wg }} = G·S with G = {{ g }} row groups and
+// S = {{ s }} splits (all from the Rust side, halves.rs, which checks these identities). A workgroup takes G·TT rows; invocation (g, l) = (lid / S, lid % S) takes the
 // TT rows t0 + g·TT + tt and the inputs 4·i4 .. 4·i4 + 3 for i4 = l, l + S, …: neighbouring
 // invocations read neighbouring vec4s of a row, and each factor vec4 serves TT rows. It keeps
 // TT·R4 vec4 partial sums; after one barrier invocation lid adds up the S partials of slot
-// lid = (row ρ, k4) of the workgroup's G·TT·R4 = 64 slots, and after a second barrier applies
+// lid = (row ρ, k4) of the workgroup's G·TT·R4 = WG slots, and after a second barrier applies
 // M to it. (On llvmpipe every load or store of a storage or workgroup buffer is a loop over
 // the SIMD lanes, so moving vec4s instead of scalars is what counts; shaders/README.md.)
 @group(0) @binding(0) var<storage, read_write> a: array<vec4<f32>>;
@@ -34,16 +34,17 @@
 const R: u32 = {{ r }}u;
 const R4: u32 = R / 4u;
 const TT: u32 = {{ tt }}u;
-const G: u32 = 8u;
-const S: u32 = 8u;
+const G: u32 = {{ g }}u;
+const S: u32 = {{ s }}u;
+const WG: u32 = {{ wg }}u;
 
 // m[j·R4 + k4] = (M[j, 4k4], …, M[j, 4k4 + 3]), or the same of Mᵀ when transposing
 var<workgroup> m: array<vec4<f32>, {{ r_r4 }}>;
 // partials[slot · S + l]: invocation l's partial sums of slot = (g·TT + tt)·R4 + k4
-var<workgroup> partials: array<vec4<f32>, 512>;
-var<workgroup> sums: array<vec4<f32>, 64>;
+var<workgroup> partials: array<vec4<f32>, {{ wg_s }}>;
+var<workgroup> sums: array<vec4<f32>, {{ wg }}>;
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -54,7 +55,7 @@ fn main(
     let f0 = info[2] * R4;
     let n_v = info[3];
     let transpose = info[4] == 1u;
-    for (var e = lid; e < R * R4; e += 64u) {
+    for (var e = lid; e < R * R4; e += WG) {
         let j = e / R4;
         var acc = vec4<f32>(0.0);
         for (var i = 0u; i < n_v; i++) {

@@ -13,9 +13,9 @@ use common::adapted::adapted_weights;
 use common::reference::reference_logits;
 use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
 use tinylora::adapter::{
-    AdapterConfig, AdapterFile, Method, Precision, SigmaConvention, Tying, group_sizes, initial_values, plan,
+    AdaptedModel, AdapterConfig, AdapterFile, Method, Precision, SigmaConvention, Tying, group_sizes, initial_values, plan,
 };
-use tinylora::engine::{AdapterMode, Transformer, default_device};
+use tinylora::engine::{DeltaMode, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
 
 const SEQS: [[u32; 10]; 2] = [
@@ -31,9 +31,9 @@ fn tiny(name: &str) -> (PathBuf, ModelConfig, Weights) {
     (dir, c, w)
 }
 
-fn load(dir: &Path) -> (ModelFile, Transformer) {
+fn load(dir: &Path) -> (ModelFile, AdaptedModel) {
     let file = ModelFile::open(dir).unwrap();
-    let model = Transformer::load(&file, &default_device()).unwrap();
+    let model = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
     (file, model)
 }
 
@@ -128,15 +128,15 @@ fn weights_t(model: &Transformer) -> Vec<f32> {
 fn zero_adapter_is_exactly_the_base_model() {
     let (dir, _, _) = tiny("adapter-zero");
     let (file, mut model) = load(&dir);
-    let base = model.forward_logits(&seqs());
+    let base = model.forward_logits(&seqs()).unwrap();
     let cfg = adapter(Method::Tinylora, Tying::None, SigmaConvention::Paper);
     let groups = plan(&file.config, &cfg).groups;
     model
         .attach_adapter(&file, &cfg, &vec![0.0; groups * cfg.u], &|| {})
         .unwrap();
-    assert_eq!(model.forward_logits(&seqs()), base, "activation path with v = 0");
-    model.set_adapter_mode(AdapterMode::Merged);
-    assert_eq!(model.forward_logits(&seqs()), base, "merged with v = 0");
+    assert_eq!(model.forward_logits(&seqs()).unwrap(), base, "activation path with v = 0");
+    model.set_mode(DeltaMode::Merged).unwrap();
+    assert_eq!(model.forward_logits(&seqs()).unwrap(), base, "merged with v = 0");
 }
 
 #[test]
@@ -162,38 +162,38 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
         let v = values(p.params, 1);
         model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
         assert_eq!(
-            model.adapter_values().unwrap(),
+            model.values().unwrap(),
             v,
             "planner count = values created"
         );
         let want = reference(&c, &adapted_weights(&c, &w, &cfg, &v));
         let base = reference(&c, &w);
-        let shift = max_diff(&model.forward_logits(&seqs()), &base);
+        let shift = max_diff(&model.forward_logits(&seqs()).unwrap(), &base);
         assert!(
             shift > 0.05,
             "{method:?}: the adapter barely changes the logits ({shift})"
         );
         for mode in [
-            AdapterMode::Activation,
-            AdapterMode::Merged,
-            AdapterMode::Activation,
+            DeltaMode::Activation,
+            DeltaMode::Merged,
+            DeltaMode::Activation,
         ] {
-            model.set_adapter_mode(mode);
-            let d = max_diff(&model.forward_logits(&seqs()), &want);
+            model.set_mode(mode).unwrap();
+            let d = max_diff(&model.forward_logits(&seqs()).unwrap(), &want);
             assert!(
                 d < 3e-4,
                 "{method:?} {sigma:?} r={rank} {mode:?}: max |Δlogit| vs reference = {d}"
             );
         }
-        model.set_adapter_mode(AdapterMode::Merged);
-        model.set_adapter_mode(AdapterMode::Off);
-        let d = max_diff(&model.forward_logits(&seqs()), &base);
+        model.set_mode(DeltaMode::Merged).unwrap();
+        model.set_mode(DeltaMode::Off).unwrap();
+        let d = max_diff(&model.forward_logits(&seqs()).unwrap(), &base);
         assert!(
             d < 3e-4,
             "{method:?}: switched off after a merge: max |Δlogit| vs base = {d}"
         );
     }
-    model.detach_adapter();
+    model.detach();
     let after = weights_t(&model);
     let worst = before
         .iter()
@@ -219,9 +219,9 @@ fn gradients_match_finite_differences_with_tied_groups() {
     let want_loss = reference_loss(&c, &adapted_weights(&c, &w, &cfg, &v));
     // on the activation path, and on merged weights (lowrank_update_merged)
     let mut by_mode = Vec::new();
-    for mode in [AdapterMode::Activation, AdapterMode::Merged] {
-        model.set_adapter_mode(mode);
-        let coefs = model.set_adapter_values(&v, true);
+    for mode in [DeltaMode::Activation, DeltaMode::Merged] {
+        model.set_mode(mode).unwrap();
+        let coefs = model.set_values(&v, true).unwrap();
         let loss = engine_loss(&model);
         let got_loss: f32 = loss.clone().into_scalar();
         assert!(
@@ -262,11 +262,11 @@ fn gradients_match_finite_differences_with_tied_groups() {
 fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner() {
     let (dir, c, _) = tiny("adapter-tying");
     let (file, mut model) = load(&dir);
-    let grads_at = |model: &mut Transformer, cfg: &AdapterConfig, value: &[f32]| {
+    let grads_at = |model: &mut AdaptedModel, cfg: &AdapterConfig, value: &[f32]| {
         let groups = plan(&c, cfg).groups;
         let v: Vec<f32> = value.iter().copied().cycle().take(groups * cfg.u).collect();
         model.attach_adapter(&file, cfg, &v, &|| {}).unwrap();
-        let coefs = model.set_adapter_values(&v, true);
+        let coefs = model.set_values(&v, true).unwrap();
         let grads = engine_loss(model).backward();
         coefs
             .iter()
@@ -304,7 +304,7 @@ fn tied_group_gradient_is_the_sum_over_its_modules_and_counts_match_the_planner(
         model
             .attach_adapter(&file, &cfg, &vec![0.1; p.params], &|| {})
             .unwrap();
-        assert_eq!(model.adapter_values().unwrap().len(), p.params, "{tying:?}");
+        assert_eq!(model.values().unwrap().len(), p.params, "{tying:?}");
     }
 }
 
@@ -342,13 +342,13 @@ fn adapter_file_reproduces_the_same_update_in_fresh_models() {
             .iter()
             .flat_map(|l| [&l.self_attn.q_proj, &l.self_attn.v_proj, &l.mlp.down_proj])
             .flat_map(|lin| {
-                let u = lin.update.as_ref().unwrap();
+                let u = lin.delta.as_ref().unwrap();
                 let f = u.factors.to_data().try_into_vec::<f32>().unwrap();
                 f.into_iter()
                     .chain(u.basis.to_data().try_into_vec::<f32>().unwrap())
             })
             .collect();
-        (frozen, model.forward_logits(&seqs()))
+        (frozen, model.forward_logits(&seqs()).unwrap())
     };
     let ((frozen1, logits1), (frozen2, logits2)) = (run(), run());
     assert_eq!(
@@ -382,11 +382,11 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
         .collect();
     model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
     let sizes = group_sizes(&c, &cfg);
-    let by_mode: Vec<(AdapterMode, Vec<f32>)> = [AdapterMode::Activation, AdapterMode::Merged]
+    let by_mode: Vec<(DeltaMode, Vec<f32>)> = [DeltaMode::Activation, DeltaMode::Merged]
         .into_iter()
         .map(|mode| {
-            model.set_adapter_mode(mode);
-            let trainable = model.set_adapter_values(&v, true);
+            model.set_mode(mode).unwrap();
+            let trainable = model.set_values(&v, true).unwrap();
             let grads = engine_loss(&model).backward();
             let got: Vec<f32> = trainable
                 .iter()

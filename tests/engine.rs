@@ -39,7 +39,7 @@ fn tiny_llama_gguf_logits_match_plain_rust_reference() {
         write_tiny_gguf(&dir.join("m.gguf"), &c, &w);
         let (_, model) = load(&dir.join("m.gguf"), &dev);
         let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
-        let got = model.forward_logits(&prompts);
+        let got = model.forward_logits(&prompts).unwrap();
         for (p, g) in prompts.iter().zip(&got) {
             let want: Vec<f64> = reference_logits(&c, &w, p).concat();
             assert_eq!(g.len(), want.len());
@@ -59,7 +59,7 @@ fn tiny_qwen2_hf_dir_logits_match_plain_rust_reference() {
         let w = round_bf16(&w);
         let (_, model) = load(&dir, &dev);
         let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
-        for (p, g) in prompts.iter().zip(model.forward_logits(&prompts)) {
+        for (p, g) in prompts.iter().zip(model.forward_logits(&prompts).unwrap()) {
             let d = max_abs_diff(&g, &reference_logits(&c, &w, p).concat());
             assert!(d < 2e-4, "{device}: max |Δlogit| = {d}");
         }
@@ -84,9 +84,9 @@ fn kv_cache_decode_equals_full_recompute_and_batching_changes_nothing() {
         let (_, model) = load(&dir.join("m.gguf"), &dev);
         let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
         let opts = greedy(12, vec![]);
-        let batched = model.generate(&prompts, &opts, |_, _| {});
+        let batched = model.generate(&prompts, &opts, |_, _| {}).unwrap();
         for (p, b) in prompts.iter().zip(&batched) {
-            let alone = &model.generate(std::slice::from_ref(p), &opts, |_, _| {})[0];
+            let alone = &model.generate(std::slice::from_ref(p), &opts, |_, _| {}).unwrap()[0];
             assert_eq!(
                 alone.output_ids, b.output_ids,
                 "{device}: batched differs from alone"
@@ -125,11 +125,11 @@ fn generation_stops_at_stop_tokens_and_max_new_tokens() {
         write_tiny_gguf(&dir.join("m.gguf"), &c, &random_weights(&c, 13));
         let (_, model) = load(&dir.join("m.gguf"), &dev);
         let prompts = vec![vec![1u32, 2, 3]];
-        let free = model.generate(&prompts, &greedy(6, vec![]), |_, _| {});
+        let free = model.generate(&prompts, &greedy(6, vec![]), |_, _| {}).unwrap();
         assert_eq!(free[0].output_ids.len(), 6, "{device}");
         let stop = free[0].output_ids[2];
         let first = free[0].output_ids.iter().position(|&t| t == stop).unwrap();
-        let stopped = model.generate(&prompts, &greedy(6, vec![stop]), |_, _| {});
+        let stopped = model.generate(&prompts, &greedy(6, vec![stop]), |_, _| {}).unwrap();
         assert_eq!(stopped[0].output_ids, free[0].output_ids[..=first]);
         assert_eq!(
             stopped[0].finish,
@@ -172,7 +172,7 @@ fn assert_matches_numpy_on(
         .iter()
         .map(|p| ids(&p["ids"]).into_iter().map(|x| x as u32).collect())
         .collect();
-    let got = model.forward_logits(&prompts);
+    let got = model.forward_logits(&prompts).unwrap();
     let (mut positions, mut agree, mut max_diff) = (0, 0, 0.0f64);
     for (p, g) in cases.iter().zip(&got) {
         for (t, row) in g.chunks_exact(v).enumerate() {
@@ -224,9 +224,9 @@ fn smollm2_batched_greedy_equals_alone() {
         ];
         let prompts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
         let opts = greedy(16, tok.stop_ids.clone());
-        let batched = model.generate(&prompts, &opts, |_, _| {});
+        let batched = model.generate(&prompts, &opts, |_, _| {}).unwrap();
         for (p, b) in prompts.iter().zip(&batched) {
-            let alone = model.generate(std::slice::from_ref(p), &opts, |_, _| {});
+            let alone = model.generate(std::slice::from_ref(p), &opts, |_, _| {}).unwrap();
             assert_eq!(alone[0].output_ids, b.output_ids, "{device}");
         }
         let text = tok.decode(&batched[1].output_ids).unwrap();
@@ -247,13 +247,13 @@ fn sequences_ending_at_different_steps_leave_the_batch_unchanged() {
             vec![9; 20],
             vec![42, 43, 44, 45, 46, 47],
         ];
-        let free = model.generate(&prompts, &greedy(10, vec![]), |_, _| {});
+        let free = model.generate(&prompts, &greedy(10, vec![]), |_, _| {}).unwrap();
         // stop on the 1st token of prompt 0 and the 4th of prompt 2: rows end at different steps,
         // ride along while most of the batch is live, then the batch shrinks
         let stops = vec![free[0].output_ids[0], free[2].output_ids[3]];
-        let batched = model.generate(&prompts, &greedy(10, stops.clone()), |_, _| {});
+        let batched = model.generate(&prompts, &greedy(10, stops.clone()), |_, _| {}).unwrap();
         for (p, b) in prompts.iter().zip(&batched) {
-            let alone = model.generate(std::slice::from_ref(p), &greedy(10, stops.clone()), |_, _| {});
+            let alone = model.generate(std::slice::from_ref(p), &greedy(10, stops.clone()), |_, _| {}).unwrap();
             assert_eq!(alone[0].output_ids, b.output_ids);
             assert_eq!(alone[0].finish, b.finish);
         }

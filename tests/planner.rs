@@ -5,7 +5,7 @@ mod common;
 use tinylora::adapter::{
     AdapterConfig, ConfigError, Method, Precision, TieGroups, Tying, budget_options, plan,
 };
-use tinylora::formats::read_model_config;
+use tinylora::formats::{ModuleKind, read_model_config};
 
 /// Meta-Llama-3-70B's published config.json (architecture fields only).
 const LLAMA3_70B: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -123,24 +123,29 @@ fn smollm2_budget_of_13() {
 
 #[test]
 fn tie_groups_share_the_way_they_say() {
-    let tiled = TieGroups::new(2, 7, Tying::Tiled { n_tie: 3 });
+    let all = ModuleKind::ALL;
+    let tiled = TieGroups::new(2, &all, Tying::Tiled { n_tie: 3 });
     assert_eq!(tiled.group, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4]);
     assert_eq!(tiled.num_groups, 5);
-    let structured = TieGroups::new(3, 2, Tying::Structured { n_tie: 3 });
+    let structured = TieGroups::new(3, &[ModuleKind::Q, ModuleKind::K], Tying::Structured { n_tie: 3 });
     // modules in layer order: (l0,q) (l0,k) (l1,q) (l1,k) (l2,q) (l2,k)
     assert_eq!(structured.group, [0, 1, 0, 1, 0, 1]);
     assert_eq!(structured.members(1), [1, 3, 5]);
-    assert_eq!(TieGroups::new(4, 7, Tying::Full).num_groups, 1);
-    assert_eq!(TieGroups::new(4, 7, Tying::None).num_groups, 28);
+    assert_eq!(TieGroups::new(4, &all, Tying::Full).num_groups, 1);
+    assert_eq!(TieGroups::new(4, &all, Tying::None).num_groups, 28);
 }
 
 #[test]
 fn bad_adapter_options_are_reported() {
-    let bad = AdapterConfig {
-        targets: vec!["q".into(), "qkv".into()],
+    assert_eq!(
+        "qkv".parse::<ModuleKind>().unwrap_err().to_string(),
+        "unknown module `qkv` (known: q, k, v, o, gate, up, down)"
+    );
+    let none = AdapterConfig {
+        targets: vec![],
         ..AdapterConfig::default()
     };
-    assert_eq!(bad.validated(), Err(ConfigError::UnknownTarget("qkv".into())));
+    assert_eq!(none.validated(), Err(ConfigError::NoTargets));
     let zero = AdapterConfig {
         u: 0,
         ..AdapterConfig::default()
@@ -152,8 +157,8 @@ fn bad_adapter_options_are_reported() {
             .contains("u must be at least 1")
     );
     let order = AdapterConfig {
-        targets: vec!["down".into(), "q".into()],
+        targets: vec![ModuleKind::Down, ModuleKind::Q, ModuleKind::Down],
         ..AdapterConfig::default()
     };
-    assert_eq!(order.validated().unwrap().targets, ["q", "down"]);
+    assert_eq!(order.validated().unwrap().targets, [ModuleKind::Q, ModuleKind::Down]);
 }

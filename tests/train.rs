@@ -1,21 +1,25 @@
 //! GRPO end to end on a tiny random llama built so that its first answer token is one of
 //! t0..t9 about uniformly: the reward "the answer is 7" (flexible extraction of `t7`) is mixed,
-//! and a 14-parameter TinyLoRA adapter must raise it far beyond sampling noise. Also: the
-//! adapter file reproduces the gain in a fresh model, a resumed run ends where an
-//! uninterrupted one does, and batched evaluation equals answering each problem alone.
+//! and a 14-parameter TinyLoRA adapter must raise it far beyond sampling noise. All through the
+//! training library's run ([`Training`]) as the CLI drives it. Also: the adapter file
+//! reproduces the gain in a fresh model, a resumed run ends where an uninterrupted one does,
+//! a resume with other settings is refused, μ = 2 updates per batch match a hand-computed
+//! loss, and batched evaluation equals answering each problem alone.
 
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use common::tiny_model::{random_weights, tiny_config, write_tiny_hf_dir};
-use tinylora::adapter::{AdapterConfig, AdapterFile, initial_values, plan};
-use tinylora::engine::{AdapterMode, GenerateOptions, SamplingParams, Transformer, default_device};
+use tinylora::adapter::{AdaptedModel, AdapterConfig, AdapterFile, initial_values, plan};
+use tinylora::engine::{DeltaMode, GenerateOptions, SamplingParams, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelFile};
-use tinylora::train::optim::AdamW;
 use tinylora::train::prompt::{PromptStyle, render_prompt};
 use tinylora::train::{
-    AdapterRun, Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, TrainState,
+    Aggregation, EvalSettings, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling, LossConfig, Problem,
+    Quiet, RunFiles, RunOutcome, RunSettings, ScaleRewards, StepMetrics, TrainError, Training, TrainingMethod,
     evaluate, extract, is_correct,
 };
 
@@ -51,40 +55,97 @@ fn problems() -> Vec<Problem> {
         .collect()
 }
 
-fn grpo_config(seed: u64) -> GrpoConfig {
+fn no_instruction() -> PromptStyle {
+    PromptStyle {
+        instruction: String::new(),
+        answer_prefix: String::new(),
+    }
+}
+
+fn grpo_config(seed: u64, steps: usize) -> GrpoConfig {
     GrpoConfig {
         group_size: 8,
         prompts_per_step: 4,
         max_new_tokens: 1,
         temperature: 1.0,
-        steps: 0,
+        steps,
+        num_iterations: 1,
         lr: 0.3,
         warmup: 0,
         max_grad_norm: 0.0,
         weight_decay: 0.0,
-        scale_advantages: true,
+        scale_rewards: ScaleRewards::Group,
+        mask_truncated: false,
         loss: LossConfig {
             eps_low: 0.2,
             eps_high: 0.28,
             beta: 0.0,
             aggregation: Aggregation::Grpo,
+            importance_sampling: ImportanceSampling::Token,
         },
+        rewards: vec!["correct:1".parse().unwrap()],
+        format_pattern: None,
+        reward_cmd: None,
         extract: ExtractMode::Flexible,
-        prompt: PromptStyle {
-            instruction: String::new(),
-            answer_prefix: String::new(),
-        },
+        prompt: no_instruction(),
         seed,
     }
+}
+
+fn grpo(seed: u64, steps: usize) -> GrpoTrainer {
+    GrpoTrainer::new(grpo_config(seed, steps)).unwrap()
 }
 
 fn adapter() -> AdapterConfig {
     AdapterConfig::default() // TinyLoRA r = 2, u = 1, untied: 2 layers × 7 modules = 14 values
 }
 
+/// Run `method` into `dir` as `tinylora train` does (no held-out problems).
+fn train(
+    file: &ModelFile,
+    model: &mut AdaptedModel,
+    method: &mut dyn TrainingMethod,
+    dir: &Path,
+    resume: bool,
+) -> Result<RunOutcome, TrainError> {
+    Training {
+        file,
+        model,
+        adapter: adapter(),
+        method,
+        train: problems(),
+        held_out: vec![],
+        settings: RunSettings {
+            dir: dir.to_path_buf(),
+            resume,
+            overwrite: false,
+            eval_every: 0,
+            eval: EvalSettings {
+                prompt: no_instruction(),
+                max_new_tokens: 1,
+                batch: 16,
+                extract: ExtractMode::Flexible,
+            },
+            record: serde_json::json!({ "data": "problems()" }),
+        },
+        stop: Arc::new(AtomicBool::new(false)),
+    }
+    .run(&Quiet)
+}
+
+fn metrics(dir: &Path) -> Vec<StepMetrics> {
+    std::fs::read_to_string(RunFiles { dir: dir.into() }.metrics())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Mean reward of 64 samples per problem at temperature 1 (fixed seed), merged weights.
-fn mean_reward(model: &mut Transformer, file: &ModelFile) -> f64 {
-    model.set_adapter_mode(AdapterMode::Merged);
+fn mean_reward(model: &mut AdaptedModel, file: &ModelFile) -> f64 {
+    if model.adapter().is_some() {
+        model.set_mode(DeltaMode::Merged).unwrap();
+    }
     let ps = problems();
     let prompts: Vec<Vec<u32>> = ps
         .iter()
@@ -100,7 +161,7 @@ fn mean_reward(model: &mut Transformer, file: &ModelFile) -> f64 {
         },
         stop_ids: vec![],
     };
-    let gens = model.generate(&prompts, &opts, |_, _| {});
+    let gens = model.generate(&prompts, &opts, |_, _| {}).unwrap();
     let right = gens
         .iter()
         .filter(|g| {
@@ -114,29 +175,13 @@ fn mean_reward(model: &mut Transformer, file: &ModelFile) -> f64 {
     right as f64 / gens.len() as f64
 }
 
-fn setup(name: &str) -> (std::path::PathBuf, ModelFile, Transformer) {
+/// The digit model, loaded, with no adapter.
+fn setup(name: &str) -> (std::path::PathBuf, ModelFile, AdaptedModel) {
     let dir = common::temp_dir(name);
     digit_model(&dir);
     let file = ModelFile::open(&dir).unwrap();
-    let mut model = Transformer::load(&file, &default_device()).unwrap();
-    model
-        .attach_adapter(
-            &file,
-            &adapter(),
-            &initial_values(&file.config, &adapter()),
-            &|| {},
-        )
-        .unwrap();
+    let model = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
     (dir, file, model)
-}
-
-fn fresh_state(file: &ModelFile) -> TrainState {
-    let n = plan(&file.config, &adapter()).params;
-    TrainState {
-        step: 0,
-        values: initial_values(&file.config, &adapter()),
-        optimizer: AdamW::new(n, 0.0),
-    }
 }
 
 #[test]
@@ -148,26 +193,14 @@ fn grpo_raises_the_reward_and_the_adapter_file_reproduces_it() {
         (0.02..0.5).contains(&before),
         "the base model's reward should be mixed, got {before}"
     );
-    let mut trainer = GrpoTrainer {
-        run: AdapterRun {
-            file: &file,
-            model: &mut model,
-            adapter: adapter(),
-            state: fresh_state(&file),
-            files: RunFiles { dir: dir.clone() },
-        },
-        config: grpo_config(1),
-        problems: problems(),
-    };
-    for _ in 0..20 {
-        let m = trainer.step().unwrap();
-        println!(
-            "step {}: reward {:.3}, values {:?}",
-            m.step, m.reward_mean, m.values
-        );
+    let run_dir = dir.join("run");
+    let outcome = train(&file, &mut model, &mut grpo(1, 20), &run_dir, false).unwrap();
+    assert_eq!((outcome.step, outcome.interrupted), (20, false));
+    for m in metrics(&run_dir) {
+        println!("step {}: reward {:.3}, values {:?}", m.step, m.reward_mean, m.values);
+        assert_eq!(m.rewards["correct"], m.reward_mean, "one reward: the total is its mean");
     }
-    trainer.run.checkpoint().unwrap();
-    let after = mean_reward(trainer.run.model, &file);
+    let after = mean_reward(&mut model, &file);
     println!("mean reward {before:.3} → {after:.3}");
     // 512 samples: the standard error of each mean is below 0.022
     assert!(
@@ -176,9 +209,10 @@ fn grpo_raises_the_reward_and_the_adapter_file_reproduces_it() {
     );
 
     // the adapter file, applied to a freshly loaded model, gives the same improvement
-    let saved = AdapterFile::load(&RunFiles { dir: dir.clone() }.adapter()).unwrap();
+    let saved = AdapterFile::load(&RunFiles { dir: run_dir.clone() }.adapter()).unwrap();
     saved.check_base(&dir, &file.fingerprint()).unwrap();
-    let mut fresh = Transformer::load(&file, &default_device()).unwrap();
+    assert_eq!(saved.values, outcome.values);
+    let mut fresh = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
     fresh
         .attach_adapter(&file, &saved.config, &saved.values, &|| {})
         .unwrap();
@@ -187,47 +221,24 @@ fn grpo_raises_the_reward_and_the_adapter_file_reproduces_it() {
         (again - after).abs() < 0.03,
         "adapter file: {again:.3} vs trained model {after:.3}"
     );
+
+    // the run directory is not overwritten by accident
+    let e = train(&file, &mut model, &mut grpo(1, 20), &run_dir, false).unwrap_err();
+    assert!(e.to_string().contains("already holds a run"), "{e}");
 }
 
 #[test]
-fn resumed_run_ends_with_the_same_adapter() {
+fn resumed_run_ends_with_the_same_adapter_and_other_settings_are_refused() {
     let (dir, file, mut model) = setup("train-resume");
-    let run = |model: &mut Transformer, state: TrainState, steps: usize, dir: &Path| -> TrainState {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut t = GrpoTrainer {
-            run: AdapterRun {
-                file: &file,
-                model,
-                adapter: adapter(),
-                state,
-                files: RunFiles {
-                    dir: dir.to_path_buf(),
-                },
-            },
-            config: grpo_config(3),
-            problems: problems(),
-        };
-        for _ in 0..steps {
-            t.step().unwrap();
-        }
-        t.run.checkpoint().unwrap();
-        t.run.state
-    };
-    let straight = run(&mut model, fresh_state(&file), 4, &dir.join("a"));
-    // interrupted after 2 steps: a new process would read state.json and attach the values
-    let half = run(&mut model, fresh_state(&file), 2, &dir.join("b"));
-    let saved: TrainState =
-        serde_json::from_slice(&std::fs::read(dir.join("b/state.json")).unwrap()).unwrap();
-    assert_eq!(saved, half);
-    let mut resumed_model = Transformer::load(&file, &default_device()).unwrap();
-    resumed_model
-        .attach_adapter(&file, &adapter(), &saved.values, &|| {})
-        .unwrap();
-    let resumed = run(&mut resumed_model, saved, 2, &dir.join("b"));
+    let straight = train(&file, &mut model, &mut grpo(3, 4), &dir.join("a"), false).unwrap();
+    // stopped after 2 steps; a new process continues the run to 4 steps
+    train(&file, &mut model, &mut grpo(3, 2), &dir.join("b"), false).unwrap();
+    let mut resumed_model = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
+    let resumed = train(&file, &mut resumed_model, &mut grpo(3, 4), &dir.join("b"), true).unwrap();
     assert_eq!(resumed.step, 4);
     assert_ne!(
         straight.values,
-        fresh_state(&file).values,
+        initial_values(&file.config, &adapter()),
         "training moved nothing"
     );
     // equal up to float rounding: burn may pick another matmul kernel in another process (or
@@ -240,6 +251,103 @@ fn resumed_run_ends_with_the_same_adapter() {
             straight.values
         );
     }
+    let (ma, mb) = (metrics(&dir.join("a")), metrics(&dir.join("b")));
+    assert_eq!(mb.iter().map(|m| m.step).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x.reward_mean, y.reward_mean, "step {}: same samples, same rewards", x.step);
+    }
+
+    // another learning rate or projection seed: refused, naming the keys
+    let mut other = grpo_config(3, 6);
+    other.lr = 0.1;
+    let e = train(&file, &mut resumed_model, &mut GrpoTrainer::new(other).unwrap(), &dir.join("b"), true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("config.json") && e.contains("config.lr: 0.3"), "{e}");
+    assert!(!e.contains("steps"), "steps may change: {e}");
+    let state = std::fs::read(dir.join("b/state.json")).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&state).unwrap()["step"],
+        4,
+        "a refused resume leaves the checkpoint as it was"
+    );
+}
+
+/// μ = 2 updates on one batch of rollouts: the second update's loss, recomputed by hand in f64
+/// from the model's own log-probabilities after the first update, the rollouts' log-probabilities
+/// and the advantages, equals the reported mean loss's second half.
+#[test]
+fn two_iterations_per_batch_match_a_hand_computed_loss() {
+    let (dir, file, mut model) = setup("train-iterations");
+    let mut one = grpo_config(5, 1);
+    one.lr = 0.5;
+    // one step, μ = 1: its loss is the first update's (ρ = 1 up to sampling vs scoring)
+    let l1 = {
+        let mut m = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
+        train(&file, &mut m, &mut GrpoTrainer::new(one.clone()).unwrap(), &dir.join("mu1"), false).unwrap();
+        metrics(&dir.join("mu1"))[0].clone()
+    };
+    let mut two = one.clone();
+    two.num_iterations = 2;
+    let out = train(&file, &mut model, &mut GrpoTrainer::new(two).unwrap(), &dir.join("mu2"), false).unwrap();
+    let m2 = metrics(&dir.join("mu2"))[0].clone();
+    assert_eq!(m2.reward_mean, l1.reward_mean, "the same rollouts");
+
+    // the rollouts of step 1 again (same seed and values), and the values after update 1
+    let values_after_1 = l1.values.clone();
+    let mut probe = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
+    probe
+        .attach_adapter(&file, &adapter(), &initial_values(&file.config, &adapter()), &|| {})
+        .unwrap();
+    probe.set_mode(DeltaMode::Merged).unwrap();
+    let chosen = tinylora::train::run::step_problems(&problems(), 4, 5, 0);
+    let settings = tinylora::train::rollout::RolloutSettings {
+        group_size: 8,
+        max_new_tokens: 1,
+        temperature: 1.0,
+        prompt: &no_instruction(),
+        seed: 5,
+    };
+    let r = tinylora::train::rollout::generate(&probe, &file, chosen, &settings, 0).unwrap();
+    let rewards: Vec<f32> = r
+        .texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| f32::from(u8::from(is_correct(t, &r.problems[i / 8].gold, ExtractMode::Flexible))))
+        .collect();
+    let adv = tinylora::train::advantages(&rewards, 8, ScaleRewards::Group);
+    // log π(y) after update 1: the model's logits for each prompt, in f64
+    probe.set_values(&values_after_1, false).unwrap();
+    let logits = probe
+        .forward_logits(&r.generations.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>())
+        .unwrap();
+    let v = file.config.vocab_size;
+    // GRPO aggregation, one token per completion: mean over the kept sequences (A ≠ 0) of
+    // −min(ρA, clip(ρ, 0.8, 1.28)A), ρ = exp(logp_new − logp_rollout)
+    let mut terms = Vec::new();
+    for (i, g) in r.generations.iter().enumerate() {
+        if adv[i] == 0.0 {
+            continue;
+        }
+        let row = &logits[i][logits[i].len() - v..];
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let logp_new = row[g.output_ids[0] as usize] as f64 - lse;
+        let ratio = (logp_new - g.logprobs[0] as f64).exp();
+        let a = adv[i] as f64;
+        terms.push(-(ratio * a).min(ratio.clamp(0.8, 1.28) * a));
+    }
+    assert!(!terms.is_empty(), "some groups carry signal");
+    let loss2 = terms.iter().sum::<f64>() / terms.len() as f64;
+    // the reported loss is the mean of the two updates' losses
+    let reported2 = 2.0 * m2.loss as f64 - l1.loss as f64;
+    println!("update 2: reported {reported2:.6}, by hand {loss2:.6}; update 1 {:.6}", l1.loss);
+    assert!(
+        (reported2 - loss2).abs() < 2e-4,
+        "update 2's loss {reported2} vs hand-computed {loss2}"
+    );
+    assert!((loss2 - l1.loss as f64).abs() > 1e-3, "the ratio moved off 1 in update 2");
+    assert_ne!(out.values, values_after_1, "two updates move further than one");
 }
 
 /// The trainer's teacher-forced log-probabilities of sampled completions equal the ones the
@@ -247,8 +355,7 @@ fn resumed_run_ends_with_the_same_adapter() {
 #[test]
 fn completion_logprobs_equal_the_samplers() {
     use tinylora::train::policy::{CompletionBatch, token_logprobs};
-    let (_, file, mut model) = setup("train-logprobs");
-    model.set_adapter_mode(AdapterMode::Off);
+    let (_, file, model) = setup("train-logprobs");
     let prompts: Vec<Vec<u32>> = problems()
         .iter()
         .map(|p| file.tokenizer.encode(&p.question).unwrap())
@@ -263,7 +370,7 @@ fn completion_logprobs_equal_the_samplers() {
         },
         stop_ids: vec![],
     };
-    let gens = model.generate(&prompts, &opts, |_, _| {});
+    let gens = model.generate(&prompts, &opts, |_, _| {}).unwrap();
     let batch = CompletionBatch::new(
         &gens.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>(),
         &gens.iter().map(|g| g.output_ids.clone()).collect::<Vec<_>>(),
@@ -295,33 +402,23 @@ fn sft_baseline_learns_the_solution_tokens() {
     let (dir, file, mut model) = setup("train-sft");
     let before = mean_reward(&mut model, &file);
     let mut sft = SftTrainer {
-        run: AdapterRun {
-            file: &file,
-            model: &mut model,
-            adapter: adapter(),
-            state: fresh_state(&file),
-            files: RunFiles { dir },
-        },
         config: SftConfig {
             batch_size: 8,
             steps: 10,
             lr: 0.3,
             warmup: 0,
             max_grad_norm: 0.0,
-            prompt: PromptStyle {
-                instruction: String::new(),
-                answer_prefix: String::new(),
-            },
+            prompt: no_instruction(),
             seed: 0,
         },
-        problems: problems(),
     };
-    let metrics: Vec<_> = (0..10).map(|_| sft.step().unwrap()).collect();
+    train(&file, &mut model, &mut sft, &dir.join("sft"), false).unwrap();
+    let metrics = metrics(&dir.join("sft"));
     let (first, last) = (metrics[0].reward_mean, metrics[9].reward_mean);
     println!("SFT target probability {first:.3} → {last:.3}");
     assert!(last > first * 1.3, "target probability {first:.3} → {last:.3}");
     assert!(metrics[9].loss < metrics[0].loss);
-    let after = mean_reward(sft.run.model, &file);
+    let after = mean_reward(&mut model, &file);
     println!("SFT mean reward {before:.3} → {after:.3}");
     // 512 samples each: standard errors below 0.022
     assert!(after > before + 0.08, "SFT mean reward {before:.3} → {after:.3}");
@@ -372,7 +469,7 @@ fn batched_evaluation_equals_each_problem_alone_in_file_order() {
             .tokenizer
             .encode(&render_prompt(&file, &p.question, &style).unwrap())
             .unwrap();
-        let alone = model.generate(&[prompt], &greedy, |_, _| {});
+        let alone = model.generate(&[prompt], &greedy, |_, _| {}).unwrap();
         let output = file.tokenizer.decode(&alone[0].output_ids).unwrap();
         assert_eq!(r.question, p.question, "records follow the problems' order");
         assert_eq!(r.output, output, "{}: batched vs alone", p.question);
@@ -397,4 +494,52 @@ fn batched_evaluation_equals_each_problem_alone_in_file_order() {
         calls.windows(2).all(|w| w[1].1 >= w[0].1),
         "token counts never go back"
     );
+}
+
+/// The external reward program end to end: `scripts/rewards/answer_reward.py` scores like the
+/// built-in flexible `correct` reward (same rewards at every step), and a program that exits
+/// or prints garbage in step 2 stops the run with an error naming it and the line, leaving the
+/// checkpoint of step 1 intact.
+#[test]
+fn external_reward_program_scores_and_its_failures_keep_the_checkpoint() {
+    let (dir, file, mut model) = setup("train-reward-cmd");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rewards/answer_reward.py");
+    let with_program = |cmd: String| {
+        let mut c = grpo_config(7, 2);
+        c.rewards = vec!["cmd:1".parse().unwrap()];
+        c.reward_cmd = Some(cmd);
+        GrpoTrainer::new(c).unwrap()
+    };
+    train(&file, &mut model, &mut grpo(7, 2), &dir.join("builtin"), false).unwrap();
+    let mut m = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
+    let cmd = format!("python3 {}", script.display());
+    train(&file, &mut m, &mut with_program(cmd), &dir.join("program"), false).unwrap();
+    let (a, b) = (metrics(&dir.join("builtin")), metrics(&dir.join("program")));
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.reward_mean, y.reward_mean, "step {}", x.step);
+        assert_eq!(y.rewards["cmd"], y.reward_mean);
+    }
+    // 32 completions a step: these programs fail on the 40th, in step 2
+    let scripts = [
+        ("exits", "import sys\nfor i, line in enumerate(sys.stdin):\n    if i == 39: sys.exit(3)\n    print(0.0, flush=True)\n"),
+        ("garbage", "import sys\nfor i, line in enumerate(sys.stdin):\n    print('oops' if i == 39 else 0.0, flush=True)\n"),
+    ];
+    for (name, body) in scripts {
+        let path = dir.join(format!("{name}.py"));
+        std::fs::write(&path, body).unwrap();
+        let run = dir.join(name);
+        let cmd = format!("python3 {}", path.display());
+        let e = train(&file, &mut m, &mut with_program(cmd.clone()), &run, false).unwrap_err();
+        let chain = tinylora::formats::error_chain(&e);
+        assert!(chain.contains("scoring step 2") && chain.contains(&cmd), "{name}: {chain}");
+        match name {
+            "exits" => assert!(chain.contains("exited") && chain.contains("7 of 32"), "{chain}"),
+            _ => assert!(chain.contains("line 40") && chain.contains("`oops`"), "{chain}"),
+        }
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["step"], 1, "{name}: the checkpoint of step 1 is intact");
+        assert_eq!(metrics(&run).len(), 1);
+        AdapterFile::load(&run.join("adapter.safetensors")).unwrap();
+    }
 }

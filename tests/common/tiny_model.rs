@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tinylora::formats::{Architecture, ModelConfig};
+use tinylora::formats::{Architecture, ModelConfig, ModuleKind};
 
 use super::gguf_writer::{Meta, RawTensor, byte_level_alphabet, f32_tensor, write_gguf};
 
@@ -52,12 +52,9 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> Weights {
     );
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        for (m, o, inp) in c.linear_shapes() {
-            let module = if m.ends_with("_proj") && ["q_proj", "k_proj", "v_proj", "o_proj"].contains(&m) {
-                format!("{p}.self_attn.{m}")
-            } else {
-                format!("{p}.mlp.{m}")
-            };
+        for kind in ModuleKind::ALL {
+            let (o, inp) = kind.shape(c);
+            let module = format!("{p}.{}", kind.hf_path());
             add(
                 format!("{module}.weight"),
                 vec![o, inp],
@@ -65,7 +62,7 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> Weights {
                 0.0,
                 &mut rng,
             );
-            if c.attention_bias && ["q_proj", "k_proj", "v_proj"].contains(&m) {
+            if c.attention_bias && matches!(kind, ModuleKind::Q | ModuleKind::K | ModuleKind::V) {
                 add(format!("{module}.bias"), vec![o], 0.1, 0.0, &mut rng);
             }
         }

@@ -9,6 +9,10 @@
 //! | TinyLoRA | U Σ (Σᵢ vᵢ Pᵢ) Vᵀ, i ≤ u     | u                       |
 
 use serde::{Deserialize, Serialize};
+use tinylora_formats::{ModuleKind, UnknownName, parse_name};
+
+use crate::parametrization::Parametrization;
+use crate::tie_groups::TieGroups;
 
 /// The parametrization of the update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,9 +80,6 @@ pub enum SigmaConvention {
     Peft,
 }
 
-/// The seven adaptable projections of a decoder layer, in layer order.
-pub const MODULE_TYPES: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
-
 /// A complete adapter description; with the base weights it determines the update exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
@@ -90,8 +91,8 @@ pub struct AdapterConfig {
     pub u: usize,
     /// Parameter sharing.
     pub tying: Tying,
-    /// Adapted module types, a subset of [`MODULE_TYPES`], in that order.
-    pub targets: Vec<String>,
+    /// Adapted module kinds, in layer order ([`ModuleKind::ALL`]'s), each once.
+    pub targets: Vec<ModuleKind>,
     /// Precision of the trainable numbers.
     pub precision: Precision,
     /// Seed of the random projections Pᵢ (N(0, 1/r) entries).
@@ -108,7 +109,7 @@ impl Default for AdapterConfig {
             rank: 2,
             u: 1,
             tying: Tying::None,
-            targets: MODULE_TYPES.iter().map(|s| s.to_string()).collect(),
+            targets: ModuleKind::ALL.to_vec(),
             precision: Precision::F32,
             projection_seed: 0,
             sigma: SigmaConvention::Paper,
@@ -119,9 +120,6 @@ impl Default for AdapterConfig {
 /// An adapter configuration that cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
-    /// A target that is not one of the seven projections.
-    #[error("unknown target module `{0}` (known: q, k, v, o, gate, up, down)")]
-    UnknownTarget(String),
     /// No targets.
     #[error("at least one target module is needed")]
     NoTargets,
@@ -139,14 +137,8 @@ impl AdapterConfig {
         if self.targets.is_empty() {
             return Err(ConfigError::NoTargets);
         }
-        if let Some(bad) = self.targets.iter().find(|t| !MODULE_TYPES.contains(&t.as_str())) {
-            return Err(ConfigError::UnknownTarget(bad.clone()));
-        }
-        self.targets = MODULE_TYPES
-            .iter()
-            .filter(|m| self.targets.iter().any(|t| t == *m))
-            .map(|m| m.to_string())
-            .collect();
+        self.targets.sort();
+        self.targets.dedup();
         if self.rank == 0 {
             return Err(ConfigError::Zero("rank"));
         }
@@ -158,56 +150,54 @@ impl AdapterConfig {
                 return Err(ConfigError::Zero("n_tie"));
             }
             Tying::None => {}
-            _ if self.method == Method::Lora => return Err(ConfigError::TiedLora),
+            _ if !self.parametrization().tieable() => return Err(ConfigError::TiedLora),
             _ => {}
         }
         Ok(self)
     }
 
+    /// The parametrization of [`Self::method`].
+    pub fn parametrization(&self) -> &'static dyn Parametrization {
+        self.method.parametrization()
+    }
+
+    /// The tie groups of this adapter on a model of `n_layers` layers.
+    pub fn tie_groups(&self, n_layers: usize) -> TieGroups {
+        TieGroups::new(n_layers, &self.targets, self.tying)
+    }
+
     /// Trainable numbers per tie group for modules of shape (d_out, d_in).
     pub fn params_per_group(&self, d_out: usize, d_in: usize) -> usize {
-        match self.method {
-            Method::Lora => self.rank * (d_in + d_out),
-            Method::LoraXs => self.rank * self.rank,
-            Method::Tinylora => self.u,
-        }
+        self.parametrization().params_per_group(self, d_out, d_in)
     }
 }
 
 impl std::str::FromStr for Method {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "lora" => Ok(Method::Lora),
-            "lora-xs" => Ok(Method::LoraXs),
-            "tinylora" => Ok(Method::Tinylora),
-            _ => Err(format!("unknown method `{s}` (lora, lora-xs, tinylora)")),
-        }
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let table = [("lora", Method::Lora), ("lora-xs", Method::LoraXs), ("tinylora", Method::Tinylora)];
+        parse_name("method", "lora, lora-xs, tinylora", &table, s)
     }
 }
 
 impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            "f16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision `{s}` (f32, bf16, f16)")),
-        }
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let table = [("f32", Precision::F32), ("bf16", Precision::Bf16), ("f16", Precision::F16)];
+        parse_name("precision", "f32, bf16, f16", &table, s)
     }
 }
 
 impl Tying {
     /// Build from the CLI's `--tying KIND [--n-tie N]`.
-    pub fn parse(kind: &str, n_tie: usize) -> Result<Self, String> {
-        match kind {
-            "none" => Ok(Tying::None),
-            "tiled" => Ok(Tying::Tiled { n_tie }),
-            "structured" => Ok(Tying::Structured { n_tie }),
-            "full" => Ok(Tying::Full),
-            _ => Err(format!("unknown tying `{kind}` (none, tiled, structured, full)")),
-        }
+    pub fn parse(kind: &str, n_tie: usize) -> Result<Self, UnknownName> {
+        let table = [
+            ("none", Tying::None),
+            ("tiled", Tying::Tiled { n_tie }),
+            ("structured", Tying::Structured { n_tie }),
+            ("full", Tying::Full),
+        ];
+        parse_name("tying", "none, tiled, structured, full", &table, kind)
     }
 
     /// Short description, e.g. `tiled (n_tie = 17)`.

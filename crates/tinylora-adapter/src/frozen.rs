@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tinylora_formats::{FormatError, ModelFile};
 
-use crate::config::{AdapterConfig, Method};
-use crate::plan::module_shape;
-use crate::projection::{core, delta_weight, mix, projections};
+use crate::config::AdapterConfig;
+use crate::projection::{core, delta_weight, mix};
 use crate::svd::{TruncatedSvd, truncated_svd};
-use crate::tie_groups::{ModuleSlot, TieGroups};
+use crate::tie_groups::TieGroups;
 
 /// Frozen factors and basis of adapted module `module` (its index in layer order).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,20 +33,10 @@ pub fn svd_seed(projection_seed: u64, module: usize) -> u64 {
 }
 
 impl FrozenModule {
-    /// From the base weight W `[d_out, d_in]` (row-major). LoRA has no frozen factors.
-    pub fn new(config: &AdapterConfig, module: usize, w: &[f32], d_out: usize, d_in: usize) -> Self {
-        let r = config.rank;
-        let svd = truncated_svd(w, d_out, d_in, r, svd_seed(config.projection_seed, module));
-        let mats: Vec<Vec<f32>> = match config.method {
-            Method::Tinylora => projections(config.projection_seed, module, config.u, r)
-                .chunks_exact(r * r)
-                .map(<[f32]>::to_vec)
-                .collect(),
-            Method::LoraXs => (0..r * r)
-                .map(|jk| (0..r * r).map(|e| f32::from(u8::from(e == jk))).collect())
-                .collect(),
-            Method::Lora => panic!("LoRA has no frozen SVD factors"),
-        };
+    /// From the base weight W `[d_out, d_in]` (row-major) and the r × r matrices the values mix
+    /// (see [`crate::Parametrization::mixing_matrices`]).
+    pub fn new(config: &AdapterConfig, module: usize, mats: &[Vec<f32>], w: &[f32], d_out: usize, d_in: usize) -> Self {
+        let svd = truncated_svd(w, d_out, d_in, config.rank, svd_seed(config.projection_seed, module));
         let basis = mats.iter().flat_map(|p| core(&svd.s, p, config.sigma)).collect();
         FrozenModule {
             n_v: mats.len(),
@@ -69,38 +58,26 @@ impl FrozenModule {
     }
 }
 
-/// The Hugging Face path of module type `kind` (an entry of [`crate::MODULE_TYPES`]) in a layer.
-pub fn module_path(kind: &str) -> String {
-    match kind {
-        "q" | "k" | "v" | "o" => format!("self_attn.{kind}_proj"),
-        _ => format!("mlp.{kind}_proj"),
-    }
-}
-
-/// The Hugging Face name of the weight of adapted module `slot`.
-pub fn weight_name(config: &AdapterConfig, slot: ModuleSlot) -> String {
-    format!(
-        "model.layers.{}.{}.weight",
-        slot.layer,
-        module_path(&config.targets[slot.kind])
-    )
-}
-
 /// The frozen part of every module of `groups`, in layer order: each weight is read from
 /// `file` and factorised on one of the machine's cores (largest-first is not needed: modules
 /// are taken one at a time from a shared counter). `on_done` is called after each module.
+/// Empty for a parametrization without frozen factors (LoRA).
 pub fn frozen_modules(
     file: &ModelFile,
     config: &AdapterConfig,
     groups: &TieGroups,
     on_done: &(dyn Fn() + Sync),
 ) -> Result<Vec<FrozenModule>, FormatError> {
+    let p = config.parametrization();
+    if p.mixing_matrices(config, 0).is_none() {
+        return Ok(vec![]);
+    }
     let jobs: Vec<(String, usize, usize)> = groups
         .modules
         .iter()
-        .map(|&slot| {
-            let (d_out, d_in) = module_shape(&file.config, &config.targets[slot.kind]);
-            (weight_name(config, slot), d_out, d_in)
+        .map(|slot| {
+            let (d_out, d_in) = slot.kind.shape(&file.config);
+            (slot.kind.weight_name(slot.layer), d_out, d_in)
         })
         .collect();
     let next = AtomicUsize::new(0);
@@ -112,9 +89,10 @@ pub fn frozen_modules(
             let Some((name, d_out, d_in)) = jobs.get(k) else {
                 break;
             };
+            let mats = p.mixing_matrices(config, k).unwrap_or_default();
             let module = file
                 .load(name, &[*d_out, *d_in])
-                .map(|w| FrozenModule::new(config, k, &w.data, *d_out, *d_in));
+                .map(|w| FrozenModule::new(config, k, &mats, &w.data, *d_out, *d_in));
             done.lock().unwrap()[k] = Some(module);
             on_done();
         }

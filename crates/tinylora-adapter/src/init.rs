@@ -5,50 +5,20 @@
 //! A LoRA module's values are its factors stacked as the kernels read them, [B; Aᵀ]
 //! `[d_out + d_in, r]`, row-major.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tinylora_formats::ModelConfig;
 
-use crate::config::{AdapterConfig, Method};
-use crate::plan::{group_sizes, module_shape};
-use crate::tie_groups::TieGroups;
+use crate::config::AdapterConfig;
 
-/// The values a new adapter starts from, `[Σ group sizes]` in group order.
+/// The values a new adapter starts from, `[Σ group sizes]` in group order: each group's first
+/// module's [`crate::Parametrization::initial_values`].
 pub fn initial_values(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<f32> {
-    let sizes = group_sizes(model, adapter);
-    if adapter.method != Method::Lora {
-        return vec![0.0; sizes.iter().sum()];
-    }
-    // LoRA is untied: group k is module k; its A comes from stream k of the seed
-    let groups = TieGroups::new(model.num_hidden_layers, adapter.targets.len(), adapter.tying);
-    let r = adapter.rank;
-    groups
-        .modules
-        .iter()
-        .enumerate()
-        .flat_map(|(k, slot)| {
-            let (d_out, d_in) = module_shape(model, &adapter.targets[slot.kind]);
-            let mut rng = ChaCha8Rng::seed_from_u64(adapter.projection_seed);
-            rng.set_stream(k as u64);
-            let bound = 1.0 / (d_in as f32).sqrt();
-            let a_t: Vec<f32> = (0..d_in * r).map(|_| rng.random_range(-bound..bound)).collect();
-            std::iter::repeat_n(0.0, d_out * r).chain(a_t)
-        })
-        .collect()
-}
-
-/// ΔW `[d_out, d_in]` = B A of a LoRA module from its values [B; Aᵀ] `[d_out + d_in, r]`.
-pub fn lora_delta(values: &[f32], d_out: usize, d_in: usize, r: usize) -> Vec<f32> {
-    assert_eq!(
-        values.len(),
-        (d_out + d_in) * r,
-        "LoRA values of a [{d_out}, {d_in}] module at rank {r}"
-    );
-    let (b, a_t) = values.split_at(d_out * r);
-    (0..d_out * d_in)
-        .map(|oi| {
-            let (o, i) = (oi / d_in, oi % d_in);
-            (0..r).map(|j| b[o * r + j] * a_t[i * r + j]).sum()
+    let groups = adapter.tie_groups(model.num_hidden_layers);
+    let p = adapter.parametrization();
+    (0..groups.num_groups)
+        .flat_map(|g| {
+            let first = groups.members(g)[0];
+            let (d_out, d_in) = groups.modules[first].kind.shape(model);
+            p.initial_values(adapter, first, d_out, d_in)
         })
         .collect()
 }
@@ -56,6 +26,8 @@ pub fn lora_delta(values: &[f32], d_out: usize, d_in: usize, r: usize) -> Vec<f3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Method;
+    use crate::parametrization::lora_delta;
     use tinylora_formats::Architecture;
 
     fn model() -> ModelConfig {

@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use tinylora_formats::safetensors_f32;
+use tinylora_formats::{ModelConfig, ModuleKind, safetensors_f32};
 
+use crate::adapted::{AdapterParts, FrozenParts};
 use crate::adapter_file::AdapterFileError;
-use crate::config::MODULE_TYPES;
+use crate::config::{AdapterConfig, Method, SigmaConvention};
+use crate::tie_groups::{ModuleSlot, TieGroups};
 
 /// Errors name the file (`adapter_config.json` or `adapter_model.safetensors`) and the problem.
 pub type PeftError = AdapterFileError;
@@ -52,8 +54,8 @@ pub enum PeftMethod {
 pub struct PeftModule {
     /// Decoder layer.
     pub layer: usize,
-    /// Module type (an entry of [`MODULE_TYPES`]).
-    pub kind: &'static str,
+    /// Which projection.
+    pub kind: ModuleKind,
     /// Output features.
     pub d_out: usize,
     /// Input features.
@@ -87,14 +89,12 @@ pub fn is_peft_dir(path: &Path) -> bool {
 }
 
 /// `layers.<L>.(self_attn|mlp).<kind>_proj.<rest>` → (L, kind, rest).
-fn module_key(name: &str) -> Option<(usize, &'static str, &str)> {
+fn module_key(name: &str) -> Option<(usize, ModuleKind, &str)> {
     let rest = &name[name.find("layers.")? + "layers.".len()..];
     let (layer, rest) = rest.split_once('.')?;
     let (_, rest) = rest.split_once('.')?; // self_attn / mlp
     let (proj, tail) = rest.split_once('.')?;
-    let kind = MODULE_TYPES
-        .iter()
-        .find(|k| proj.strip_suffix("_proj") == Some(k))?;
+    let kind = proj.strip_suffix("_proj")?.parse().ok()?;
     Some((layer.parse().ok()?, kind, tail))
 }
 
@@ -224,7 +224,7 @@ impl PeftAdapter {
             }
         };
         // tensors by module
-        let mut by_module: HashMap<(usize, &'static str), HashMap<String, Shaped>> = HashMap::new();
+        let mut by_module: HashMap<(usize, ModuleKind), HashMap<String, Shaped>> = HashMap::new();
         let mut v_by_group: HashMap<usize, Vec<f32>> = HashMap::new();
         for name in st.names() {
             if let Some(g) = name.rsplit_once("tinylora_v.").map(|(_, g)| g) {
@@ -245,9 +245,8 @@ impl PeftAdapter {
                 .or_default()
                 .insert(tail.to_string(), f32_data(st_path, name, st)?);
         }
-        let mut keys: Vec<(usize, &'static str)> = by_module.keys().copied().collect();
-        let kind_order = |k: &str| MODULE_TYPES.iter().position(|m| *m == k).unwrap_or(usize::MAX);
-        keys.sort_by_key(|&(l, k)| (l, kind_order(k)));
+        let mut keys: Vec<(usize, ModuleKind)> = by_module.keys().copied().collect();
+        keys.sort();
         if keys.is_empty() {
             return Err(invalid(st_path, "no adapted modules in the file"));
         }
@@ -345,6 +344,28 @@ fn peft_group(k: usize, n: usize, weight_tying: f64) -> usize {
     (k / (n / groups).max(1)).min(groups - 1)
 }
 
+/// Why an adapter cannot be written in PEFT's format.
+#[derive(Debug, thiserror::Error)]
+pub enum PeftExportError {
+    /// The adapter uses something PEFT cannot express.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The values do not fit the configuration on this model.
+    #[error("{found} values, but the configuration needs {needed} on this model")]
+    Values {
+        /// Values in the adapter.
+        found: usize,
+        /// Values the configuration needs.
+        needed: usize,
+    },
+    /// Serialising the tensors failed.
+    #[error("serialising the tensors failed")]
+    Tensors(#[from] safetensors::SafeTensorError),
+    /// Serialising the configuration failed.
+    #[error("serialising adapter_config.json failed")]
+    Json(#[from] serde_json::Error),
+}
+
 /// The files of a PEFT adapter directory for a tinylora adapter.
 #[derive(Debug, Clone)]
 pub struct PeftExport {
@@ -363,23 +384,20 @@ pub fn to_peft(
     adapter: &crate::AdapterFile,
     model: &tinylora_formats::ModelConfig,
     frozen: &[crate::FrozenModule],
-) -> Result<PeftExport, String> {
-    use crate::config::{Method, Tying};
+) -> Result<PeftExport, PeftExportError> {
+    use crate::config::Tying;
     use safetensors::tensor::TensorView;
 
     let cfg = &adapter.config;
     let r = cfg.rank;
-    let groups = &crate::TieGroups::new(model.num_hidden_layers, cfg.targets.len(), cfg.tying);
+    let groups = &cfg.tie_groups(model.num_hidden_layers);
     let n = groups.modules.len();
-    let in_model_order = cfg
-        .targets
-        .windows(2)
-        .all(|w| MODULE_TYPES.iter().position(|m| *m == w[0]) < MODULE_TYPES.iter().position(|m| *m == w[1]));
+    let in_model_order = cfg.targets.windows(2).all(|w| w[0] < w[1]);
     if !in_model_order {
-        return Err(format!(
+        return Err(PeftExportError::Unsupported(format!(
             "targets {:?} are not in the model's order (q k v o gate up down), which PEFT's tying follows",
             cfg.targets
-        ));
+        )));
     }
     let weight_tying = match cfg.tying {
         Tying::None => 0.0,
@@ -387,30 +405,24 @@ pub fn to_peft(
         _ => 1.0 - groups.num_groups as f64 / n as f64,
     };
     if cfg.method != Method::Lora && (0..n).any(|k| peft_group(k, n, weight_tying) != groups.group[k]) {
-        return Err(format!(
+        return Err(PeftExportError::Unsupported(format!(
             "tying {:?} cannot be expressed by PEFT's weight_tying (runs of equal length over neighbouring modules)",
             cfg.tying
-        ));
+        )));
     }
     let sizes = crate::group_sizes(model, cfg);
     if adapter.values.len() != sizes.iter().sum::<usize>() {
-        return Err(format!(
-            "{} values, but the configuration needs {} on this model",
-            adapter.values.len(),
-            sizes.iter().sum::<usize>()
-        ));
+        return Err(PeftExportError::Values {
+            found: adapter.values.len(),
+            needed: sizes.iter().sum::<usize>(),
+        });
     }
     let starts = crate::plan::group_offsets(&sizes);
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
-        let kind = cfg.targets[slot.kind].as_str();
-        let name = format!(
-            "base_model.model.model.layers.{}.{}",
-            slot.layer,
-            crate::module_path(kind)
-        );
-        let (d_out, d_in) = crate::plan::module_shape(model, kind);
+        let name = format!("base_model.model.model.layers.{}.{}", slot.layer, slot.kind.hf_path());
+        let (d_out, d_in) = slot.kind.shape(model);
         let values = &adapter.values[starts[g]..starts[g] + sizes[g]];
         let (b, a_t) = match cfg.method {
             Method::Lora => (values[..d_out * r].to_vec(), values[d_out * r..].to_vec()),
@@ -432,13 +444,8 @@ pub fn to_peft(
         };
         tensors.push((format!("{name}.{a_name}"), vec![r, d_in], bytes(&a)));
         tensors.push((format!("{name}.{b_name}"), vec![d_out, r], bytes(&b)));
-        if cfg.method != Method::Lora {
-            let p = match cfg.method {
-                Method::Tinylora => crate::projections(cfg.projection_seed, k, cfg.u, r),
-                _ => (0..r * r)
-                    .flat_map(|jk| (0..r * r).map(move |e| f32::from(u8::from(e == jk))))
-                    .collect(),
-            };
+        if let Some(mats) = cfg.parametrization().mixing_matrices(cfg, k) {
+            let p: Vec<f32> = mats.concat();
             tensors.push((format!("{name}.tinylora_P"), vec![sizes[g], r, r], bytes(&p)));
         }
     }
@@ -453,11 +460,10 @@ pub fn to_peft(
         .map(|(name, shape, data)| {
             TensorView::new(Dtype::F32, shape.clone(), data)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let safetensors = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    let safetensors = safetensors::serialize(views, Some(metadata))?;
     let target_modules: Vec<String> = cfg.targets.iter().map(|t| format!("{t}_proj")).collect();
     let config = match cfg.method {
         Method::Lora => serde_json::json!({
@@ -475,7 +481,81 @@ pub fn to_peft(
         }),
     };
     Ok(PeftExport {
-        config_json: serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?,
+        config_json: serde_json::to_string_pretty(&config)?,
         safetensors,
     })
+}
+
+impl PeftAdapter {
+    /// This PEFT adapter as a tinylora adapter for a model with configuration `model`, its
+    /// stored factors used as they are (no SVD is recomputed, so ΔW is exactly PEFT's). A LoRA
+    /// module becomes frozen factors [B; Aᵀ] mixed by a fixed coefficient 1 (a group of its own).
+    pub fn to_parts(&self, model: &ModelConfig) -> Result<AdapterParts, PeftError> {
+        let n_layers = model.num_hidden_layers;
+        for m in &self.modules {
+            let (d_out, d_in) = m.kind.shape(model);
+            let mismatch = if m.layer >= n_layers {
+                Some(format!("layer {} (the model has {n_layers})", m.layer))
+            } else {
+                ((m.d_out, m.d_in) != (d_out, d_in)).then(|| {
+                    format!(
+                        "layers.{}.{}_proj is [{}, {}] in the adapter but [{d_out}, {d_in}] in the model",
+                        m.layer, m.kind, m.d_out, m.d_in
+                    )
+                })
+            };
+            if let Some(what) = mismatch {
+                return Err(invalid(&self.dir, format!("made for another model: {what}")));
+            }
+        }
+        let (method, u) = match self.method {
+            PeftMethod::TinyLora { u, .. } => (Method::Tinylora, u),
+            PeftMethod::Lora { .. } => (Method::Lora, 1),
+        };
+        let mut targets: Vec<ModuleKind> = self.modules.iter().map(|m| m.kind).collect();
+        targets.sort();
+        targets.dedup();
+        let lora_groups = self.values.len();
+        let group: Vec<usize> = self
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(k, m)| m.group.unwrap_or(lora_groups + k))
+            .collect();
+        let mut values = self.values.clone();
+        values.extend(self.modules.iter().filter(|m| m.group.is_none()).map(|_| vec![1.0]));
+        Ok(AdapterParts {
+            config: AdapterConfig {
+                method,
+                rank: self.rank,
+                u,
+                targets,
+                sigma: SigmaConvention::Peft,
+                ..AdapterConfig::default()
+            },
+            tie_groups: TieGroups {
+                modules: self
+                    .modules
+                    .iter()
+                    .map(|m| ModuleSlot {
+                        layer: m.layer,
+                        kind: m.kind,
+                    })
+                    .collect(),
+                num_groups: values.len(),
+                group,
+            },
+            frozen: self
+                .modules
+                .iter()
+                .map(|m| {
+                    Some(FrozenParts {
+                        factors: m.factors.clone(),
+                        basis: m.basis.clone(),
+                    })
+                })
+                .collect(),
+            values,
+        })
+    }
 }

@@ -3,8 +3,7 @@
 
 use tinylora_formats::ModelConfig;
 
-use crate::config::{AdapterConfig, MODULE_TYPES, Method, Tying};
-use crate::tie_groups::TieGroups;
+use crate::config::{AdapterConfig, Method, Tying};
 
 /// What an adapter configuration costs on a model.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,26 +22,16 @@ pub struct ParameterPlan {
     pub bytes: usize,
 }
 
-/// (d_out, d_in) of a module type on this model.
-pub(crate) fn module_shape(model: &ModelConfig, kind: &str) -> (usize, usize) {
-    let i = MODULE_TYPES
-        .iter()
-        .position(|m| *m == kind)
-        .expect("validated target");
-    let (_, d_out, d_in) = model.linear_shapes()[i];
-    (d_out, d_in)
-}
-
 /// The number of trainable values of each tie group, in group order (the layout of an
 /// adapter's values: group 0's, then group 1's, …).
 pub fn group_sizes(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<usize> {
-    let groups = TieGroups::new(model.num_hidden_layers, adapter.targets.len(), adapter.tying);
+    let groups = adapter.tie_groups(model.num_hidden_layers);
     // every group holds modules of one shape (tiled groups may mix types: LoRA-XS and
     // TinyLoRA sizes do not depend on the shape, and LoRA is never tied)
     (0..groups.num_groups)
         .map(|g| {
             let first = groups.modules[groups.members(g)[0]];
-            let (d_out, d_in) = module_shape(model, &adapter.targets[first.kind]);
+            let (d_out, d_in) = first.kind.shape(model);
             adapter.params_per_group(d_out, d_in)
         })
         .collect()
@@ -59,7 +48,7 @@ pub fn group_offsets(sizes: &[usize]) -> Vec<usize> {
 /// Count the trainable numbers of `adapter` on `model`.
 pub fn plan(model: &ModelConfig, adapter: &AdapterConfig) -> ParameterPlan {
     let m = adapter.targets.len();
-    let groups = TieGroups::new(model.num_hidden_layers, m, adapter.tying);
+    let groups = adapter.tie_groups(model.num_hidden_layers);
     let params: usize = group_sizes(model, adapter).iter().sum();
     ParameterPlan {
         n_layers: model.num_hidden_layers,

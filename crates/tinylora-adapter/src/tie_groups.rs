@@ -1,14 +1,16 @@
 //! Assignment of adapted modules to tie groups (modules in a group share trainable numbers).
 
+use tinylora_formats::ModuleKind;
+
 use crate::config::Tying;
 
-/// One adapted module: its layer and type index (into the adapter's targets).
+/// One adapted module: its layer and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModuleSlot {
     /// Decoder layer.
     pub layer: usize,
-    /// Position of the module type in the adapter's target list.
-    pub kind: usize,
+    /// Which projection.
+    pub kind: ModuleKind,
 }
 
 /// Modules in layer order (layer 0: q, k, v, …; layer 1: …) and the group of each.
@@ -23,18 +25,21 @@ pub struct TieGroups {
 }
 
 impl TieGroups {
-    /// Groups for `n_layers` layers with `m` adapted module types each.
-    pub fn new(n_layers: usize, m: usize, tying: Tying) -> Self {
+    /// Groups for `n_layers` layers adapting the projections `targets` (in layer order) of each.
+    pub fn new(n_layers: usize, targets: &[ModuleKind], tying: Tying) -> Self {
+        let m = targets.len();
         let modules: Vec<ModuleSlot> = (0..n_layers)
-            .flat_map(|layer| (0..m).map(move |kind| ModuleSlot { layer, kind }))
+            .flat_map(|layer| targets.iter().map(move |&kind| ModuleSlot { layer, kind }))
             .collect();
+        // position of a module's kind among the targets (structured tying groups by it)
+        let type_index = |s: &ModuleSlot| targets.iter().position(|&t| t == s.kind).unwrap_or(0);
         let layer_blocks = |n_tie: usize| n_layers.div_ceil(n_tie);
         let group: Vec<usize> = match tying {
             Tying::None => (0..modules.len()).collect(),
             Tying::Tiled { n_tie } => (0..modules.len()).map(|i| i / n_tie).collect(),
             Tying::Structured { n_tie } => modules
                 .iter()
-                .map(|s| s.kind * layer_blocks(n_tie) + s.layer / n_tie)
+                .map(|s| type_index(s) * layer_blocks(n_tie) + s.layer / n_tie)
                 .collect(),
             Tying::Full => vec![0; modules.len()],
         };

@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_adapter::{AdapterFile, PeftAdapter, TieGroups, is_peft_dir, plan};
-use tinylora_engine::Transformer;
+use tinylora_adapter::{AdaptedModel, AdapterFile, AdapterParts, PeftAdapter, is_peft_dir, plan};
 use tinylora_formats::ModelFile;
 
 /// A bar counting the frozen SVDs of `modules` modules.
@@ -37,10 +36,10 @@ pub fn read_adapter(file: &ModelFile, path: &Path) -> anyhow::Result<AdapterFile
 /// Read the adapter at `path` and attach it to `model` (on the activation path): a tinylora
 /// adapter file, or a PEFT adapter directory (TinyLoRA or LoRA, its stored factors used as
 /// they are).
-pub fn attach_adapter_file(file: &ModelFile, model: &mut Transformer, path: &Path) -> anyhow::Result<()> {
+pub fn attach_adapter_file(file: &ModelFile, model: &mut AdaptedModel, path: &Path) -> anyhow::Result<()> {
     if is_peft_dir(path) {
         let peft = PeftAdapter::load(path)?;
-        model.attach_peft(&peft)?;
+        model.attach(peft.to_parts(&file.config)?)?;
         let params: usize = peft.values.iter().map(Vec::len).sum();
         eprintln!(
             "PEFT adapter {}: {:?}, rank {}, {} modules, {params} values in {} tie groups",
@@ -54,19 +53,15 @@ pub fn attach_adapter_file(file: &ModelFile, model: &mut Transformer, path: &Pat
     }
     let adapter = read_adapter(file, path)?;
     let start = Instant::now();
-    let modules = TieGroups::new(
-        file.config.num_hidden_layers,
-        adapter.config.targets.len(),
-        adapter.config.tying,
-    )
-    .modules
-    .len();
-    let bar = svd_progress(modules, adapter.config.rank)?;
-    if adapter.config.method == tinylora_adapter::Method::Lora {
-        bar.set_length(0); // LoRA has no frozen SVD
-    }
-    model
-        .attach_adapter(file, &adapter.config, &adapter.values, &|| bar.inc(1))
+    let cfg = &adapter.config;
+    let modules = if cfg.parametrization().mixing_matrices(cfg, 0).is_some() {
+        cfg.tie_groups(file.config.num_hidden_layers).modules.len()
+    } else {
+        0 // LoRA has no frozen SVD
+    };
+    let bar = svd_progress(modules, cfg.rank)?;
+    AdapterParts::build(file, cfg, &adapter.values, &|| bar.inc(1))
+        .and_then(|parts| model.attach(parts))
         .with_context(|| format!("applying adapter {}", path.display()))?;
     bar.finish_and_clear();
     eprintln!("adapter attached in {:.1}s", start.elapsed().as_secs_f64());

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_engine::AdapterMode;
+use tinylora_engine::DeltaMode;
 use tinylora_formats::atomic::write_atomic;
 use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::{ExtractMode, evaluate, load_problems};
@@ -74,7 +74,7 @@ pub struct EvalArgs {
 /// The progress callback of [`tinylora_train::evaluate`] drawn on `bar`: problems done as
 /// its position, tokens generated as its message. Where no bar is drawn (stderr is not a
 /// terminal: logs, CI, `nohup`), a line per batch instead.
-pub fn show_progress(bar: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
+pub fn show_progress(bar: ProgressBar) -> impl FnMut(usize, usize) + Send {
     let start = Instant::now();
     let mut logged = 0;
     move |done, tokens| {
@@ -101,7 +101,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (file, mut model) = load_model(&args.model, args.device)?;
     if let Some(path) = &args.adapter {
         attach_adapter_file(&file, &mut model, path)?;
-        model.set_adapter_mode(AdapterMode::Merged);
+        model.set_mode(DeltaMode::Merged)?;
     }
     let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
         "evaluating [{bar:30}] {pos}/{len} problems, {msg} {elapsed} (eta {eta})",
@@ -114,9 +114,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.max_new_tokens,
         args.batch_size,
         args.extract,
-        show_progress(&bar),
-    )
-    .map_err(anyhow::Error::msg)?;
+        show_progress(bar.clone()),
+    )?;
     bar.finish_and_clear();
     let mut lines = Vec::new();
     for r in &report.records {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use tinylora_adapter::{Method, TieGroups, frozen_modules, to_peft};
+use tinylora_adapter::{frozen_modules, to_peft};
 use tinylora_formats::ModelFile;
 use tinylora_formats::atomic::write_atomic;
 
@@ -32,17 +32,12 @@ pub fn run(args: ExportPeftArgs) -> anyhow::Result<()> {
     let file = ModelFile::open(&args.model)?;
     let adapter = read_adapter(&file, &args.adapter)?;
     let cfg = &adapter.config;
-    let frozen = if cfg.method == Method::Lora {
-        vec![]
-    } else {
-        let groups = TieGroups::new(file.config.num_hidden_layers, cfg.targets.len(), cfg.tying);
-        let bar = svd_progress(groups.modules.len(), cfg.rank)?;
-        let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?;
-        bar.finish_and_clear();
-        frozen
-    };
+    let groups = cfg.tie_groups(file.config.num_hidden_layers);
+    let with_svd = cfg.parametrization().mixing_matrices(cfg, 0).is_some();
+    let bar = svd_progress(if with_svd { groups.modules.len() } else { 0 }, cfg.rank)?;
+    let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?; // empty for LoRA
+    bar.finish_and_clear();
     let export = to_peft(&adapter, &file.config, &frozen)
-        .map_err(anyhow::Error::msg)
         .with_context(|| format!("{} cannot be written in PEFT's format", args.adapter.display()))?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     write_atomic(&args.out.join("adapter_model.safetensors"), &export.safetensors)?;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
-use tinylora_engine::{AdapterMode, GenerateOptions, SamplingParams};
+use tinylora_engine::{DeltaMode, GenerateOptions, SamplingParams};
 use tinylora_formats::TextStream;
 
 use crate::adapter_load::attach_adapter_file;
@@ -81,7 +81,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let (file, mut model) = load_model(&args.model, args.device)?;
     if let Some(path) = &args.adapter {
         attach_adapter_file(&file, &mut model, path)?;
-        model.set_adapter_mode(AdapterMode::Merged);
+        model.set_mode(DeltaMode::Merged)?;
     }
     let tok = &file.tokenizer;
     let text = if args.chat {
@@ -89,13 +89,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             .chat_template
             .as_ref()
             .with_context(|| format!("{} has no chat template; drop --chat", args.model.display()))?;
-        template
-            .user_turn(args.system.as_deref(), &args.prompt)
-            .map_err(anyhow::Error::msg)?
+        template.user_turn(args.system.as_deref(), &args.prompt)?
     } else {
         args.prompt.clone()
     };
-    let prompt_ids = tok.encode(&text).map_err(anyhow::Error::msg)?;
+    let prompt_ids = tok.encode(&text)?;
     if prompt_ids.is_empty() {
         bail!("the prompt encodes to no tokens");
     }
@@ -121,11 +119,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             let _ = write!(stdout, "{}", streamed.push(tok, id));
             let _ = stdout.flush();
         }
-    });
+    })?;
     let elapsed = start.elapsed().as_secs_f64();
     let new_tokens: usize = gens.iter().map(|g| g.output_ids.len()).sum();
     for (i, g) in gens.iter().enumerate() {
-        let text = tok.decode(&g.output_ids).map_err(anyhow::Error::msg)?;
+        let text = tok.decode(&g.output_ids)?;
         let finish = match g.finish {
             tinylora_engine::FinishReason::Stop => "stop",
             tinylora_engine::FinishReason::Length => "length",

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use tinylora_adapter::AdaptedModel;
 use tinylora_engine::{Transformer, cpu_device, default_device, hardware_gpu_available};
 use tinylora_formats::ModelFile;
 
@@ -50,8 +51,8 @@ impl DeviceArgs {
     }
 }
 
-/// Open `path` and load it onto `device`.
-pub fn load_model(path: &Path, device: DeviceArgs) -> anyhow::Result<(ModelFile, Transformer)> {
+/// Open `path` and load it onto `device` (with no adapter yet).
+pub fn load_model(path: &Path, device: DeviceArgs) -> anyhow::Result<(ModelFile, AdaptedModel)> {
     let start = Instant::now();
     let spinner =
         ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
@@ -76,5 +77,5 @@ pub fn load_model(path: &Path, device: DeviceArgs) -> anyhow::Result<(ModelFile,
         file.config.parameter_count() as f64 / 1e6,
         start.elapsed().as_secs_f64()
     );
-    Ok((file, model))
+    Ok((file, AdaptedModel::new(model)))
 }

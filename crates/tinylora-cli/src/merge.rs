@@ -7,9 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tinylora_adapter::{
-    Method, TieGroups, frozen_modules, group_offsets, group_sizes, lora_delta, weight_name,
-};
+use tinylora_adapter::{frozen_modules, group_offsets, group_sizes};
 use tinylora_formats::{ModelFile, SaveDtype, hf_tensor_names, write_hf_model};
 
 use crate::adapter_load::{read_adapter, svd_progress};
@@ -38,7 +36,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let file = ModelFile::open(&args.model)?;
     let adapter = read_adapter(&file, &args.adapter)?;
     let cfg = &adapter.config;
-    let groups = TieGroups::new(file.config.num_hidden_layers, cfg.targets.len(), cfg.tying);
+    let groups = cfg.tie_groups(file.config.num_hidden_layers);
     let sizes = group_sizes(&file.config, cfg);
     if adapter.values.len() != sizes.iter().sum::<usize>() {
         bail!(
@@ -49,31 +47,25 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         );
     }
     let offsets = group_offsets(&sizes);
-    let frozen = if cfg.method == Method::Lora {
-        vec![] // LoRA's factors are its values
-    } else {
-        let bar = svd_progress(groups.modules.len(), cfg.rank)?;
-        let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?;
-        bar.finish_and_clear();
-        frozen
-    };
+    let p = cfg.parametrization();
+    let with_svd = p.mixing_matrices(cfg, 0).is_some();
+    let bar = svd_progress(if with_svd { groups.modules.len() } else { 0 }, cfg.rank)?;
+    let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?; // empty for LoRA
+    bar.finish_and_clear();
     // weight name → (module, tie group)
     let targets: HashMap<String, (usize, usize)> = groups
         .modules
         .iter()
         .zip(&groups.group)
         .enumerate()
-        .map(|(k, (&slot, &g))| (weight_name(cfg, slot), (k, g)))
+        .map(|(k, (&slot, &g))| (slot.kind.weight_name(slot.layer), (k, g)))
         .collect();
     let mut tensors = Vec::new();
     for name in hf_tensor_names(&file.config) {
         let mut t = file.load_any(&name)?;
         if let Some(&(k, g)) = targets.get(&name) {
             let v = &adapter.values[offsets[g]..offsets[g] + sizes[g]];
-            let delta = match cfg.method {
-                Method::Lora => lora_delta(v, t.shape[0], t.shape[1], cfg.rank),
-                _ => frozen[k].delta(v),
-            };
+            let delta = p.host_delta(v, frozen.get(k), t.shape[0], t.shape[1], cfg.rank);
             t.data.iter_mut().zip(delta).for_each(|(w, d)| *w += d);
         }
         tensors.push((name, t));

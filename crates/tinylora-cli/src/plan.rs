@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 use tinylora_adapter::{AdapterConfig, Method, Precision, Tying, budget_options, plan};
-use tinylora_formats::read_model_config;
+use tinylora_formats::{ModuleKind, read_model_config};
 
 /// Adapter options shared by the commands that build adapters.
 #[derive(Args, Clone)]
@@ -28,7 +28,7 @@ pub struct AdapterArgs {
     n_tie: usize,
     /// Adapted projections, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down")]
-    targets: Vec<String>,
+    targets: Vec<ModuleKind>,
     /// Precision of the trainable numbers: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     precision: Precision,
@@ -45,7 +45,7 @@ impl AdapterArgs {
             method: self.method,
             rank: self.rank,
             u: self.u,
-            tying: Tying::parse(&self.tying, self.n_tie).map_err(anyhow::Error::msg)?,
+            tying: Tying::parse(&self.tying, self.n_tie)?,
             targets: self.targets.clone(),
             precision: self.precision,
             projection_seed: self.projection_seed,
@@ -87,7 +87,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
             println!(
                 "m (modules/layer): {} ({})",
                 p.modules_per_layer,
-                adapter.targets.join(", ")
+                adapter.targets.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
             );
             println!("u:                 {}", adapter.u);
             println!("tying:             {}", adapter.tying.describe());

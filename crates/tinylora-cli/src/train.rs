@@ -2,22 +2,17 @@
 //! before/after evaluation on held-out problems.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_adapter::{initial_values, plan};
-use tinylora_engine::{AdapterMode, Transformer};
-use tinylora_formats::ModelFile;
-use tinylora_formats::atomic::write_atomic;
-use tinylora_train::optim::AdamW;
-use tinylora_train::trainer::append_metrics;
+use tinylora_train::reward::{DEFAULT_FORMAT_PATTERN, RewardSpec};
 use tinylora_train::{
-    AdapterRun, Aggregation, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem, RunFiles, SftConfig,
-    SftTrainer, TrainState, Trainer, evaluate, load_problems, split,
+    Aggregation, EvalSettings, Event, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling, LossConfig,
+    Observer, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training, TrainingMethod, load_problems, split,
 };
 
 use crate::adapter_load::svd_progress;
@@ -49,12 +44,18 @@ pub struct CommonArgs {
     /// Training problems (JSON lines; see `tinylora eval --help`).
     #[arg(long)]
     data: PathBuf,
-    /// Run directory: adapter.safetensors, state.json, metrics.jsonl, config.json.
+    /// Run directory: adapter.safetensors, state.json, metrics.jsonl, config.json. A directory
+    /// that already holds a run is refused unless --resume or --overwrite.
     #[arg(long, default_value = "run")]
     out: PathBuf,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
+    /// Continue the run in --out from its last checkpoint. Every setting must be the run's
+    /// own (they are compared with its config.json); only --steps, --eval-every and the
+    /// --model path (same weights) may change.
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Replace a run already in --out.
+    #[arg(long)]
+    overwrite: bool,
     #[command(flatten)]
     adapter: AdapterArgs,
     /// Optimizer steps.
@@ -77,7 +78,7 @@ pub struct CommonArgs {
     /// Most new tokens per sample (rollouts and evaluation).
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
-    /// Answer extraction for rewards and evaluation: strict, flexible or boxed.
+    /// Answer extraction for the `correct` reward and evaluation: strict, flexible or boxed.
     #[arg(long, default_value = "strict")]
     extract: ExtractMode,
     /// Problems held out of training and evaluated before and after (0: none).
@@ -118,9 +119,36 @@ pub struct GrpoArgs {
     /// Loss aggregation: grpo, dr_grpo or dapo.
     #[arg(long, default_value = "grpo")]
     loss: Aggregation,
-    /// Do not divide advantages by the group's std (Dr. GRPO).
+    /// What advantages are divided by: the std of the prompt's group (GRPO), of the whole
+    /// batch, or nothing (Dr. GRPO).
+    #[arg(long, default_value = "group")]
+    scale_rewards: ScaleRewards,
+    /// Leave completions cut off at --max-new-tokens out of the loss (they still count in
+    /// their group's advantages).
     #[arg(long)]
-    no_std_scaling: bool,
+    mask_truncated_completions: bool,
+    /// Importance ratio per token (GRPO) or per sequence (GSPO).
+    #[arg(long, default_value = "token")]
+    importance_sampling_level: ImportanceSampling,
+    /// Updates per batch of rollouts (μ); from the second on, the ratio to the rollout policy
+    /// differs from 1 and the clipping acts.
+    #[arg(long, default_value_t = 1)]
+    num_iterations: usize,
+    /// A reward and its weight, NAME[:WEIGHT], repeatable; the rewards are summed. NAME:
+    /// correct (the answer under --extract), correct-strict, correct-flexible, correct-boxed,
+    /// format (1 when --format-pattern matches the completion), length (−tokens / max new
+    /// tokens), cmd (the number --reward-cmd prints). E.g. --reward correct:1 --reward format:0.2
+    #[arg(long = "reward", default_value = "correct:1")]
+    rewards: Vec<RewardSpec>,
+    /// Regular expression of the `format` reward.
+    #[arg(long, default_value = DEFAULT_FORMAT_PATTERN)]
+    format_pattern: String,
+    /// Program of the `cmd` reward (a command line, split on spaces): started once, it reads
+    /// one JSON object per completion on stdin ({"prompt", "completion", "answer", "tokens",
+    /// "truncated"}) and writes one number per line on stdout, e.g.
+    /// "python3 scripts/rewards/answer_reward.py".
+    #[arg(long)]
+    reward_cmd: Option<String>,
 }
 
 /// Arguments of `tinylora train sft`.
@@ -138,112 +166,152 @@ pub struct SftArgs {
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
         TrainCommand::Grpo(a) => {
-            if a.group_size < 2 {
-                bail!("--group-size must be at least 2 (advantages compare samples of one prompt)");
-            }
             let c = &a.common;
-            let config = GrpoConfig {
+            if a.group_size < 2 {
+                anyhow::bail!("--group-size must be at least 2 (advantages compare samples of one prompt)");
+            }
+            let uses_format = a.rewards.iter().any(|r| r.kind == tinylora_train::reward::RewardKind::Format);
+            let mut method = GrpoTrainer::new(GrpoConfig {
                 group_size: a.group_size,
                 prompts_per_step: a.prompts_per_step,
                 max_new_tokens: c.max_new_tokens,
                 temperature: a.temperature,
                 steps: c.steps,
+                num_iterations: a.num_iterations,
                 lr: c.lr,
                 warmup: c.warmup,
                 max_grad_norm: c.max_grad_norm,
                 weight_decay: c.weight_decay,
-                scale_advantages: !a.no_std_scaling,
+                scale_rewards: a.scale_rewards,
+                mask_truncated: a.mask_truncated_completions,
                 loss: LossConfig {
                     eps_low: a.eps_low,
                     eps_high: a.eps_high,
                     beta: a.beta,
                     aggregation: a.loss,
+                    importance_sampling: a.importance_sampling_level,
                 },
+                rewards: a.rewards.clone(),
+                format_pattern: uses_format.then(|| a.format_pattern.clone()),
+                reward_cmd: a.reward_cmd.clone(),
                 extract: c.extract,
                 prompt: c.prompt.style(),
                 seed: c.seed,
-            };
-            let json = serde_json::to_value(&config)?;
-            let (file, mut model) = load_model(&c.model, c.device)?;
-            train(c, "GRPO", json, &file, &mut model, move |run, problems| {
-                Box::new(GrpoTrainer {
-                    run,
-                    config,
-                    problems,
-                })
-            })
+            })?;
+            train(c, &mut method)
         }
         TrainCommand::Sft(a) => {
             let c = &a.common;
-            let config = SftConfig {
-                batch_size: a.batch_size,
-                steps: c.steps,
-                lr: c.lr,
-                warmup: c.warmup,
-                max_grad_norm: c.max_grad_norm,
-                prompt: c.prompt.style(),
-                seed: c.seed,
+            let mut method = SftTrainer {
+                config: SftConfig {
+                    batch_size: a.batch_size,
+                    steps: c.steps,
+                    lr: c.lr,
+                    warmup: c.warmup,
+                    max_grad_norm: c.max_grad_norm,
+                    prompt: c.prompt.style(),
+                    seed: c.seed,
+                },
             };
-            let json = serde_json::to_value(&config)?;
-            let (file, mut model) = load_model(&c.model, c.device)?;
-            train(c, "SFT", json, &file, &mut model, move |run, problems| {
-                Box::new(SftTrainer {
-                    run,
-                    config,
-                    problems,
-                })
-            })
+            train(c, &mut method)
         }
     }
 }
 
-/// Evaluate `held_out` greedily and report it; `None` without held-out problems.
-fn held_out_accuracy(
-    model: &Transformer,
-    file: &ModelFile,
-    held_out: &[Problem],
-    c: &CommonArgs,
-    what: &str,
-) -> anyhow::Result<Option<f64>> {
-    if held_out.is_empty() {
-        return Ok(None);
-    }
-    let bar = ProgressBar::new(held_out.len() as u64).with_style(ProgressStyle::with_template(
-        "evaluating ({prefix}) [{bar:30}] {pos}/{len}, {msg} {elapsed}",
-    )?);
-    bar.set_prefix(what.to_string());
-    let r = evaluate(
-        model,
-        file,
-        held_out,
-        &c.prompt.style(),
-        c.max_new_tokens,
-        16,
-        c.extract,
-        show_progress(&bar),
-    )
-    .map_err(anyhow::Error::msg)?;
-    bar.finish_and_clear();
-    let acc = r.accuracy(c.extract);
-    eprintln!(
-        "{what}: {:.1}% ({}) on {} held-out problems",
-        100.0 * acc,
-        c.extract.name(),
-        r.problems
-    );
-    Ok(Some(acc))
+/// Progress bars for a run: the SVDs, the held-out evaluations and the steps.
+struct Progress {
+    method: &'static str,
+    steps: usize,
+    bars: Mutex<Bars>,
 }
 
-/// The loop every method shares: attach (or resume), evaluate, step with metrics and
-/// checkpoints until done or interrupted, evaluate again.
-fn train<'m>(
-    c: &CommonArgs,
-    method: &str,
-    method_config: serde_json::Value,
-    file: &'m ModelFile,
-    model: &'m mut Transformer,
-    make: impl FnOnce(AdapterRun<'m>, Vec<Problem>) -> Box<dyn Trainer<'m> + 'm>,
-) -> anyhow::Result<()> {
+#[derive(Default)]
+struct Bars {
+    svd: Option<ProgressBar>,
+    eval: Option<(ProgressBar, Box<dyn FnMut(usize, usize) + Send>)>,
+    steps: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn step_bar(&self, at: usize) -> ProgressBar {
+        let style = ProgressStyle::with_template(&format!(
+            "{} [{{bar:30}}] {{pos}}/{{len}} steps {{elapsed}} (eta {{eta}}) {{msg}}",
+            self.method
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        ProgressBar::new(self.steps as u64).with_position(at as u64).with_style(style)
+    }
+}
+
+impl Observer for Progress {
+    fn event(&self, event: Event<'_>) {
+        let Ok(mut bars) = self.bars.lock() else { return };
+        match event {
+            Event::Attaching { modules } => bars.svd = svd_progress(modules, 0).ok(),
+            Event::ModuleDone => {
+                if let Some(b) = &bars.svd {
+                    b.inc(1);
+                }
+            }
+            Event::Attached { params, bytes } => {
+                if let Some(b) = bars.svd.take() {
+                    b.finish_and_clear();
+                }
+                eprintln!("adapter attached: {params} trainable parameters ({bytes} bytes)");
+            }
+            Event::Resumed { step } => eprintln!("resuming at step {step} of {}", self.steps),
+            Event::EvalStart { label, problems } => {
+                let bar = ProgressBar::new(problems as u64).with_style(
+                    ProgressStyle::with_template("evaluating ({prefix}) [{bar:30}] {pos}/{len}, {msg} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_prefix(label.to_string());
+                let callback: Box<dyn FnMut(usize, usize) + Send> = Box::new(show_progress(bar.clone()));
+                bars.eval = Some((bar, callback));
+            }
+            Event::EvalProgress { done, tokens } => {
+                if let Some((_, callback)) = bars.eval.as_mut() {
+                    callback(done, tokens);
+                }
+            }
+            Event::EvalDone { label, report } => {
+                if let Some((bar, _)) = bars.eval.take() {
+                    bar.finish_and_clear();
+                }
+                eprintln!("{label}: {}", describe(report));
+            }
+            Event::Step(m) => {
+                let bar = bars.steps.get_or_insert_with(|| self.step_bar(m.step.saturating_sub(1)));
+                bar.set_position(m.step as u64);
+                bar.set_message(format!(
+                    "reward {:.2} ±{:.2}, flat groups {:.0}%, len {:.0}, loss {:.3}, |g| {:.2e}, rollout {:.0}s train {:.0}s",
+                    m.reward_mean,
+                    m.reward_std,
+                    100.0 * m.zero_variance_groups,
+                    m.response_len,
+                    m.loss,
+                    m.grad_norm,
+                    m.rollout_s,
+                    m.train_s
+                ));
+            }
+        }
+    }
+}
+
+/// `62.5% (strict) on 32 held-out problems`.
+fn describe(r: &tinylora_train::EvalReport) -> String {
+    let primary = ExtractMode::ALL
+        .iter()
+        .map(|&m| format!("{} {:.1}%", m.name(), 100.0 * r.accuracy(m)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{primary} on {} held-out problems", r.problems)
+}
+
+/// The loop every method shares, run by the training library: attach (or resume), evaluate,
+/// step with checkpoints until done or interrupted (Ctrl-C), evaluate again.
+fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> {
     let started = Instant::now();
     if let Some(config) = &c.config {
         eprintln!(
@@ -251,137 +319,98 @@ fn train<'m>(
             config.display()
         );
     }
-    let files = RunFiles { dir: c.out.clone() };
-    std::fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
     let adapter = c.adapter.config()?;
     let (train, held_out) = split(load_problems(&c.data)?, c.seed, c.eval_problems);
     if train.is_empty() {
-        bail!(
+        anyhow::bail!(
             "{}: no problems left for training after holding out {}",
             c.data.display(),
             c.eval_problems
         );
     }
-    let p = plan(&file.config, &adapter);
-    let state = if c.resume {
-        let path = files.state();
-        let text = std::fs::read(&path).with_context(|| format!("--resume: reading {}", path.display()))?;
-        let s: TrainState = serde_json::from_slice(&text)
-            .with_context(|| format!("{}: not a training state", path.display()))?;
-        if s.values.len() != p.params {
-            bail!(
-                "{}: {} values, but this adapter configuration has {}",
-                path.display(),
-                s.values.len(),
-                p.params
-            );
-        }
-        eprintln!("resuming at step {} of {}", s.step, c.steps);
-        s
-    } else {
-        TrainState {
-            step: 0,
-            values: initial_values(&file.config, &adapter),
-            optimizer: AdamW::new(p.params, c.weight_decay),
-        }
-    };
-    let bar = svd_progress(p.modules, adapter.rank)?;
-    model
-        .attach_adapter(file, &adapter, &state.values, &|| bar.inc(1))
-        .context("attaching the adapter")?;
-    bar.finish_and_clear();
+    let (file, mut model) = load_model(&c.model, c.device)?;
     eprintln!(
-        "adapter: {:?} r={} u={} {}, {} trainable parameters ({} bytes); {} training problems, {} held out",
+        "adapter: {:?} r={} u={} {}; {} training problems, {} held out",
         adapter.method,
         adapter.rank,
         adapter.u,
         adapter.tying.describe(),
-        p.params,
-        p.bytes,
         train.len(),
         held_out.len()
     );
-    let record = serde_json::json!({ "method": method, "adapter": adapter, "config": method_config, "model": c.model, "data": c.data });
-    write_atomic(
-        &files.dir.join("config.json"),
-        serde_json::to_string_pretty(&record)?.as_bytes(),
-    )?;
-    let before = if state.step == 0 {
-        model.set_adapter_mode(AdapterMode::Off);
-        held_out_accuracy(model, file, &held_out, c, "base model")?
-    } else {
-        None
-    };
-
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting now (the last checkpoint is intact)");
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: stopping after the current step (again to exit at once)");
+        })
+        .context("installing the Ctrl-C handler")?;
     }
-    let run = AdapterRun {
-        file,
-        model,
-        adapter,
-        state,
-        files: files.clone(),
+    let progress = Progress {
+        method: method.name(),
+        steps: method.steps(),
+        bars: Mutex::new(Bars::default()),
     };
-    let mut trainer = make(run, train);
-    let bar = ProgressBar::new(c.steps as u64)
-        .with_position(trainer.run().state.step as u64)
-        .with_style(ProgressStyle::with_template(&format!(
-            "{method} [{{bar:30}}] {{pos}}/{{len}} steps {{elapsed}} (eta {{eta}}) {{msg}}"
-        ))?);
-    while trainer.run().state.step < c.steps {
-        let m = trainer.step().map_err(anyhow::Error::msg)?;
-        append_metrics(&files.metrics(), &m).map_err(anyhow::Error::msg)?;
-        trainer.run().checkpoint().map_err(anyhow::Error::msg)?;
-        bar.set_position(m.step as u64);
-        bar.set_message(format!(
-            "reward {:.2} ±{:.2}, flat groups {:.0}%, len {:.0}, loss {:.3}, |g| {:.2e}, rollout {:.0}s train {:.0}s",
-            m.reward_mean,
-            m.reward_std,
-            100.0 * m.zero_variance_groups,
-            m.response_len,
-            m.loss,
-            m.grad_norm,
-            m.rollout_s,
-            m.train_s
-        ));
-        if c.eval_every > 0 && m.step % c.eval_every == 0 && m.step < c.steps {
-            let run = trainer.run();
-            run.model.set_adapter_mode(AdapterMode::Merged);
-            held_out_accuracy(run.model, file, &held_out, c, &format!("step {}", m.step))?;
-        }
-        if stop.load(Ordering::SeqCst) {
+    let eval = EvalSettings {
+        prompt: c.prompt.style(),
+        max_new_tokens: c.max_new_tokens,
+        batch: 16,
+        extract: c.extract,
+    };
+    let record = serde_json::json!({
+        "model": c.model,
+        "data": c.data,
+        "eval_problems": c.eval_problems,
+    });
+    let outcome = Training {
+        file: &file,
+        model: &mut model,
+        adapter,
+        method,
+        train,
+        held_out,
+        settings: RunSettings {
+            dir: c.out.clone(),
+            resume: c.resume,
+            overwrite: c.overwrite,
+            eval_every: c.eval_every,
+            eval,
+            record,
+        },
+        stop,
+    }
+    .run(&progress)?;
+    if let Some(bar) = progress.bars.lock().ok().and_then(|mut b| b.steps.take()) {
+        if outcome.interrupted {
             bar.abandon();
-            eprintln!(
-                "interrupted: checkpoint at step {} saved in {}; continue with --resume",
-                m.step,
-                files.dir.display()
-            );
-            return Ok(());
+        } else {
+            bar.finish();
         }
     }
-    bar.finish();
-    let run = trainer.run();
-    let values = run.applied_values();
-    run.model.set_adapter_mode(AdapterMode::Merged);
-    let after = held_out_accuracy(run.model, file, &held_out, c, "with the adapter")?;
+    let dir = c.out.display();
+    if outcome.interrupted {
+        eprintln!(
+            "interrupted: checkpoint at step {} saved in {dir}; continue with the same command and --resume",
+            outcome.step
+        );
+        std::process::exit(130);
+    }
     println!(
-        "adapter: {} ({} parameters, {} bytes)",
-        files.adapter().display(),
-        p.params,
-        p.bytes
+        "adapter: {dir}/adapter.safetensors ({} parameters, {} bytes)",
+        outcome.params, outcome.bytes
     );
-    println!("metrics: {}", files.metrics().display());
-    println!("values:  {values:?}");
-    if let (Some(b), Some(a)) = (before, after) {
+    println!("metrics: {dir}/metrics.jsonl");
+    println!("values:  {:?}", outcome.values);
+    if let (Some(b), Some(a)) = (&outcome.before, &outcome.after) {
         println!(
             "held-out accuracy ({}): {:.1}% → {:.1}%",
             c.extract.name(),
-            100.0 * b,
-            100.0 * a
+            100.0 * b.accuracy(c.extract),
+            100.0 * a.accuracy(c.extract)
         );
     }
     println!("wall time {:.1} min", started.elapsed().as_secs_f64() / 60.0);

@@ -5,6 +5,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::batch::{attention_mask, left_pad, positions};
+use crate::error::{EngineError, read_f32, read_f32_async};
 use crate::kv_cache::KvCache;
 use crate::rope::rope_tables;
 use crate::sampling::{SamplingParams, sample};
@@ -57,7 +58,11 @@ impl Transformer {
         let rope = rope_tables(&positions(pads, past, t), c.head_dim, c.rope_theta, &self.device);
         let rep = c.num_attention_heads / c.num_key_value_heads;
         let mask = attention_mask(pads, past, t, cache.capacity_after(t), rep, &self.device);
-        let step = StepInputs { rope, mask };
+        let step = StepInputs {
+            rope,
+            mask,
+            delta: self.delta_mode,
+        };
         let hidden = self.forward_hidden(x, &step, cache);
         cache.advance(t);
         hidden
@@ -65,14 +70,17 @@ impl Transformer {
 
     /// Teacher-forced logits of every position: `prompts` (any lengths) → per prompt a
     /// row-major `[len, V]` host array.
-    pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EngineError> {
+        check_prompts(prompts)?;
+        if prompts.is_empty() {
+            return Ok(vec![]);
+        }
         let (rows, pads) = left_pad(prompts, 0);
         let (b, t, v) = (rows.len(), rows[0].len(), self.config.vocab_size);
-        let logits = self.teacher_forced(&rows, &pads);
-        let all = logits.into_data().try_into_vec::<f32>().expect("f32 logits");
-        (0..b)
+        let all = read_f32(self.teacher_forced(&rows, &pads), "logits")?;
+        Ok((0..b)
             .map(|i| all[(i * t + pads[i]) * v..(i + 1) * t * v].to_vec())
-            .collect()
+            .collect())
     }
 
     /// Teacher-forced logits `[B·T, V]` on the device of left-padded `rows` (`pads[b]` padding
@@ -102,7 +110,7 @@ impl Transformer {
         prompts: &[Vec<u32>],
         opts: &GenerateOptions,
         on_token: impl FnMut(usize, u32),
-    ) -> Vec<Generation> {
+    ) -> Result<Vec<Generation>, EngineError> {
         pollster::block_on(self.generate_async(prompts, opts, on_token))
     }
 
@@ -113,11 +121,8 @@ impl Transformer {
         prompts: &[Vec<u32>],
         opts: &GenerateOptions,
         mut on_token: impl FnMut(usize, u32),
-    ) -> Vec<Generation> {
-        assert!(
-            prompts.iter().all(|p| !p.is_empty()),
-            "every prompt needs at least one token"
-        );
+    ) -> Result<Vec<Generation>, EngineError> {
+        check_prompts(prompts)?;
         let mut out: Vec<Generation> = prompts
             .iter()
             .map(|p| Generation {
@@ -128,7 +133,7 @@ impl Transformer {
             })
             .collect();
         if opts.max_new_tokens == 0 || prompts.is_empty() {
-            return out;
+            return Ok(out);
         }
         let mut rngs: Vec<_> = (0..prompts.len()).map(|i| opts.sampling.rng(i)).collect();
         let (h, v) = (self.config.hidden_size, self.config.vocab_size);
@@ -143,13 +148,7 @@ impl Transformer {
             let hidden = self.step(&rows, &pads, &mut cache); // [B, T, H]
             let b = active.len();
             let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
-            let logits = self
-                .logits(last)
-                .into_data_async()
-                .await
-                .expect("reading the logits back from the GPU")
-                .try_into_vec::<f32>()
-                .expect("f32 logits"); // [B, V]
+            let logits = read_f32_async(self.logits(last), "logits").await?; // [B, V]
             let mut next_rows = Vec::with_capacity(b);
             for (r, slot) in active.iter_mut().enumerate() {
                 let Some(i) = *slot else {
@@ -171,7 +170,7 @@ impl Transformer {
             }
             let live: Vec<usize> = (0..b).filter(|&r| active[r].is_some()).collect();
             if live.is_empty() {
-                return out;
+                return Ok(out);
             }
             if live.len() <= b / 2 {
                 let idx: Vec<i64> = live.iter().map(|&r| r as i64).collect();
@@ -185,5 +184,13 @@ impl Transformer {
             }
             rows = next_rows;
         }
+    }
+}
+
+/// Every prompt must have a token to condition on.
+fn check_prompts(prompts: &[Vec<u32>]) -> Result<(), EngineError> {
+    match prompts.iter().position(Vec::is_empty) {
+        Some(index) => Err(EngineError::EmptyPrompt { index }),
+        None => Ok(()),
     }
 }

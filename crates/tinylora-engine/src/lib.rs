@@ -4,12 +4,14 @@
 //! - [`transformer`]: the llama / qwen2 decoder ([`Transformer::load`] from a
 //!   [`tinylora_formats::ModelFile`]).
 //! - [`generate`]: KV-cached, batched generation of prompts of different lengths.
-//! - [`adapter`]: TinyLoRA / LoRA-XS adapters attached to a model (activation path, merged).
+//! - [`delta`]: low-rank deltas ΔW = U (Σᵢ cᵢ Bᵢ) Vᵀ on the projections, applied on the
+//!   activation path or merged into the weights ([`DeltaMode`]); adapters build them.
 //! - [`sampling`]: greedy / temperature / top-k / top-p with seeded per-sequence streams.
 
-pub mod adapter;
 pub mod batch;
+pub mod delta;
 pub mod device;
+pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod linear;
@@ -17,10 +19,11 @@ pub mod rope;
 pub mod sampling;
 pub mod transformer;
 
-pub use adapter::{AdapterError, AdapterMode, AttachedAdapter};
+pub use delta::{DeltaMode, LowRankDelta};
 #[cfg(not(target_family = "wasm"))]
 pub use device::cpu_device;
 pub use device::default_device;
+pub use error::{EngineError, read_f32, read_f32_async};
 #[cfg(not(target_family = "wasm"))]
 pub use device::hardware_gpu_available;
 pub use generate::{FinishReason, GenerateOptions, Generation};

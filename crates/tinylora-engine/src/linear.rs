@@ -1,52 +1,16 @@
-//! A frozen linear layer y = x Wᵀ + b on the device.
+//! A frozen linear layer y = x Wᵀ + b on the device, optionally carrying a low-rank delta.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::HostTensor;
 use tinylora_kernels::{lowrank_update, lowrank_update_merged};
 
-use crate::adapter::AdapterMode;
+use crate::delta::{DeltaMode, LowRankDelta};
 
 /// Largest tensor a single storage binding may hold on every target we care about
 /// (lavapipe and WebGPU both cap a binding at 128 MiB); bigger weights are split by columns.
 pub const MAX_BINDING_BYTES: usize = 64 << 20;
 
-/// An adapter's low-rank update of one linear layer: ΔW = U M Vᵀ with M = Σᵢ vᵢ P̃ᵢ
-/// (see [`crate::adapter`]).
-#[derive(Debug, Clone)]
-pub struct LowRankUpdate {
-    /// [U; V] `[d_out + d_in, r]`, frozen.
-    pub factors: Tensor<2>,
-    /// P̃ᵢ `[n_v, r, r]`, frozen.
-    pub basis: Tensor<3>,
-    /// v of the module's tie group `[n_v]` (tied modules hold clones of one tensor).
-    pub coef: Tensor<1>,
-    /// How the forward applies it: not at all, adding ((x V) Mᵀ) Uᵀ, or already merged into
-    /// the weight (where it still carries v's gradient).
-    pub mode: AdapterMode,
-}
-
-impl LowRankUpdate {
-    /// An update on the activation path with host-side frozen factors [U; V] `[rows, r]` and
-    /// basis `[n_v, r, r]` uploaded to `device`, mixed by `coef`.
-    pub fn frozen(
-        factors: Vec<f32>,
-        basis: Vec<f32>,
-        rows: usize,
-        r: usize,
-        coef: Tensor<1>,
-        device: &Device,
-    ) -> Self {
-        let n_v = basis.len() / (r * r);
-        LowRankUpdate {
-            factors: upload(factors, [rows, r], device),
-            basis: Tensor::from_data(TensorData::new(basis, [n_v, r, r]), device),
-            coef,
-            mode: AdapterMode::Activation,
-        }
-    }
-}
-
-/// y = x Wᵀ + b (+ an adapter's update) with W stored transposed, as `[d_in, d_out]` column
+/// y = x Wᵀ + b (+ a low-rank delta) with W stored transposed, as `[d_in, d_out]` column
 /// chunks.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -58,8 +22,9 @@ pub struct Linear {
     pub d_in: usize,
     /// Output width.
     pub d_out: usize,
-    /// The adapter's update of this layer, if it is a target.
-    pub update: Option<LowRankUpdate>,
+    /// The low-rank delta ΔW this layer carries, if any (applied as the model's
+    /// [`DeltaMode`] says).
+    pub delta: Option<LowRankDelta>,
 }
 
 /// Upload a host matrix.
@@ -94,20 +59,20 @@ impl Linear {
             bias,
             d_in,
             d_out,
-            update: None,
+            delta: None,
         }
     }
 
-    /// x `[N, d_in]` → `[N, d_out]`.
-    pub fn forward2(&self, x: Tensor<2>) -> Tensor<2> {
+    /// x `[N, d_in]` → `[N, d_out]`, the delta applied as `mode` says.
+    pub fn forward2(&self, x: Tensor<2>, mode: DeltaMode) -> Tensor<2> {
         let y = self.forward_frozen(x.clone());
-        let Some(u) = &self.update else { return y };
-        let (factors, basis, coef) = (u.factors.clone(), u.basis.clone(), u.coef.clone());
-        match u.mode {
-            AdapterMode::Off => y,
-            AdapterMode::Activation => lowrank_update(x, y, factors, basis, coef),
-            // y as it is; ∂L/∂v (or LoRA's ∂L/∂factors) when they require gradients
-            AdapterMode::Merged => lowrank_update_merged(x, y, factors, basis, coef),
+        let Some(d) = &self.delta else { return y };
+        let (factors, basis, coef) = (d.factors.clone(), d.basis.clone(), d.coef.clone());
+        match mode {
+            DeltaMode::Off => y,
+            DeltaMode::Activation => lowrank_update(x, y, factors, basis, coef),
+            // y as it is; ∂L/∂coef (or ∂L/∂factors) when they require gradients
+            DeltaMode::Merged => lowrank_update_merged(x, y, factors, basis, coef),
         }
     }
 
@@ -131,9 +96,9 @@ impl Linear {
     }
 
     /// x `[B, T, d_in]` → `[B, T, d_out]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, mode: DeltaMode) -> Tensor<3> {
         let [b, t, _] = x.dims();
-        self.forward2(x.reshape([b * t, self.d_in]))
+        self.forward2(x.reshape([b * t, self.d_in]), mode)
             .reshape([b, t, self.d_out])
     }
 }

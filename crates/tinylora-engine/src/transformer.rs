@@ -7,7 +7,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile};
 
-use crate::adapter::AttachedAdapter;
+use crate::delta::DeltaMode;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::{RopeBatch, apply_rope};
@@ -52,6 +52,8 @@ pub struct StepInputs {
     pub rope: RopeBatch,
     /// Additive attention mask `[B, 1, r·T, S]` (0 visible, −1e9 hidden).
     pub mask: Tensor<4>,
+    /// How the projections' deltas apply.
+    pub delta: DeltaMode,
 }
 
 impl Attention {
@@ -60,9 +62,10 @@ impl Attention {
         let [b, t, _] = x.dims();
         let (nh, nkv, dh) = (self.n_heads, self.n_kv, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, dh]).swap_dims(1, 2); // [B, n, T, d_h]
-        let q = apply_rope(heads(self.q_proj.forward(x.clone()), nh), &step.rope);
-        let k = apply_rope(heads(self.k_proj.forward(x.clone()), nkv), &step.rope);
-        let v = heads(self.v_proj.forward(x), nkv);
+        let d = step.delta;
+        let q = apply_rope(heads(self.q_proj.forward(x.clone(), d), nh), &step.rope);
+        let k = apply_rope(heads(self.k_proj.forward(x.clone(), d), nkv), &step.rope);
+        let v = heads(self.v_proj.forward(x, d), nkv);
         let (k, v) = cache.append(layer, k, v); // [B, n_kv, S, d_h]
         // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
         let rep = nh / nkv;
@@ -73,7 +76,7 @@ impl Attention {
             .reshape([b, nh, t, dh])
             .swap_dims(1, 2)
             .reshape([b, t, nh * dh]);
-        self.o_proj.forward(out)
+        self.o_proj.forward(out, d)
     }
 }
 
@@ -90,9 +93,9 @@ pub struct Mlp {
 
 impl Mlp {
     /// x `[B, T, H]` → `[B, T, H]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    pub fn forward(&self, x: Tensor<3>, d: DeltaMode) -> Tensor<3> {
+        let h = silu(self.gate_proj.forward(x.clone(), d)) * self.up_proj.forward(x, d); // [B, T, F]
+        self.down_proj.forward(h, d)
     }
 }
 
@@ -124,8 +127,8 @@ pub struct Transformer {
     pub lm_head: Linear,
     /// The device everything lives on.
     pub device: Device,
-    /// The attached adapter, if any (see [`crate::adapter`]).
-    pub adapter: Option<AttachedAdapter>,
+    /// How the projections' deltas apply (see [`crate::delta`]).
+    pub(crate) delta_mode: DeltaMode,
 }
 
 impl Transformer {
@@ -189,7 +192,7 @@ impl Transformer {
             norm: norm("model.norm.weight")?,
             lm_head,
             device: device.clone(),
-            adapter: None,
+            delta_mode: DeltaMode::Off,
         })
     }
 
@@ -212,13 +215,13 @@ impl Transformer {
                 .self_attn
                 .forward(layer.input_layernorm.forward(x.clone()), step, cache, i);
             x = x + a;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x), step.delta);
         }
         self.norm.forward(x)
     }
 
     /// LM head: hidden `[N, H]` → logits `[N, V]`.
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        self.lm_head.forward2(hidden)
+        self.lm_head.forward2(hidden, self.delta_mode)
     }
 }

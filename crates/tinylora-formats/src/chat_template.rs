@@ -30,6 +30,17 @@ pub struct ChatTemplate {
     eos_token: String,
 }
 
+/// A chat template that does not compile or fails to render (minijinja's error as the source).
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// The Jinja source does not compile.
+    #[error("chat template does not compile")]
+    Compile(#[source] minijinja::Error),
+    /// Rendering failed (e.g. the template raised an exception).
+    #[error("chat template failed")]
+    Render(#[source] minijinja::Error),
+}
+
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatTemplate").finish_non_exhaustive()
@@ -42,12 +53,12 @@ fn raise_exception(message: String) -> Result<String, Error> {
 
 impl ChatTemplate {
     /// Compile a Hugging Face-style Jinja chat template.
-    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, String> {
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| format!("chat template does not compile: {e}"))?;
+            .map_err(TemplateError::Compile)?;
         Ok(ChatTemplate {
             env,
             source: source.to_string(),
@@ -63,20 +74,20 @@ impl ChatTemplate {
 
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's
     /// answer starts.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, String> {
-        let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        let tmpl = self.env.get_template("chat").map_err(TemplateError::Render)?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
         })
-        .map_err(|e| format!("chat template failed: {e}"))
+        .map_err(TemplateError::Render)
     }
 
     /// The prompt of one user turn (after an optional system message), ending where the
     /// assistant's answer starts.
-    pub fn user_turn(&self, system: Option<&str>, user: &str) -> Result<String, String> {
+    pub fn user_turn(&self, system: Option<&str>, user: &str) -> Result<String, TemplateError> {
         let mut messages = Vec::new();
         if let Some(system) = system {
             messages.push(ChatMessage::new("system", system));

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::module_kind::ModuleKind;
+
 /// Supported decoder architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,27 +64,15 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// The seven adaptable linear layers of one decoder layer with their (d_out, d_in).
-    pub fn linear_shapes(&self) -> [(&'static str, usize, usize); 7] {
-        let (h, f) = (self.hidden_size, self.intermediate_size);
-        let (q, kv) = (
-            self.num_attention_heads * self.head_dim,
-            self.num_key_value_heads * self.head_dim,
-        );
-        [
-            ("q_proj", q, h),
-            ("k_proj", kv, h),
-            ("v_proj", kv, h),
-            ("o_proj", h, q),
-            ("gate_proj", f, h),
-            ("up_proj", f, h),
-            ("down_proj", h, f),
-        ]
-    }
-
     /// Total parameter count implied by the configuration.
     pub fn parameter_count(&self) -> usize {
-        let per_layer: usize = self.linear_shapes().iter().map(|&(_, o, i)| o * i).sum::<usize>()
+        let per_layer: usize = ModuleKind::ALL
+            .iter()
+            .map(|k| {
+                let (o, i) = k.shape(self);
+                o * i
+            })
+            .sum::<usize>()
             + 2 * self.hidden_size
             + if self.attention_bias {
                 (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim

@@ -129,3 +129,16 @@ impl FormatError {
 
 /// Result with a [`FormatError`].
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;
+
+/// `error` and its sources as one line: `outer: inner: innermost` (for messages that carry
+/// no error chain of their own, such as a JavaScript exception or an `Invalid` message).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

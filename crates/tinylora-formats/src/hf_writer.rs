@@ -24,13 +24,9 @@ pub enum SaveDtype {
 }
 
 impl std::str::FromStr for SaveDtype {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" => Ok(SaveDtype::F32),
-            "bf16" => Ok(SaveDtype::Bf16),
-            _ => Err(format!("unknown dtype `{s}` (f32, bf16)")),
-        }
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> std::result::Result<Self, crate::UnknownName> {
+        crate::parse_name("dtype", "f32, bf16", &[("f32", SaveDtype::F32), ("bf16", SaveDtype::Bf16)], s)
     }
 }
 

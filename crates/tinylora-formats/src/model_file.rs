@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::bytes::FileBytes;
 use crate::chat_template::ChatTemplate;
 use crate::config::{Architecture, ModelConfig};
-use crate::error::{FormatError, Result};
+use crate::error::{FormatError, Result, error_chain};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::tokenizer::TextTokenizer;
 
@@ -306,7 +306,7 @@ impl ModelFile {
     fn compile_template(path: &Path, src: &str, tok: &TextTokenizer) -> Result<ChatTemplate> {
         let name = |t: &Option<(u32, String)>| t.as_ref().map(|t| t.1.clone()).unwrap_or_default();
         ChatTemplate::new(src, &name(&tok.bos_token), &name(&tok.eos_token))
-            .map_err(|e| FormatError::invalid(path, e))
+            .map_err(|e| FormatError::invalid(path, error_chain(&e)))
     }
 
     fn open_hf_dir(dir: &Path) -> Result<Self> {

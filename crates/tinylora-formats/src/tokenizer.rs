@@ -47,11 +47,25 @@ impl std::fmt::Debug for TextTokenizer {
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The tokenizer failed on a text or on ids (the tokenizers crate's error as the source).
+#[derive(Debug, thiserror::Error)]
+#[error("the tokenizer could not {op}")]
+pub struct TokenizerError {
+    /// `encode` or `decode`.
+    pub op: &'static str,
+    /// The tokenizers crate's error.
+    #[source]
+    pub source: tokenizers::Error,
+}
+
 impl TextTokenizer {
     /// Encode text to ids (with BOS when the model wants it; special tokens in the text are
     /// recognised).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
-        let enc = self.inner.encode(text, false).map_err(|e| e.to_string())?;
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|source| TokenizerError { op: "encode", source })?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if let (true, Some((bos, _))) = (self.add_bos, &self.bos_token) {
             ids.push(*bos);
@@ -61,8 +75,10 @@ impl TextTokenizer {
     }
 
     /// Decode ids to text, dropping special tokens.
-    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
-        self.inner.decode(ids, true).map_err(|e| e.to_string())
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|source| TokenizerError { op: "decode", source })
     }
 
     /// The id of a token text, if it is in the vocabulary.

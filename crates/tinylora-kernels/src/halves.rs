@@ -21,6 +21,14 @@ const VEC4_DOWN_SUMS: usize = 32;
 /// Row groups per workgroup of `lowrank_down_vec4.wgsl` (its `G`).
 const VEC4_DOWN_GROUPS: usize = 8;
 
+/// Invocations splitting each row's inputs in `lowrank_down_vec4.wgsl` (its `S`).
+const VEC4_DOWN_SPLITS: usize = 8;
+
+// The vec4 down half's layout: G·S invocations per workgroup, and G·TT·R/4 = G·SUMS/4
+// reduction slots, exactly one per invocation.
+const _: () = assert!(VEC4_DOWN_GROUPS * VEC4_DOWN_SPLITS == WG as usize);
+const _: () = assert!(VEC4_DOWN_GROUPS * VEC4_DOWN_SUMS / 4 == WG as usize);
+
 /// Neighbouring output columns per invocation of `lowrank_up.wgsl` (its vec4 width).
 const UP_COLS: usize = 4;
 
@@ -73,6 +81,9 @@ pub(crate) fn down(
                         ("tt", tt.to_string()),
                         ("tt_r4", (tt * r / 4).to_string()),
                         ("r_r4", (r * r / 4).to_string()),
+                        ("g", VEC4_DOWN_GROUPS.to_string()),
+                        ("s", VEC4_DOWN_SPLITS.to_string()),
+                        ("wg_s", (WG as usize * VEC4_DOWN_SPLITS).to_string()),
                     ]);
                     (
                         include_str!("../../../shaders/lowrank_down_vec4.wgsl"),

@@ -17,6 +17,7 @@ mod halves;
 mod launch;
 mod lowrank;
 mod merge;
+mod shapes;
 #[cfg(not(target_family = "wasm"))]
 mod stock;
 

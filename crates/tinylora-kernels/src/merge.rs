@@ -12,7 +12,7 @@ use burn_cubecl::tensor::CubeTensor;
 use crate::LowRankBackend;
 use crate::halves::{Init, Rows, down, up};
 use crate::launch::{dims, input};
-use crate::lowrank::factor_dims;
+use crate::shapes::factor_dims;
 
 /// The merge launch on the cube backend: in place when `weight_t`'s buffer is not shared.
 pub(crate) fn merge(

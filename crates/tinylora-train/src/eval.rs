@@ -8,6 +8,7 @@ use tinylora_engine::{GenerateOptions, SamplingParams, Transformer};
 use tinylora_formats::ModelFile;
 
 use crate::data::Problem;
+use crate::error::TrainError;
 use crate::extract::{ExtractMode, extract, is_correct};
 use crate::prompt::{PromptStyle, render_prompt};
 
@@ -72,17 +73,17 @@ pub fn evaluate(
     batch: usize,
     mode: ExtractMode,
     mut progress: impl FnMut(usize, usize),
-) -> Result<EvalReport, String> {
+) -> Result<EvalReport, TrainError> {
     let start = Instant::now();
     let opts = GenerateOptions {
         max_new_tokens,
         sampling: SamplingParams::greedy(),
         stop_ids: file.tokenizer.stop_ids.clone(),
     };
-    let prompts = problems
-        .iter()
-        .map(|p| file.tokenizer.encode(&render_prompt(file, &p.question, style)?))
-        .collect::<Result<Vec<_>, String>>()?;
+    let mut prompts = Vec::with_capacity(problems.len());
+    for p in problems {
+        prompts.push(file.tokenizer.encode(&render_prompt(file, &p.question, style)?)?);
+    }
     let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let mut records: Vec<Option<EvalRecord>> = vec![None; problems.len()];
     let (mut tokens, mut done) = (0, 0);
@@ -92,7 +93,7 @@ pub fn evaluate(
         let gens = model.generate(&chunk, &opts, |_, _| {
             live += 1;
             progress(done, live);
-        });
+        })?;
         for (&i, g) in indices.iter().zip(gens) {
             let p = &problems[i];
             tokens += g.output_ids.len();

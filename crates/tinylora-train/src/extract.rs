@@ -43,14 +43,10 @@ impl ExtractMode {
 }
 
 impl std::str::FromStr for ExtractMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "strict" => Ok(ExtractMode::Strict),
-            "flexible" => Ok(ExtractMode::Flexible),
-            "boxed" => Ok(ExtractMode::Boxed),
-            _ => Err(format!("unknown extraction `{s}` (strict, flexible, boxed)")),
-        }
+    type Err = tinylora_formats::UnknownName;
+    fn from_str(s: &str) -> Result<Self, tinylora_formats::UnknownName> {
+        let table = ExtractMode::ALL.map(|m| (m.name(), m));
+        tinylora_formats::parse_name("extraction", "strict, flexible, boxed", &table, s)
     }
 }
 

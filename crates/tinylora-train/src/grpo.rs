@@ -1,8 +1,10 @@
 //! GRPO (SPEC.md §2): group-relative advantages and the clipped policy-gradient loss with an
-//! optional KL penalty against the base model, in three aggregations.
+//! optional KL penalty against the base model, in three aggregations, with token-level
+//! (GRPO) or sequence-level (GSPO) importance ratios. Option names follow TRL's.
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use tinylora_formats::{UnknownName, parse_name};
 
 /// How per-token losses are averaged into the batch loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,37 +19,93 @@ pub enum Aggregation {
 }
 
 impl std::str::FromStr for Aggregation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "grpo" => Ok(Aggregation::Grpo),
-            "dr_grpo" | "dr-grpo" => Ok(Aggregation::DrGrpo),
-            "dapo" => Ok(Aggregation::Dapo),
-            _ => Err(format!("unknown loss aggregation `{s}` (grpo, dr_grpo, dapo)")),
-        }
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let table = [
+            ("grpo", Aggregation::Grpo),
+            ("dr_grpo", Aggregation::DrGrpo),
+            ("dr-grpo", Aggregation::DrGrpo),
+            ("dapo", Aggregation::Dapo),
+        ];
+        parse_name("loss aggregation", "grpo, dr_grpo, dapo", &table, s)
     }
 }
 
+/// What the advantages are divided by (TRL's `scale_rewards`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleRewards {
+    /// The std of the prompt's group (GRPO).
+    Group,
+    /// The std of the whole batch's rewards.
+    Batch,
+    /// Nothing (Dr. GRPO).
+    None,
+}
+
+impl std::str::FromStr for ScaleRewards {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let table = [
+            ("group", ScaleRewards::Group),
+            ("batch", ScaleRewards::Batch),
+            ("none", ScaleRewards::None),
+        ];
+        parse_name("reward scaling", "group, batch, none", &table, s)
+    }
+}
+
+/// Whether the importance ratio is per token (GRPO) or per sequence (GSPO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportanceSampling {
+    /// ρ_t = π(y_t)/π_old(y_t).
+    #[default]
+    Token,
+    /// ρ = exp(mean_t log(π(y_t)/π_old(y_t))), one ratio for the whole completion (GSPO).
+    Sequence,
+}
+
+impl std::str::FromStr for ImportanceSampling {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let table = [("token", ImportanceSampling::Token), ("sequence", ImportanceSampling::Sequence)];
+        parse_name("importance sampling level", "token, sequence", &table, s)
+    }
+}
+
+/// Mean and sample std (Bessel's correction, as torch's `std` and TRL compute it; 0 for one
+/// value).
+fn mean_std(x: &[f32]) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = if x.len() > 1 {
+        x.iter().map(|r| (r - mean).powi(2)).sum::<f32>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
 /// Advantages of `rewards` laid out as consecutive groups of `group` samples of one prompt:
-/// Aᵢ = rᵢ − mean(r), divided by (std(r) + 1e-4) when `scale` (std with Bessel's correction,
-/// as TRL computes it). A group whose rewards are all equal gets zeros.
-pub fn advantages(rewards: &[f32], group: usize, scale: bool) -> Vec<f32> {
+/// Aᵢ = rᵢ − mean(group), divided by (std + 1e-4) of the group or of the whole batch as
+/// `scale` says. A group whose rewards are all equal gets zeros.
+pub fn advantages(rewards: &[f32], group: usize, scale: ScaleRewards) -> Vec<f32> {
     assert!(
         group > 0 && rewards.len().is_multiple_of(group),
         "{} rewards in groups of {group}",
         rewards.len()
     );
+    let batch_std = mean_std(rewards).1;
     rewards
         .chunks(group)
         .flat_map(|g| {
-            let n = g.len() as f32;
-            let mean = g.iter().sum::<f32>() / n;
-            let var = if g.len() > 1 {
-                g.iter().map(|r| (r - mean).powi(2)).sum::<f32>() / (n - 1.0)
-            } else {
-                0.0
+            let (mean, std) = mean_std(g);
+            let denom = match scale {
+                ScaleRewards::Group => std + 1e-4,
+                ScaleRewards::Batch => batch_std + 1e-4,
+                ScaleRewards::None => 1.0,
             };
-            let denom = if scale { var.sqrt() + 1e-4 } else { 1.0 };
             g.iter().map(move |r| (r - mean) / denom)
         })
         .collect()
@@ -64,6 +122,9 @@ pub struct LossConfig {
     pub beta: f32,
     /// Aggregation.
     pub aggregation: Aggregation,
+    /// Token-level (GRPO) or sequence-level (GSPO) ratios.
+    #[serde(default)]
+    pub importance_sampling: ImportanceSampling,
 }
 
 /// The batch loss and what it is made of.
@@ -73,7 +134,8 @@ pub struct LossParts {
     pub loss: Tensor<1>,
     /// Mean KL estimate over active tokens (0 without a reference).
     pub kl: Tensor<1>,
-    /// Share of active tokens whose ratio was clipped.
+    /// Share of active tokens where clipping took effect (TRL's `clip_ratio/region_mean`:
+    /// ρ < 1 − ε_low with A < 0, or ρ > 1 + ε_high with A > 0).
     pub clipped: Tensor<1>,
 }
 
@@ -82,7 +144,8 @@ pub struct LossParts {
 /// tokens); `adv`: `[B]`; `max_len`: the Dr. GRPO normaliser (max new tokens).
 ///
 /// Per token: −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A) + β (exp(ref−logp) − (ref−logp) − 1),
-/// ρ = exp(logp − old_logp).
+/// with ρ = exp(logp − old_logp) per token, or with GSPO's sequence-level
+/// ρ = exp(Σ_t mask (logp − old_logp) / Σ_t mask) for every token of a completion.
 pub fn grpo_loss(
     logp: Tensor<2>,
     old_logp: Tensor<2>,
@@ -92,12 +155,23 @@ pub fn grpo_loss(
     cfg: &LossConfig,
     max_len: usize,
 ) -> LossParts {
-    let [b, _] = logp.dims();
+    let [b, t] = logp.dims();
     let adv = adv.reshape([b, 1]);
-    let ratio = (logp.clone() - old_logp).exp();
+    let log_ratio = logp.clone() - old_logp; // [B, T]
+    let log_ratio = match cfg.importance_sampling {
+        ImportanceSampling::Token => log_ratio,
+        // [B, 1], broadcast over the completion's tokens
+        ImportanceSampling::Sequence => {
+            let per_seq = (log_ratio * mask.clone()).sum_dim(1) / mask.clone().sum_dim(1).clamp_min(1.0); // [B, 1]
+            per_seq.expand([b, t])
+        }
+    };
+    let ratio = log_ratio.exp();
     let unclipped = ratio.clone() * adv.clone();
     let bounded = ratio.clone().clamp(1.0 - cfg.eps_low, 1.0 + cfg.eps_high);
-    let clipped_flag = ratio.clone().not_equal(bounded.clone()).float() * mask.clone();
+    let low = ratio.clone().lower_elem(1.0 - cfg.eps_low).float() * adv.clone().lower_elem(0.0).float();
+    let high = ratio.clone().greater_elem(1.0 + cfg.eps_high).float() * adv.clone().greater_elem(0.0).float();
+    let clipped_flag = (low + high) * mask.clone(); // [B, T] (or [B, 1] broadcast)
     let mut per_token = -unclipped.min_pair(bounded * adv);
     let active = mask.clone().sum().clamp_min(1.0);
     let kl = match ref_logp {
@@ -131,16 +205,22 @@ mod tests {
     #[test]
     fn advantages_by_hand() {
         // group [1, 0, 0, 1]: mean 0.5, sample std √(4·0.25/3) = 0.57735
-        let a = advantages(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, true);
+        let a = advantages(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, ScaleRewards::Group);
         let s = 0.5 / (0.577_350_3 + 1e-4);
         for (x, y) in a.iter().zip([s, -s, -s, s, 0.0, 0.0, 0.0, 0.0]) {
             assert!((x - y).abs() < 1e-5, "{a:?}");
         }
         assert_eq!(
-            advantages(&[1.0, 0.0, 0.0, 0.0], 4, false),
+            advantages(&[1.0, 0.0, 0.0, 0.0], 4, ScaleRewards::None),
             [0.75, -0.25, -0.25, -0.25]
         );
-        assert_eq!(advantages(&[0.0; 3], 3, true), [0.0; 3], "zero-variance group");
+        assert_eq!(advantages(&[0.0; 3], 3, ScaleRewards::Group), [0.0; 3], "zero-variance group");
+        // batch scaling: rewards [1, 0 | 1, 1], batch mean 0.75, sample std √(0.75/3) = 0.5
+        let b = advantages(&[1.0, 0.0, 1.0, 1.0], 2, ScaleRewards::Batch);
+        let d = 0.5 + 1e-4;
+        for (x, y) in b.iter().zip([0.5 / d, -0.5 / d, 0.0, 0.0]) {
+            assert!((x - y).abs() < 1e-6, "{b:?}");
+        }
     }
 
     fn t2(v: [[f32; 3]; 2]) -> Tensor<2> {
@@ -165,6 +245,7 @@ mod tests {
             eps_high: 0.28,
             beta: 0.0,
             aggregation,
+            importance_sampling: ImportanceSampling::Token,
         };
         // seq 0, A = 1: min(ρ, clip(ρ)) = [min(1.5, 1.28), min(0.5, 0.8), 1.0] = [1.28, 0.5, 1.0]
         // seq 1, A = −2: min(−2ρ, −2 clip(ρ)) = [min(−2.2, −2.2), min(−1.4, −1.6)] = [−2.2, −1.6]
@@ -188,9 +269,41 @@ mod tests {
             );
             let got = value(parts.loss);
             assert!((got - want).abs() < 1e-5, "{agg:?}: {got} vs {want}");
-            // clipped: 1.5 (high), 0.5 (low), 0.7 (low) of 5 active tokens
-            assert!((value(parts.clipped) - 3.0 / 5.0).abs() < 1e-6);
+            // clipping takes effect on 1.5 (above 1.28, A > 0) and 0.7 (below 0.8, A < 0), not
+            // on 0.5 (below 0.8, but A > 0: min picks the unclipped term) of 5 active tokens
+            assert!((value(parts.clipped) - 2.0 / 5.0).abs() < 1e-6);
         }
+    }
+
+    /// GSPO: one ratio per sequence, the exp of the mean token log-ratio over its active tokens.
+    #[test]
+    fn sequence_level_ratio_by_hand() {
+        let ln = f32::ln;
+        // seq 0: token ratios [1.5, 0.5, 1.0] → ρ = (1.5 · 0.5 · 1.0)^(1/3) = 0.75^(1/3) = 0.90856
+        // seq 1: token ratios [1.1, 0.7, (masked 9.0)] → ρ = (1.1 · 0.7)^(1/2) = 0.77^(1/2) = 0.87750
+        let logp = t2([[ln(1.5), ln(0.5), 0.0], [ln(1.1), ln(0.7), ln(9.0)]]);
+        let old = t2([[0.0; 3], [0.0; 3]]);
+        let mask = t2([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]);
+        let adv = Tensor::<1>::from_data(TensorData::from([1.0f32, -2.0]), &default_device());
+        let cfg = LossConfig {
+            eps_low: 0.1,
+            eps_high: 0.1,
+            beta: 0.0,
+            aggregation: Aggregation::Dapo,
+            importance_sampling: ImportanceSampling::Sequence,
+        };
+        let (r0, r1) = (0.75f64.powf(1.0 / 3.0), 0.77f64.sqrt());
+        // seq 0, A = 1: min(ρ, clip(ρ, 0.9, 1.1)) = min(0.90856, 0.90856) = ρ (inside the band)
+        // seq 1, A = −2: min(−2ρ, −2 clip(ρ)) = min(−1.7550, −1.8) = −1.8 (clipped from below)
+        let per0 = -r0;
+        let per1 = 2.0 * 0.9;
+        let want = (3.0 * per0 + 2.0 * per1) / 5.0;
+        let parts = grpo_loss(logp, old, None, adv, mask, &cfg, 3);
+        let got = value(parts.loss) as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        assert!(r1 < 0.9, "seq 1's ratio is below the band");
+        // clipping takes effect on seq 1's 2 tokens (ρ < 0.9, A < 0) of 5
+        assert!((value(parts.clipped) - 2.0 / 5.0).abs() < 1e-6);
     }
 
     #[test]
@@ -204,6 +317,7 @@ mod tests {
             eps_high: 0.2,
             beta: 0.1,
             aggregation: Aggregation::Dapo,
+            importance_sampling: ImportanceSampling::Token,
         };
         // d = ref − logp = [−0.5, 1.0]: k3 = e^d − d − 1
         let k3 = |d: f32| d.exp() - d - 1.0;

@@ -1,27 +1,42 @@
-//! Training tiny adapters with GRPO (SPEC.md §2) and evaluating them (§3).
+//! Training tiny adapters with GRPO (SPEC.md §2) and evaluating them (§3), as a library the
+//! CLI, the browser or a user's program drive.
 //!
 //! - [`data`]: problems from JSON lines; [`prompt`]: chat-template prompts;
 //! - [`extract`]: final-answer extraction (strict / flexible / boxed) and comparison;
-//! - [`grpo`]: advantages and the clipped loss; [`optim`]: AdamW on the host;
-//! - [`policy`]: teacher-forced log-probabilities of completions;
-//! - [`trainer`]: the GRPO loop with checkpoints; [`sft`]: the SFT baseline;
-//!   [`eval`]: greedy evaluation;
-//! - [`plot`]: training curves as SVG or PNG.
+//! - [`reward`]: the [`reward::Reward`] trait, built-ins, weighted sums, external programs;
+//! - [`rollout`]: GRPO's first half, generate and score; [`grpo`]: advantages and the clipped
+//!   loss (pure functions); [`grpo_trainer`]: the GRPO step; [`sft`]: the SFT baseline;
+//! - [`policy`]: teacher-forced log-probabilities of completions; [`optim`]: AdamW on the host;
+//! - [`run`]: the whole run (attach or resume, evaluate, step, checkpoint, stop);
+//!   [`run_files`]: the run directory; [`metrics`]: one line per step;
+//! - [`eval`]: greedy evaluation.
 
 pub mod data;
+pub mod error;
 pub mod eval;
 pub mod extract;
 pub mod grpo;
+pub mod grpo_trainer;
+pub mod metrics;
 pub mod optim;
-pub mod plot;
 pub mod policy;
 pub mod prompt;
+pub mod reward;
+pub mod rollout;
+pub mod run;
+pub mod run_files;
 pub mod sft;
-pub mod trainer;
 
 pub use data::{Problem, load_problems, split};
+pub use error::TrainError;
 pub use eval::{EvalReport, evaluate};
 pub use extract::{ExtractMode, extract, is_correct, normalize};
-pub use grpo::{Aggregation, LossConfig, advantages, grpo_loss};
+pub use grpo::{Aggregation, ImportanceSampling, LossConfig, ScaleRewards, advantages, grpo_loss};
+pub use grpo_trainer::{GrpoConfig, GrpoTrainer};
+pub use metrics::StepMetrics;
+pub use reward::{RewardSpec, Rewards};
+pub use run::{
+    AdapterRun, EvalSettings, Event, Observer, Quiet, RunOutcome, RunSettings, Training, TrainingMethod,
+};
+pub use run_files::{RunFiles, TrainState};
 pub use sft::{SftConfig, SftTrainer};
-pub use trainer::{AdapterRun, GrpoConfig, GrpoTrainer, RunFiles, StepMetrics, TrainState, Trainer};

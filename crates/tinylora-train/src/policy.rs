@@ -2,7 +2,7 @@
 //! and SFT differentiate.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use tinylora_engine::Transformer;
 use tinylora_engine::batch::left_pad;
 
@@ -71,11 +71,8 @@ impl CompletionBatch {
     }
 
     /// A host `[B, W]` array as a device tensor.
-    pub fn tensor(&self, data: Vec<f32>, model: &Transformer) -> Tensor<2> {
-        Tensor::from_data(
-            TensorData::new(data, [self.rows.len(), self.window()]),
-            &model.device,
-        )
+    pub fn tensor(&self, data: Vec<f32>, device: &Device) -> Tensor<2> {
+        Tensor::from_data(TensorData::new(data, [self.rows.len(), self.window()]), device)
     }
 }
 

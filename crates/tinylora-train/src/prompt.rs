@@ -1,7 +1,7 @@
 //! Turning a problem into the model's prompt: its own chat template with the question and an
 //! instruction on how to give the final answer.
 
-use tinylora_formats::{ChatMessage, ModelFile};
+use tinylora_formats::{ChatMessage, ModelFile, TemplateError};
 
 /// The default instruction: GSM8K's answer format, which the `strict` extraction reads.
 pub const DEFAULT_INSTRUCTION: &str =
@@ -29,7 +29,7 @@ impl Default for PromptStyle {
 /// The prompt text for `question`: the chat template (user message = question, blank line,
 /// instruction) with the generation prompt, or `Question: …\nAnswer:` without a template,
 /// followed by the answer prefix.
-pub fn render_prompt(file: &ModelFile, question: &str, style: &PromptStyle) -> Result<String, String> {
+pub fn render_prompt(file: &ModelFile, question: &str, style: &PromptStyle) -> Result<String, TemplateError> {
     let user = if style.instruction.is_empty() {
         question.to_string()
     } else {

@@ -5,13 +5,15 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use tinylora_engine::DeltaMode;
 
 use crate::data::Problem;
+use crate::error::TrainError;
+use crate::metrics::StepMetrics;
 use crate::optim::learning_rate;
 use crate::policy::{CompletionBatch, token_logprobs};
 use crate::prompt::{PromptStyle, render_prompt};
-use crate::trainer::{AdapterRun, StepMetrics, Trainer, step_problems};
-use tinylora_engine::AdapterMode;
+use crate::run::{AdapterRun, TrainingMethod, step_problems};
 
 /// Everything that defines an SFT run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,17 +34,13 @@ pub struct SftConfig {
     pub seed: u64,
 }
 
-/// An SFT run on one model with one attached adapter.
-pub struct SftTrainer<'a> {
-    /// Model, adapter, optimizer, files.
-    pub run: AdapterRun<'a>,
+/// An SFT run's method: its settings.
+pub struct SftTrainer {
     /// Run settings.
     pub config: SftConfig,
-    /// Training problems (their `solution` is the target).
-    pub problems: Vec<Problem>,
 }
 
-impl SftTrainer<'_> {
+impl SftTrainer {
     /// The target text of a problem: its solution, after a space when the prompt ends in an
     /// answer prefix.
     fn target(&self, p: &Problem) -> String {
@@ -52,68 +50,70 @@ impl SftTrainer<'_> {
             format!(" {}", p.solution)
         }
     }
+}
+
+impl TrainingMethod for SftTrainer {
+    fn name(&self) -> &'static str {
+        "SFT"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).expect("the configuration serialises")
+    }
+
+    fn steps(&self) -> usize {
+        self.config.steps
+    }
 
     /// One step: mean cross-entropy of the solution tokens (and the end-of-sequence token),
     /// one AdamW update. In the metrics, `reward_mean` and `accuracy` hold the mean probability
     /// of the target tokens.
-    pub fn step(&mut self) -> Result<StepMetrics, String> {
+    fn step(&mut self, run: &mut AdapterRun<'_>, problems: &[Problem]) -> Result<StepMetrics, TrainError> {
         let t0 = Instant::now();
         let cfg = self.config.clone();
-        let step = self.run.state.step;
-        let tok = &self.run.file.tokenizer;
-        let problems = step_problems(&self.problems, cfg.batch_size, cfg.seed, step);
+        let step = run.state.step;
+        let tok = &run.file.tokenizer;
+        let chosen = step_problems(problems, cfg.batch_size, cfg.seed, step);
         let mut prompts = Vec::new();
         let mut targets = Vec::new();
-        for p in &problems {
-            prompts.push(tok.encode(&render_prompt(self.run.file, &p.question, &cfg.prompt)?)?);
+        for p in &chosen {
+            prompts.push(tok.encode(&render_prompt(run.file, &p.question, &cfg.prompt)?)?);
             let mut t = tok
                 .inner
                 .encode(self.target(p), false)
-                .map_err(|e| e.to_string())?
+                .map_err(|source| tinylora_formats::TokenizerError { op: "encode", source })?
                 .get_ids()
                 .to_vec();
             t.extend(tok.eos_token.as_ref().map(|(id, _)| *id));
             targets.push(t);
         }
         let batch = CompletionBatch::new(&prompts, &targets);
-        let mask = batch.tensor(batch.mask(), self.run.model).autodiff();
+        let mask = batch.tensor(batch.mask(), &run.model.device).autodiff();
         // v as tensors that take gradients (uploaded before merging, so that a model not yet
         // merged is merged once), then training on the merged weights: v's gradient through
         // lowrank_update_merged
-        let trainable = self.run.upload(true);
-        self.run.model.set_adapter_mode(AdapterMode::Merged);
-        let logp = token_logprobs(self.run.model, &batch, 1.0);
+        run.model.set_values(&run.state.values, true)?;
+        run.model.set_mode(DeltaMode::Merged)?;
+        let logp = token_logprobs(run.model, &batch, 1.0);
         let active = mask.clone().sum();
         let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active.clone();
         let prob = (logp.exp() * mask).sum() / active;
         let lr = learning_rate(cfg.lr, step, cfg.warmup);
-        let grad_norm = self.run.descend(loss.clone(), &trainable, cfg.max_grad_norm, lr);
-        self.run.state.step += 1;
+        let loss_value = loss.clone().inner().into_scalar::<f32>();
+        let grad_norm = run.descend(loss, loss_value, cfg.max_grad_norm, lr)?;
+        run.state.step += 1;
         let mean_prob = prob.inner().into_scalar::<f32>();
         Ok(StepMetrics {
-            step: self.run.state.step,
+            step: run.state.step,
             reward_mean: mean_prob,
-            reward_std: 0.0,
             accuracy: mean_prob,
-            zero_variance_groups: 0.0,
             response_len: targets.iter().map(Vec::len).sum::<usize>() as f32 / targets.len() as f32,
-            kl: 0.0,
-            clipped: 0.0,
             grad_norm,
-            loss: loss.inner().into_scalar::<f32>(),
+            loss: loss_value,
             lr,
-            values: self.run.applied_values(),
-            rollout_s: 0.0,
+            values: run.applied_values(),
             train_s: t0.elapsed().as_secs_f64(),
+            ..StepMetrics::default()
         })
-    }
-}
-
-impl<'a> Trainer<'a> for SftTrainer<'a> {
-    fn step(&mut self) -> Result<StepMetrics, String> {
-        SftTrainer::step(self)
-    }
-    fn run(&mut self) -> &mut AdapterRun<'a> {
-        &mut self.run
     }
 }

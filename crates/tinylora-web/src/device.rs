@@ -23,19 +23,30 @@ fn has_webgpu() -> bool {
         .is_some_and(|gpu| !gpu.is_undefined() && !gpu.is_null())
 }
 
+/// Why the page cannot have a GPU.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// `navigator.gpu` is missing.
+    #[error("{NO_WEBGPU}")]
+    NoWebGpu,
+    /// WebGPU exists but no adapter could be opened (burn's message).
+    #[error("WebGPU is present but no GPU adapter could be opened: {0}")]
+    NoAdapter(String),
+}
+
 /// The WebGPU device (initialised on first use; burn's wgpu runtime can be set up only once
 /// per page). Errors say plainly when the browser has no WebGPU or no usable GPU adapter.
-pub async fn webgpu_device() -> Result<Device, String> {
+pub async fn webgpu_device() -> Result<Device, DeviceError> {
     if let Some(device) = DEVICE.with(|d| d.borrow().clone()) {
         return Ok(device);
     }
     if !has_webgpu() {
-        return Err(NO_WEBGPU.into());
+        return Err(DeviceError::NoWebGpu);
     }
     let device = Device::wgpu_options()
         .init_async()
         .await
-        .map_err(|e| format!("WebGPU is present but no GPU adapter could be opened: {e}"))?;
+        .map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
     DEVICE.with(|d| *d.borrow_mut() = Some(device.clone()));
     Ok(device)
 }

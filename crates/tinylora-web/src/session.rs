@@ -6,9 +6,9 @@ use std::path::Path;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
-use tinylora_adapter::{AdapterFile, Method, plan};
-use tinylora_engine::{AdapterMode, FinishReason, GenerateOptions, SamplingParams, Transformer};
-use tinylora_formats::{ModelFile, TextStream};
+use tinylora_adapter::{AdaptedModel, AdapterFile, AdapterParts, Method, plan};
+use tinylora_engine::{DeltaMode, FinishReason, GenerateOptions, SamplingParams, Transformer};
+use tinylora_formats::{ModelFile, TextStream, error_chain};
 use wasm_bindgen::prelude::*;
 
 use crate::device::webgpu_device;
@@ -22,18 +22,20 @@ pub struct Session {
 
 struct State {
     file: ModelFile,
-    model: Transformer,
+    model: AdaptedModel,
     adapter: Option<AdapterInfo>,
 }
 
 impl State {
     /// Whether an adapter is attached and merged into the weights (the page's "on").
     fn adapter_on(&self) -> bool {
-        self.model
-            .adapter
-            .as_ref()
-            .is_some_and(|a| a.mode == AdapterMode::Merged)
+        self.model.adapter().is_some() && self.model.mode() == DeltaMode::Merged
     }
+}
+
+/// `error` with its whole chain of causes, for JavaScript.
+fn js_error(error: &dyn std::error::Error) -> JsError {
+    JsError::new(&error_chain(error))
 }
 
 /// What the page shows about a loaded model.
@@ -136,7 +138,7 @@ impl Session {
     /// `*.gguf` file or a Hugging Face set (`config.json`, `tokenizer.json`, optional
     /// `tokenizer_config.json`, `model.safetensors`). `name` labels it in messages.
     pub async fn load(name: String, files: js_sys::Object) -> Result<Session, JsError> {
-        let device = webgpu_device().await.map_err(|e| JsError::new(&e))?;
+        let device = webgpu_device().await.map_err(|e| js_error(&e))?;
         let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
         for entry in js_sys::Object::entries(&files).iter() {
             let pair: js_sys::Array = entry.into();
@@ -159,8 +161,8 @@ impl Session {
             }
             None => ModelFile::from_hf_bytes(&name, bytes),
         }
-        .map_err(|e| JsError::new(&e.to_string()))?;
-        let model = Transformer::load(&file, &device).map_err(|e| JsError::new(&e.to_string()))?;
+        .map_err(|e| js_error(&e))?;
+        let model = AdaptedModel::new(Transformer::load(&file, &device).map_err(|e| js_error(&e))?);
         Ok(Session {
             state: Rc::new(RefCell::new(State {
                 file,
@@ -192,15 +194,15 @@ impl Session {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy())?;
         let start = now_ms();
         let path = Path::new(&name);
-        let adapter = AdapterFile::parse(path, &bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        let adapter = AdapterFile::parse(path, &bytes).map_err(|e| js_error(&e))?;
         adapter
             .check_base(path, &state.file.fingerprint())
-            .map_err(|e| JsError::new(&e.to_string()))?;
+            .map_err(|e| js_error(&e))?;
         let State { file, model, .. } = &mut *state;
-        model
-            .attach_adapter(file, &adapter.config, &adapter.values, &|| {})
-            .map_err(|e| JsError::new(&format!("{name}: {e}")))?;
-        model.set_adapter_mode(AdapterMode::Merged);
+        AdapterParts::build(file, &adapter.config, &adapter.values, &|| {})
+            .and_then(|parts| model.attach(parts))
+            .and_then(|()| model.set_mode(DeltaMode::Merged))
+            .map_err(|e| JsError::new(&format!("{name}: {}", error_chain(&e))))?;
         let p = plan(&file.config, &adapter.config);
         let info = AdapterInfo {
             name,
@@ -230,8 +232,8 @@ impl Session {
         }
         state
             .model
-            .set_adapter_mode(if on { AdapterMode::Merged } else { AdapterMode::Off });
-        Ok(())
+            .set_mode(if on { DeltaMode::Merged } else { DeltaMode::Off })
+            .map_err(|e| js_error(&e))
     }
 
     /// The loaded adapter's description (as `load_adapter` returned it), or `null`.
@@ -296,11 +298,11 @@ async fn generate(
         })?;
         template
             .user_turn(s.system.as_deref(), prompt)
-            .map_err(|e| JsError::new(&e))?
+            .map_err(|e| js_error(&e))?
     } else {
         prompt.to_string()
     };
-    let prompt_ids = tok.encode(&text).map_err(|e| JsError::new(&e))?;
+    let prompt_ids = tok.encode(&text).map_err(|e| js_error(&e))?;
     if prompt_ids.is_empty() {
         return Err(JsError::new("the prompt encodes to no tokens"));
     }
@@ -324,13 +326,14 @@ async fn generate(
             let piece = stream.push(tok, id);
             let _ = on_token.call2(&JsValue::NULL, &piece.into(), &id.into());
         })
-        .await;
+        .await
+        .map_err(|e| js_error(&e))?;
     let total_ms = now_ms() - start;
     let g = &gens[0];
     let n = g.output_ids.len();
     let first_token_ms = first_token.unwrap_or(total_ms);
     to_js(&GenerateReport {
-        text: tok.decode(&g.output_ids).map_err(|e| JsError::new(&e))?,
+        text: tok.decode(&g.output_ids).map_err(|e| js_error(&e))?,
         prompt_tokens: prompt_ids.len(),
         output_ids: g.output_ids.clone(),
         new_tokens: n,

@@ -14,8 +14,8 @@ use common::reference::reference_logits;
 use common::tiny_model::{
     Weights, gguf_metadata, gguf_tensors, random_weights, round_bf16, tiny_config, tiny_hf_files,
 };
-use tinylora::adapter::{AdapterConfig, Method, Precision, SigmaConvention, Tying, plan};
-use tinylora::engine::{AdapterMode, Transformer};
+use tinylora::adapter::{AdaptedModel, AdapterConfig, AdapterParts, Method, Precision, SigmaConvention, Tying, plan};
+use tinylora::engine::{DeltaMode, Transformer};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
 use tinylora_web::{Session, webgpu_device};
 use wasm_bindgen_test::*;
@@ -100,7 +100,7 @@ async fn tinylora_adapters_on_webgpu_match_the_reference_merged_and_on_the_activ
     let device = webgpu_device().await.expect("headless Chromium has WebGPU");
     let (c, w, file) = tiny_llama(21);
     for rank in [2, 4] {
-        let mut model = Transformer::load(&file, &device).expect("tiny model loads");
+        let mut model = AdaptedModel::new(Transformer::load(&file, &device).expect("tiny model loads"));
         let cfg = AdapterConfig {
             method: Method::Tinylora,
             rank,
@@ -118,11 +118,10 @@ async fn tinylora_adapters_on_webgpu_match_the_reference_merged_and_on_the_activ
             .map(|i| ((i * 7919 + 104_729) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
         // the frozen SVDs run on the page's one thread (wasm has none to spare)
-        model
-            .attach_adapter(&file, &cfg, &v, &|| {})
-            .expect("adapter attaches");
+        let parts = AdapterParts::build(&file, &cfg, &v, &|| {}).expect("SVDs of the tiny model");
+        model.attach(parts).expect("adapter attaches");
         let adapted = adapted_weights(&c, &w, &cfg, &v);
-        model.set_adapter_mode(AdapterMode::Merged); // the merge kernel, in place on Wᵀ
+        model.set_mode(DeltaMode::Merged).unwrap(); // the merge kernel, in place on Wᵀ
         let base = max_diff(&model, &c, &w).await;
         assert!(
             base > 0.05,
@@ -133,13 +132,13 @@ async fn tinylora_adapters_on_webgpu_match_the_reference_merged_and_on_the_activ
             d < 3e-4,
             "r={rank} merged in the browser: max |Δlogit| vs reference = {d}"
         );
-        model.set_adapter_mode(AdapterMode::Off); // unmerge: the same kernel, subtracting
+        model.set_mode(DeltaMode::Off).unwrap(); // unmerge: the same kernel, subtracting
         let d = max_diff(&model, &c, &w).await;
         assert!(
             d < 3e-4,
             "r={rank} unmerged in the browser: max |Δlogit| vs base = {d}"
         );
-        model.set_adapter_mode(AdapterMode::Activation); // down + up on every activation
+        model.set_mode(DeltaMode::Activation).unwrap(); // down + up on every activation
         let d = max_diff(&model, &c, &adapted).await;
         assert!(
             d < 3e-4,

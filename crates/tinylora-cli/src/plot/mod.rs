@@ -1,14 +1,19 @@
 //! `tinylora plot`: training curves of one or more runs as an SVG or PNG chart.
 
+pub mod chart;
+pub mod png;
+pub mod svg;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use tinylora_formats::atomic::write_atomic;
 use tinylora_train::StepMetrics;
-use tinylora_train::plot::Run;
-use tinylora_train::plot::png::render_png;
-use tinylora_train::plot::svg::render_svg;
+
+use self::chart::Run;
+use self::png::render_png;
+use self::svg::render_svg;
 
 /// Arguments of `tinylora plot`.
 #[derive(Args)]

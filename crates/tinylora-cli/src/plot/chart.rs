@@ -1,13 +1,10 @@
-//! Training curves: reward, accuracy and response length over steps, one line per run (e.g.
-//! GRPO against SFT), from metrics JSONL files.
+//! Training curves: reward (and each reward of a weighted sum), accuracy and response length
+//! over steps, one line per run (e.g. GRPO against SFT), from metrics JSONL files.
 //!
 //! [`Chart::layout`] places everything once (frames, labels, polylines, legend) in pixel
-//! coordinates; [`svg`] and [`png`] only draw those shapes.
+//! coordinates; [`super::svg`] and [`super::png`] only draw those shapes.
 
-pub mod png;
-pub mod svg;
-
-use crate::trainer::StepMetrics;
+use tinylora_train::StepMetrics;
 
 /// One run to draw: a label and its metrics in step order.
 #[derive(Debug, Clone)]
@@ -90,8 +87,8 @@ pub struct Chart {
     pub shapes: Vec<Shape>,
 }
 
-/// A panel: its title and the value it draws from a metrics line.
-type Panel = (&'static str, fn(&StepMetrics) -> f64);
+/// A panel: its title and the value it draws from a metrics line (if the line has it).
+type Panel = (String, Box<dyn Fn(&StepMetrics) -> Option<f64>>);
 
 const PANEL_W: f64 = 360.0;
 const PANEL_H: f64 = 220.0;
@@ -107,13 +104,30 @@ pub const COLOURS: [Rgb; 6] = [
 ];
 
 impl Chart {
-    /// Three panels (reward mean, accuracy, response length) over steps, and a legend.
+    /// Panels over steps (reward mean; each reward's mean when a run sums several; accuracy;
+    /// response length) and a legend.
     pub fn layout(runs: &[Run]) -> Chart {
-        let panels: [Panel; 3] = [
-            ("mean reward", |m| m.reward_mean as f64),
-            ("accuracy", |m| m.accuracy as f64),
-            ("response length (tokens)", |m| m.response_len as f64),
-        ];
+        let mut panels: Vec<Panel> = vec![("mean reward".into(), Box::new(|m| Some(m.reward_mean as f64)))];
+        let mut components: Vec<String> = runs
+            .iter()
+            .flat_map(|r| r.metrics.iter())
+            .filter(|m| m.rewards.len() > 1)
+            .flat_map(|m| m.rewards.keys().cloned())
+            .collect();
+        components.sort();
+        components.dedup();
+        for name in components {
+            let key = name.clone();
+            panels.push((
+                format!("reward: {name}"),
+                Box::new(move |m| m.rewards.get(&key).map(|&v| v as f64)),
+            ));
+        }
+        panels.push(("accuracy".into(), Box::new(|m| Some(m.accuracy as f64))));
+        panels.push((
+            "response length (tokens)".into(),
+            Box::new(|m| Some(m.response_len as f64)),
+        ));
         let max_step = runs
             .iter()
             .flat_map(|r| r.metrics.iter().map(|m| m.step))
@@ -125,7 +139,10 @@ impl Chart {
         for (p, (title, value)) in panels.iter().enumerate() {
             let x0 = MARGIN + p as f64 * (PANEL_W + MARGIN);
             let y0 = MARGIN;
-            let values: Vec<f64> = runs.iter().flat_map(|r| r.metrics.iter().map(value)).collect();
+            let values: Vec<f64> = runs
+                .iter()
+                .flat_map(|r| r.metrics.iter().filter_map(|m| value(m)))
+                .collect();
             let lo = values.iter().cloned().fold(f64::INFINITY, f64::min).min(0.0);
             let mut hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             if !hi.is_finite() || hi <= lo {
@@ -141,7 +158,7 @@ impl Chart {
                 x0 + PANEL_W / 2.0,
                 y0 - 8.0,
                 Anchor::Middle,
-                title.to_string(),
+                title.clone(),
             ));
             shapes.push(label(x0 - 4.0, y0 + 10.0, Anchor::End, format!("{hi:.3}")));
             shapes.push(label(x0 - 4.0, y0 + PANEL_H, Anchor::End, format!("{lo:.3}")));
@@ -152,10 +169,10 @@ impl Chart {
                 let points = run
                     .metrics
                     .iter()
-                    .map(|m| {
+                    .filter_map(|m| {
                         let x = x0 + PANEL_W * m.step as f64 / max_step;
-                        let y = y0 + PANEL_H * (1.0 - (value(m) - lo) / (hi - lo));
-                        (x, y)
+                        let y = y0 + PANEL_H * (1.0 - (value(m)? - lo) / (hi - lo));
+                        Some((x, y))
                     })
                     .collect();
                 shapes.push(Shape::Curve {
@@ -177,7 +194,7 @@ impl Chart {
             shapes.push(label(MARGIN + 20.0, y, Anchor::Start, run.label.clone()));
         }
         Chart {
-            width: 3.0 * (PANEL_W + MARGIN) + MARGIN,
+            width: panels.len() as f64 * (PANEL_W + MARGIN) + MARGIN,
             height: PANEL_H + 2.0 * MARGIN + 20.0 * runs.len() as f64,
             shapes,
         }
@@ -192,18 +209,9 @@ pub(crate) mod tests {
         StepMetrics {
             step,
             reward_mean: reward,
-            reward_std: 0.0,
             accuracy: reward,
-            zero_variance_groups: 0.0,
             response_len: 10.0,
-            kl: 0.0,
-            clipped: 0.0,
-            grad_norm: 0.0,
-            loss: 0.0,
-            lr: 0.0,
-            values: vec![],
-            rollout_s: 0.0,
-            train_s: 0.0,
+            ..StepMetrics::default()
         }
     }
 
@@ -242,5 +250,30 @@ pub(crate) mod tests {
         assert_eq!(curves[1].1, COLOURS[1]);
         // sft's single reward 0.5 sits halfway down the panel (range 0..1)
         assert_eq!(curves[1].0[0].1, MARGIN + PANEL_H / 2.0);
+    }
+
+    #[test]
+    fn a_panel_per_reward_when_a_run_sums_several() {
+        let mut m = metrics(1, 0.6);
+        m.rewards = [("correct".to_string(), 0.5), ("format".to_string(), 0.75)].into();
+        let chart = Chart::layout(&[Run {
+            label: "grpo".into(),
+            metrics: vec![m],
+        }]);
+        let titles: Vec<&str> = chart
+            .shapes
+            .iter()
+            .filter_map(|s| match s {
+                Shape::Label { text, y, .. } if *y == MARGIN - 8.0 => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            titles,
+            ["mean reward", "reward: correct", "reward: format", "accuracy", "response length (tokens)"]
+        );
+        assert_eq!(chart.width, 5.0 * (PANEL_W + MARGIN) + MARGIN);
+        // one reward alone draws no extra panel
+        assert_eq!(Chart::layout(&two_runs()).width, 3.0 * (PANEL_W + MARGIN) + MARGIN);
     }
 }

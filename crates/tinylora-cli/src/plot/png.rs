@@ -10,7 +10,7 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Polyline, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Alignment, Baseline, Text, TextStyleBuilder};
 
-use super::{Anchor, Chart, Rgb, Run, Shape};
+use super::chart::{Anchor, Chart, Rgb, Run, Shape};
 
 /// Pixels per chart unit.
 pub const SCALE: f64 = 2.0;
@@ -118,8 +118,8 @@ pub fn render_png(runs: &[Run]) -> Result<Vec<u8>, png::EncodingError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{GRPO_LAST_REWARD, two_runs};
-    use super::super::{COLOURS, Chart, Shape};
+    use super::super::chart::tests::{GRPO_LAST_REWARD, two_runs};
+    use super::super::chart::{COLOURS, Chart, Shape};
     use super::*;
 
     /// Decode with the png crate's decoder: (width, height, RGB bytes).

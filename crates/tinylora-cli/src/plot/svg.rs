@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Anchor, Chart, Rgb, Run, Shape};
+use super::chart::{Anchor, Chart, Rgb, Run, Shape};
 
 /// The chart of `runs` as an SVG document.
 pub fn render_svg(runs: &[Run]) -> String {
@@ -62,7 +62,7 @@ fn escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{GRPO_LAST_REWARD, two_runs};
+    use super::super::chart::tests::{GRPO_LAST_REWARD, two_runs};
     use super::*;
 
     #[test]

@@ -1,0 +1,39 @@
+//! What can go wrong while the engine runs.
+
+use burn::tensor::{Tensor, TensorReadError};
+
+/// An engine failure a caller can meet: bad input, or the device failing.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A prompt without tokens (generation needs at least one to condition on).
+    #[error("prompt {index} has no tokens; every prompt needs at least one")]
+    EmptyPrompt {
+        /// Position of the prompt in the batch.
+        index: usize,
+    },
+    /// Reading a result back from the device failed (a lost or failing device).
+    #[error("reading the {what} back from the device failed")]
+    ReadBack {
+        /// What was being read.
+        what: &'static str,
+        /// burn's error.
+        #[source]
+        source: TensorReadError,
+    },
+}
+
+/// The values of `t` on the host as f32.
+pub fn read_f32<const D: usize>(t: Tensor<D>, what: &'static str) -> Result<Vec<f32>, EngineError> {
+    t.try_into_vec_as::<f32>()
+        .map_err(|source| EngineError::ReadBack { what, source })
+}
+
+/// [`read_f32`] that awaits the device (a browser's WebGPU can only be read asynchronously).
+pub async fn read_f32_async<const D: usize>(t: Tensor<D>, what: &'static str) -> Result<Vec<f32>, EngineError> {
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| EngineError::ReadBack { what, source: e.into() })?;
+    data.try_into_vec_as::<f32>()
+        .map_err(|e| EngineError::ReadBack { what, source: e.into() })
+}

@@ -1,0 +1,234 @@
+//! The GRPO step (SPEC.md §2), split as TRL splits it: generate and score the rollouts
+//! ([`crate::rollout`]), then μ = `num_iterations` updates on them, each a teacher-forced pass
+//! on the merged weights (v's gradient through `lowrank_update_merged`), the clipped loss
+//! ([`crate::grpo`]) and one AdamW step. The rollouts' own log-probabilities are π_old, so the
+//! first update has ρ = 1 up to the difference between sampling and scoring, and later ones
+//! see the policy move.
+
+use std::time::Instant;
+
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tinylora_engine::{DeltaMode, FinishReason};
+
+use crate::data::Problem;
+use crate::error::TrainError;
+use crate::extract::ExtractMode;
+use crate::grpo::{LossConfig, ScaleRewards, grpo_loss};
+use crate::metrics::StepMetrics;
+use crate::optim::learning_rate;
+use crate::policy::{CompletionBatch, token_logprobs};
+use crate::prompt::PromptStyle;
+use crate::reward::{RewardOptions, RewardSpec, Rewards};
+use crate::rollout::{RolloutSettings, Rollouts, Scored, generate, score};
+use crate::run::{AdapterRun, TrainingMethod, step_problems};
+
+/// Everything that defines a GRPO run (serialisable: a run directory records it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoConfig {
+    /// Samples per prompt G.
+    pub group_size: usize,
+    /// Prompts per step.
+    pub prompts_per_step: usize,
+    /// Most new tokens per sample.
+    pub max_new_tokens: usize,
+    /// Sampling temperature of the rollouts.
+    pub temperature: f32,
+    /// Steps (batches of rollouts).
+    pub steps: usize,
+    /// Updates per batch of rollouts (TRL's `num_iterations`, μ).
+    pub num_iterations: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// Global gradient-norm clip (0: off).
+    pub max_grad_norm: f32,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f32,
+    /// What advantages are divided by.
+    pub scale_rewards: ScaleRewards,
+    /// Leave completions that hit `max_new_tokens` out of the loss (TRL's
+    /// `mask_truncated_completions`); they still count in their group's advantages.
+    pub mask_truncated: bool,
+    /// Clipping, KL, aggregation, importance-sampling level.
+    pub loss: LossConfig,
+    /// The rewards, summed with their weights.
+    pub rewards: Vec<RewardSpec>,
+    /// The `format` reward's regular expression (None: `#### <number>` at the end).
+    pub format_pattern: Option<String>,
+    /// The `cmd` reward's program (a command line).
+    pub reward_cmd: Option<String>,
+    /// How the `correct` reward and the accuracy read the answer.
+    pub extract: ExtractMode,
+    /// How questions become prompts.
+    pub prompt: PromptStyle,
+    /// Seed of the problem order and of the samples.
+    pub seed: u64,
+}
+
+/// A GRPO run's method: its settings and its rewards.
+pub struct GrpoTrainer {
+    /// Run settings.
+    pub config: GrpoConfig,
+    rewards: Rewards,
+}
+
+impl GrpoTrainer {
+    /// Check `config` and build its rewards (starting the reward program, if any).
+    pub fn new(config: GrpoConfig) -> Result<Self, TrainError> {
+        if config.group_size < 2 {
+            return Err(TrainError::Invalid(
+                "the group size must be at least 2 (advantages compare samples of one prompt)".into(),
+            ));
+        }
+        if config.num_iterations == 0 || config.prompts_per_step == 0 {
+            return Err(TrainError::Invalid(
+                "num_iterations and prompts_per_step must be at least 1".into(),
+            ));
+        }
+        let opts = RewardOptions {
+            format_pattern: config.format_pattern.clone(),
+            command: config.reward_cmd.clone(),
+            ..RewardOptions::new(config.extract, config.max_new_tokens)
+        };
+        let rewards = Rewards::new(&config.rewards, &opts).map_err(|source| TrainError::Reward { step: 0, source })?;
+        Ok(GrpoTrainer { config, rewards })
+    }
+
+    /// μ updates on the scored rollouts; returns (mean loss, last KL, last clipped share,
+    /// last gradient norm).
+    fn update(&self, run: &mut AdapterRun<'_>, r: &Rollouts, s: &Scored, lr: f32) -> Result<[f32; 4], TrainError> {
+        let cfg = &self.config;
+        // the sequences that carry signal
+        let keep: Vec<usize> = (0..r.generations.len())
+            .filter(|&i| {
+                let g = &r.generations[i];
+                s.advantages[i] != 0.0
+                    && !g.output_ids.is_empty()
+                    && !(cfg.mask_truncated && g.finish == FinishReason::Length)
+            })
+            .collect();
+        if keep.is_empty() {
+            return Ok([0.0; 4]);
+        }
+        let gens: Vec<_> = keep.iter().map(|&i| &r.generations[i]).collect();
+        let batch = CompletionBatch::new(
+            &gens.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>(),
+            &gens.iter().map(|g| g.output_ids.clone()).collect::<Vec<_>>(),
+        );
+        let device = run.model.device.clone();
+        let mask = batch.tensor(batch.mask(), &device);
+        let old = batch.tensor(
+            batch.scatter(&gens.iter().map(|g| g.logprobs.clone()).collect::<Vec<_>>()),
+            &device,
+        );
+        let reference = if cfg.loss.beta != 0.0 {
+            run.model.set_mode(DeltaMode::Off)?;
+            Some(token_logprobs(run.model, &batch, cfg.temperature))
+        } else {
+            None
+        };
+        let adv = Tensor::<1>::from_data(
+            TensorData::new(keep.iter().map(|&i| s.advantages[i]).collect::<Vec<f32>>(), [keep.len()]),
+            &device,
+        );
+        let (mut loss_sum, mut last) = (0.0, [0.0; 3]);
+        for _ in 0..cfg.num_iterations {
+            // v as tensors that take gradients (uploaded before merging: after the reference
+            // pass, with the adapter off, that saves an unmerge and a merge)
+            run.model.set_values(&run.state.values, true)?;
+            run.model.set_mode(DeltaMode::Merged)?;
+            let logp = token_logprobs(run.model, &batch, cfg.temperature);
+            let parts = grpo_loss(
+                logp,
+                old.clone().autodiff(),
+                reference.clone().map(Tensor::autodiff),
+                adv.clone().autodiff(),
+                mask.clone().autodiff(),
+                &cfg.loss,
+                cfg.max_new_tokens,
+            );
+            let loss = parts.loss.clone().inner().into_scalar::<f32>();
+            let grad_norm = run.descend(parts.loss, loss, cfg.max_grad_norm, lr)?;
+            loss_sum += loss;
+            last = [
+                parts.kl.inner().into_scalar::<f32>(),
+                parts.clipped.inner().into_scalar::<f32>(),
+                grad_norm,
+            ];
+        }
+        Ok([loss_sum / cfg.num_iterations as f32, last[0], last[1], last[2]])
+    }
+}
+
+impl TrainingMethod for GrpoTrainer {
+    fn name(&self) -> &'static str {
+        "GRPO"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).expect("the configuration serialises")
+    }
+
+    fn steps(&self) -> usize {
+        self.config.steps
+    }
+
+    fn weight_decay(&self) -> f32 {
+        self.config.weight_decay
+    }
+
+    /// Generate and score, then update: one step.
+    fn step(&mut self, run: &mut AdapterRun<'_>, problems: &[Problem]) -> Result<StepMetrics, TrainError> {
+        let cfg = self.config.clone();
+        let step = run.state.step;
+        let t0 = Instant::now();
+        run.model.set_values(&run.state.values, false)?;
+        run.model.set_mode(DeltaMode::Merged)?;
+        let settings = RolloutSettings {
+            group_size: cfg.group_size,
+            max_new_tokens: cfg.max_new_tokens,
+            temperature: cfg.temperature,
+            prompt: &cfg.prompt,
+            seed: cfg.seed,
+        };
+        let chosen = step_problems(problems, cfg.prompts_per_step, cfg.seed, step);
+        let rollouts = generate(run.model, run.file, chosen, &settings, step)?;
+        let scored = score(&rollouts, &mut self.rewards, cfg.group_size, cfg.scale_rewards, cfg.extract)
+            .map_err(|source| TrainError::Reward { step: step + 1, source })?;
+        let rollout_s = t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let lr = learning_rate(cfg.lr, step, cfg.warmup);
+        let [loss, kl, clipped, grad_norm] = self.update(run, &rollouts, &scored, lr)?;
+        run.state.step += 1;
+
+        let total = &scored.scores.total;
+        let n = total.len() as f32;
+        let reward_mean = total.iter().sum::<f32>() / n;
+        let reward_std = (total.iter().map(|r| (r - reward_mean).powi(2)).sum::<f32>() / n).sqrt();
+        let flat = total
+            .chunks(cfg.group_size)
+            .filter(|g| g.iter().all(|&r| r == g[0]))
+            .count();
+        let groups = total.len() / cfg.group_size;
+        Ok(StepMetrics {
+            step: run.state.step,
+            reward_mean,
+            reward_std,
+            rewards: scored.scores.means().into_iter().collect(),
+            accuracy: scored.correct.iter().filter(|&&c| c).count() as f32 / n,
+            zero_variance_groups: flat as f32 / groups as f32,
+            response_len: rollouts.generations.iter().map(|g| g.output_ids.len()).sum::<usize>() as f32 / n,
+            kl,
+            clipped,
+            grad_norm,
+            loss,
+            lr,
+            values: run.applied_values(),
+            rollout_s,
+            train_s: t1.elapsed().as_secs_f64(),
+        })
+    }
+}

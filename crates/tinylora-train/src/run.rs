@@ -1,0 +1,401 @@
+//! A whole training run, for any [`TrainingMethod`] (GRPO, SFT): attach the adapter (or resume
+//! it), evaluate the base model on held-out problems, take steps with a durable checkpoint and
+//! a metrics line after each, stop cleanly when asked, evaluate again. The CLI, the browser or
+//! a user's program drive it the same way, watching it through an [`Observer`].
+//!
+//! Every random choice is derived from (seed, step): the problems of a step from a per-epoch
+//! shuffle, the samples from per-sequence streams seeded by the step. A run resumed from a
+//! checkpoint therefore continues as the uninterrupted run would have.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::Tensor;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use tinylora_adapter::adapter_file::round_to;
+use tinylora_adapter::{AdaptedModel, AdapterConfig, AdapterFile, AdapterParts, initial_values, plan};
+use tinylora_engine::{DeltaMode, Transformer};
+use tinylora_formats::ModelFile;
+
+use crate::data::Problem;
+use crate::error::TrainError;
+use crate::eval::{EvalReport, evaluate};
+use crate::extract::ExtractMode;
+use crate::metrics::StepMetrics;
+use crate::optim::{AdamW, clip_grad_norm};
+use crate::prompt::PromptStyle;
+use crate::run_files::{RunFiles, TrainState};
+
+/// The problems of step `step` (0-based): a fresh shuffle of all problems each epoch.
+pub fn step_problems(problems: &[Problem], per_step: usize, seed: u64, step: usize) -> Vec<Problem> {
+    let n = problems.len();
+    // the order of one epoch, shuffled once per epoch the step touches
+    let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+    (step * per_step..(step + 1) * per_step)
+        .map(|i| {
+            let (epoch, k) = (i / n, i % n);
+            if order.0 != epoch {
+                let mut o: Vec<usize> = (0..n).collect();
+                o.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                    seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
+                ));
+                order = (epoch, o);
+            }
+            problems[order.1[k]].clone()
+        })
+        .collect()
+}
+
+/// The model with its adapter and the optimizer state: what a method's step works on.
+pub struct AdapterRun<'a> {
+    /// The base model's file (tokenizer, template, fingerprint).
+    pub file: &'a ModelFile,
+    /// The model, with the adapter attached.
+    pub model: &'a mut AdaptedModel,
+    /// The adapter's configuration.
+    pub adapter: AdapterConfig,
+    /// Step and optimizer.
+    pub state: TrainState,
+}
+
+impl AdapterRun<'_> {
+    /// The values as the model applies them (rounded to the adapter's precision).
+    pub fn applied_values(&self) -> Vec<f32> {
+        self.state
+            .values
+            .iter()
+            .map(|&x| round_to(self.adapter.precision, x))
+            .collect()
+    }
+
+    /// The adapter file for the current values.
+    pub fn adapter_file(&self) -> AdapterFile {
+        AdapterFile {
+            config: self.adapter.clone(),
+            base_fingerprint: self.file.fingerprint(),
+            values: self.applied_values(),
+        }
+    }
+
+    /// Backpropagate `loss` (whose value is `loss_value`) to the values last uploaded with
+    /// gradients, clip the gradient to `max_norm` and take one AdamW step at `lr`; returns the
+    /// gradient norm before clipping. A non-finite loss, gradient or result is an error and
+    /// leaves the values as they were.
+    pub fn descend(&mut self, loss: Tensor<1>, loss_value: f32, max_norm: f32, lr: f32) -> Result<f32, TrainError> {
+        let step = self.state.step + 1;
+        let non_finite = |what, value: f32| TrainError::NonFinite { step, what, value };
+        if !loss_value.is_finite() {
+            return Err(non_finite("loss", loss_value));
+        }
+        let grads = loss.backward();
+        let mut g = self.model.gradient(&grads)?;
+        if let Some(&bad) = g.iter().find(|x| !x.is_finite()) {
+            return Err(non_finite("gradient", bad));
+        }
+        let norm = clip_grad_norm(&mut g, max_norm);
+        let mut next = self.state.clone();
+        next.optimizer.step(&mut next.values, &g, lr);
+        if let Some(&bad) = next.values.iter().find(|x| !x.is_finite()) {
+            return Err(non_finite("values", bad));
+        }
+        self.state = next;
+        Ok(norm)
+    }
+}
+
+/// A training method: one optimizer step at a time on an [`AdapterRun`].
+pub trait TrainingMethod {
+    /// `GRPO`, `SFT`.
+    fn name(&self) -> &'static str;
+    /// Its settings, recorded in the run directory and compared on resume.
+    fn config(&self) -> serde_json::Value;
+    /// Steps the run takes.
+    fn steps(&self) -> usize;
+    /// AdamW's decoupled weight decay.
+    fn weight_decay(&self) -> f32 {
+        0.0
+    }
+    /// Take step `run.state.step` (0-based) on the training `problems`; returns its metrics.
+    fn step(&mut self, run: &mut AdapterRun<'_>, problems: &[Problem]) -> Result<StepMetrics, TrainError>;
+}
+
+/// Held-out evaluation settings.
+#[derive(Debug, Clone)]
+pub struct EvalSettings {
+    /// How questions become prompts.
+    pub prompt: PromptStyle,
+    /// Most new tokens per answer.
+    pub max_new_tokens: usize,
+    /// Prompts per generation batch.
+    pub batch: usize,
+    /// How answers are read.
+    pub extract: ExtractMode,
+}
+
+/// Where a run is written and how it is driven.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Continue the run in `dir` from its checkpoint.
+    pub resume: bool,
+    /// Replace a run already in `dir`.
+    pub overwrite: bool,
+    /// Also evaluate every N steps (0: only before and after).
+    pub eval_every: usize,
+    /// Held-out evaluation.
+    pub eval: EvalSettings,
+    /// What else defines the run (model and data paths, split…): recorded in `config.json`
+    /// beside the adapter and the method's settings, and compared on resume.
+    pub record: serde_json::Value,
+}
+
+/// What happens during a run, for progress displays.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The frozen SVDs start: `modules` to factorise.
+    Attaching {
+        /// Modules to factorise (0 for LoRA).
+        modules: usize,
+    },
+    /// One module's SVD finished.
+    ModuleDone,
+    /// The adapter is attached.
+    Attached {
+        /// Trainable parameters.
+        params: usize,
+        /// Their bytes.
+        bytes: usize,
+    },
+    /// Continuing from a checkpoint at this step.
+    Resumed {
+        /// Steps already done.
+        step: usize,
+    },
+    /// A held-out evaluation starts.
+    EvalStart {
+        /// `base model`, `step N`, `with the adapter`.
+        label: &'a str,
+        /// Problems.
+        problems: usize,
+    },
+    /// Progress of an evaluation: problems done, tokens generated.
+    EvalProgress {
+        /// Problems done.
+        done: usize,
+        /// Tokens generated.
+        tokens: usize,
+    },
+    /// A held-out evaluation finished.
+    EvalDone {
+        /// Its label.
+        label: &'a str,
+        /// Its report.
+        report: &'a EvalReport,
+    },
+    /// A step finished and is checkpointed.
+    Step(&'a StepMetrics),
+}
+
+/// Watches a run (from the SVD threads too, hence `Sync` and `&self`).
+pub trait Observer: Sync {
+    /// Called for each [`Event`].
+    fn event(&self, event: Event<'_>);
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: Event<'_>) {}
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Steps completed (all of them, unless interrupted).
+    pub step: usize,
+    /// Whether the stop flag ended it early (the checkpoint of `step` is saved).
+    pub interrupted: bool,
+    /// Held-out evaluation of the base model (new runs with held-out problems only).
+    pub before: Option<EvalReport>,
+    /// Held-out evaluation with the adapter (completed runs with held-out problems only).
+    pub after: Option<EvalReport>,
+    /// The adapter's values.
+    pub values: Vec<f32>,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
+/// One training run of `method` on `model` (loaded from `file`) with adapter `adapter`.
+pub struct Training<'a> {
+    /// The model file.
+    pub file: &'a ModelFile,
+    /// The model (its adapter is attached by [`Self::run`]).
+    pub model: &'a mut AdaptedModel,
+    /// The adapter to train.
+    pub adapter: AdapterConfig,
+    /// The method.
+    pub method: &'a mut dyn TrainingMethod,
+    /// Training problems.
+    pub train: Vec<Problem>,
+    /// Held-out problems (evaluated before and after; may be empty).
+    pub held_out: Vec<Problem>,
+    /// Files and evaluation.
+    pub settings: RunSettings,
+    /// Set (e.g. by a Ctrl-C handler) to stop after the current step.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Training<'_> {
+    /// Everything `config.json` records.
+    fn record(&self) -> serde_json::Value {
+        let mut record = serde_json::json!({
+            "method": self.method.name(),
+            "adapter": self.adapter,
+            "config": self.method.config(),
+            "model_fingerprint": self.file.fingerprint(),
+            "eval_every": self.settings.eval_every,
+        });
+        if let (Some(r), Some(extra)) = (record.as_object_mut(), self.settings.record.as_object()) {
+            r.extend(extra.clone());
+        }
+        record
+    }
+
+    /// Run to the end (or until the stop flag is set), checkpointing after every step.
+    pub fn run(self, observer: &dyn Observer) -> Result<RunOutcome, TrainError> {
+        if self.train.is_empty() {
+            return Err(TrainError::Invalid("no problems to train on".into()));
+        }
+        let files = RunFiles {
+            dir: self.settings.dir.clone(),
+        };
+        let record = self.record();
+        let p = plan(&self.file.config, &self.adapter);
+        let state = if self.settings.resume {
+            let s = files.resume(&record)?;
+            if s.values.len() != p.params {
+                return Err(TrainError::RunFile {
+                    path: files.state(),
+                    message: format!("{} values, but the adapter has {}", s.values.len(), p.params),
+                });
+            }
+            observer.event(Event::Resumed { step: s.step });
+            s
+        } else {
+            files.start(self.settings.overwrite)?;
+            TrainState {
+                step: 0,
+                values: initial_values(&self.file.config, &self.adapter),
+                optimizer: AdamW::new(p.params, self.method.weight_decay()),
+            }
+        };
+        let modules = if self.adapter.parametrization().mixing_matrices(&self.adapter, 0).is_some() {
+            p.modules
+        } else {
+            0
+        };
+        observer.event(Event::Attaching { modules });
+        let parts = AdapterParts::build(self.file, &self.adapter, &state.values, &|| {
+            observer.event(Event::ModuleDone)
+        })?;
+        self.model.attach(parts)?;
+        observer.event(Event::Attached {
+            params: p.params,
+            bytes: p.bytes,
+        });
+        files.write_config(&record)?;
+        let before = if state.step == 0 {
+            self.model.set_mode(DeltaMode::Off)?;
+            held_out_eval(self.model, self.file, &self.held_out, &self.settings.eval, "base model", observer)?
+        } else {
+            None
+        };
+
+        let steps = self.method.steps();
+        let mut run = AdapterRun {
+            file: self.file,
+            model: &mut *self.model,
+            adapter: self.adapter.clone(),
+            state,
+        };
+        let mut interrupted = false;
+        while run.state.step < steps {
+            if self.stop.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+            let m = self.method.step(&mut run, &self.train)?;
+            // the checkpoint first, then the metrics line: a kill between the two leaves a
+            // line fewer, never a step the checkpoint does not hold
+            run.adapter_file().save(&files.adapter())?;
+            files.write_state(&run.state)?;
+            files.append_metrics(&m)?;
+            observer.event(Event::Step(&m));
+            let every = self.settings.eval_every;
+            if every > 0 && m.step % every == 0 && m.step < steps && !self.stop.load(Ordering::SeqCst) {
+                run.model.set_values(&run.state.values, false)?;
+                run.model.set_mode(DeltaMode::Merged)?;
+                let label = format!("step {}", m.step);
+                held_out_eval(run.model, run.file, &self.held_out, &self.settings.eval, &label, observer)?;
+            }
+        }
+        // the model holds the values the last update started from: upload the final ones
+        run.model.set_values(&run.state.values, false)?;
+        let (step, values) = (run.state.step, run.applied_values());
+        let after = if interrupted {
+            None
+        } else {
+            self.model.set_mode(DeltaMode::Merged)?;
+            held_out_eval(self.model, self.file, &self.held_out, &self.settings.eval, "with the adapter", observer)?
+        };
+        Ok(RunOutcome {
+            step,
+            interrupted,
+            before,
+            after,
+            values,
+            params: p.params,
+            bytes: p.bytes,
+        })
+    }
+}
+
+/// Evaluate `held_out` with `model` as it is, reporting to `observer`; `None` without problems.
+fn held_out_eval(
+    model: &Transformer,
+    file: &ModelFile,
+    held_out: &[Problem],
+    e: &EvalSettings,
+    label: &str,
+    observer: &dyn Observer,
+) -> Result<Option<EvalReport>, TrainError> {
+    if held_out.is_empty() {
+        return Ok(None);
+    }
+    observer.event(Event::EvalStart {
+        label,
+        problems: held_out.len(),
+    });
+    let report = evaluate(
+        model,
+        file,
+        held_out,
+        &e.prompt,
+        e.max_new_tokens,
+        e.batch,
+        e.extract,
+        |done, tokens| observer.event(Event::EvalProgress { done, tokens }),
+    )?;
+    observer.event(Event::EvalDone {
+        label,
+        report: &report,
+    });
+    Ok(Some(report))
+}

@@ -1,0 +1,233 @@
+//! A run directory: what it holds, how it is written (checkpoint first, then the metrics line,
+//! each durably), and how a run is resumed from it.
+//!
+//! - `config.json`: the run's settings, compared key by key on `--resume`;
+//! - `adapter.safetensors`: the adapter after the last completed step;
+//! - `state.json`: that step, the f32 master copy of the values and the optimizer moments;
+//! - `metrics.jsonl`: one [`StepMetrics`] line per completed step.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tinylora_formats::atomic::{sync_dir, write_atomic};
+
+use crate::error::TrainError;
+use crate::metrics::StepMetrics;
+use crate::optim::AdamW;
+
+/// Keys of `config.json` that may differ on `--resume` (everything else must match).
+pub const MAY_CHANGE_ON_RESUME: [&str; 3] = ["steps", "eval_every", "model"];
+
+/// What a checkpoint holds besides the adapter file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Steps completed.
+    pub step: usize,
+    /// f32 master copy of the trainable values.
+    pub values: Vec<f32>,
+    /// Optimizer moments.
+    pub optimizer: AdamW,
+}
+
+/// The files of a run directory.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    /// `dir/adapter.safetensors`: the latest adapter.
+    pub fn adapter(&self) -> PathBuf {
+        self.dir.join("adapter.safetensors")
+    }
+    /// `dir/state.json`: optimizer state and step, for `--resume`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// `dir/metrics.jsonl`: one line per step.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    /// `dir/config.json`: the run's settings.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// Prepare the directory for a new run: create it, refusing one that already holds a run
+    /// unless `overwrite` (then the old run's files are removed first).
+    pub fn start(&self, overwrite: bool) -> Result<(), TrainError> {
+        let ours = [self.adapter(), self.state(), self.metrics(), self.config()];
+        if let Some(found) = ours.iter().find(|p| p.exists()) {
+            if !overwrite {
+                return Err(TrainError::RunFile {
+                    path: self.dir.clone(),
+                    message: format!(
+                        "already holds a run ({} exists); continue it with --resume, replace it with --overwrite, or choose another --out",
+                        found.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                });
+            }
+            for p in ours.iter().filter(|p| p.exists()) {
+                std::fs::remove_file(p).map_err(|e| TrainError::io(p, e))?;
+            }
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))
+    }
+
+    /// Record the run's settings.
+    pub fn write_config(&self, record: &Value) -> Result<(), TrainError> {
+        let text = serde_json::to_string_pretty(record).expect("JSON values serialise");
+        write_atomic(&self.config(), text.as_bytes()).map_err(|e| TrainError::RunFile {
+            path: self.config(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read the checkpoint for `--resume`, refusing settings that differ from the recorded ones
+    /// (except [`MAY_CHANGE_ON_RESUME`]), and cut `metrics.jsonl` back to the checkpoint's step
+    /// (a run killed between the two writes may have a line more).
+    pub fn resume(&self, record: &Value) -> Result<TrainState, TrainError> {
+        let path = self.state();
+        let text = std::fs::read(&path).map_err(|e| TrainError::RunFile {
+            path: path.clone(),
+            message: format!("--resume: reading the checkpoint failed: {e}"),
+        })?;
+        let state: TrainState = serde_json::from_slice(&text).map_err(|e| TrainError::RunFile {
+            path: path.clone(),
+            message: format!("not a training state: {e}"),
+        })?;
+        let path = self.config();
+        let text = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        let recorded: Value = serde_json::from_slice(&text).map_err(|e| TrainError::RunFile {
+            path: path.clone(),
+            message: format!("not a run configuration: {e}"),
+        })?;
+        let keys = differing_keys(&recorded, record);
+        if !keys.is_empty() {
+            return Err(TrainError::ConfigChanged { path, keys });
+        }
+        self.trim_metrics(state.step)?;
+        Ok(state)
+    }
+
+    /// Keep the metrics lines of steps ≤ `step` only.
+    fn trim_metrics(&self, step: usize) -> Result<(), TrainError> {
+        let path = self.metrics();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(TrainError::io(&path, e)),
+        };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                serde_json::from_str::<StepMetrics>(line).is_ok_and(|m| m.step <= step)
+            })
+            .collect();
+        if kept.len() != text.lines().count() {
+            let mut body = kept.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            write_atomic(&path, body.as_bytes()).map_err(|e| TrainError::RunFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Write the state of a completed step (after its adapter file).
+    pub fn write_state(&self, state: &TrainState) -> Result<(), TrainError> {
+        let json = serde_json::to_vec(state).expect("the state serialises");
+        write_atomic(&self.state(), &json).map_err(|e| TrainError::RunFile {
+            path: self.state(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Append one metrics line durably (the file grows by whole lines).
+    pub fn append_metrics(&self, m: &StepMetrics) -> Result<(), TrainError> {
+        let path = self.metrics();
+        let line = serde_json::to_string(m).expect("metrics serialise");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        writeln!(f, "{line}")
+            .and_then(|()| f.sync_all())
+            .and_then(|()| sync_dir(&path))
+            .map_err(|e| TrainError::io(&path, e))
+    }
+}
+
+/// `a` and `b` flattened to dotted keys, the keys whose values differ, each as
+/// `key: old → new` (absent: `none`), skipping [`MAY_CHANGE_ON_RESUME`] and keys under them.
+pub fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
+    let (fa, fb) = (flatten(a), flatten(b));
+    let mut keys: Vec<&String> = fa.keys().chain(fb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let may_change = |k: &str| {
+        MAY_CHANGE_ON_RESUME
+            .iter()
+            .any(|m| k == *m || k.ends_with(&format!(".{m}")))
+    };
+    keys.into_iter()
+        .filter(|k| !may_change(k) && fa.get(*k) != fb.get(*k))
+        .map(|k| {
+            let show = |v: Option<&Value>| v.map_or("none".to_string(), Value::to_string);
+            format!("{k}: {} → {}", show(fa.get(k)), show(fb.get(k)))
+        })
+        .collect()
+}
+
+/// Leaves of a JSON value by dotted path (`adapter.tying.kind`).
+fn flatten(v: &Value) -> std::collections::BTreeMap<String, Value> {
+    fn go(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String, Value>) {
+        match v {
+            Value::Object(map) => {
+                for (k, x) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    go(&key, x, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    go("", v, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differing_keys_name_each_change_and_skip_those_that_may_change() {
+        let a = serde_json::json!({"adapter": {"rank": 2, "u": 13, "tying": {"kind": "full"}},
+            "config": {"lr": 0.005, "steps": 12}, "model": "a.gguf", "eval_every": 0});
+        let b = serde_json::json!({"adapter": {"rank": 4, "u": 13, "tying": {"kind": "tiled", "n_tie": 2}},
+            "config": {"lr": 0.005, "steps": 30}, "model": "b.gguf", "eval_every": 5});
+        assert_eq!(
+            differing_keys(&a, &b),
+            [
+                "adapter.rank: 2 → 4",
+                "adapter.tying.kind: \"full\" → \"tiled\"",
+                "adapter.tying.n_tie: none → 2"
+            ]
+        );
+        assert!(differing_keys(&a, &a).is_empty());
+    }
+}
