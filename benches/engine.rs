@@ -46,8 +46,16 @@ fn measure(file: &ModelFile, device: &Device, new_tokens: usize) -> Vec<(String,
 
     // first forward in this process: compiles (or loads from Mesa's cache) every shader
     let (_, first) = timed(|| model.forward_logits(&[prompt[..8].to_vec()]).unwrap());
-    let (_, first_prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}).unwrap());
-    let (_, prefill) = timed(|| model.generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {}).unwrap());
+    let (_, first_prefill) = timed(|| {
+        model
+            .generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {})
+            .unwrap()
+    });
+    let (_, prefill) = timed(|| {
+        model
+            .generate(std::slice::from_ref(&prompt), &greedy(1), |_, _| {})
+            .unwrap()
+    });
 
     let decode = |batch: usize| {
         // prompts of different lengths (64..=64+batch·8) as in a GRPO rollout

@@ -13,7 +13,8 @@ use common::adapted::adapted_weights;
 use common::reference::reference_logits;
 use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
 use tinylora::adapter::{
-    AdaptedModel, AdapterConfig, AdapterFile, Method, Precision, SigmaConvention, Tying, group_sizes, initial_values, plan,
+    AdaptedModel, AdapterConfig, AdapterFile, Method, Precision, SigmaConvention, Tying, group_sizes,
+    initial_values, plan,
 };
 use tinylora::engine::{DeltaMode, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
@@ -134,7 +135,11 @@ fn zero_adapter_is_exactly_the_base_model() {
     model
         .attach_adapter(&file, &cfg, &vec![0.0; groups * cfg.u], &|| {})
         .unwrap();
-    assert_eq!(model.forward_logits(&seqs()).unwrap(), base, "activation path with v = 0");
+    assert_eq!(
+        model.forward_logits(&seqs()).unwrap(),
+        base,
+        "activation path with v = 0"
+    );
     model.set_mode(DeltaMode::Merged).unwrap();
     assert_eq!(model.forward_logits(&seqs()).unwrap(), base, "merged with v = 0");
 }
@@ -161,11 +166,7 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
         let p = plan(&c, &cfg);
         let v = values(p.params, 1);
         model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
-        assert_eq!(
-            model.values().unwrap(),
-            v,
-            "planner count = values created"
-        );
+        assert_eq!(model.values().unwrap(), v, "planner count = values created");
         let want = reference(&c, &adapted_weights(&c, &w, &cfg, &v));
         let base = reference(&c, &w);
         let shift = max_diff(&model.forward_logits(&seqs()).unwrap(), &base);
@@ -173,11 +174,7 @@ fn adapted_logits_match_reference_with_updated_weights_in_every_mode() {
             shift > 0.05,
             "{method:?}: the adapter barely changes the logits ({shift})"
         );
-        for mode in [
-            DeltaMode::Activation,
-            DeltaMode::Merged,
-            DeltaMode::Activation,
-        ] {
+        for mode in [DeltaMode::Activation, DeltaMode::Merged, DeltaMode::Activation] {
             model.set_mode(mode).unwrap();
             let d = max_diff(&model.forward_logits(&seqs()).unwrap(), &want);
             assert!(

@@ -129,7 +129,9 @@ fn generation_stops_at_stop_tokens_and_max_new_tokens() {
         assert_eq!(free[0].output_ids.len(), 6, "{device}");
         let stop = free[0].output_ids[2];
         let first = free[0].output_ids.iter().position(|&t| t == stop).unwrap();
-        let stopped = model.generate(&prompts, &greedy(6, vec![stop]), |_, _| {}).unwrap();
+        let stopped = model
+            .generate(&prompts, &greedy(6, vec![stop]), |_, _| {})
+            .unwrap();
         assert_eq!(stopped[0].output_ids, free[0].output_ids[..=first]);
         assert_eq!(
             stopped[0].finish,
@@ -251,9 +253,13 @@ fn sequences_ending_at_different_steps_leave_the_batch_unchanged() {
         // stop on the 1st token of prompt 0 and the 4th of prompt 2: rows end at different steps,
         // ride along while most of the batch is live, then the batch shrinks
         let stops = vec![free[0].output_ids[0], free[2].output_ids[3]];
-        let batched = model.generate(&prompts, &greedy(10, stops.clone()), |_, _| {}).unwrap();
+        let batched = model
+            .generate(&prompts, &greedy(10, stops.clone()), |_, _| {})
+            .unwrap();
         for (p, b) in prompts.iter().zip(&batched) {
-            let alone = model.generate(std::slice::from_ref(p), &greedy(10, stops.clone()), |_, _| {}).unwrap();
+            let alone = model
+                .generate(std::slice::from_ref(p), &greedy(10, stops.clone()), |_, _| {})
+                .unwrap();
             assert_eq!(alone[0].output_ids, b.output_ids);
             assert_eq!(alone[0].finish, b.finish);
         }

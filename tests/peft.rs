@@ -179,7 +179,10 @@ fn unsupported_peft_options_are_refused_with_the_file_and_the_reason() {
         e.contains("smollm2-tinylora") && e.contains("made for another model"),
         "{e}"
     );
-    assert!(model.adapter().is_none(), "a refused adapter leaves the base model");
+    assert!(
+        model.adapter().is_none(),
+        "a refused adapter leaves the base model"
+    );
 }
 
 /// Where the exported adapters go, with tinylora's logits, for tests/peft/check_export.py.
@@ -255,7 +258,9 @@ fn exported_adapters_reimport_to_the_same_logits_and_unexpressible_tying_is_refu
             serde_json::to_string(&ours).unwrap(),
         )
         .unwrap();
-        model.attach(PeftAdapter::load(&dir).unwrap().to_parts(&model.config).unwrap()).unwrap();
+        model
+            .attach(PeftAdapter::load(&dir).unwrap().to_parts(&model.config).unwrap())
+            .unwrap();
         for (got, want) in model.forward_logits(&seqs).unwrap().iter().zip(&ours) {
             let (d, top1) = compare(got, want, model.config.vocab_size);
             assert!(d < 1e-4, "{name}: re-imported max |Δlogit| {d}");
@@ -303,7 +308,10 @@ fn peft_tinylora_on_smollm2_gives_pefts_logits() {
     let mut model = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
     let vocab = model.config.vocab_size;
     let last3 = |model: &Transformer| {
-        let all = model.forward_logits(std::slice::from_ref(&seq)).unwrap().remove(0);
+        let all = model
+            .forward_logits(std::slice::from_ref(&seq))
+            .unwrap()
+            .remove(0);
         all[(seq.len() - 3) * vocab..].to_vec()
     };
     let peft = PeftAdapter::load(&fixtures().join("smollm2-tinylora")).unwrap();

@@ -160,5 +160,8 @@ fn bad_adapter_options_are_reported() {
         targets: vec![ModuleKind::Down, ModuleKind::Q, ModuleKind::Down],
         ..AdapterConfig::default()
     };
-    assert_eq!(order.validated().unwrap().targets, [ModuleKind::Q, ModuleKind::Down]);
+    assert_eq!(
+        order.validated().unwrap().targets,
+        [ModuleKind::Q, ModuleKind::Down]
+    );
 }

@@ -19,8 +19,8 @@ use tinylora::formats::{Architecture, ModelFile};
 use tinylora::train::prompt::{PromptStyle, render_prompt};
 use tinylora::train::{
     Aggregation, EvalSettings, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling, LossConfig, Problem,
-    Quiet, RunFiles, RunOutcome, RunSettings, ScaleRewards, StepMetrics, TrainError, Training, TrainingMethod,
-    evaluate, extract, is_correct,
+    Quiet, RunFiles, RunOutcome, RunSettings, ScaleRewards, StepMetrics, TrainError, Training,
+    TrainingMethod, evaluate, extract, is_correct,
 };
 
 /// A tiny model whose answers are mostly the tokens t0..t9.
@@ -197,8 +197,14 @@ fn grpo_raises_the_reward_and_the_adapter_file_reproduces_it() {
     let outcome = train(&file, &mut model, &mut grpo(1, 20), &run_dir, false).unwrap();
     assert_eq!((outcome.step, outcome.interrupted), (20, false));
     for m in metrics(&run_dir) {
-        println!("step {}: reward {:.3}, values {:?}", m.step, m.reward_mean, m.values);
-        assert_eq!(m.rewards["correct"], m.reward_mean, "one reward: the total is its mean");
+        println!(
+            "step {}: reward {:.3}, values {:?}",
+            m.step, m.reward_mean, m.values
+        );
+        assert_eq!(
+            m.rewards["correct"], m.reward_mean,
+            "one reward: the total is its mean"
+        );
     }
     let after = mean_reward(&mut model, &file);
     println!("mean reward {before:.3} → {after:.3}");
@@ -254,15 +260,25 @@ fn resumed_run_ends_with_the_same_adapter_and_other_settings_are_refused() {
     let (ma, mb) = (metrics(&dir.join("a")), metrics(&dir.join("b")));
     assert_eq!(mb.iter().map(|m| m.step).collect::<Vec<_>>(), [1, 2, 3, 4]);
     for (x, y) in ma.iter().zip(&mb) {
-        assert_eq!(x.reward_mean, y.reward_mean, "step {}: same samples, same rewards", x.step);
+        assert_eq!(
+            x.reward_mean, y.reward_mean,
+            "step {}: same samples, same rewards",
+            x.step
+        );
     }
 
     // another learning rate or projection seed: refused, naming the keys
     let mut other = grpo_config(3, 6);
     other.lr = 0.1;
-    let e = train(&file, &mut resumed_model, &mut GrpoTrainer::new(other).unwrap(), &dir.join("b"), true)
-        .unwrap_err()
-        .to_string();
+    let e = train(
+        &file,
+        &mut resumed_model,
+        &mut GrpoTrainer::new(other).unwrap(),
+        &dir.join("b"),
+        true,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("config.json") && e.contains("config.lr: 0.3"), "{e}");
     assert!(!e.contains("steps"), "steps may change: {e}");
     let state = std::fs::read(dir.join("b/state.json")).unwrap();
@@ -284,12 +300,26 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
     // one step, μ = 1: its loss is the first update's (ρ = 1 up to sampling vs scoring)
     let l1 = {
         let mut m = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
-        train(&file, &mut m, &mut GrpoTrainer::new(one.clone()).unwrap(), &dir.join("mu1"), false).unwrap();
+        train(
+            &file,
+            &mut m,
+            &mut GrpoTrainer::new(one.clone()).unwrap(),
+            &dir.join("mu1"),
+            false,
+        )
+        .unwrap();
         metrics(&dir.join("mu1"))[0].clone()
     };
     let mut two = one.clone();
     two.num_iterations = 2;
-    let out = train(&file, &mut model, &mut GrpoTrainer::new(two).unwrap(), &dir.join("mu2"), false).unwrap();
+    let out = train(
+        &file,
+        &mut model,
+        &mut GrpoTrainer::new(two).unwrap(),
+        &dir.join("mu2"),
+        false,
+    )
+    .unwrap();
     let m2 = metrics(&dir.join("mu2"))[0].clone();
     assert_eq!(m2.reward_mean, l1.reward_mean, "the same rollouts");
 
@@ -297,7 +327,12 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
     let values_after_1 = l1.values.clone();
     let mut probe = AdaptedModel::new(Transformer::load(&file, &default_device()).unwrap());
     probe
-        .attach_adapter(&file, &adapter(), &initial_values(&file.config, &adapter()), &|| {})
+        .attach_adapter(
+            &file,
+            &adapter(),
+            &initial_values(&file.config, &adapter()),
+            &|| {},
+        )
         .unwrap();
     probe.set_mode(DeltaMode::Merged).unwrap();
     let chosen = tinylora::train::run::step_problems(&problems(), 4, 5, 0);
@@ -313,13 +348,24 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
         .texts
         .iter()
         .enumerate()
-        .map(|(i, t)| f32::from(u8::from(is_correct(t, &r.problems[i / 8].gold, ExtractMode::Flexible))))
+        .map(|(i, t)| {
+            f32::from(u8::from(is_correct(
+                t,
+                &r.problems[i / 8].gold,
+                ExtractMode::Flexible,
+            )))
+        })
         .collect();
     let adv = tinylora::train::advantages(&rewards, 8, ScaleRewards::Group);
     // log π(y) after update 1: the model's logits for each prompt, in f64
     probe.set_values(&values_after_1, false).unwrap();
     let logits = probe
-        .forward_logits(&r.generations.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>())
+        .forward_logits(
+            &r.generations
+                .iter()
+                .map(|g| g.prompt_ids.clone())
+                .collect::<Vec<_>>(),
+        )
         .unwrap();
     let v = file.config.vocab_size;
     // GRPO aggregation, one token per completion: mean over the kept sequences (A ≠ 0) of
@@ -341,12 +387,18 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
     let loss2 = terms.iter().sum::<f64>() / terms.len() as f64;
     // the reported loss is the mean of the two updates' losses
     let reported2 = 2.0 * m2.loss as f64 - l1.loss as f64;
-    println!("update 2: reported {reported2:.6}, by hand {loss2:.6}; update 1 {:.6}", l1.loss);
+    println!(
+        "update 2: reported {reported2:.6}, by hand {loss2:.6}; update 1 {:.6}",
+        l1.loss
+    );
     assert!(
         (reported2 - loss2).abs() < 2e-4,
         "update 2's loss {reported2} vs hand-computed {loss2}"
     );
-    assert!((loss2 - l1.loss as f64).abs() > 1e-3, "the ratio moved off 1 in update 2");
+    assert!(
+        (loss2 - l1.loss as f64).abs() > 1e-3,
+        "the ratio moved off 1 in update 2"
+    );
     assert_ne!(out.values, values_after_1, "two updates move further than one");
 }
 
@@ -522,8 +574,14 @@ fn external_reward_program_scores_and_its_failures_keep_the_checkpoint() {
     }
     // 32 completions a step: these programs fail on the 40th, in step 2
     let scripts = [
-        ("exits", "import sys\nfor i, line in enumerate(sys.stdin):\n    if i == 39: sys.exit(3)\n    print(0.0, flush=True)\n"),
-        ("garbage", "import sys\nfor i, line in enumerate(sys.stdin):\n    print('oops' if i == 39 else 0.0, flush=True)\n"),
+        (
+            "exits",
+            "import sys\nfor i, line in enumerate(sys.stdin):\n    if i == 39: sys.exit(3)\n    print(0.0, flush=True)\n",
+        ),
+        (
+            "garbage",
+            "import sys\nfor i, line in enumerate(sys.stdin):\n    print('oops' if i == 39 else 0.0, flush=True)\n",
+        ),
     ];
     for (name, body) in scripts {
         let path = dir.join(format!("{name}.py"));
@@ -532,12 +590,16 @@ fn external_reward_program_scores_and_its_failures_keep_the_checkpoint() {
         let cmd = format!("python3 {}", path.display());
         let e = train(&file, &mut m, &mut with_program(cmd.clone()), &run, false).unwrap_err();
         let chain = tinylora::formats::error_chain(&e);
-        assert!(chain.contains("scoring step 2") && chain.contains(&cmd), "{name}: {chain}");
+        assert!(
+            chain.contains("scoring step 2") && chain.contains(&cmd),
+            "{name}: {chain}"
+        );
         match name {
             "exits" => assert!(chain.contains("exited") && chain.contains("7 of 32"), "{chain}"),
             _ => assert!(chain.contains("line 40") && chain.contains("`oops`"), "{chain}"),
         }
-        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
         assert_eq!(state["step"], 1, "{name}: the checkpoint of step 1 is intact");
         assert_eq!(metrics(&run).len(), 1);
         AdapterFile::load(&run.join("adapter.safetensors")).unwrap();

@@ -101,15 +101,7 @@ impl AdapterParts {
                 })
                 .collect()
         };
-        let mut rest = values;
-        let values = sizes
-            .iter()
-            .map(|&n| {
-                let (v, tail) = rest.split_at(n);
-                rest = tail;
-                v.to_vec()
-            })
-            .collect();
+        let values = split_groups(values, &sizes);
         Ok(AdapterParts {
             config: config.clone(),
             tie_groups,
@@ -328,24 +320,23 @@ impl AdaptedModel {
                 values.len()
             )));
         }
-        let mut rest = values;
-        let groups: Vec<Vec<f32>> = sizes
-            .iter()
-            .map(|&n| {
-                let (v, tail) = rest.split_at(n);
-                rest = tail;
-                v.to_vec()
-            })
-            .collect();
-        let tensors = group_tensors(&groups, adapter.config.precision, &self.model.device, require_grad);
+        let groups = split_groups(values, &sizes);
+        let tensors = group_tensors(
+            &groups,
+            adapter.config.precision,
+            &self.model.device,
+            require_grad,
+        );
         let (slots, group, as_factors) = (
             adapter.tie_groups.modules.clone(),
             adapter.tie_groups.group.clone(),
             adapter.values_are_factors.clone(),
         );
         self.model.update_deltas(|layer, kind, d| {
-            let (Some(d), Some(k)) = (d.as_mut(), slots.iter().position(|s| s.layer == layer && s.kind == kind))
-            else {
+            let (Some(d), Some(k)) = (
+                d.as_mut(),
+                slots.iter().position(|s| s.layer == layer && s.kind == kind),
+            ) else {
                 return;
             };
             let t = tensors[group[k]].clone();
@@ -385,8 +376,26 @@ impl AdaptedModel {
     }
 }
 
+/// `values` (group order) cut into groups of `sizes` (which add up to its length).
+fn split_groups(values: &[f32], sizes: &[usize]) -> Vec<Vec<f32>> {
+    let mut rest = values;
+    sizes
+        .iter()
+        .map(|&n| {
+            let (v, tail) = rest.split_at(n);
+            rest = tail;
+            v.to_vec()
+        })
+        .collect()
+}
+
 /// One tensor per group, rounded to `precision`.
-fn group_tensors(groups: &[Vec<f32>], precision: Precision, device: &Device, require_grad: bool) -> Vec<Tensor<1>> {
+fn group_tensors(
+    groups: &[Vec<f32>],
+    precision: Precision,
+    device: &Device,
+    require_grad: bool,
+) -> Vec<Tensor<1>> {
     groups
         .iter()
         .map(|v| {

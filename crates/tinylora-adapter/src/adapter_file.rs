@@ -127,6 +127,12 @@ impl AdapterFile {
 
     /// Read and validate an adapter file.
     pub fn load(path: &Path) -> Result<Self, AdapterFileError> {
+        if path.is_dir() {
+            return Err(invalid(
+                path,
+                "is a directory but not a PEFT adapter: it has no adapter_config.json (an adapter is a file from `tinylora train` or a PEFT directory)",
+            ));
+        }
         let bytes = std::fs::read(path).map_err(|error| AdapterFileError::Io {
             path: path.to_path_buf(),
             error,
@@ -198,6 +204,15 @@ impl AdapterFile {
                 .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
         };
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(invalid(
+                path,
+                format!(
+                    "value #{i} of tensor `trainable` is {v} (of {} values; adapter values must be finite)",
+                    values.len()
+                ),
+            ));
+        }
         Ok(AdapterFile {
             config,
             base_fingerprint: field("base_fingerprint")?.clone(),
@@ -284,5 +299,132 @@ mod tests {
         );
         let e = AdapterFile::load(&d.join("missing.safetensors")).unwrap_err();
         assert!(e.to_string().contains("missing.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_naming_the_file_and_index() {
+        let d = dir("nan");
+        let path = d.join("nan.safetensors");
+        for (p, i, bad, shown) in [
+            (Precision::F32, 3, f32::NAN, "NaN"),
+            (Precision::F32, 0, f32::NEG_INFINITY, "-inf"),
+            (Precision::F16, 12, 1e6, "inf"), // beyond f16: stored as +inf
+            (Precision::Bf16, 7, f32::INFINITY, "inf"),
+        ] {
+            let mut a = thirteen(p);
+            a.values[i] = bad;
+            a.save(&path).unwrap();
+            let e = AdapterFile::load(&path).unwrap_err().to_string();
+            let expected =
+                format!("nan.safetensors: value #{i} of tensor `trainable` is {shown} (of 13 values");
+            assert!(e.contains(&expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_directory_without_adapter_config_is_not_an_adapter() {
+        let d = dir("empty-peft");
+        let e = AdapterFile::load(&d).unwrap_err().to_string();
+        assert!(
+            e.contains("empty-peft: is a directory but not a PEFT adapter: it has no adapter_config.json"),
+            "{e}"
+        );
+    }
+
+    // Property tests of the parser on hostile input: random byte edits (often digits, so that
+    // the metadata JSON stays well-formed and its numbers change), 8-byte writes of boundary
+    // values, deletions and truncations of a valid file (biased to its header), and random
+    // payloads under valid metadata, must parse or fail with an error, never panic. The parser
+    // sizes nothing from the header beyond the bytes given (safetensors checks its offsets;
+    // the values are at most the payload's bytes). Cases: proptest's default (256) or
+    // PROPTEST_CASES, e.g. for a long run
+    // `PROPTEST_CASES=1000000 cargo test --release -p tinylora-adapter --lib adapter_file`.
+    mod fuzz {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// A valid file's bytes with `values` as its payload (`None`: the thirteen values).
+        fn file_bytes(p: Precision, payload: Option<&[u8]>) -> Vec<u8> {
+            let a = thirteen(p);
+            let payload = payload.map_or_else(|| a.payload(), <[u8]>::to_vec);
+            let width = if p == Precision::F32 { 4 } else { 2 };
+            let n = payload.len() / width;
+            let view = TensorView::new(dtype(p), vec![n], &payload[..n * width]).unwrap();
+            let metadata: HashMap<String, String> = [
+                ("format", FORMAT.to_string()),
+                ("version", VERSION.to_string()),
+                ("config", serde_json::to_string(&a.config).unwrap()),
+                ("base_fingerprint", a.base_fingerprint.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            safetensors::serialize([("trainable", view)], Some(metadata)).unwrap()
+        }
+
+        fn precision() -> impl Strategy<Value = Precision> {
+            prop_oneof![Just(Precision::F32), Just(Precision::Bf16), Just(Precision::F16)]
+        }
+
+        /// (position, value, operation)
+        fn edit() -> impl Strategy<Value = (usize, u64, u8)> {
+            let value = prop_oneof![
+                Just(0u64),
+                Just(u64::MAX),
+                Just(u64::MAX - 15),
+                Just(1 << 31),
+                Just(1 << 63),
+                0u64..512,
+                any::<u64>(),
+            ];
+            let op = prop_oneof![4 => Just(0u8), 2 => Just(1), 2 => Just(2), 1 => Just(3), 1 => Just(4)];
+            (any::<usize>(), value, op)
+        }
+
+        fn parses_or_fails_cleanly(bytes: &[u8]) -> Result<(), TestCaseError> {
+            if let Ok(a) = AdapterFile::parse(Path::new("fuzz.safetensors"), bytes) {
+                prop_assert!(a.values.iter().all(|v| v.is_finite()));
+                prop_assert!(a.values.len() * 2 <= bytes.len());
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn edited_adapter_files_parse_or_fail_cleanly(p in precision(), edits in vec(edit(), 1..4)) {
+                let mut bytes = file_bytes(p, None);
+                let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+                for (pos, v, op) in edits {
+                    let len = bytes.len();
+                    if len == 0 {
+                        break;
+                    }
+                    // half the positions in the header, past its length field
+                    let i = if pos & 1 == 0 { 8 + (pos >> 1) % (header.min(len).max(9) - 8) } else { (pos >> 1) % len };
+                    let i = i.min(len - 1);
+                    match op {
+                        0 => bytes[i] = b'0' + (v % 10) as u8,
+                        1 => bytes[i] = v as u8,
+                        2 => {
+                            let end = (i + 8).min(len);
+                            bytes[i..end].copy_from_slice(&v.to_le_bytes()[..end - i]);
+                        }
+                        3 => {
+                            bytes.remove(i);
+                        }
+                        _ => bytes.truncate(i),
+                    }
+                }
+                parses_or_fails_cleanly(&bytes)?;
+            }
+
+            #[test]
+            fn any_payload_parses_or_fails_cleanly(p in precision(), payload in vec(any::<u8>(), 0..80)) {
+                parses_or_fails_cleanly(&file_bytes(p, Some(&payload)))?;
+            }
+        }
     }
 }

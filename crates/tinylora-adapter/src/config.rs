@@ -11,40 +11,9 @@
 use serde::{Deserialize, Serialize};
 use tinylora_formats::{ModuleKind, UnknownName, parse_name};
 
-use crate::parametrization::Parametrization;
-use crate::tie_groups::TieGroups;
-
-/// The parametrization of the update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// ΔW = B A with trainable B `[d_out, r]`, A `[r, d_in]` (untied only).
-    Lora,
-    /// ΔW = U Σ R Vᵀ with a trainable R `[r, r]` per tie group.
-    LoraXs,
-    /// ΔW = U Σ (Σᵢ vᵢ Pᵢ) Vᵀ with trainable v ∈ R^u per tie group.
-    Tinylora,
-}
-
-/// How modules share trainable parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum Tying {
-    /// Every module has its own parameters.
-    None,
-    /// Runs of `n_tie` neighbouring modules in layer order share (whatever their type).
-    Tiled {
-        /// Modules per group.
-        n_tie: usize,
-    },
-    /// Modules of the same type in runs of `n_tie` neighbouring layers share.
-    Structured {
-        /// Layers per group.
-        n_tie: usize,
-    },
-    /// One set of parameters for the whole model.
-    Full,
-}
+pub use crate::parametrization::{Method, Parametrization};
+pub use crate::projection::SigmaConvention;
+pub use crate::tie_groups::{TieGroups, Tying};
 
 /// Storage and application precision of the trainable numbers (the optimizer keeps f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,18 +35,6 @@ impl Precision {
             Precision::Bf16 | Precision::F16 => 2,
         }
     }
-}
-
-/// Where Σ sits in the frozen factors (all agree at v = 0, train differently).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SigmaConvention {
-    /// The paper: U Σ R Vᵀ (default).
-    Paper,
-    /// LoRA-XS code: U R Σ Vᵀ.
-    LoraXs,
-    /// Hugging Face PEFT: U √Σ R √Σ Vᵀ.
-    Peft,
 }
 
 /// A complete adapter description; with the base weights it determines the update exactly.
@@ -168,45 +125,26 @@ impl AdapterConfig {
 
     /// Trainable numbers per tie group for modules of shape (d_out, d_in).
     pub fn params_per_group(&self, d_out: usize, d_in: usize) -> usize {
-        self.parametrization().params_per_group(self, d_out, d_in)
+        self.parametrization()
+            .params_per_group(self.rank, self.u, d_out, d_in)
     }
-}
 
-impl std::str::FromStr for Method {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        let table = [("lora", Method::Lora), ("lora-xs", Method::LoraXs), ("tinylora", Method::Tinylora)];
-        parse_name("method", "lora, lora-xs, tinylora", &table, s)
+    /// The r × r matrices the values of module `module` (layer order) mix, before the Σ
+    /// convention; `None` when the factors themselves are trained.
+    pub fn mixing_matrices(&self, module: usize) -> Option<Vec<Vec<f32>>> {
+        self.parametrization()
+            .mixing_matrices(self.rank, self.u, self.projection_seed, module)
     }
 }
 
 impl std::str::FromStr for Precision {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, UnknownName> {
-        let table = [("f32", Precision::F32), ("bf16", Precision::Bf16), ("f16", Precision::F16)];
-        parse_name("precision", "f32, bf16, f16", &table, s)
-    }
-}
-
-impl Tying {
-    /// Build from the CLI's `--tying KIND [--n-tie N]`.
-    pub fn parse(kind: &str, n_tie: usize) -> Result<Self, UnknownName> {
         let table = [
-            ("none", Tying::None),
-            ("tiled", Tying::Tiled { n_tie }),
-            ("structured", Tying::Structured { n_tie }),
-            ("full", Tying::Full),
+            ("f32", Precision::F32),
+            ("bf16", Precision::Bf16),
+            ("f16", Precision::F16),
         ];
-        parse_name("tying", "none, tiled, structured, full", &table, kind)
-    }
-
-    /// Short description, e.g. `tiled (n_tie = 17)`.
-    pub fn describe(self) -> String {
-        match self {
-            Tying::None => "none".into(),
-            Tying::Tiled { n_tie } => format!("tiled (n_tie = {n_tie})"),
-            Tying::Structured { n_tie } => format!("structured (n_tie = {n_tie} layers)"),
-            Tying::Full => "full".into(),
-        }
+        parse_name("precision", "f32, bf16, f16", &table, s)
     }
 }

@@ -35,8 +35,21 @@ pub fn svd_seed(projection_seed: u64, module: usize) -> u64 {
 impl FrozenModule {
     /// From the base weight W `[d_out, d_in]` (row-major) and the r × r matrices the values mix
     /// (see [`crate::Parametrization::mixing_matrices`]).
-    pub fn new(config: &AdapterConfig, module: usize, mats: &[Vec<f32>], w: &[f32], d_out: usize, d_in: usize) -> Self {
-        let svd = truncated_svd(w, d_out, d_in, config.rank, svd_seed(config.projection_seed, module));
+    pub fn new(
+        config: &AdapterConfig,
+        module: usize,
+        mats: &[Vec<f32>],
+        w: &[f32],
+        d_out: usize,
+        d_in: usize,
+    ) -> Self {
+        let svd = truncated_svd(
+            w,
+            d_out,
+            d_in,
+            config.rank,
+            svd_seed(config.projection_seed, module),
+        );
         let basis = mats.iter().flat_map(|p| core(&svd.s, p, config.sigma)).collect();
         FrozenModule {
             n_v: mats.len(),
@@ -68,8 +81,7 @@ pub fn frozen_modules(
     groups: &TieGroups,
     on_done: &(dyn Fn() + Sync),
 ) -> Result<Vec<FrozenModule>, FormatError> {
-    let p = config.parametrization();
-    if p.mixing_matrices(config, 0).is_none() {
+    if config.mixing_matrices(0).is_none() {
         return Ok(vec![]);
     }
     let jobs: Vec<(String, usize, usize)> = groups
@@ -89,7 +101,7 @@ pub fn frozen_modules(
             let Some((name, d_out, d_in)) = jobs.get(k) else {
                 break;
             };
-            let mats = p.mixing_matrices(config, k).unwrap_or_default();
+            let mats = config.mixing_matrices(k).unwrap_or_default();
             let module = file
                 .load(name, &[*d_out, *d_in])
                 .map(|w| FrozenModule::new(config, k, &mats, &w.data, *d_out, *d_in));

@@ -18,7 +18,14 @@ pub fn initial_values(model: &ModelConfig, adapter: &AdapterConfig) -> Vec<f32> 
         .flat_map(|g| {
             let first = groups.members(g)[0];
             let (d_out, d_in) = groups.modules[first].kind.shape(model);
-            p.initial_values(adapter, first, d_out, d_in)
+            p.initial_values(
+                adapter.rank,
+                adapter.u,
+                adapter.projection_seed,
+                first,
+                d_out,
+                d_in,
+            )
         })
         .collect()
 }

@@ -23,7 +23,9 @@ pub use config::{AdapterConfig, ConfigError, Method, Precision, SigmaConvention,
 pub use frozen::{FrozenModule, frozen_modules, svd_seed};
 pub use init::initial_values;
 pub use parametrization::{Lora, LoraXs, Parametrization, TinyLora, lora_delta};
-pub use peft::{PeftAdapter, PeftError, PeftExport, PeftExportError, PeftMethod, PeftModule, is_peft_dir, to_peft};
+pub use peft::{
+    PeftAdapter, PeftError, PeftExport, PeftExportError, PeftMethod, PeftModule, is_peft_dir, to_peft,
+};
 pub use plan::{ParameterPlan, budget_options, group_offsets, group_sizes, plan};
 pub use projection::{core, delta_weight, mix, projections, sigma_split};
 pub use svd::{TruncatedSvd, truncated_svd};

@@ -32,6 +32,15 @@ fn invalid(path: &Path, message: impl Into<String>) -> PeftError {
     }
 }
 
+/// A PEFT method tinylora does not read (`peft_type` is empty when absent).
+fn unsupported(cfg_path: &Path, peft_type: &str) -> PeftError {
+    let what = match peft_type {
+        "" => "no `peft_type`".to_string(),
+        t => format!("{t} is not supported"),
+    };
+    invalid(cfg_path, format!("{what} (tinylora reads TINYLORA and LORA)"))
+}
+
 /// Which PEFT method a directory holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeftMethod {
@@ -111,6 +120,12 @@ fn f32_data(path: &Path, name: &str, st: &SafeTensors) -> Result<Shaped, PeftErr
             format!("tensor {name} is {:?}; expected F32, BF16 or F16", t.dtype()),
         )
     })?;
+    if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(invalid(
+            path,
+            format!("tensor {name}: value #{i} is {v} (adapter values must be finite)"),
+        ));
+    }
     Ok((t.shape().to_vec(), data))
 }
 
@@ -156,6 +171,10 @@ impl PeftAdapter {
                 .ok_or_else(|| invalid(cfg_path, format!("missing or non-integer `{k}`")))
         };
         let peft_type = field("peft_type").and_then(Value::as_str).unwrap_or("");
+        // the method first: other methods' configs lack (or mean otherwise) the fields below
+        if !matches!(peft_type, "TINYLORA" | "LORA") {
+            return Err(unsupported(cfg_path, peft_type));
+        }
         let refuse = |k: &str, ok: &dyn Fn(&Value) -> bool, why: &str| match field(k) {
             Some(v) if !ok(v) => Err(invalid(cfg_path, format!("`{k}` = {v}: {why}"))),
             _ => Ok(()),
@@ -216,12 +235,7 @@ impl PeftAdapter {
                     scaling: scaling as f32,
                 }
             }
-            other => {
-                return Err(invalid(
-                    cfg_path,
-                    format!("peft_type {other:?} is not supported (TINYLORA, LORA)"),
-                ));
-            }
+            other => return Err(unsupported(cfg_path, other)),
         };
         // tensors by module
         let mut by_module: HashMap<(usize, ModuleKind), HashMap<String, Shaped>> = HashMap::new();
@@ -421,7 +435,11 @@ pub fn to_peft(
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (k, (slot, &g)) in groups.modules.iter().zip(&groups.group).enumerate() {
-        let name = format!("base_model.model.model.layers.{}.{}", slot.layer, slot.kind.hf_path());
+        let name = format!(
+            "base_model.model.model.layers.{}.{}",
+            slot.layer,
+            slot.kind.hf_path()
+        );
         let (d_out, d_in) = slot.kind.shape(model);
         let values = &adapter.values[starts[g]..starts[g] + sizes[g]];
         let (b, a_t) = match cfg.method {
@@ -444,7 +462,7 @@ pub fn to_peft(
         };
         tensors.push((format!("{name}.{a_name}"), vec![r, d_in], bytes(&a)));
         tensors.push((format!("{name}.{b_name}"), vec![d_out, r], bytes(&b)));
-        if let Some(mats) = cfg.parametrization().mixing_matrices(cfg, k) {
+        if let Some(mats) = cfg.mixing_matrices(k) {
             let p: Vec<f32> = mats.concat();
             tensors.push((format!("{name}.tinylora_P"), vec![sizes[g], r, r], bytes(&p)));
         }
@@ -458,8 +476,7 @@ pub fn to_peft(
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(name, shape, data)| {
-            TensorView::new(Dtype::F32, shape.clone(), data)
-                .map(|v| (name.clone(), v))
+            TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
         })
         .collect::<Result<_, _>>()?;
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
@@ -523,7 +540,12 @@ impl PeftAdapter {
             .map(|(k, m)| m.group.unwrap_or(lora_groups + k))
             .collect();
         let mut values = self.values.clone();
-        values.extend(self.modules.iter().filter(|m| m.group.is_none()).map(|_| vec![1.0]));
+        values.extend(
+            self.modules
+                .iter()
+                .filter(|m| m.group.is_none())
+                .map(|_| vec![1.0]),
+        );
         Ok(AdapterParts {
             config: AdapterConfig {
                 method,
@@ -557,5 +579,79 @@ impl PeftAdapter {
                 .collect(),
             values,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    /// A PEFT directory with `config` and tensors `(name, shape, values)` (F32).
+    fn peft_dir(name: &str, config: Value, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tinylora-peft-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+        let bytes: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((n, s, _), b)| (n.to_string(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+            .collect();
+        std::fs::write(
+            dir.join("adapter_model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn other_peft_methods_are_named_as_unsupported() {
+        let ia3 = serde_json::json!({
+            "peft_type": "IA3", "target_modules": ["k_proj", "v_proj", "down_proj"],
+            "feedforward_modules": ["down_proj"], "fan_in_fan_out": false,
+        });
+        let v = vec![1.0; 4];
+        let t = [(
+            "base_model.model.model.layers.0.self_attn.k_proj.ia3_l",
+            vec![4, 1],
+            v,
+        )];
+        let e = PeftAdapter::load(&peft_dir("ia3", ia3, &t))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("adapter_config.json: IA3 is not supported (tinylora reads TINYLORA and LORA)"),
+            "{e}"
+        );
+        let e = PeftAdapter::load(&peft_dir("none", serde_json::json!({"r": 2}), &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no `peft_type` (tinylora reads TINYLORA and LORA)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_finite_factors_are_refused_naming_the_tensor_and_index() {
+        let config = serde_json::json!({"peft_type": "LORA", "r": 1, "lora_alpha": 1});
+        let a = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+        let b = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
+        let tensors = [
+            (a, vec![1, 4], vec![0.5, 0.5, f32::NAN, 0.5]),
+            (b, vec![4, 1], vec![0.0; 4]),
+        ];
+        let e = PeftAdapter::load(&peft_dir("nan", config, &tensors))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("adapter_model.safetensors: tensor {a}: value #2 is NaN")),
+            "{e}"
+        );
     }
 }

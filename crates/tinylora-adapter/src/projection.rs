@@ -8,8 +8,21 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::SigmaConvention;
+use serde::{Deserialize, Serialize};
+
 use crate::svd::TruncatedSvd;
+
+/// Where Σ sits in the frozen factors (all agree at v = 0, train differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigmaConvention {
+    /// The paper: U Σ R Vᵀ (default).
+    Paper,
+    /// LoRA-XS code: U R Σ Vᵀ.
+    LoraXs,
+    /// Hugging Face PEFT: U √Σ R √Σ Vᵀ.
+    Peft,
+}
 
 /// The u projections of module `module`: row-major `[u, r, r]`, entries N(0, 1/r).
 pub fn projections(seed: u64, module: usize, u: usize, r: usize) -> Vec<f32> {

@@ -1,8 +1,50 @@
 //! Assignment of adapted modules to tie groups (modules in a group share trainable numbers).
 
-use tinylora_formats::ModuleKind;
+use serde::{Deserialize, Serialize};
+use tinylora_formats::{ModuleKind, UnknownName, parse_name};
 
-use crate::config::Tying;
+/// How modules share trainable parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Tying {
+    /// Every module has its own parameters.
+    None,
+    /// Runs of `n_tie` neighbouring modules in layer order share (whatever their type).
+    Tiled {
+        /// Modules per group.
+        n_tie: usize,
+    },
+    /// Modules of the same type in runs of `n_tie` neighbouring layers share.
+    Structured {
+        /// Layers per group.
+        n_tie: usize,
+    },
+    /// One set of parameters for the whole model.
+    Full,
+}
+
+impl Tying {
+    /// Build from the CLI's `--tying KIND [--n-tie N]`.
+    pub fn parse(kind: &str, n_tie: usize) -> Result<Self, UnknownName> {
+        let table = [
+            ("none", Tying::None),
+            ("tiled", Tying::Tiled { n_tie }),
+            ("structured", Tying::Structured { n_tie }),
+            ("full", Tying::Full),
+        ];
+        parse_name("tying", "none, tiled, structured, full", &table, kind)
+    }
+
+    /// Short description, e.g. `tiled (n_tie = 17)`.
+    pub fn describe(self) -> String {
+        match self {
+            Tying::None => "none".into(),
+            Tying::Tiled { n_tie } => format!("tiled (n_tie = {n_tie})"),
+            Tying::Structured { n_tie } => format!("structured (n_tie = {n_tie} layers)"),
+            Tying::Full => "full".into(),
+        }
+    }
+}
 
 /// One adapted module: its layer and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

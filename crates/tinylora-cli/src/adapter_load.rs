@@ -33,28 +33,51 @@ pub fn read_adapter(file: &ModelFile, path: &Path) -> anyhow::Result<AdapterFile
     Ok(adapter)
 }
 
-/// Read the adapter at `path` and attach it to `model` (on the activation path): a tinylora
-/// adapter file, or a PEFT adapter directory (TinyLoRA or LoRA, its stored factors used as
-/// they are).
-pub fn attach_adapter_file(file: &ModelFile, model: &mut AdaptedModel, path: &Path) -> anyhow::Result<()> {
-    if is_peft_dir(path) {
-        let peft = PeftAdapter::load(path)?;
-        model.attach(peft.to_parts(&file.config)?)?;
-        let params: usize = peft.values.iter().map(Vec::len).sum();
-        eprintln!(
-            "PEFT adapter {}: {:?}, rank {}, {} modules, {params} values in {} tie groups",
-            path.display(),
-            peft.method,
-            peft.rank,
-            peft.modules.len(),
-            peft.values.len()
-        );
-        return Ok(());
-    }
-    let adapter = read_adapter(file, path)?;
+/// An adapter read from disk (and checked against the model file), not yet attached.
+pub enum ReadAdapter {
+    /// A tinylora adapter file made for the model.
+    File(AdapterFile),
+    /// A PEFT adapter directory.
+    Peft(PeftAdapter),
+}
+
+/// Read the adapter at `path`, a tinylora adapter file or a PEFT adapter directory, and check
+/// that a file was made for `file`'s model: cheap, so call it before the weights load.
+pub fn read_any_adapter(file: &ModelFile, path: &Path) -> anyhow::Result<ReadAdapter> {
+    Ok(if is_peft_dir(path) {
+        ReadAdapter::Peft(PeftAdapter::load(path)?)
+    } else {
+        ReadAdapter::File(read_adapter(file, path)?)
+    })
+}
+
+/// Attach `adapter`, read from `path` by [`read_any_adapter`], to `model` (on the activation
+/// path); a PEFT adapter's stored factors (TinyLoRA or LoRA) are used as they are.
+pub fn attach_adapter(
+    file: &ModelFile,
+    model: &mut AdaptedModel,
+    path: &Path,
+    adapter: ReadAdapter,
+) -> anyhow::Result<()> {
+    let adapter = match adapter {
+        ReadAdapter::File(adapter) => adapter,
+        ReadAdapter::Peft(peft) => {
+            model.attach(peft.to_parts(&file.config)?)?;
+            let params: usize = peft.values.iter().map(Vec::len).sum();
+            eprintln!(
+                "PEFT adapter {}: {:?}, rank {}, {} modules, {params} values in {} tie groups",
+                path.display(),
+                peft.method,
+                peft.rank,
+                peft.modules.len(),
+                peft.values.len()
+            );
+            return Ok(());
+        }
+    };
     let start = Instant::now();
     let cfg = &adapter.config;
-    let modules = if cfg.parametrization().mixing_matrices(cfg, 0).is_some() {
+    let modules = if cfg.mixing_matrices(0).is_some() {
         cfg.tie_groups(file.config.num_hidden_layers).modules.len()
     } else {
         0 // LoRA has no frozen SVD

@@ -12,8 +12,8 @@ use tinylora_formats::atomic::write_atomic;
 use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::{ExtractMode, evaluate, load_problems};
 
-use crate::adapter_load::attach_adapter_file;
-use crate::load::{DeviceArgs, load_model};
+use crate::adapter_load::{attach_adapter, read_any_adapter};
+use crate::load::{DeviceArgs, load_model_checked};
 
 /// How questions become prompts (`tinylora eval` and `tinylora train`).
 #[derive(Args)]
@@ -98,9 +98,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(n) = args.limit {
         problems.truncate(n);
     }
-    let (file, mut model) = load_model(&args.model, args.device)?;
-    if let Some(path) = &args.adapter {
-        attach_adapter_file(&file, &mut model, path)?;
+    // the adapter is read and checked against the model file before the weights load
+    let (file, mut model, adapter) = load_model_checked(&args.model, args.device, |file| {
+        args.adapter
+            .as_deref()
+            .map(|p| read_any_adapter(file, p))
+            .transpose()
+    })?;
+    if let (Some(path), Some(adapter)) = (&args.adapter, adapter) {
+        attach_adapter(&file, &mut model, path, adapter)?;
         model.set_mode(DeltaMode::Merged)?;
     }
     let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
@@ -137,4 +143,42 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::tests::unloadable_model_and_foreign_adapter;
+    use crate::load::DeviceArg;
+
+    #[test]
+    fn an_adapter_for_another_model_is_refused_before_the_weights_load() {
+        let (model, adapter) = unloadable_model_and_foreign_adapter("eval");
+        let data = adapter.with_file_name("problems.jsonl");
+        std::fs::write(&data, "{\"question\": \"a\", \"answer\": \"1\"}\n").unwrap();
+        let args = |adapter: Option<PathBuf>| EvalArgs {
+            model: model.clone(),
+            device: DeviceArgs {
+                device: DeviceArg::Cpu,
+            },
+            adapter,
+            data: data.clone(),
+            limit: None,
+            extract: ExtractMode::Strict,
+            max_new_tokens: 2,
+            batch_size: 1,
+            prompt: PromptArgs {
+                instruction: String::new(),
+                answer_prefix: String::new(),
+            },
+            out: data.with_file_name("eval.jsonl"),
+        };
+        let e = format!("{:#}", run(args(Some(adapter.clone()))).unwrap_err());
+        assert!(
+            e.contains("this adapter was made for base model 0123456789abcdef"),
+            "{e}"
+        );
+        let e = format!("{:#}", run(args(None)).unwrap_err());
+        assert!(e.contains("missing tensor"), "{e}");
+    }
 }

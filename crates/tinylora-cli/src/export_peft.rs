@@ -33,7 +33,7 @@ pub fn run(args: ExportPeftArgs) -> anyhow::Result<()> {
     let adapter = read_adapter(&file, &args.adapter)?;
     let cfg = &adapter.config;
     let groups = cfg.tie_groups(file.config.num_hidden_layers);
-    let with_svd = cfg.parametrization().mixing_matrices(cfg, 0).is_some();
+    let with_svd = cfg.mixing_matrices(0).is_some();
     let bar = svd_progress(if with_svd { groups.modules.len() } else { 0 }, cfg.rank)?;
     let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?; // empty for LoRA
     bar.finish_and_clear();

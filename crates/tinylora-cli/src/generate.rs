@@ -10,8 +10,8 @@ use serde::Serialize;
 use tinylora_engine::{DeltaMode, GenerateOptions, SamplingParams};
 use tinylora_formats::TextStream;
 
-use crate::adapter_load::attach_adapter_file;
-use crate::load::{DeviceArgs, load_model};
+use crate::adapter_load::{attach_adapter, read_any_adapter};
+use crate::load::{DeviceArgs, load_model_checked};
 
 /// Arguments of `tinylora generate`.
 #[derive(Args)]
@@ -72,15 +72,25 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if args.num_samples == 0 {
         bail!("--num-samples must be at least 1");
     }
+    // written so that NaN fails the checks
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1], got {}", args.top_p);
     }
-    if args.temperature < 0.0 {
-        bail!("--temperature must be ≥ 0, got {}", args.temperature);
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        bail!(
+            "--temperature must be a finite number ≥ 0, got {}",
+            args.temperature
+        );
     }
-    let (file, mut model) = load_model(&args.model, args.device)?;
-    if let Some(path) = &args.adapter {
-        attach_adapter_file(&file, &mut model, path)?;
+    // the adapter is read and checked against the model file before the weights load
+    let (file, mut model, adapter) = load_model_checked(&args.model, args.device, |file| {
+        args.adapter
+            .as_deref()
+            .map(|p| read_any_adapter(file, p))
+            .transpose()
+    })?;
+    if let (Some(path), Some(adapter)) = (&args.adapter, adapter) {
+        attach_adapter(&file, &mut model, path, adapter)?;
         model.set_mode(DeltaMode::Merged)?;
     }
     let tok = &file.tokenizer;
@@ -154,4 +164,128 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         first_token.map_or(0.0, |d| d.as_secs_f64()),
     );
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::{Path, PathBuf};
+
+    use serde_json::{Value, json};
+    use tinylora_adapter::{AdapterConfig, AdapterFile};
+    use tinylora_formats::{Architecture, HostTensor, ModelConfig, SaveDtype, TextTokenizer, write_hf_model};
+
+    use super::*;
+    use crate::load::DeviceArg;
+
+    /// A model directory whose configuration and tokenizer open but whose weights cannot load
+    /// (one tensor in all), and an adapter file made for another model, under `dir`.
+    pub(crate) fn unloadable_model_and_foreign_adapter(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tinylora-cli-{}-{name}", std::process::id()));
+        let vocab: serde_json::Map<String, Value> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), json!(i)))
+            .collect();
+        let tokenizer = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+            "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "a"}
+        });
+        let tok = TextTokenizer::from_hf_bytes(
+            Path::new("tokenizer.json"),
+            tokenizer.to_string().as_bytes(),
+            &Value::Null,
+            &[],
+        )
+        .unwrap();
+        let config = ModelConfig {
+            architecture: Architecture::Llama,
+            hidden_size: 8,
+            intermediate_size: 8,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            head_dim: 4,
+            vocab_size: 4,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            max_position_embeddings: 64,
+        };
+        let norm = HostTensor {
+            shape: vec![8],
+            data: vec![1.0; 8],
+        };
+        let tensors = [("model.layers.0.input_layernorm.weight".to_string(), norm)];
+        let model = dir.join("model");
+        write_hf_model(&model, &config, &tok, None, &tensors, SaveDtype::F32, vec![]).unwrap();
+        let adapter = dir.join("foreign.safetensors");
+        AdapterFile {
+            config: AdapterConfig::default(),
+            base_fingerprint: "0123456789abcdef".into(),
+            values: vec![0.0; 7],
+        }
+        .save(&adapter)
+        .unwrap();
+        (model, adapter)
+    }
+
+    fn args(model: &Path, adapter: Option<&Path>, temperature: f32, top_p: f32) -> GenerateArgs {
+        GenerateArgs {
+            model: model.to_path_buf(),
+            device: DeviceArgs {
+                device: DeviceArg::Cpu,
+            },
+            prompt: "a b".into(),
+            chat: false,
+            system: None,
+            max_new_tokens: 2,
+            temperature,
+            top_k: 0,
+            top_p,
+            seed: 0,
+            num_samples: 1,
+            adapter: adapter.map(Path::to_path_buf),
+            json: true,
+        }
+    }
+
+    #[test]
+    fn non_finite_or_out_of_range_sampling_options_are_refused() {
+        let model = Path::new("no-such-model.gguf");
+        for (temperature, top_p, expected) in [
+            (
+                f32::NAN,
+                1.0,
+                "--temperature must be a finite number ≥ 0, got NaN",
+            ),
+            (
+                f32::INFINITY,
+                1.0,
+                "--temperature must be a finite number ≥ 0, got inf",
+            ),
+            (-0.5, 1.0, "--temperature must be a finite number ≥ 0, got -0.5"),
+            (0.7, f32::NAN, "--top-p must be in (0, 1], got NaN"),
+            (0.7, 0.0, "--top-p must be in (0, 1], got 0"),
+        ] {
+            let e = run(args(model, None, temperature, top_p))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_adapter_for_another_model_is_refused_before_the_weights_load() {
+        let (model, adapter) = unloadable_model_and_foreign_adapter("generate");
+        let e = format!("{:#}", run(args(&model, Some(&adapter), 0.0, 1.0)).unwrap_err());
+        assert!(
+            e.contains("this adapter was made for base model 0123456789abcdef"),
+            "{e}"
+        );
+        // without the adapter the weights are loaded, and fail: the check came first
+        let e = format!("{:#}", run(args(&model, None, 0.0, 1.0)).unwrap_err());
+        assert!(e.contains("missing tensor"), "{e}");
+    }
 }

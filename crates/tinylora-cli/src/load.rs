@@ -53,12 +53,25 @@ impl DeviceArgs {
 
 /// Open `path` and load it onto `device` (with no adapter yet).
 pub fn load_model(path: &Path, device: DeviceArgs) -> anyhow::Result<(ModelFile, AdaptedModel)> {
+    let (file, model, ()) = load_model_checked(path, device, |_| Ok(()))?;
+    Ok((file, model))
+}
+
+/// Open `path`, run `check` on the opened file, then load the weights onto `device` (with no
+/// adapter yet). `check` refuses what can be refused before the slow weight load, such as an
+/// adapter made for another model; what it returns is handed back.
+pub fn load_model_checked<T>(
+    path: &Path,
+    device: DeviceArgs,
+    check: impl FnOnce(&ModelFile) -> anyhow::Result<T>,
+) -> anyhow::Result<(ModelFile, AdaptedModel, T)> {
     let start = Instant::now();
     let spinner =
         ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message(format!("opening {}", path.display()));
     let file = ModelFile::open(path)?;
+    let checked = spinner.suspend(|| check(&file))?;
     let (device, name, why) = device.resolve();
     if let Some(why) = why {
         spinner.suspend(|| eprintln!("running on {name}: {why}"));
@@ -77,5 +90,5 @@ pub fn load_model(path: &Path, device: DeviceArgs) -> anyhow::Result<(ModelFile,
         file.config.parameter_count() as f64 / 1e6,
         start.elapsed().as_secs_f64()
     );
-    Ok((file, AdaptedModel::new(model)))
+    Ok((file, AdaptedModel::new(model), checked))
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tinylora_adapter::{frozen_modules, group_offsets, group_sizes};
+use tinylora_adapter::{frozen_modules, group_offsets, group_sizes, lora_delta};
 use tinylora_formats::{ModelFile, SaveDtype, hf_tensor_names, write_hf_model};
 
 use crate::adapter_load::{read_adapter, svd_progress};
@@ -47,8 +47,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         );
     }
     let offsets = group_offsets(&sizes);
-    let p = cfg.parametrization();
-    let with_svd = p.mixing_matrices(cfg, 0).is_some();
+    let with_svd = cfg.mixing_matrices(0).is_some();
     let bar = svd_progress(if with_svd { groups.modules.len() } else { 0 }, cfg.rank)?;
     let frozen = frozen_modules(&file, cfg, &groups, &|| bar.inc(1))?; // empty for LoRA
     bar.finish_and_clear();
@@ -65,7 +64,11 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         let mut t = file.load_any(&name)?;
         if let Some(&(k, g)) = targets.get(&name) {
             let v = &adapter.values[offsets[g]..offsets[g] + sizes[g]];
-            let delta = p.host_delta(v, frozen.get(k), t.shape[0], t.shape[1], cfg.rank);
+            // with frozen factors the values mix them; without (LoRA) they are the factors
+            let delta = match frozen.get(k) {
+                Some(m) => m.delta(v),
+                None => lora_delta(v, t.shape[0], t.shape[1], cfg.rank),
+            };
             t.data.iter_mut().zip(delta).for_each(|(w, d)| *w += d);
         }
         tensors.push((name, t));

@@ -87,7 +87,12 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
             println!(
                 "m (modules/layer): {} ({})",
                 p.modules_per_layer,
-                adapter.targets.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                adapter
+                    .targets
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             println!("u:                 {}", adapter.u);
             println!("tying:             {}", adapter.tying.describe());

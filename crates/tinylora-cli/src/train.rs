@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_train::reward::{DEFAULT_FORMAT_PATTERN, RewardSpec};
 use tinylora_train::{
     Aggregation, EvalSettings, Event, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling, LossConfig,
-    Observer, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training, TrainingMethod, load_problems, split,
+    Observer, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training, TrainingMethod, load_problems,
+    split,
 };
 
 use crate::adapter_load::svd_progress;
@@ -137,8 +138,9 @@ pub struct GrpoArgs {
     /// A reward and its weight, NAME[:WEIGHT], repeatable; the rewards are summed. NAME:
     /// correct (the answer under --extract), correct-strict, correct-flexible, correct-boxed,
     /// format (1 when --format-pattern matches the completion), length (−tokens / max new
-    /// tokens), cmd (the number --reward-cmd prints). E.g. --reward correct:1 --reward format:0.2
-    #[arg(long = "reward", default_value = "correct:1")]
+    /// tokens), cmd (the number --reward-cmd prints). E.g. --reward correct:1 --reward format:0.2,
+    /// or --reward correct:1,format:0.2
+    #[arg(long = "reward", value_delimiter = ',', default_value = "correct:1")]
     rewards: Vec<RewardSpec>,
     /// Regular expression of the `format` reward.
     #[arg(long, default_value = DEFAULT_FORMAT_PATTERN)]
@@ -170,7 +172,10 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
             if a.group_size < 2 {
                 anyhow::bail!("--group-size must be at least 2 (advantages compare samples of one prompt)");
             }
-            let uses_format = a.rewards.iter().any(|r| r.kind == tinylora_train::reward::RewardKind::Format);
+            let uses_format = a
+                .rewards
+                .iter()
+                .any(|r| r.kind == tinylora_train::reward::RewardKind::Format);
             let mut method = GrpoTrainer::new(GrpoConfig {
                 group_size: a.group_size,
                 prompts_per_step: a.prompts_per_step,
@@ -239,7 +244,9 @@ impl Progress {
             self.method
         ))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
-        ProgressBar::new(self.steps as u64).with_position(at as u64).with_style(style)
+        ProgressBar::new(self.steps as u64)
+            .with_position(at as u64)
+            .with_style(style)
     }
 }
 
@@ -262,8 +269,10 @@ impl Observer for Progress {
             Event::Resumed { step } => eprintln!("resuming at step {step} of {}", self.steps),
             Event::EvalStart { label, problems } => {
                 let bar = ProgressBar::new(problems as u64).with_style(
-                    ProgressStyle::with_template("evaluating ({prefix}) [{bar:30}] {pos}/{len}, {msg} {elapsed}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "evaluating ({prefix}) [{bar:30}] {pos}/{len}, {msg} {elapsed}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar.set_prefix(label.to_string());
                 let callback: Box<dyn FnMut(usize, usize) + Send> = Box::new(show_progress(bar.clone()));
@@ -281,7 +290,9 @@ impl Observer for Progress {
                 eprintln!("{label}: {}", describe(report));
             }
             Event::Step(m) => {
-                let bar = bars.steps.get_or_insert_with(|| self.step_bar(m.step.saturating_sub(1)));
+                let bar = bars
+                    .steps
+                    .get_or_insert_with(|| self.step_bar(m.step.saturating_sub(1)));
                 bar.set_position(m.step as u64);
                 bar.set_message(format!(
                     "reward {:.2} ±{:.2}, flat groups {:.0}%, len {:.0}, loss {:.3}, |g| {:.2e}, rollout {:.0}s train {:.0}s",

@@ -435,6 +435,35 @@ fn training_and_evaluation_report_bad_input_clearly() {
         e.contains("train.toml") && e.contains("unknown key `group_sise`"),
         "{e}"
     );
+
+    // rewards: unknown names, a `cmd` reward without its program, and the other way round are
+    // refused before the model loads; a TOML list of rewards is the repeated flag
+    let grpo = |extra: &[&str]| {
+        let mut args = vec!["train", "grpo", "--model", m, "--data", good.to_str().unwrap()];
+        args.extend_from_slice(&["--out", fresh.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        stderr(tinylora(&args))
+    };
+    let e = grpo(&["--reward", "correct:1", "--reward", "bogus:2"]);
+    assert!(
+        e.contains("unknown reward `bogus`") && e.contains("format"),
+        "{e}"
+    );
+    let e = grpo(&["--reward", "correct:1,cmd:0.5"]);
+    assert!(
+        e.contains("reward `cmd` needs a program (--reward-cmd PROG)"),
+        "{e}"
+    );
+    let e = grpo(&["--reward-cmd", "python3 x.py"]);
+    assert!(e.contains("no `cmd` reward"), "{e}");
+    let e = grpo(&["--reward", "format:nan"]);
+    assert!(e.contains("format:nan"), "{e}");
+    write_toml("reward = [\"correct:1\", \"cmd:1\"]\n");
+    let e = stderr(tinylora(&["train", "grpo", "--config", cfg, "--group-size", "4"]));
+    assert!(
+        e.contains("reward `cmd` needs a program"),
+        "the list reached the flag: {e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -28,12 +28,23 @@ pub fn read_f32<const D: usize>(t: Tensor<D>, what: &'static str) -> Result<Vec<
         .map_err(|source| EngineError::ReadBack { what, source })
 }
 
+/// The single value of `t` on the host.
+pub fn read_scalar(t: Tensor<1>, what: &'static str) -> Result<f32, EngineError> {
+    t.try_into_scalar::<f32>()
+        .map_err(|source| EngineError::ReadBack { what, source })
+}
+
 /// [`read_f32`] that awaits the device (a browser's WebGPU can only be read asynchronously).
-pub async fn read_f32_async<const D: usize>(t: Tensor<D>, what: &'static str) -> Result<Vec<f32>, EngineError> {
-    let data = t
-        .into_data_async()
-        .await
-        .map_err(|e| EngineError::ReadBack { what, source: e.into() })?;
-    data.try_into_vec_as::<f32>()
-        .map_err(|e| EngineError::ReadBack { what, source: e.into() })
+pub async fn read_f32_async<const D: usize>(
+    t: Tensor<D>,
+    what: &'static str,
+) -> Result<Vec<f32>, EngineError> {
+    let data = t.into_data_async().await.map_err(|e| EngineError::ReadBack {
+        what,
+        source: e.into(),
+    })?;
+    data.try_into_vec_as::<f32>().map_err(|e| EngineError::ReadBack {
+        what,
+        source: e.into(),
+    })
 }

@@ -84,7 +84,8 @@ impl Transformer {
     }
 
     /// Teacher-forced logits `[B·T, V]` on the device of left-padded `rows` (`pads[b]` padding
-    /// slots first): differentiable in the adapter's v when it is on the activation path.
+    /// slots first): differentiable in the deltas' coefficients (and factors) when they require
+    /// gradients, on the activation path or merged (see [`crate::DeltaMode`]).
     pub fn teacher_forced(&self, rows: &[Vec<u32>], pads: &[usize]) -> Tensor<2> {
         self.teacher_forced_embedded(self.embed(rows), pads)
     }

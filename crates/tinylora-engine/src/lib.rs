@@ -15,6 +15,7 @@ pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod linear;
+pub mod projections;
 pub mod rope;
 pub mod sampling;
 pub mod transformer;
@@ -23,9 +24,9 @@ pub use delta::{DeltaMode, LowRankDelta};
 #[cfg(not(target_family = "wasm"))]
 pub use device::cpu_device;
 pub use device::default_device;
-pub use error::{EngineError, read_f32, read_f32_async};
 #[cfg(not(target_family = "wasm"))]
 pub use device::hardware_gpu_available;
+pub use error::{EngineError, read_f32, read_f32_async, read_scalar};
 pub use generate::{FinishReason, GenerateOptions, Generation};
 pub use sampling::SamplingParams;
 pub use transformer::Transformer;

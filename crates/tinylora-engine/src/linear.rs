@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::HostTensor;
-use tinylora_kernels::{lowrank_update, lowrank_update_merged};
+use tinylora_kernels::{lowrank_merge, lowrank_update, lowrank_update_merged};
 
 use crate::delta::{DeltaMode, LowRankDelta};
 
@@ -100,5 +100,25 @@ impl Linear {
         let [b, t, _] = x.dims();
         self.forward2(x.reshape([b * t, self.d_in]), mode)
             .reshape([b, t, self.d_out])
+    }
+}
+
+impl Linear {
+    /// W ← W + ΔW (or − ΔW with `subtract`) in every column chunk, in place when unshared.
+    pub(crate) fn merge_delta(&mut self, subtract: bool) {
+        let Some(d) = self.delta.as_ref() else { return };
+        // merging is never differentiated
+        let (coef, factors) = (d.coef.clone().inner(), d.factors.clone().inner());
+        let chunks = std::mem::take(&mut self.weight_t);
+        let mut col0 = 0;
+        self.weight_t = chunks
+            .into_iter()
+            .map(|w| {
+                let cols = w.dims()[1];
+                let merged = lowrank_merge(w, factors.clone(), d.basis.clone(), coef.clone(), col0, subtract);
+                col0 += cols;
+                merged
+            })
+            .collect();
     }
 }

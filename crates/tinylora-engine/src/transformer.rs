@@ -5,7 +5,7 @@
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
-use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile};
+use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile, ModuleKind};
 
 use crate::delta::DeltaMode;
 use crate::kv_cache::KvCache;
@@ -152,30 +152,32 @@ impl Transformer {
             };
             Ok(Linear::new(&w, b.as_ref(), device))
         };
-        let (q_dim, kv_dim) = (
-            c.num_attention_heads * c.head_dim,
-            c.num_key_value_heads * c.head_dim,
-        );
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let bias = c.attention_bias;
+            // projection `kind` of this layer, [d_out, d_in] as the configuration says
+            let proj = |kind: ModuleKind| {
+                let (d_out, d_in) = kind.shape(c);
+                let bias = bias && matches!(kind, ModuleKind::Q | ModuleKind::K | ModuleKind::V);
+                linear(&format!("{p}.{}", kind.hf_path()), d_out, d_in, bias)
+            };
             layers.push(DecoderLayer {
                 input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
                 self_attn: Attention {
-                    q_proj: linear(&format!("{p}.self_attn.q_proj"), q_dim, h, bias)?,
-                    k_proj: linear(&format!("{p}.self_attn.k_proj"), kv_dim, h, bias)?,
-                    v_proj: linear(&format!("{p}.self_attn.v_proj"), kv_dim, h, bias)?,
-                    o_proj: linear(&format!("{p}.self_attn.o_proj"), h, q_dim, false)?,
+                    q_proj: proj(ModuleKind::Q)?,
+                    k_proj: proj(ModuleKind::K)?,
+                    v_proj: proj(ModuleKind::V)?,
+                    o_proj: proj(ModuleKind::O)?,
                     n_heads: c.num_attention_heads,
                     n_kv: c.num_key_value_heads,
                     head_dim: c.head_dim,
                 },
                 post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
                 mlp: Mlp {
-                    gate_proj: linear(&format!("{p}.mlp.gate_proj"), c.intermediate_size, h, false)?,
-                    up_proj: linear(&format!("{p}.mlp.up_proj"), c.intermediate_size, h, false)?,
-                    down_proj: linear(&format!("{p}.mlp.down_proj"), h, c.intermediate_size, false)?,
+                    gate_proj: proj(ModuleKind::Gate)?,
+                    up_proj: proj(ModuleKind::Up)?,
+                    down_proj: proj(ModuleKind::Down)?,
                 },
             });
         }
@@ -215,7 +217,10 @@ impl Transformer {
                 .self_attn
                 .forward(layer.input_layernorm.forward(x.clone()), step, cache, i);
             x = x + a;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x), step.delta);
+            x = x.clone()
+                + layer
+                    .mlp
+                    .forward(layer.post_attention_layernorm.forward(x), step.delta);
         }
         self.norm.forward(x)
     }

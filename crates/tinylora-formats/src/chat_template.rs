@@ -74,7 +74,11 @@ impl ChatTemplate {
 
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's
     /// answer starts.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TemplateError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         let tmpl = self.env.get_template("chat").map_err(TemplateError::Render)?;
         tmpl.render(context! {
             messages => messages,

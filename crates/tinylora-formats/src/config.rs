@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::module_kind::ModuleKind;
-
 /// Supported decoder architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,13 +64,16 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Total parameter count implied by the configuration.
     pub fn parameter_count(&self) -> usize {
-        let per_layer: usize = ModuleKind::ALL
-            .iter()
-            .map(|k| {
-                let (o, i) = k.shape(self);
-                o * i
-            })
-            .sum::<usize>()
+        let (h, f) = (self.hidden_size, self.intermediate_size);
+        let (q, kv) = (
+            self.num_attention_heads * self.head_dim,
+            self.num_key_value_heads * self.head_dim,
+        );
+        // q, k, v, o, then gate, up, down (as `ModuleKind::shape` gives them)
+        let per_layer: usize = q * h
+            + 2 * kv * h
+            + h * q
+            + 3 * f * h
             + 2 * self.hidden_size
             + if self.attention_bias {
                 (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim

@@ -115,6 +115,21 @@ pub struct GgufFile {
     pub tensors: Vec<GgufTensorInfo>,
 }
 
+/// Arrays nested deeper than this are refused (real files nest at most one level).
+const MAX_ARRAY_DEPTH: usize = 8;
+
+/// The fewest bytes a metadata value of type `ty` takes in the file (1 for unknown types,
+/// which are refused when read).
+fn min_value_size(ty: u32) -> usize {
+    match ty {
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 12,
+        _ => 1,
+    }
+}
+
 /// A bounds-checked little-endian cursor that reports truncation with the file name.
 struct Reader<'a> {
     path: &'a Path,
@@ -135,7 +150,7 @@ impl<'a> Reader<'a> {
                 path: self.path.to_path_buf(),
                 what: what(),
                 start: self.pos as u64,
-                end: self.pos as u64 + n as u64,
+                end: (self.pos as u64).saturating_add(n as u64),
                 len: self.bytes.len() as u64,
             }),
         }
@@ -159,21 +174,24 @@ impl<'a> Reader<'a> {
         String::from_utf8(raw.to_vec())
             .map_err(|_| FormatError::invalid(self.path, format!("{} is not valid UTF-8", what())))
     }
-    /// Rejects counts that cannot fit in the rest of the file (protects allocations).
+    /// Rejects counts of items of at least `min_item` bytes that cannot fit in the rest of the
+    /// file, so that no allocation is sized beyond what the file holds.
     fn len_guard(&self, n: u64, min_item: usize, what: &dyn Fn() -> String) -> Result<usize> {
         let left = (self.bytes.len() - self.pos) as u64;
-        if n.saturating_mul(min_item as u64) > left {
+        let need = n.saturating_mul(min_item as u64);
+        if need > left {
             return Err(FormatError::Truncated {
                 path: self.path.to_path_buf(),
                 what: format!("{} ({n} items)", what()),
                 start: self.pos as u64,
-                end: self.pos as u64 + n.saturating_mul(min_item as u64),
+                end: (self.pos as u64).saturating_add(need),
                 len: self.bytes.len() as u64,
             });
         }
         Ok(n as usize)
     }
-    fn value(&mut self, ty: u32, what: &dyn Fn() -> String) -> Result<GgufValue> {
+    /// A metadata value of type `ty`; `depth` counts the arrays it is nested in.
+    fn value(&mut self, ty: u32, depth: usize, what: &dyn Fn() -> String) -> Result<GgufValue> {
         Ok(match ty {
             0 => GgufValue::U64(self.u8(what)? as u64),
             1 => GgufValue::I64(self.u8(what)? as i8 as i64),
@@ -185,12 +203,18 @@ impl<'a> Reader<'a> {
             7 => GgufValue::Bool(self.u8(what)? != 0),
             8 => GgufValue::Str(self.string(what)?),
             9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(FormatError::invalid(
+                        self.path,
+                        format!("{} nests arrays more than {MAX_ARRAY_DEPTH} deep", what()),
+                    ));
+                }
                 let item_ty = self.u32(what)?;
                 let n = self.u64(what)?;
-                let n = self.len_guard(n, 1, what)?;
+                let n = self.len_guard(n, min_value_size(item_ty), what)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value(item_ty, what)?);
+                    items.push(self.value(item_ty, depth + 1, what)?);
                 }
                 GgufValue::Array(items)
             }
@@ -242,7 +266,7 @@ impl GgufFile {
         for i in 0..n_kv {
             let key = r.string(&|| format!("metadata key #{i}"))?;
             let ty = r.u32(&|| format!("the type of metadata `{key}`"))?;
-            let value = r.value(ty, &|| format!("metadata `{key}`"))?;
+            let value = r.value(ty, 0, &|| format!("metadata `{key}`"))?;
             metadata.insert(key, value);
         }
         let n_tensors = r.len_guard(n_tensors, 24, &|| "the tensor index".into())?;
@@ -261,20 +285,26 @@ impl GgufFile {
                 .map(|_| r.u64(&what).map(|d| d as usize))
                 .collect::<Result<Vec<_>>>()?;
             let type_id = r.u32(&what)?;
-            let rel_offset = r.u64(&what)? as usize;
+            let rel_offset = r.u64(&what)?;
             raw.push((name, ne, type_id, rel_offset));
         }
         let alignment = metadata
             .get("general.alignment")
             .and_then(GgufValue::as_u64)
-            .unwrap_or(32) as usize;
+            .unwrap_or(32);
         if alignment == 0 || !alignment.is_power_of_two() {
             return Err(FormatError::invalid(
                 path,
                 format!("general.alignment = {alignment} is not a power of two"),
             ));
         }
-        let data_start = r.pos.div_ceil(alignment) * alignment;
+        // u64 arithmetic throughout: every offset and size comes from the file
+        let file_len = bytes.len() as u64;
+        let data_start = (r.pos as u64)
+            .checked_next_multiple_of(alignment)
+            .ok_or_else(|| {
+                FormatError::invalid(path, format!("general.alignment = {alignment} is too large"))
+            })?;
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, ne, type_id, rel_offset) in raw {
             let dtype = GgmlType::from_id(type_id).ok_or_else(|| FormatError::UnknownType {
@@ -296,17 +326,23 @@ impl GgufFile {
                     ),
                 ));
             }
-            let len = dtype.bytes_for(numel);
-            let offset = data_start + rel_offset;
-            if offset + len > bytes.len() {
+            let len = dtype
+                .bytes_for(numel)
+                .ok_or_else(|| FormatError::invalid(path, format!("tensor `{name}` dims {ne:?} overflow")))?;
+            let end = data_start
+                .checked_add(rel_offset)
+                .and_then(|o| o.checked_add(len as u64));
+            if end.is_none_or(|e| e > file_len) {
                 return Err(FormatError::Truncated {
                     path: path.to_path_buf(),
-                    what: format!("the data of tensor `{name}`"),
-                    start: offset as u64,
-                    end: (offset + len) as u64,
-                    len: bytes.len() as u64,
+                    what: format!("the data of tensor `{name}` (offset {rel_offset} in the data section)"),
+                    start: data_start.saturating_add(rel_offset),
+                    end: end.unwrap_or(u64::MAX),
+                    len: file_len,
                 });
             }
+            // checked above: the data ends inside the file, so its offset fits in usize
+            let offset = (data_start + rel_offset) as usize;
             tensors.push(GgufTensorInfo {
                 name,
                 ne,
@@ -334,11 +370,25 @@ impl GgufFile {
         self.metadata.get(key)
     }
 
-    /// A required unsigned metadata value, with a clear error when absent.
+    /// A required unsigned metadata value, with a clear error when absent or not one.
     pub fn require_u64(&self, key: &str) -> Result<u64> {
-        self.get(key)
-            .and_then(GgufValue::as_u64)
+        self.optional_u64(key)?
             .ok_or_else(|| FormatError::missing(&self.path, format!("metadata `{key}` (integer)")))
+    }
+
+    /// An optional unsigned metadata value: `None` when absent, an error when present but not a
+    /// non-negative integer.
+    pub fn optional_u64(&self, key: &str) -> Result<Option<u64>> {
+        self.get(key)
+            .map(|v| {
+                v.as_u64().ok_or_else(|| {
+                    FormatError::invalid(
+                        &self.path,
+                        format!("metadata `{key}` = {} is not a non-negative integer", v.summary()),
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// A required string metadata value.

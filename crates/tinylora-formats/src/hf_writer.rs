@@ -12,6 +12,7 @@ use crate::atomic::{write_atomic, write_atomic_with};
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{FormatError, Result};
 use crate::model_file::HostTensor;
+use crate::module_kind::ModuleKind;
 use crate::tokenizer::TextTokenizer;
 
 /// Storage type of the written weights.
@@ -26,7 +27,12 @@ pub enum SaveDtype {
 impl std::str::FromStr for SaveDtype {
     type Err = crate::UnknownName;
     fn from_str(s: &str) -> std::result::Result<Self, crate::UnknownName> {
-        crate::parse_name("dtype", "f32, bf16", &[("f32", SaveDtype::F32), ("bf16", SaveDtype::Bf16)], s)
+        crate::parse_name(
+            "dtype",
+            "f32, bf16",
+            &[("f32", SaveDtype::F32), ("bf16", SaveDtype::Bf16)],
+            s,
+        )
     }
 }
 
@@ -36,15 +42,14 @@ pub fn hf_tensor_names(c: &ModelConfig) -> Vec<String> {
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
         names.push(format!("{p}.input_layernorm.weight"));
-        for m in ["q", "k", "v", "o"] {
-            names.push(format!("{p}.self_attn.{m}_proj.weight"));
-            if c.attention_bias && m != "o" {
-                names.push(format!("{p}.self_attn.{m}_proj.bias"));
+        for kind in ModuleKind::ALL {
+            if kind == ModuleKind::Gate {
+                names.push(format!("{p}.post_attention_layernorm.weight"));
             }
-        }
-        names.push(format!("{p}.post_attention_layernorm.weight"));
-        for m in ["gate", "up", "down"] {
-            names.push(format!("{p}.mlp.{m}_proj.weight"));
+            names.push(kind.weight_name(i));
+            if c.attention_bias && matches!(kind, ModuleKind::Q | ModuleKind::K | ModuleKind::V) {
+                names.push(format!("{p}.{}.bias", kind.hf_path()));
+            }
         }
     }
     names.push("model.norm.weight".to_string());

@@ -117,6 +117,9 @@ pub fn safetensors_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 /// The converter stores, per head, row `2j + s` = original row `s·d_h/2 + j`
 /// (j < d_h/2, s ∈ {0, 1}); `data` is `[n_heads·d_h, cols]`.
 pub fn unpermute_rows(data: &[f32], n_heads: usize, cols: usize) -> Vec<f32> {
+    if n_heads == 0 || cols == 0 {
+        return data.to_vec(); // nothing to undo (and no division by zero)
+    }
     let rows = data.len() / cols;
     let head_dim = rows / n_heads;
     let half = head_dim / 2;
@@ -150,17 +153,138 @@ pub fn hf_config(path: &Path) -> Result<(ModelConfig, Vec<u32>)> {
     hf_config_of(path, &read_json(path)?)
 }
 
-fn hf_config_of(path: &Path, cfg: &Value) -> Result<(ModelConfig, Vec<u32>)> {
-    let num = |k: &str| -> Result<usize> {
-        cfg.get(k)
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .ok_or_else(|| FormatError::missing(path, format!("field `{k}`")))
+/// The largest width (hidden, MLP, head and attention widths) a configuration may state.
+const MAX_WIDTH: usize = 1 << 20;
+/// The most layers, or heads, a configuration may state.
+const MAX_COUNT: usize = 1 << 16;
+/// The largest vocabulary a configuration may state.
+const MAX_VOCAB: usize = 1 << 24;
+
+/// Check the sizes of a configuration before anything is sized from them, and fill in
+/// `head_dim` (`None`: hidden_size / num_attention_heads). `key` names a field (Hugging Face
+/// naming) as the file spells it, quoted.
+fn validate_config(
+    path: &Path,
+    c: &mut ModelConfig,
+    head_dim: Option<usize>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let bad = |field: &str, value: &dyn std::fmt::Display, why: &str| {
+        FormatError::invalid(path, format!("{} = {value} {why}", key(field)))
     };
-    let model_type = cfg
-        .get("model_type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| FormatError::missing(path, "field `model_type`"))?;
+    let sizes = [
+        ("hidden_size", c.hidden_size, MAX_WIDTH),
+        ("intermediate_size", c.intermediate_size, MAX_WIDTH),
+        ("num_hidden_layers", c.num_hidden_layers, MAX_COUNT),
+        ("num_attention_heads", c.num_attention_heads, MAX_COUNT),
+        ("num_key_value_heads", c.num_key_value_heads, MAX_COUNT),
+        ("vocab_size", c.vocab_size, MAX_VOCAB),
+    ];
+    for (field, value, max) in sizes
+        .into_iter()
+        .chain(head_dim.map(|d| ("head_dim", d, MAX_WIDTH)))
+    {
+        if value == 0 {
+            return Err(bad(field, &value, "is invalid: it must be at least 1"));
+        }
+        if value > max {
+            return Err(bad(field, &value, &format!("is absurdly large (at most {max})")));
+        }
+    }
+    c.head_dim = match head_dim {
+        Some(d) => d,
+        None if c.hidden_size.is_multiple_of(c.num_attention_heads) => c.hidden_size / c.num_attention_heads,
+        None => {
+            return Err(bad(
+                "hidden_size",
+                &c.hidden_size,
+                &format!(
+                    "is not divisible by {} = {} (and no {} is given)",
+                    key("num_attention_heads"),
+                    c.num_attention_heads,
+                    key("head_dim")
+                ),
+            ));
+        }
+    };
+    if !c.head_dim.is_multiple_of(2) {
+        return Err(bad(
+            "head_dim",
+            &c.head_dim,
+            "is odd (rotary embeddings rotate pairs of dimensions)",
+        ));
+    }
+    if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
+        return Err(bad(
+            "num_attention_heads",
+            &c.num_attention_heads,
+            &format!(
+                "is not a multiple of {} = {}",
+                key("num_key_value_heads"),
+                c.num_key_value_heads
+            ),
+        ));
+    }
+    if c.num_attention_heads * c.head_dim > MAX_WIDTH {
+        return Err(bad(
+            "head_dim",
+            &c.head_dim,
+            &format!(
+                "is absurdly large: {} heads × {} = {} (at most {MAX_WIDTH})",
+                c.num_attention_heads,
+                c.head_dim,
+                c.num_attention_heads * c.head_dim
+            ),
+        ));
+    }
+    if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) {
+        return Err(bad(
+            "rope_theta",
+            &c.rope_theta,
+            "is invalid: it must be a positive number",
+        ));
+    }
+    if !(c.rms_norm_eps.is_finite() && c.rms_norm_eps >= 0.0) {
+        return Err(bad(
+            "rms_norm_eps",
+            &c.rms_norm_eps,
+            "is invalid: it must be a number ≥ 0",
+        ));
+    }
+    Ok(())
+}
+
+/// A size read from a file as usize (`usize::MAX` when it does not fit, which
+/// [`validate_config`] then refuses).
+fn size(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+fn hf_config_of(path: &Path, cfg: &Value) -> Result<(ModelConfig, Vec<u32>)> {
+    // absent (or null): None; present but not a non-negative integer: an error with its value
+    let opt = |k: &str| -> Result<Option<usize>> {
+        match cfg.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(|n| Some(size(n))).ok_or_else(|| {
+                FormatError::invalid(
+                    path,
+                    format!("field `{k}` is present but invalid: {v} is not a non-negative integer"),
+                )
+            }),
+        }
+    };
+    let num = |k: &str| -> Result<usize> {
+        opt(k)?.ok_or_else(|| FormatError::missing(path, format!("field `{k}`")))
+    };
+    let model_type = match cfg.get("model_type") {
+        None | Some(Value::Null) => return Err(FormatError::missing(path, "field `model_type`")),
+        Some(v) => v.as_str().ok_or_else(|| {
+            FormatError::invalid(
+                path,
+                format!("field `model_type` is present but invalid: {v} is not a string"),
+            )
+        })?,
+    };
     let architecture = Architecture::parse(model_type).ok_or_else(|| {
         FormatError::invalid(
             path,
@@ -170,14 +294,14 @@ fn hf_config_of(path: &Path, cfg: &Value) -> Result<(ModelConfig, Vec<u32>)> {
     let hidden_size = num("hidden_size")?;
     let num_attention_heads = num("num_attention_heads")?;
     let float = |k: &str, d: f64| cfg.get(k).and_then(Value::as_f64).unwrap_or(d) as f32;
-    let config = ModelConfig {
+    let mut config = ModelConfig {
         architecture,
         hidden_size,
         intermediate_size: num("intermediate_size")?,
         num_hidden_layers: num("num_hidden_layers")?,
         num_attention_heads,
-        num_key_value_heads: num("num_key_value_heads").unwrap_or(num_attention_heads),
-        head_dim: num("head_dim").unwrap_or(hidden_size / num_attention_heads),
+        num_key_value_heads: opt("num_key_value_heads")?.unwrap_or(num_attention_heads),
+        head_dim: 0, // set by validate_config
         vocab_size: num("vocab_size")?,
         // transformers 5 writes it inside `rope_parameters`
         rope_theta: cfg
@@ -195,8 +319,9 @@ fn hf_config_of(path: &Path, cfg: &Value) -> Result<(ModelConfig, Vec<u32>)> {
                 .get("attention_bias")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-        max_position_embeddings: num("max_position_embeddings").unwrap_or(4096),
+        max_position_embeddings: opt("max_position_embeddings")?.unwrap_or(4096),
     };
+    validate_config(path, &mut config, opt("head_dim")?, &|k| format!("`{k}`"))?;
     let eos_ids: Vec<u32> = match cfg.get("eos_token_id") {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
         Some(v) => v.as_u64().map(|v| v as u32).into_iter().collect(),
@@ -265,42 +390,94 @@ impl ModelFile {
             )
         })?;
         let key = |k: &str| format!("{arch_name}.{k}");
-        let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as usize);
+        let u = |k: &str| gguf.require_u64(&key(k)).map(size);
+        let opt = |k: &str| gguf.optional_u64(&key(k)).map(|v| v.map(size));
         let f =
             |k: &str, default: f64| gguf.get(&key(k)).and_then(GgufValue::as_f64).unwrap_or(default) as f32;
         let hidden_size = u("embedding_length")?;
         let num_attention_heads = u("attention.head_count")?;
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
-        let vocab_size = match gguf.get(&key("vocab_size")).and_then(GgufValue::as_u64) {
-            Some(v) => v as usize,
-            None => tokenizer.inner.get_vocab_size(true),
-        };
-        let config = ModelConfig {
+        let stated_vocab = opt("vocab_size")?;
+        let vocab_size = stated_vocab.unwrap_or_else(|| tokenizer.inner.get_vocab_size(true));
+        let mut config = ModelConfig {
             architecture,
             hidden_size,
             intermediate_size: u("feed_forward_length")?,
             num_hidden_layers: u("block_count")?,
             num_attention_heads,
-            num_key_value_heads: u("attention.head_count_kv").unwrap_or(num_attention_heads),
-            head_dim: u("attention.key_length").unwrap_or(hidden_size / num_attention_heads),
+            num_key_value_heads: opt("attention.head_count_kv")?.unwrap_or(num_attention_heads),
+            head_dim: 0, // set by validate_config
             vocab_size,
             rope_theta: f("rope.freq_base", 10_000.0),
             rms_norm_eps: f("attention.layer_norm_rms_epsilon", 1e-6),
             tie_word_embeddings: gguf.tensor_info("output.weight").is_none(),
             attention_bias: gguf.tensor_info("blk.0.attn_q.bias").is_some(),
-            max_position_embeddings: u("context_length").unwrap_or(4096),
+            max_position_embeddings: opt("context_length")?.unwrap_or(4096),
         };
+        let gguf_key = |field: &str| match field {
+            "vocab_size" if stated_vocab.is_none() => "the vocabulary size (`tokenizer.ggml.tokens`)".into(),
+            _ => format!(
+                "`{}`",
+                key(match field {
+                    "hidden_size" => "embedding_length",
+                    "intermediate_size" => "feed_forward_length",
+                    "num_hidden_layers" => "block_count",
+                    "num_attention_heads" => "attention.head_count",
+                    "num_key_value_heads" => "attention.head_count_kv",
+                    "head_dim" => "attention.key_length",
+                    "rope_theta" => "rope.freq_base",
+                    "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
+                    other => other,
+                })
+            ),
+        };
+        validate_config(path, &mut config, opt("attention.key_length")?, &gguf_key)?;
         let chat_template = match gguf.get("tokenizer.chat_template").and_then(GgufValue::as_str) {
             Some(src) => Some(Self::compile_template(path, src, &tokenizer)?),
             None => None,
         };
-        Ok(ModelFile {
+        let layers_key = gguf_key("num_hidden_layers");
+        let file = ModelFile {
             path: path.to_path_buf(),
             config,
             tokenizer,
             chat_template,
             weights: Weights::Gguf(gguf),
-        })
+        };
+        file.check_layers(&layers_key)?;
+        Ok(file)
+    }
+
+    /// Refuse a layer count the weights do not back: every layer below it must have at least
+    /// one tensor in the file, so the count is at most the number of tensors the file holds.
+    fn check_layers(&self, key: &str) -> Result<()> {
+        let (prefix, names): (&str, Vec<&str>) = match &self.weights {
+            Weights::Gguf(g) => ("blk.", g.tensors.iter().map(|t| t.name.as_str()).collect()),
+            Weights::Safetensors { index, .. } => {
+                ("model.layers.", index.keys().map(String::as_str).collect())
+            }
+        };
+        let layers = self.config.num_hidden_layers; // ≤ MAX_COUNT (validate_config)
+        let mut seen = vec![false; layers];
+        for name in names {
+            let layer = name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split_once('.'))
+                .and_then(|(i, _)| i.parse::<usize>().ok());
+            if let Some(seen) = layer.and_then(|i| seen.get_mut(i)) {
+                *seen = true;
+            }
+        }
+        match seen.iter().position(|&s| !s) {
+            Some(missing) => Err(FormatError::invalid(
+                &self.path,
+                format!(
+                    "{key} = {layers}, but the weights hold no tensors for layer {missing} ({} of the {layers} layers have tensors)",
+                    seen.iter().filter(|&&s| s).count()
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn compile_template(path: &Path, src: &str, tok: &TextTokenizer) -> Result<ChatTemplate> {
@@ -344,13 +521,15 @@ impl ModelFile {
             None => None,
         };
         let weights = Self::open_safetensors(dir, files)?;
-        Ok(ModelFile {
+        let file = ModelFile {
             path: dir.to_path_buf(),
             config,
             tokenizer,
             chat_template,
             weights,
-        })
+        };
+        file.check_layers("`num_hidden_layers` in config.json")?;
+        Ok(file)
     }
 
     fn open_safetensors(dir: &Path, files: &mut HfFiles) -> Result<Weights> {

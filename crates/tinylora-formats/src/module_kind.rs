@@ -122,6 +122,9 @@ mod tests {
             err.to_string(),
             "unknown module `q_proj` (known: q, k, v, o, gate, up, down)"
         );
-        assert_eq!(ModuleKind::Down.weight_name(3), "model.layers.3.mlp.down_proj.weight");
+        assert_eq!(
+            ModuleKind::Down.weight_name(3),
+            "model.layers.3.mlp.down_proj.weight"
+        );
     }
 }

@@ -84,9 +84,9 @@ impl GgmlType {
         }
     }
 
-    /// Bytes taken by `n` values (n must be a multiple of the block size).
-    pub fn bytes_for(self, n: usize) -> usize {
-        n / self.block_size() * self.type_size()
+    /// Bytes taken by `n` values (n must be a multiple of the block size); `None` on overflow.
+    pub fn bytes_for(self, n: usize) -> Option<usize> {
+        (n / self.block_size()).checked_mul(self.type_size())
     }
 
     /// Whether [`dequantize`] supports this type.

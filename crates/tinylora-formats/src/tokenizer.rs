@@ -58,6 +58,17 @@ pub struct TokenizerError {
     pub source: tokenizers::Error,
 }
 
+/// A tokenizer from its JSON. The tokenizers crate panics on some malformed files (a syntax
+/// error inside `decoder`, a bad `Precompiled` normalizer): the JSON is checked first, and any
+/// other panic becomes an error too. `what` starts the error messages.
+fn tokenizer_from_json(path: &Path, json: &[u8], what: &str) -> Result<Tokenizer> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(json)
+        .map_err(|e| FormatError::invalid(path, format!("{what}: invalid JSON: {e}")))?;
+    std::panic::catch_unwind(|| Tokenizer::from_bytes(json))
+        .map_err(|_| FormatError::invalid(path, format!("{what}: the tokenizers library failed on it")))?
+        .map_err(|e| FormatError::invalid(path, format!("{what}: {e}")))
+}
+
 impl TextTokenizer {
     /// Encode text to ids (with BOS when the model wants it; special tokens in the text are
     /// recognised).
@@ -120,8 +131,7 @@ impl TextTokenizer {
         config: &Value,
         eos_ids: &[u32],
     ) -> Result<Self> {
-        let inner = Tokenizer::from_bytes(tokenizer_json)
-            .map_err(|e| FormatError::invalid(path, format!("cannot load tokenizer: {e}")))?;
+        let inner = tokenizer_from_json(path, tokenizer_json, "cannot load tokenizer")?;
         let special = |key: &str| -> Option<(u32, String)> {
             let v = config.get(key)?;
             let text = v.as_str().or_else(|| v.get("content")?.as_str())?;
@@ -227,10 +237,11 @@ impl TextTokenizer {
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                       "vocab": vocab, "merges": merges},
         });
-        let inner: Tokenizer = spec
-            .to_string()
-            .parse()
-            .map_err(|e| FormatError::invalid(path, format!("cannot build tokenizer from metadata: {e}")))?;
+        let inner = tokenizer_from_json(
+            path,
+            spec.to_string().as_bytes(),
+            "cannot build tokenizer from metadata",
+        )?;
         let id_key = |key: &str| -> Option<(u32, String)> {
             let id = gguf.get(key)?.as_u64()? as u32;
             Some((id, tokens.get(id as usize)?.to_string()))

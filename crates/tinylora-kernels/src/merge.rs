@@ -54,7 +54,7 @@ pub(crate) fn merge(
 struct MergeBackward;
 
 // ∂(Wᵀ ± ΔWᵀ)/∂Wᵀ is the identity; the update itself is not differentiated through a merge
-// (training uses `lowrank_update` on the activation path).
+// (training on merged weights takes v's gradient from `lowrank_update_merged` instead).
 impl<B: LowRankBackend> Backward<B, 1> for MergeBackward {
     type State = ();
 

@@ -81,24 +81,31 @@ fn parse_line(text: &str) -> Result<Problem, String> {
     })
 }
 
-/// Read every problem of a JSON-lines file (blank lines are skipped).
+/// Read every problem of a JSON-lines file (blank lines are skipped; a UTF-8 byte-order mark
+/// is ignored; a line that is not UTF-8 is reported with its number).
 pub fn load_problems(path: &Path) -> Result<Vec<Problem>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|error| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
         error,
     })?;
-    let problems = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            parse_line(l).map_err(|message| DataError::Line {
-                path: path.to_path_buf(),
-                line: i + 1,
-                message,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let mut problems = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line_error = |message| DataError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        let text = std::str::from_utf8(raw).map_err(|e| {
+            line_error(format!(
+                "not UTF-8 text (invalid byte at column {})",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        if !text.trim().is_empty() {
+            problems.push(parse_line(text).map_err(line_error)?);
+        }
+    }
     if problems.is_empty() {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
@@ -158,6 +165,30 @@ mod tests {
                 .to_string()
                 .contains("no problems")
         );
+    }
+
+    #[test]
+    fn non_utf8_line_names_file_and_line_and_a_bom_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("tinylora-data-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latin1.jsonl");
+        let mut bytes = b"{\"question\": \"a\", \"answer\": \"1\"}\r\n".to_vec();
+        bytes.extend(b"{\"question\": \"caf\xe9\", \"answer\": \"2\"}\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let e = load_problems(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("latin1.jsonl:2: not UTF-8 text (invalid byte at column 18)"),
+            "{e}"
+        );
+
+        let path = dir.join("bom.jsonl");
+        std::fs::write(
+            &path,
+            "\u{feff}{\"question\": \"a\", \"answer\": \"1\"}\r\n{\"prompt\": \"b\", \"answer\": 2}\r\n",
+        )
+        .unwrap();
+        let ps = load_problems(&path).unwrap();
+        assert_eq!((ps[0].question.as_str(), ps[1].gold.as_str()), ("a", "2"));
     }
 
     #[test]

@@ -69,7 +69,10 @@ pub enum ImportanceSampling {
 impl std::str::FromStr for ImportanceSampling {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, UnknownName> {
-        let table = [("token", ImportanceSampling::Token), ("sequence", ImportanceSampling::Sequence)];
+        let table = [
+            ("token", ImportanceSampling::Token),
+            ("sequence", ImportanceSampling::Sequence),
+        ];
         parse_name("importance sampling level", "token, sequence", &table, s)
     }
 }
@@ -214,7 +217,11 @@ mod tests {
             advantages(&[1.0, 0.0, 0.0, 0.0], 4, ScaleRewards::None),
             [0.75, -0.25, -0.25, -0.25]
         );
-        assert_eq!(advantages(&[0.0; 3], 3, ScaleRewards::Group), [0.0; 3], "zero-variance group");
+        assert_eq!(
+            advantages(&[0.0; 3], 3, ScaleRewards::Group),
+            [0.0; 3],
+            "zero-variance group"
+        );
         // batch scaling: rewards [1, 0 | 1, 1], batch mean 0.75, sample std √(0.75/3) = 0.5
         let b = advantages(&[1.0, 0.0, 1.0, 1.0], 2, ScaleRewards::Batch);
         let d = 0.5 + 1e-4;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinylora_engine::{DeltaMode, FinishReason};
+use tinylora_engine::{DeltaMode, FinishReason, read_scalar};
 
 use crate::data::Problem;
 use crate::error::TrainError;
@@ -92,13 +92,20 @@ impl GrpoTrainer {
             command: config.reward_cmd.clone(),
             ..RewardOptions::new(config.extract, config.max_new_tokens)
         };
-        let rewards = Rewards::new(&config.rewards, &opts).map_err(|source| TrainError::Reward { step: 0, source })?;
+        let rewards =
+            Rewards::new(&config.rewards, &opts).map_err(|source| TrainError::Reward { step: 0, source })?;
         Ok(GrpoTrainer { config, rewards })
     }
 
     /// μ updates on the scored rollouts; returns (mean loss, last KL, last clipped share,
     /// last gradient norm).
-    fn update(&self, run: &mut AdapterRun<'_>, r: &Rollouts, s: &Scored, lr: f32) -> Result<[f32; 4], TrainError> {
+    fn update(
+        &self,
+        run: &mut AdapterRun<'_>,
+        r: &Rollouts,
+        s: &Scored,
+        lr: f32,
+    ) -> Result<[f32; 4], TrainError> {
         let cfg = &self.config;
         // the sequences that carry signal
         let keep: Vec<usize> = (0..r.generations.len())
@@ -130,7 +137,10 @@ impl GrpoTrainer {
             None
         };
         let adv = Tensor::<1>::from_data(
-            TensorData::new(keep.iter().map(|&i| s.advantages[i]).collect::<Vec<f32>>(), [keep.len()]),
+            TensorData::new(
+                keep.iter().map(|&i| s.advantages[i]).collect::<Vec<f32>>(),
+                [keep.len()],
+            ),
             &device,
         );
         let (mut loss_sum, mut last) = (0.0, [0.0; 3]);
@@ -149,12 +159,12 @@ impl GrpoTrainer {
                 &cfg.loss,
                 cfg.max_new_tokens,
             );
-            let loss = parts.loss.clone().inner().into_scalar::<f32>();
+            let loss = read_scalar(parts.loss.clone().inner(), "loss")?;
             let grad_norm = run.descend(parts.loss, loss, cfg.max_grad_norm, lr)?;
             loss_sum += loss;
             last = [
-                parts.kl.inner().into_scalar::<f32>(),
-                parts.clipped.inner().into_scalar::<f32>(),
+                read_scalar(parts.kl.inner(), "KL")?,
+                read_scalar(parts.clipped.inner(), "clipped share")?,
                 grad_norm,
             ];
         }
@@ -195,8 +205,17 @@ impl TrainingMethod for GrpoTrainer {
         };
         let chosen = step_problems(problems, cfg.prompts_per_step, cfg.seed, step);
         let rollouts = generate(run.model, run.file, chosen, &settings, step)?;
-        let scored = score(&rollouts, &mut self.rewards, cfg.group_size, cfg.scale_rewards, cfg.extract)
-            .map_err(|source| TrainError::Reward { step: step + 1, source })?;
+        let scored = score(
+            &rollouts,
+            &mut self.rewards,
+            cfg.group_size,
+            cfg.scale_rewards,
+            cfg.extract,
+        )
+        .map_err(|source| TrainError::Reward {
+            step: step + 1,
+            source,
+        })?;
         let rollout_s = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
@@ -220,7 +239,12 @@ impl TrainingMethod for GrpoTrainer {
             rewards: scored.scores.means().into_iter().collect(),
             accuracy: scored.correct.iter().filter(|&&c| c).count() as f32 / n,
             zero_variance_groups: flat as f32 / groups as f32,
-            response_len: rollouts.generations.iter().map(|g| g.output_ids.len()).sum::<usize>() as f32 / n,
+            response_len: rollouts
+                .generations
+                .iter()
+                .map(|g| g.output_ids.len())
+                .sum::<usize>() as f32
+                / n,
             kl,
             clipped,
             grad_norm,

@@ -119,7 +119,10 @@ pub fn score(
         .collect();
     let scores = rewards.score(&batch)?;
     let advantages = advantages(&scores.total, group_size, scale);
-    let correct = batch.iter().map(|c| is_correct(c.completion, c.answer, extract)).collect();
+    let correct = batch
+        .iter()
+        .map(|c| is_correct(c.completion, c.answer, extract))
+        .collect();
     Ok(Scored {
         scores,
         advantages,

@@ -84,7 +84,13 @@ impl AdapterRun<'_> {
     /// gradients, clip the gradient to `max_norm` and take one AdamW step at `lr`; returns the
     /// gradient norm before clipping. A non-finite loss, gradient or result is an error and
     /// leaves the values as they were.
-    pub fn descend(&mut self, loss: Tensor<1>, loss_value: f32, max_norm: f32, lr: f32) -> Result<f32, TrainError> {
+    pub fn descend(
+        &mut self,
+        loss: Tensor<1>,
+        loss_value: f32,
+        max_norm: f32,
+        lr: f32,
+    ) -> Result<f32, TrainError> {
         let step = self.state.step + 1;
         let non_finite = |what, value: f32| TrainError::NonFinite { step, what, value };
         if !loss_value.is_finite() {
@@ -296,7 +302,7 @@ impl Training<'_> {
                 optimizer: AdamW::new(p.params, self.method.weight_decay()),
             }
         };
-        let modules = if self.adapter.parametrization().mixing_matrices(&self.adapter, 0).is_some() {
+        let modules = if self.adapter.mixing_matrices(0).is_some() {
             p.modules
         } else {
             0
@@ -313,7 +319,14 @@ impl Training<'_> {
         files.write_config(&record)?;
         let before = if state.step == 0 {
             self.model.set_mode(DeltaMode::Off)?;
-            held_out_eval(self.model, self.file, &self.held_out, &self.settings.eval, "base model", observer)?
+            held_out_eval(
+                self.model,
+                self.file,
+                &self.held_out,
+                &self.settings.eval,
+                "base model",
+                observer,
+            )?
         } else {
             None
         };
@@ -343,7 +356,14 @@ impl Training<'_> {
                 run.model.set_values(&run.state.values, false)?;
                 run.model.set_mode(DeltaMode::Merged)?;
                 let label = format!("step {}", m.step);
-                held_out_eval(run.model, run.file, &self.held_out, &self.settings.eval, &label, observer)?;
+                held_out_eval(
+                    run.model,
+                    run.file,
+                    &self.held_out,
+                    &self.settings.eval,
+                    &label,
+                    observer,
+                )?;
             }
         }
         // the model holds the values the last update started from: upload the final ones
@@ -353,7 +373,14 @@ impl Training<'_> {
             None
         } else {
             self.model.set_mode(DeltaMode::Merged)?;
-            held_out_eval(self.model, self.file, &self.held_out, &self.settings.eval, "with the adapter", observer)?
+            held_out_eval(
+                self.model,
+                self.file,
+                &self.held_out,
+                &self.settings.eval,
+                "with the adapter",
+                observer,
+            )?
         };
         Ok(RunOutcome {
             step,

@@ -123,9 +123,7 @@ impl RunFiles {
         };
         let kept: Vec<&str> = text
             .lines()
-            .filter(|line| {
-                serde_json::from_str::<StepMetrics>(line).is_ok_and(|m| m.step <= step)
-            })
+            .filter(|line| serde_json::from_str::<StepMetrics>(line).is_ok_and(|m| m.step <= step))
             .collect();
         if kept.len() != text.lines().count() {
             let mut body = kept.join("\n");

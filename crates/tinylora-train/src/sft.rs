@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use tinylora_engine::DeltaMode;
+use tinylora_engine::{DeltaMode, read_scalar};
 
 use crate::data::Problem;
 use crate::error::TrainError;
@@ -99,10 +99,10 @@ impl TrainingMethod for SftTrainer {
         let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active.clone();
         let prob = (logp.exp() * mask).sum() / active;
         let lr = learning_rate(cfg.lr, step, cfg.warmup);
-        let loss_value = loss.clone().inner().into_scalar::<f32>();
+        let loss_value = read_scalar(loss.clone().inner(), "loss")?;
         let grad_norm = run.descend(loss, loss_value, cfg.max_grad_norm, lr)?;
         run.state.step += 1;
-        let mean_prob = prob.inner().into_scalar::<f32>();
+        let mean_prob = read_scalar(prob.inner(), "target probability")?;
         Ok(StepMetrics {
             step: run.state.step,
             reward_mean: mean_prob,

@@ -14,7 +14,9 @@ use common::reference::reference_logits;
 use common::tiny_model::{
     Weights, gguf_metadata, gguf_tensors, random_weights, round_bf16, tiny_config, tiny_hf_files,
 };
-use tinylora::adapter::{AdaptedModel, AdapterConfig, AdapterParts, Method, Precision, SigmaConvention, Tying, plan};
+use tinylora::adapter::{
+    AdaptedModel, AdapterConfig, AdapterParts, Method, Precision, SigmaConvention, Tying, plan,
+};
 use tinylora::engine::{DeltaMode, Transformer};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
 use tinylora_web::{Session, webgpu_device};

@@ -154,12 +154,7 @@ impl Chart {
                 w: PANEL_W,
                 h: PANEL_H,
             });
-            shapes.push(label(
-                x0 + PANEL_W / 2.0,
-                y0 - 8.0,
-                Anchor::Middle,
-                title.clone(),
-            ));
+            shapes.push(label(x0 + PANEL_W / 2.0, y0 - 8.0, Anchor::Middle, title.clone()));
             shapes.push(label(x0 - 4.0, y0 + 10.0, Anchor::End, format!("{hi:.3}")));
             shapes.push(label(x0 - 4.0, y0 + PANEL_H, Anchor::End, format!("{lo:.3}")));
             let below = y0 + PANEL_H + 16.0;
@@ -270,10 +265,19 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(
             titles,
-            ["mean reward", "reward: correct", "reward: format", "accuracy", "response length (tokens)"]
+            [
+                "mean reward",
+                "reward: correct",
+                "reward: format",
+                "accuracy",
+                "response length (tokens)"
+            ]
         );
         assert_eq!(chart.width, 5.0 * (PANEL_W + MARGIN) + MARGIN);
         // one reward alone draws no extra panel
-        assert_eq!(Chart::layout(&two_runs()).width, 3.0 * (PANEL_W + MARGIN) + MARGIN);
+        assert_eq!(
+            Chart::layout(&two_runs()).width,
+            3.0 * (PANEL_W + MARGIN) + MARGIN
+        );
     }
 }

@@ -484,7 +484,7 @@ pub enum RewardError {
         value: f32,
     },
     /// The program cannot be started.
-    #[error("reward program `{program}` could not be started: {source}")]
+    #[error("reward program `{program}` could not be started")]
     Start {
         /// The command line.
         program: String,
@@ -492,7 +492,7 @@ pub enum RewardError {
         source: std::io::Error,
     },
     /// Writing to the program failed and it gave no more answers.
-    #[error("reward program `{program}`: writing to its input failed: {source}")]
+    #[error("reward program `{program}`: writing to its input failed")]
     Write {
         /// The command line.
         program: String,
@@ -500,7 +500,7 @@ pub enum RewardError {
         source: std::io::Error,
     },
     /// Reading the program's output failed.
-    #[error("reward program `{program}`: reading its output failed: {source}")]
+    #[error("reward program `{program}`: reading its output failed")]
     Read {
         /// The command line.
         program: String,

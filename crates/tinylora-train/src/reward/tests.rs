@@ -505,8 +505,15 @@ fn program_talking_out_of_turn() {
     let mut program = script.program();
     std::thread::sleep(Duration::from_millis(300));
     let e = program.score(&[c("a", "1", 1)]).unwrap_err();
-    assert!(matches!(e, RewardError::Unexpected { line: 1, .. }), "{e:?}");
-    assert!(e.to_string().contains("line 1 of its output (`ready`)"), "{e}");
+    // which of the two depends on whether python printed the banner within the 300 ms (a
+    // loaded machine may take longer to start it): the line is named either way
+    match &e {
+        RewardError::Unexpected { line: 1, .. } => {
+            assert!(e.to_string().contains("line 1 of its output (`ready`)"), "{e}")
+        }
+        RewardError::NotANumber { line: 1, .. } => assert!(e.to_string().contains("`ready`"), "{e}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -550,10 +557,9 @@ fn program_that_does_not_exist() {
     ];
     let e = Program::spawn(&argv, DEFAULT_TIMEOUT).unwrap_err();
     assert!(matches!(e, RewardError::Start { .. }));
-    assert!(
-        e.to_string()
-            .starts_with("reward program `tinylora-no-such-reward-program --flag` could not be started: "),
-        "{e}"
+    assert_eq!(
+        e.to_string(),
+        "reward program `tinylora-no-such-reward-program --flag` could not be started"
     );
     assert!(std::error::Error::source(&e).is_some());
     assert!(matches!(
