@@ -21,7 +21,7 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use tinylora::adapter::{AdaptedModel, AdapterConfig, TieGroups, frozen_modules, plan};
+use tinylora::adapter::{AdaptedModel, AdapterConfig, frozen_modules, plan};
 use tinylora::engine::{DeltaMode, Transformer, cpu_device, default_device};
 use tinylora::formats::ModelFile;
 use tinylora::kernels::{lowrank_merge, lowrank_update};

@@ -108,13 +108,34 @@ fn train(
     dir: &Path,
     resume: bool,
 ) -> Result<RunOutcome, TrainError> {
+    train_until(
+        file,
+        model,
+        method,
+        dir,
+        resume,
+        vec![],
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
+/// [`train`] with held-out problems and a stop flag.
+fn train_until(
+    file: &ModelFile,
+    model: &mut AdaptedModel,
+    method: &mut dyn TrainingMethod,
+    dir: &Path,
+    resume: bool,
+    held_out: Vec<Problem>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunOutcome, TrainError> {
     Training {
         file,
         model,
         adapter: adapter(),
         method,
         train: problems(),
-        held_out: vec![],
+        held_out,
         settings: RunSettings {
             dir: dir.to_path_buf(),
             resume,
@@ -128,7 +149,7 @@ fn train(
             },
             record: serde_json::json!({ "data": "problems()" }),
         },
-        stop: Arc::new(AtomicBool::new(false)),
+        stop,
     }
     .run(&Quiet)
 }
@@ -604,4 +625,28 @@ fn external_reward_program_scores_and_its_failures_keep_the_checkpoint() {
         assert_eq!(metrics(&run).len(), 1);
         AdapterFile::load(&run.join("adapter.safetensors")).unwrap();
     }
+}
+
+/// Ctrl-C (the stop flag) during the base model's evaluation stops the run before any step,
+/// with a checkpoint of step 0 that `--resume` continues from.
+#[test]
+fn stopping_during_the_first_evaluation_leaves_a_resumable_run() {
+    let (dir, file, mut model) = setup("train-stop");
+    let run = dir.join("run");
+    let stop = Arc::new(AtomicBool::new(true)); // as if Ctrl-C came as the evaluation began
+    let out = train_until(&file, &mut model, &mut grpo(2, 3), &run, false, problems(), stop).unwrap();
+    assert_eq!((out.step, out.interrupted), (0, true));
+    assert!(out.before.is_none() && out.after.is_none());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 0);
+    assert!(!run.join("metrics.jsonl").exists(), "no step ran");
+    let go = Arc::new(AtomicBool::new(false));
+    let out = train_until(&file, &mut model, &mut grpo(2, 3), &run, true, problems(), go).unwrap();
+    assert_eq!((out.step, out.interrupted), (3, false));
+    assert!(
+        out.before.is_some() && out.after.is_some(),
+        "resumed at step 0: both evaluations"
+    );
+    assert_eq!(metrics(&run).len(), 3);
 }

@@ -71,6 +71,34 @@ fn invalid(path: &Path, message: impl Into<String>) -> AdapterFileError {
     }
 }
 
+/// `bytes` (a safetensors file as the safetensors crate writes it) with its JSON header's keys
+/// sorted: the crate writes the metadata from a `HashMap`, in an order that changes from one
+/// write to the next, and an adapter file should be the same bytes for the same adapter. The
+/// header is padded with spaces to a multiple of 8 bytes, as the format asks.
+fn canonical_header(bytes: &[u8]) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes of header length")) as usize;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("the safetensors crate writes JSON");
+    let sorted: BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(map) => {
+                let inner: BTreeMap<String, serde_json::Value> = map.into_iter().collect();
+                (k, serde_json::to_value(inner).expect("JSON values serialise"))
+            }
+            other => (k, other),
+        })
+        .collect();
+    let mut json = serde_json::to_vec(&sorted).expect("JSON values serialise");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
 fn dtype(p: Precision) -> Dtype {
     match p {
         Precision::F32 => Dtype::F32,
@@ -102,7 +130,8 @@ impl AdapterFile {
             .collect()
     }
 
-    /// Write atomically: a temporary file next to `path`, then a rename.
+    /// Write atomically (a temporary file next to `path`, flushed, then renamed), byte for byte
+    /// the same for the same adapter.
     pub fn save(&self, path: &Path) -> Result<(), AdapterFileError> {
         let payload = self.payload();
         let view = TensorView::new(dtype(self.config.precision), vec![self.values.len()], &payload)
@@ -119,7 +148,7 @@ impl AdapterFile {
         .collect();
         let bytes = safetensors::serialize([("trainable", view)], Some(metadata))
             .map_err(|e| invalid(path, e.to_string()))?;
-        write_atomic(path, &bytes).map_err(|e| match e {
+        write_atomic(path, &canonical_header(&bytes)).map_err(|e| match e {
             FormatError::Io { path, error } => AdapterFileError::Io { path, error },
             other => invalid(path, other.to_string()),
         })
@@ -260,6 +289,27 @@ mod tests {
             base_fingerprint: "0123456789abcdef".into(),
             values,
         }
+    }
+
+    /// The safetensors crate writes metadata from a `HashMap` (a new order per map); the file
+    /// must not depend on it.
+    #[test]
+    fn the_same_adapter_is_the_same_bytes() {
+        let d = dir("bytes");
+        let files: Vec<Vec<u8>> = (0..12)
+            .map(|i| {
+                let path = d.join(format!("a{i}.safetensors"));
+                thirteen(Precision::F32).save(&path).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| f == &files[0]));
+        let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0, "header padded to 8 bytes");
+        assert_eq!(
+            AdapterFile::parse(&d, &files[0]).unwrap(),
+            thirteen(Precision::F32)
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Train an adapter.
     #[command(subcommand)]
-    Train(train::TrainCommand),
+    Train(Box<train::TrainCommand>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Merge(args) => merge::run(args),
         Command::ExportPeft(args) => export_peft::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Train(cmd) => train::run(cmd),
+        Command::Train(cmd) => train::run(*cmd),
         Command::Plot(args) => plot::run(args),
     };
     match result {

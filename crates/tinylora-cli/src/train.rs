@@ -230,10 +230,13 @@ struct Progress {
     bars: Mutex<Bars>,
 }
 
+/// An evaluation's bar and the callback that draws on it.
+type EvalBar = (ProgressBar, Box<dyn FnMut(usize, usize) + Send>);
+
 #[derive(Default)]
 struct Bars {
     svd: Option<ProgressBar>,
-    eval: Option<(ProgressBar, Box<dyn FnMut(usize, usize) + Send>)>,
+    eval: Option<EvalBar>,
     steps: Option<ProgressBar>,
 }
 
@@ -357,7 +360,7 @@ fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> 
                 eprintln!("\nsecond Ctrl-C: exiting now (the last checkpoint is intact)");
                 std::process::exit(130);
             }
-            eprintln!("\nCtrl-C: stopping after the current step (again to exit at once)");
+            eprintln!("\nCtrl-C: stopping at the next checkpoint (after this step or evaluation batch; again to exit at once)");
         })
         .context("installing the Ctrl-C handler")?;
     }

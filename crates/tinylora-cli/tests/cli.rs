@@ -458,6 +458,10 @@ fn training_and_evaluation_report_bad_input_clearly() {
     assert!(e.contains("no `cmd` reward"), "{e}");
     let e = grpo(&["--reward", "format:nan"]);
     assert!(e.contains("format:nan"), "{e}");
+    let e = grpo(&["--temperature", "nan"]);
+    assert!(e.contains("temperature is NaN"), "{e}");
+    let e = grpo(&["--lr", "inf"]);
+    assert!(e.contains("lr is inf"), "{e}");
     write_toml("reward = [\"correct:1\", \"cmd:1\"]\n");
     let e = stderr(tinylora(&["train", "grpo", "--config", cfg, "--group-size", "4"]));
     assert!(

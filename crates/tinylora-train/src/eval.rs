@@ -1,6 +1,7 @@
 //! Greedy, batched evaluation of a model (with or without its adapter) on problems: accuracy
 //! under every extraction mode, tokens/s, and one record per problem.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -72,8 +73,36 @@ pub fn evaluate(
     max_new_tokens: usize,
     batch: usize,
     mode: ExtractMode,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport, TrainError> {
+    let never = AtomicBool::new(false);
+    let report = evaluate_until(
+        model,
+        file,
+        problems,
+        style,
+        max_new_tokens,
+        batch,
+        mode,
+        progress,
+        &never,
+    )?;
+    Ok(report.expect("an evaluation that is never stopped finishes"))
+}
+
+/// [`evaluate`] that checks `stop` before every batch and returns `None` once it is set.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_until(
+    model: &Transformer,
+    file: &ModelFile,
+    problems: &[Problem],
+    style: &PromptStyle,
+    max_new_tokens: usize,
+    batch: usize,
+    mode: ExtractMode,
+    mut progress: impl FnMut(usize, usize),
+    stop: &AtomicBool,
+) -> Result<Option<EvalReport>, TrainError> {
     let start = Instant::now();
     let opts = GenerateOptions {
         max_new_tokens,
@@ -88,6 +117,9 @@ pub fn evaluate(
     let mut records: Vec<Option<EvalRecord>> = vec![None; problems.len()];
     let (mut tokens, mut done) = (0, 0);
     for indices in length_sorted_batches(&lengths, batch) {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         let chunk: Vec<Vec<u32>> = indices.iter().map(|&i| prompts[i].clone()).collect();
         let mut live = tokens;
         let gens = model.generate(&chunk, &opts, |_, _| {
@@ -115,13 +147,13 @@ pub fn evaluate(
     let seconds = start.elapsed().as_secs_f64();
     let n = records.len().max(1) as f64;
     let accuracy = [0, 1, 2].map(|i| records.iter().filter(|r| r.correct_by_mode[i]).count() as f64 / n);
-    Ok(EvalReport {
+    Ok(Some(EvalReport {
         problems: records.len(),
         accuracy,
         tokens_per_s: tokens as f64 / seconds,
         seconds,
         records,
-    })
+    }))
 }
 
 #[cfg(test)]

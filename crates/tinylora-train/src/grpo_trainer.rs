@@ -21,7 +21,7 @@ use crate::policy::{CompletionBatch, token_logprobs};
 use crate::prompt::PromptStyle;
 use crate::reward::{RewardOptions, RewardSpec, Rewards};
 use crate::rollout::{RolloutSettings, Rollouts, Scored, generate, score};
-use crate::run::{AdapterRun, TrainingMethod, step_problems};
+use crate::run::{AdapterRun, TrainingMethod, check_number, step_problems};
 
 /// Everything that defines a GRPO run (serialisable: a run directory records it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,10 +82,22 @@ impl GrpoTrainer {
                 "the group size must be at least 2 (advantages compare samples of one prompt)".into(),
             ));
         }
-        if config.num_iterations == 0 || config.prompts_per_step == 0 {
+        if config.num_iterations == 0 || config.prompts_per_step == 0 || config.max_new_tokens == 0 {
             return Err(TrainError::Invalid(
-                "num_iterations and prompts_per_step must be at least 1".into(),
+                "num_iterations, prompts_per_step and max_new_tokens must be at least 1".into(),
             ));
+        }
+        let c = &config;
+        for (name, value, positive) in [
+            ("temperature", c.temperature, true),
+            ("lr", c.lr, false),
+            ("max_grad_norm", c.max_grad_norm, false),
+            ("weight_decay", c.weight_decay, false),
+            ("eps_low", c.loss.eps_low, false),
+            ("eps_high", c.loss.eps_high, false),
+            ("beta", c.loss.beta, false),
+        ] {
+            check_number(name, value, positive)?;
         }
         let opts = RewardOptions {
             format_pattern: config.format_pattern.clone(),

@@ -22,7 +22,7 @@ use tinylora_formats::ModelFile;
 
 use crate::data::Problem;
 use crate::error::TrainError;
-use crate::eval::{EvalReport, evaluate};
+use crate::eval::{EvalReport, evaluate_until};
 use crate::extract::ExtractMode;
 use crate::metrics::StepMetrics;
 use crate::optim::{AdamW, clip_grad_norm};
@@ -124,8 +124,29 @@ pub trait TrainingMethod {
     fn weight_decay(&self) -> f32 {
         0.0
     }
+    /// Refuse settings that cannot work (checked before the run touches anything).
+    fn validate(&self) -> Result<(), TrainError> {
+        Ok(())
+    }
     /// Take step `run.state.step` (0-based) on the training `problems`; returns its metrics.
     fn step(&mut self, run: &mut AdapterRun<'_>, problems: &[Problem]) -> Result<StepMetrics, TrainError>;
+}
+
+/// Refuse `value` for the setting `name` unless it is a finite number ≥ `min` (or > 0 with
+/// `positive`).
+pub fn check_number(name: &str, value: f32, positive: bool) -> Result<(), TrainError> {
+    let ok = value.is_finite() && if positive { value > 0.0 } else { value >= 0.0 };
+    if ok {
+        return Ok(());
+    }
+    let want = if positive {
+        "a finite number > 0"
+    } else {
+        "a finite number ≥ 0"
+    };
+    Err(TrainError::Invalid(format!(
+        "{name} is {value}; it must be {want}"
+    )))
 }
 
 /// Held-out evaluation settings.
@@ -279,6 +300,7 @@ impl Training<'_> {
         if self.train.is_empty() {
             return Err(TrainError::Invalid("no problems to train on".into()));
         }
+        self.method.validate()?;
         let files = RunFiles {
             dir: self.settings.dir.clone(),
         };
@@ -317,30 +339,28 @@ impl Training<'_> {
             bytes: p.bytes,
         });
         files.write_config(&record)?;
-        let before = if state.step == 0 {
-            self.model.set_mode(DeltaMode::Off)?;
-            held_out_eval(
-                self.model,
-                self.file,
-                &self.held_out,
-                &self.settings.eval,
-                "base model",
-                observer,
-            )?
-        } else {
-            None
-        };
-
-        let steps = self.method.steps();
         let mut run = AdapterRun {
             file: self.file,
             model: &mut *self.model,
             adapter: self.adapter.clone(),
             state,
         };
+        let (stop, held_out, eval) = (&*self.stop, &self.held_out[..], &self.settings.eval);
+        let stopped = || stop.load(Ordering::SeqCst);
+        let before = if run.state.step == 0 {
+            // a checkpoint of step 0 first, so that a run stopped during this evaluation resumes
+            run.adapter_file().save(&files.adapter())?;
+            files.write_state(&run.state)?;
+            run.model.set_mode(DeltaMode::Off)?;
+            held_out_eval(run.model, run.file, held_out, eval, "base model", observer, stop)?
+        } else {
+            None
+        };
+
+        let steps = self.method.steps();
         let mut interrupted = false;
         while run.state.step < steps {
-            if self.stop.load(Ordering::SeqCst) {
+            if stopped() {
                 interrupted = true;
                 break;
             }
@@ -352,18 +372,11 @@ impl Training<'_> {
             files.append_metrics(&m)?;
             observer.event(Event::Step(&m));
             let every = self.settings.eval_every;
-            if every > 0 && m.step % every == 0 && m.step < steps && !self.stop.load(Ordering::SeqCst) {
+            if every > 0 && m.step % every == 0 && m.step < steps {
                 run.model.set_values(&run.state.values, false)?;
                 run.model.set_mode(DeltaMode::Merged)?;
                 let label = format!("step {}", m.step);
-                held_out_eval(
-                    run.model,
-                    run.file,
-                    &self.held_out,
-                    &self.settings.eval,
-                    &label,
-                    observer,
-                )?;
+                held_out_eval(run.model, run.file, held_out, eval, &label, observer, stop)?;
             }
         }
         // the model holds the values the last update started from: upload the final ones
@@ -372,16 +385,19 @@ impl Training<'_> {
         let after = if interrupted {
             None
         } else {
-            self.model.set_mode(DeltaMode::Merged)?;
+            run.model.set_mode(DeltaMode::Merged)?;
             held_out_eval(
-                self.model,
-                self.file,
-                &self.held_out,
-                &self.settings.eval,
+                run.model,
+                run.file,
+                held_out,
+                eval,
                 "with the adapter",
                 observer,
+                stop,
             )?
         };
+        // stopped before any step: during the base model's evaluation
+        let interrupted = interrupted || (step < steps && stopped());
         Ok(RunOutcome {
             step,
             interrupted,
@@ -394,7 +410,8 @@ impl Training<'_> {
     }
 }
 
-/// Evaluate `held_out` with `model` as it is, reporting to `observer`; `None` without problems.
+/// Evaluate `held_out` with `model` as it is, reporting to `observer`; `None` without problems
+/// or when `stop` is set before it finishes.
 fn held_out_eval(
     model: &Transformer,
     file: &ModelFile,
@@ -402,15 +419,16 @@ fn held_out_eval(
     e: &EvalSettings,
     label: &str,
     observer: &dyn Observer,
+    stop: &AtomicBool,
 ) -> Result<Option<EvalReport>, TrainError> {
-    if held_out.is_empty() {
+    if held_out.is_empty() || stop.load(Ordering::SeqCst) {
         return Ok(None);
     }
     observer.event(Event::EvalStart {
         label,
         problems: held_out.len(),
     });
-    let report = evaluate(
+    let report = evaluate_until(
         model,
         file,
         held_out,
@@ -419,10 +437,10 @@ fn held_out_eval(
         e.batch,
         e.extract,
         |done, tokens| observer.event(Event::EvalProgress { done, tokens }),
+        stop,
     )?;
-    observer.event(Event::EvalDone {
-        label,
-        report: &report,
-    });
-    Ok(Some(report))
+    if let Some(report) = &report {
+        observer.event(Event::EvalDone { label, report });
+    }
+    Ok(report)
 }

@@ -13,7 +13,7 @@ use crate::metrics::StepMetrics;
 use crate::optim::learning_rate;
 use crate::policy::{CompletionBatch, token_logprobs};
 use crate::prompt::{PromptStyle, render_prompt};
-use crate::run::{AdapterRun, TrainingMethod, step_problems};
+use crate::run::{AdapterRun, TrainingMethod, check_number, step_problems};
 
 /// Everything that defines an SFT run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +63,14 @@ impl TrainingMethod for SftTrainer {
 
     fn steps(&self) -> usize {
         self.config.steps
+    }
+
+    fn validate(&self) -> Result<(), TrainError> {
+        if self.config.batch_size == 0 {
+            return Err(TrainError::Invalid("batch_size must be at least 1".into()));
+        }
+        check_number("lr", self.config.lr, false)?;
+        check_number("max_grad_norm", self.config.max_grad_norm, false)
     }
 
     /// One step: mean cross-entropy of the solution tokens (and the end-of-sequence token),

@@ -141,7 +141,7 @@ impl Chart {
             let y0 = MARGIN;
             let values: Vec<f64> = runs
                 .iter()
-                .flat_map(|r| r.metrics.iter().filter_map(|m| value(m)))
+                .flat_map(|r| r.metrics.iter().filter_map(value))
                 .collect();
             let lo = values.iter().cloned().fold(f64::INFINITY, f64::min).min(0.0);
             let mut hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
