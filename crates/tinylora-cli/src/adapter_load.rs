@@ -6,7 +6,10 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_adapter::{AdaptedModel, AdapterFile, AdapterParts, PeftAdapter, is_peft_dir, plan};
+use tinylora_engine::DeltaMode;
 use tinylora_formats::ModelFile;
+
+use crate::load::{DeviceArgs, load_model_checked};
 
 /// A bar counting the frozen SVDs of `modules` modules.
 pub fn svd_progress(modules: usize, rank: usize) -> anyhow::Result<ProgressBar> {
@@ -89,4 +92,21 @@ pub fn attach_adapter(
     bar.finish_and_clear();
     eprintln!("adapter attached in {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Open the model at `path` and, with `adapter`, read that adapter and check it against the
+/// model file before the weights load, then attach it merged into the weights.
+pub fn load_model_with_adapter(
+    path: &Path,
+    device: DeviceArgs,
+    adapter: Option<&Path>,
+) -> anyhow::Result<(ModelFile, AdaptedModel)> {
+    let (file, mut model, read) = load_model_checked(path, device, |file| {
+        adapter.map(|p| read_any_adapter(file, p)).transpose()
+    })?;
+    if let (Some(adapter_path), Some(read)) = (adapter, read) {
+        attach_adapter(&file, &mut model, adapter_path, read)?;
+        model.set_mode(DeltaMode::Merged)?;
+    }
+    Ok((file, model))
 }

@@ -7,13 +7,12 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_engine::DeltaMode;
 use tinylora_formats::atomic::write_atomic;
 use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::{ExtractMode, evaluate, load_problems};
 
-use crate::adapter_load::{attach_adapter, read_any_adapter};
-use crate::load::{DeviceArgs, load_model_checked};
+use crate::adapter_load::load_model_with_adapter;
+use crate::load::DeviceArgs;
 
 /// How questions become prompts (`tinylora eval` and `tinylora train`).
 #[derive(Args)]
@@ -98,17 +97,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(n) = args.limit {
         problems.truncate(n);
     }
-    // the adapter is read and checked against the model file before the weights load
-    let (file, mut model, adapter) = load_model_checked(&args.model, args.device, |file| {
-        args.adapter
-            .as_deref()
-            .map(|p| read_any_adapter(file, p))
-            .transpose()
-    })?;
-    if let (Some(path), Some(adapter)) = (&args.adapter, adapter) {
-        attach_adapter(&file, &mut model, path, adapter)?;
-        model.set_mode(DeltaMode::Merged)?;
-    }
+    let (file, model) = load_model_with_adapter(&args.model, args.device, args.adapter.as_deref())?;
     let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
         "evaluating [{bar:30}] {pos}/{len} problems, {msg} {elapsed} (eta {eta})",
     )?);

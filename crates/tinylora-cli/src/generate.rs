@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
-use tinylora_engine::{DeltaMode, GenerateOptions, SamplingParams};
+use tinylora_engine::{GenerateOptions, SamplingParams};
 use tinylora_formats::TextStream;
 
-use crate::adapter_load::{attach_adapter, read_any_adapter};
-use crate::load::{DeviceArgs, load_model_checked};
+use crate::adapter_load::load_model_with_adapter;
+use crate::load::DeviceArgs;
 
 /// Arguments of `tinylora generate`.
 #[derive(Args)]
@@ -82,17 +82,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             args.temperature
         );
     }
-    // the adapter is read and checked against the model file before the weights load
-    let (file, mut model, adapter) = load_model_checked(&args.model, args.device, |file| {
-        args.adapter
-            .as_deref()
-            .map(|p| read_any_adapter(file, p))
-            .transpose()
-    })?;
-    if let (Some(path), Some(adapter)) = (&args.adapter, adapter) {
-        attach_adapter(&file, &mut model, path, adapter)?;
-        model.set_mode(DeltaMode::Merged)?;
-    }
+    let (file, model) = load_model_with_adapter(&args.model, args.device, args.adapter.as_deref())?;
     let tok = &file.tokenizer;
     let text = if args.chat {
         let template = file
