@@ -74,6 +74,54 @@ fn greedy(max_new_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
     }
 }
 
+/// A prompt prefilled in chunks of 3 slots (each attending to the cache of the chunks before)
+/// gives the plain-Rust reference's next-token distribution; a prompt that fills the context is
+/// refused, and generation stops at the context's end.
+#[test]
+fn chunked_prefill_matches_the_reference_and_the_context_bounds_generation() {
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("prefill");
+        let c = tiny_config(Architecture::Llama, false);
+        let w = random_weights(&c, 31);
+        write_tiny_gguf(&dir.join("m.gguf"), &c, &w);
+        let (_, mut model) = load(&dir.join("m.gguf"), &dev);
+        model.prefill_chunk = 3;
+        let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
+        let gens = model.generate(&prompts, &greedy(1, vec![]), |_, _| {}).unwrap();
+        for (p, g) in prompts.iter().zip(&gens) {
+            let want = reference_logits(&c, &w, p);
+            let row = &want[p.len() - 1];
+            let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let id = g.output_ids[0] as usize;
+            assert!(
+                best - row[id] < 1e-3,
+                "{device}: chose {id}, reference best {best}"
+            );
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            assert!(
+                (g.logprobs[0] as f64 - (row[id] - lse)).abs() < 1e-3,
+                "{device}: chunked prefill's log-probability"
+            );
+        }
+        model.config.max_position_embeddings = 12;
+        let e = model
+            .generate(&[vec![7; 12]], &greedy(4, vec![]), |_, _| {})
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "prompt 0 has 12 tokens; the model's context holds 12 (prompt and answer together)"
+        );
+        let g = model
+            .generate(&prompts[..1], &greedy(10, vec![]), |_, _| {})
+            .unwrap();
+        assert_eq!(
+            g[0].output_ids.len(),
+            12 - prompts[0].len(),
+            "{device}: stops at the context"
+        );
+    }
+}
+
 #[test]
 fn kv_cache_decode_equals_full_recompute_and_batching_changes_nothing() {
     for (device, dev) in devices() {

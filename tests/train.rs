@@ -481,6 +481,7 @@ fn sft_baseline_learns_the_solution_tokens() {
             lr: 0.3,
             warmup: 0,
             max_grad_norm: 0.0,
+            weight_decay: 0.0,
             prompt: no_instruction(),
             seed: 0,
         },

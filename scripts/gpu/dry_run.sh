@@ -21,7 +21,7 @@ T0=$SECONDS
 DRY="$ROOT/gpu-kit/dry"
 fail() { echo "dry_run.sh: FAILED: $*" >&2; exit 1; }
 
-scripts/gpu/pack.sh
+bash scripts/gpu/pack.sh
 echo "dry_run.sh: pack done after $((SECONDS - T0)) s" >&2
 
 rm -rf "$DRY"

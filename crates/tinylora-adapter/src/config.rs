@@ -86,7 +86,20 @@ pub enum ConfigError {
     /// LoRA trains full-size factors per module; tying them is not defined here.
     #[error("LoRA adapters cannot be tied; use --tying none")]
     TiedLora,
+    /// A size beyond what the kernels (rank) or any sane adapter (u) take.
+    #[error("{what} = {value} is more than {max}")]
+    TooLarge {
+        /// `rank` or `u`.
+        what: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest allowed.
+        max: usize,
+    },
 }
+
+/// The largest u (trainable numbers per tie group) an adapter may ask for.
+pub const MAX_U: usize = 1 << 16;
 
 impl AdapterConfig {
     /// Check the configuration and put the targets in layer order.
@@ -101,6 +114,13 @@ impl AdapterConfig {
         }
         if self.method == Method::Tinylora && self.u == 0 {
             return Err(ConfigError::Zero("u"));
+        }
+        let too_large = |what, value, max| ConfigError::TooLarge { what, value, max };
+        if self.rank > tinylora_kernels::MAX_RANK {
+            return Err(too_large("rank", self.rank, tinylora_kernels::MAX_RANK));
+        }
+        if self.u > MAX_U {
+            return Err(too_large("u", self.u, MAX_U));
         }
         match self.tying {
             Tying::Tiled { n_tie: 0 } | Tying::Structured { n_tie: 0 } => {

@@ -70,6 +70,8 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // said so already; 130 as for a shell's interrupted command
+        Err(e) if e.is::<train::Interrupted>() => std::process::ExitCode::from(130),
         Err(e) => {
             // the whole cause chain on one line: "what failed: why"
             eprintln!("error: {e:#}");

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_train::reward::{DEFAULT_FORMAT_PATTERN, RewardSpec};
+use tinylora_train::reward::RewardSpec;
 use tinylora_train::{
     Aggregation, EvalSettings, Event, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling, LossConfig,
     Observer, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training, TrainingMethod, load_problems,
@@ -59,7 +59,8 @@ pub struct CommonArgs {
     overwrite: bool,
     #[command(flatten)]
     adapter: AdapterArgs,
-    /// Optimizer steps.
+    /// Steps: batches of rollouts for GRPO (each --num-iterations optimizer updates), batches
+    /// of problems for SFT.
     #[arg(long, default_value_t = 50)]
     steps: usize,
     /// Peak learning rate (TinyLoRA's few numbers take large steps).
@@ -105,7 +106,7 @@ pub struct GrpoArgs {
     /// Prompts per step.
     #[arg(long, default_value_t = 4)]
     prompts_per_step: usize,
-    /// Rollout temperature.
+    /// Rollout temperature (> 0).
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     /// Lower ratio clip ε_low.
@@ -142,9 +143,10 @@ pub struct GrpoArgs {
     /// or --reward correct:1,format:0.2
     #[arg(long = "reward", value_delimiter = ',', default_value = "correct:1")]
     rewards: Vec<RewardSpec>,
-    /// Regular expression of the `format` reward.
-    #[arg(long, default_value = DEFAULT_FORMAT_PATTERN)]
-    format_pattern: String,
+    /// Regular expression of the `format` reward [default: `#### <number>` at the end,
+    /// `####\s*-?[0-9][0-9,]*(\.[0-9]+)?\s*$`].
+    #[arg(long)]
+    format_pattern: Option<String>,
     /// Program of the `cmd` reward (a command line, split on spaces): started once, it reads
     /// one JSON object per completion on stdin ({"prompt", "completion", "answer", "tokens",
     /// "truncated"}) and writes one number per line on stdout, e.g.
@@ -164,6 +166,18 @@ pub struct SftArgs {
     batch_size: usize,
 }
 
+/// A run stopped by Ctrl-C with its checkpoint saved (the process exits with status 130).
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Run `tinylora train …`.
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
@@ -172,10 +186,6 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
             if a.group_size < 2 {
                 anyhow::bail!("--group-size must be at least 2 (advantages compare samples of one prompt)");
             }
-            let uses_format = a
-                .rewards
-                .iter()
-                .any(|r| r.kind == tinylora_train::reward::RewardKind::Format);
             let mut method = GrpoTrainer::new(GrpoConfig {
                 group_size: a.group_size,
                 prompts_per_step: a.prompts_per_step,
@@ -197,7 +207,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                     importance_sampling: a.importance_sampling_level,
                 },
                 rewards: a.rewards.clone(),
-                format_pattern: uses_format.then(|| a.format_pattern.clone()),
+                format_pattern: a.format_pattern.clone(),
                 reward_cmd: a.reward_cmd.clone(),
                 extract: c.extract,
                 prompt: c.prompt.style(),
@@ -214,6 +224,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                     lr: c.lr,
                     warmup: c.warmup,
                     max_grad_norm: c.max_grad_norm,
+                    weight_decay: c.weight_decay,
                     prompt: c.prompt.style(),
                     seed: c.seed,
                 },
@@ -257,7 +268,7 @@ impl Observer for Progress {
     fn event(&self, event: Event<'_>) {
         let Ok(mut bars) = self.bars.lock() else { return };
         match event {
-            Event::Attaching { modules } => bars.svd = svd_progress(modules, 0).ok(),
+            Event::Attaching { modules, rank } => bars.svd = svd_progress(modules, rank).ok(),
             Event::ModuleDone => {
                 if let Some(b) = &bars.svd {
                     b.inc(1);
@@ -411,7 +422,7 @@ fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> 
             "interrupted: checkpoint at step {} saved in {dir}; continue with the same command and --resume",
             outcome.step
         );
-        std::process::exit(130);
+        return Err(Interrupted.into());
     }
     println!(
         "adapter: {dir}/adapter.safetensors ({} parameters, {} bytes)",

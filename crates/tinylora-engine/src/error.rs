@@ -11,6 +11,18 @@ pub enum EngineError {
         /// Position of the prompt in the batch.
         index: usize,
     },
+    /// A prompt that fills the model's context (no room for a new token).
+    #[error(
+        "prompt {index} has {tokens} tokens; the model's context holds {context} (prompt and answer together)"
+    )]
+    ContextTooLong {
+        /// Position of the prompt in the batch.
+        index: usize,
+        /// Its tokens.
+        tokens: usize,
+        /// The context length (`max_position_embeddings`, GGUF `context_length`).
+        context: usize,
+    },
     /// Reading a result back from the device failed (a lost or failing device).
     #[error("reading the {what} back from the device failed")]
     ReadBack {

@@ -68,6 +68,24 @@ impl Transformer {
         hidden
     }
 
+    /// The prompts' forward in chunks of at most [`Transformer::prefill_chunk`] slots, each
+    /// attending to the cache of the chunks before it, so that attention's scratch is
+    /// `[B, n_kv, r·chunk, S]`, not `[B, n_kv, r·T, T]`; returns the last chunk's hidden states.
+    fn prefill(&self, rows: &[Vec<u32>], pads: &[usize], cache: &mut KvCache) -> Tensor<3> {
+        let t = rows[0].len();
+        let chunk = self.prefill_chunk.max(1);
+        let mut start = 0;
+        loop {
+            let end = (start + chunk).min(t);
+            let part: Vec<Vec<u32>> = rows.iter().map(|r| r[start..end].to_vec()).collect();
+            let hidden = self.step(&part, pads, cache);
+            if end == t {
+                return hidden;
+            }
+            start = end;
+        }
+    }
+
     /// Teacher-forced logits of every position: `prompts` (any lengths) → per prompt a
     /// row-major `[len, V]` host array.
     pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EngineError> {
@@ -124,6 +142,19 @@ impl Transformer {
         mut on_token: impl FnMut(usize, u32),
     ) -> Result<Vec<Generation>, EngineError> {
         check_prompts(prompts)?;
+        // every prompt leaves room for a token in the context; sequences stop at its end
+        let context = self.config.max_position_embeddings;
+        if let Some(index) = prompts.iter().position(|p| p.len() >= context) {
+            return Err(EngineError::ContextTooLong {
+                index,
+                tokens: prompts[index].len(),
+                context,
+            });
+        }
+        let limits: Vec<usize> = prompts
+            .iter()
+            .map(|p| opts.max_new_tokens.min(context - p.len()))
+            .collect();
         let mut out: Vec<Generation> = prompts
             .iter()
             .map(|p| Generation {
@@ -145,9 +176,12 @@ impl Transformer {
         let mut active: Vec<Option<usize>> = (0..prompts.len()).map(Some).collect();
         let mut cache = KvCache::new(self.layers.len());
         loop {
-            let t = rows[0].len();
-            let hidden = self.step(&rows, &pads, &mut cache); // [B, T, H]
-            let b = active.len();
+            let hidden = if cache.is_empty() {
+                self.prefill(&rows, &pads, &mut cache) // [B, T_last, H]
+            } else {
+                self.step(&rows, &pads, &mut cache) // [B, 1, H]
+            };
+            let (b, t) = (active.len(), hidden.dims()[1]);
             let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
             let logits = read_f32_async(self.logits(last), "logits").await?; // [B, V]
             let mut next_rows = Vec::with_capacity(b);
@@ -164,7 +198,7 @@ impl Transformer {
                 if opts.stop_ids.contains(&id) {
                     g.finish = FinishReason::Stop;
                     *slot = None;
-                } else if g.output_ids.len() >= opts.max_new_tokens {
+                } else if g.output_ids.len() >= limits[i] {
                     *slot = None;
                 }
                 next_rows.push(vec![id]);

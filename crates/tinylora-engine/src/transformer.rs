@@ -129,7 +129,13 @@ pub struct Transformer {
     pub device: Device,
     /// How the projections' deltas apply (see [`crate::delta`]).
     pub(crate) delta_mode: DeltaMode,
+    /// Most prompt slots one prefill forward takes ([`PREFILL_CHUNK`] unless changed): longer
+    /// prompts are prefilled in chunks, bounding attention's scratch memory.
+    pub prefill_chunk: usize,
 }
+
+/// Default [`Transformer::prefill_chunk`].
+pub const PREFILL_CHUNK: usize = 512;
 
 impl Transformer {
     /// Load every weight from `file`, checking each shape against the configuration.
@@ -195,6 +201,7 @@ impl Transformer {
             lm_head,
             device: device.clone(),
             delta_mode: DeltaMode::Off,
+            prefill_chunk: PREFILL_CHUNK,
         })
     }
 

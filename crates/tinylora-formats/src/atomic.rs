@@ -22,7 +22,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// when `write` fails.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let tmp = temporary(path);
-    let written = write(&tmp).and_then(|()| std::fs::File::open(&tmp)?.sync_all());
+    // flushed through a handle that may write (Windows' flush needs one)
+    let written = write(&tmp).and_then(|()| std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all());
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(FormatError::io(&tmp, e));

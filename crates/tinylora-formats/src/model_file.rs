@@ -225,15 +225,14 @@ fn validate_config(
             ),
         ));
     }
-    if c.num_attention_heads * c.head_dim > MAX_WIDTH {
+    let width = c.num_attention_heads.checked_mul(c.head_dim);
+    if width.is_none_or(|w| w > MAX_WIDTH) {
         return Err(bad(
             "head_dim",
             &c.head_dim,
             &format!(
-                "is absurdly large: {} heads × {} = {} (at most {MAX_WIDTH})",
-                c.num_attention_heads,
-                c.head_dim,
-                c.num_attention_heads * c.head_dim
+                "is absurdly large: {} heads × {} is more than {MAX_WIDTH}",
+                c.num_attention_heads, c.head_dim
             ),
         ));
     }

@@ -30,6 +30,10 @@ pub enum TrainError {
     /// An adapter file cannot be written.
     #[error(transparent)]
     AdapterFile(#[from] AdapterFileError),
+    /// The rewards cannot be set up (a bad spec, a pattern that is not a regular expression,
+    /// a reward program that does not start).
+    #[error("setting up the rewards")]
+    Rewards(#[source] RewardError),
     /// A reward failed (e.g. the external reward program).
     #[error("scoring step {step}")]
     Reward {

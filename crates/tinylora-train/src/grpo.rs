@@ -77,6 +77,17 @@ impl std::str::FromStr for ImportanceSampling {
     }
 }
 
+/// The sizes of the whole batch of rollouts, when the loss is computed on the sequences
+/// that can change it only (a sequence with A = 0 and no KL term adds nothing): the loss and
+/// the shares are then normalised over the whole batch, as TRL does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchSize {
+    /// Sequences B of the whole batch (masked ones included, as in TRL's mean over B).
+    pub sequences: usize,
+    /// Active (unmasked) completion tokens of the whole batch.
+    pub tokens: f32,
+}
+
 /// Mean and sample std (Bessel's correction, as torch's `std` and TRL compute it; 0 for one
 /// value).
 fn mean_std(x: &[f32]) -> (f32, f32) {
@@ -103,13 +114,15 @@ pub fn advantages(rewards: &[f32], group: usize, scale: ScaleRewards) -> Vec<f32
     rewards
         .chunks(group)
         .flat_map(|g| {
+            // all equal: exactly zero (a float mean of equal non-dyadic rewards may not be)
+            let flat = g.iter().all(|&r| r == g[0]);
             let (mean, std) = mean_std(g);
             let denom = match scale {
                 ScaleRewards::Group => std + 1e-4,
                 ScaleRewards::Batch => batch_std + 1e-4,
                 ScaleRewards::None => 1.0,
             };
-            g.iter().map(move |r| (r - mean) / denom)
+            g.iter().map(move |r| if flat { 0.0 } else { (r - mean) / denom })
         })
         .collect()
 }
@@ -137,18 +150,21 @@ pub struct LossParts {
     pub loss: Tensor<1>,
     /// Mean KL estimate over active tokens (0 without a reference).
     pub kl: Tensor<1>,
-    /// Share of active tokens where clipping took effect (TRL's `clip_ratio/region_mean`:
-    /// ρ < 1 − ε_low with A < 0, or ρ > 1 + ε_high with A > 0).
+    /// Share where clipping took effect (TRL's `clip_ratio/region_mean`: ρ < 1 − ε_low with
+    /// A < 0, or ρ > 1 + ε_high with A > 0): of the active tokens with token-level ratios, of
+    /// the sequences with sequence-level ones.
     pub clipped: Tensor<1>,
 }
 
 /// The GRPO loss. `logp`, `old_logp`, `ref_logp`, `mask`: `[B, T]` (log-probabilities of each
 /// completion token under the current, rollout and reference policies; mask 1 on completion
-/// tokens); `adv`: `[B]`; `max_len`: the Dr. GRPO normaliser (max new tokens).
+/// tokens); `adv`: `[B]`; `max_len`: the Dr. GRPO normaliser (max new tokens); `whole`: the
+/// whole batch's sizes when these B sequences are only part of it (else these B's own).
 ///
 /// Per token: −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A) + β (exp(ref−logp) − (ref−logp) − 1),
 /// with ρ = exp(logp − old_logp) per token, or with GSPO's sequence-level
 /// ρ = exp(Σ_t mask (logp − old_logp) / Σ_t mask) for every token of a completion.
+#[allow(clippy::too_many_arguments)]
 pub fn grpo_loss(
     logp: Tensor<2>,
     old_logp: Tensor<2>,
@@ -157,6 +173,7 @@ pub fn grpo_loss(
     mask: Tensor<2>,
     cfg: &LossConfig,
     max_len: usize,
+    whole: Option<BatchSize>,
 ) -> LossParts {
     let [b, t] = logp.dims();
     let adv = adv.reshape([b, 1]);
@@ -174,9 +191,15 @@ pub fn grpo_loss(
     let bounded = ratio.clone().clamp(1.0 - cfg.eps_low, 1.0 + cfg.eps_high);
     let low = ratio.clone().lower_elem(1.0 - cfg.eps_low).float() * adv.clone().lower_elem(0.0).float();
     let high = ratio.clone().greater_elem(1.0 + cfg.eps_high).float() * adv.clone().greater_elem(0.0).float();
-    let clipped_flag = (low + high) * mask.clone(); // [B, T] (or [B, 1] broadcast)
+    let clipped_flag = (low + high) * mask.clone(); // [B, T]
     let mut per_token = -unclipped.min_pair(bounded * adv);
-    let active = mask.clone().sum().clamp_min(1.0);
+    let (sequences, active) = match whole {
+        Some(w) => (
+            w.sequences as f32,
+            Tensor::<1>::from_floats([w.tokens.max(1.0)], &mask.device()),
+        ),
+        None => (b as f32, mask.clone().sum().clamp_min(1.0)),
+    };
     let kl = match ref_logp {
         Some(r) if cfg.beta != 0.0 => {
             let d = r - logp;
@@ -188,15 +211,19 @@ pub fn grpo_loss(
     };
     let masked = per_token * mask.clone();
     let loss = match cfg.aggregation {
-        Aggregation::Grpo => (masked.sum_dim(1) / mask.sum_dim(1).clamp_min(1.0)).mean(),
+        Aggregation::Grpo => (masked.sum_dim(1) / mask.clone().sum_dim(1).clamp_min(1.0)).sum() / sequences,
         Aggregation::Dapo => masked.sum() / active.clone(),
-        Aggregation::DrGrpo => masked.sum() / (b * max_len) as f32,
+        Aggregation::DrGrpo => masked.sum() / (sequences * max_len as f32),
     };
-    LossParts {
-        loss,
-        kl,
-        clipped: clipped_flag.sum() / active,
-    }
+    let clipped = match cfg.importance_sampling {
+        ImportanceSampling::Token => clipped_flag.sum() / active,
+        // one flag per sequence with any active token (TRL's mean over the [B, 1] flags)
+        ImportanceSampling::Sequence => {
+            let any = mask.sum_dim(1).clamp_max(1.0); // [B, 1]
+            (clipped_flag.narrow(1, 0, 1).clamp_max(1.0) * any).sum() / sequences
+        }
+    };
+    LossParts { loss, kl, clipped }
 }
 
 #[cfg(test)]
@@ -273,12 +300,67 @@ mod tests {
                 mask.clone(),
                 &cfg(agg),
                 4,
+                None,
             );
             let got = value(parts.loss);
             assert!((got - want).abs() < 1e-5, "{agg:?}: {got} vs {want}");
             // clipping takes effect on 1.5 (above 1.28, A > 0) and 0.7 (below 0.8, A < 0), not
             // on 0.5 (below 0.8, but A > 0: min picks the unclipped term) of 5 active tokens
             assert!((value(parts.clipped) - 2.0 / 5.0).abs() < 1e-6);
+        }
+    }
+
+    /// The loss of the sequences that matter, normalised over the whole batch, equals the loss
+    /// of the whole batch: a third sequence with A = 0 adds nothing but counts in the
+    /// normalisers, for every aggregation.
+    #[test]
+    fn a_part_of_the_batch_with_the_whole_batch_sizes_gives_the_whole_batch_loss() {
+        let ln = f32::ln;
+        let t3 = |v: [[f32; 3]; 3]| Tensor::<2>::from_data(TensorData::from(v), &default_device());
+        let logp = t3([
+            [ln(1.5), ln(0.5), 0.0],
+            [ln(1.1), ln(0.7), 0.0],
+            [ln(0.9), 0.0, 0.0],
+        ]);
+        let mask = t3([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]);
+        let adv = Tensor::<1>::from_data(TensorData::from([1.0f32, -2.0, 0.0]), &default_device());
+        let zeros = t3([[0.0; 3]; 3]);
+        for aggregation in [Aggregation::Grpo, Aggregation::Dapo, Aggregation::DrGrpo] {
+            let cfg = LossConfig {
+                eps_low: 0.2,
+                eps_high: 0.28,
+                beta: 0.0,
+                aggregation,
+                importance_sampling: ImportanceSampling::Token,
+            };
+            let all = grpo_loss(
+                logp.clone(),
+                zeros.clone(),
+                None,
+                adv.clone(),
+                mask.clone(),
+                &cfg,
+                4,
+                None,
+            );
+            let two = |t: Tensor<2>| t.narrow(0, 0, 2);
+            let whole = BatchSize {
+                sequences: 3,
+                tokens: 6.0,
+            };
+            let part = grpo_loss(
+                two(logp.clone()),
+                two(zeros.clone()),
+                None,
+                adv.clone().narrow(0, 0, 2),
+                two(mask.clone()),
+                &cfg,
+                4,
+                Some(whole),
+            );
+            let (a, p) = (value(all.loss), value(part.loss));
+            assert!((a - p).abs() < 1e-6, "{aggregation:?}: whole {a} vs part {p}");
+            assert!((value(all.clipped) - value(part.clipped)).abs() < 1e-6);
         }
     }
 
@@ -305,12 +387,12 @@ mod tests {
         let per0 = -r0;
         let per1 = 2.0 * 0.9;
         let want = (3.0 * per0 + 2.0 * per1) / 5.0;
-        let parts = grpo_loss(logp, old, None, adv, mask, &cfg, 3);
+        let parts = grpo_loss(logp, old, None, adv, mask, &cfg, 3, None);
         let got = value(parts.loss) as f64;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         assert!(r1 < 0.9, "seq 1's ratio is below the band");
-        // clipping takes effect on seq 1's 2 tokens (ρ < 0.9, A < 0) of 5
-        assert!((value(parts.clipped) - 2.0 / 5.0).abs() < 1e-6);
+        // clipping takes effect on seq 1 (ρ < 0.9, A < 0): 1 of 2 sequences
+        assert!((value(parts.clipped) - 0.5).abs() < 1e-6);
     }
 
     #[test]
@@ -329,7 +411,7 @@ mod tests {
         // d = ref − logp = [−0.5, 1.0]: k3 = e^d − d − 1
         let k3 = |d: f32| d.exp() - d - 1.0;
         let kl = (k3(-0.5) + k3(1.0)) / 2.0;
-        let parts = grpo_loss(logp.clone(), logp, Some(reference), adv, mask, &cfg, 3);
+        let parts = grpo_loss(logp.clone(), logp, Some(reference), adv, mask, &cfg, 3, None);
         assert!((value(parts.kl) - kl).abs() < 1e-5);
         assert!(
             (value(parts.loss) - 0.1 * kl).abs() < 1e-5,

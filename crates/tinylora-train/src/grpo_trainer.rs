@@ -14,7 +14,7 @@ use tinylora_engine::{DeltaMode, FinishReason, read_scalar};
 use crate::data::Problem;
 use crate::error::TrainError;
 use crate::extract::ExtractMode;
-use crate::grpo::{LossConfig, ScaleRewards, grpo_loss};
+use crate::grpo::{BatchSize, LossConfig, ScaleRewards, grpo_loss};
 use crate::metrics::StepMetrics;
 use crate::optim::learning_rate;
 use crate::policy::{CompletionBatch, token_logprobs};
@@ -67,10 +67,9 @@ pub struct GrpoConfig {
     pub seed: u64,
 }
 
-/// A GRPO run's method: its settings and its rewards.
+/// A GRPO run's method: its settings (checked) and its rewards (built from them).
 pub struct GrpoTrainer {
-    /// Run settings.
-    pub config: GrpoConfig,
+    config: GrpoConfig,
     rewards: Rewards,
 }
 
@@ -104,9 +103,13 @@ impl GrpoTrainer {
             command: config.reward_cmd.clone(),
             ..RewardOptions::new(config.extract, config.max_new_tokens)
         };
-        let rewards =
-            Rewards::new(&config.rewards, &opts).map_err(|source| TrainError::Reward { step: 0, source })?;
+        let rewards = Rewards::new(&config.rewards, &opts).map_err(TrainError::Rewards)?;
         Ok(GrpoTrainer { config, rewards })
+    }
+
+    /// The run's settings.
+    pub fn settings(&self) -> &GrpoConfig {
+        &self.config
     }
 
     /// μ updates on the scored rollouts; returns (mean loss, last KL, last clipped share,
@@ -119,17 +122,36 @@ impl GrpoTrainer {
         lr: f32,
     ) -> Result<[f32; 4], TrainError> {
         let cfg = &self.config;
-        // the sequences that carry signal
-        let keep: Vec<usize> = (0..r.generations.len())
+        // TRL's completion mask: every token, except those of truncated completions with
+        // --mask-truncated-completions
+        let counted = |i: usize| {
+            let g = &r.generations[i];
+            !(cfg.mask_truncated && g.finish == FinishReason::Length)
+        };
+        let n = r.generations.len();
+        let whole = BatchSize {
+            sequences: n,
+            tokens: (0..n)
+                .filter(|&i| counted(i))
+                .map(|i| r.generations[i].output_ids.len())
+                .sum::<usize>() as f32,
+        };
+        // the sequences that can change the loss: counted, not empty, and A ≠ 0 unless the KL
+        // term needs them; the others add nothing but count in `whole`
+        let keep: Vec<usize> = (0..n)
             .filter(|&i| {
-                let g = &r.generations[i];
-                s.advantages[i] != 0.0
-                    && !g.output_ids.is_empty()
-                    && !(cfg.mask_truncated && g.finish == FinishReason::Length)
+                counted(i)
+                    && !r.generations[i].output_ids.is_empty()
+                    && (s.advantages[i] != 0.0 || cfg.loss.beta != 0.0)
             })
             .collect();
         if keep.is_empty() {
-            return Ok([0.0; 4]);
+            // a zero loss, as TRL's would be: AdamW still steps on its moments
+            let mut last = 0.0;
+            for _ in 0..cfg.num_iterations {
+                last = run.apply_gradient(vec![0.0; run.state.values.len()], cfg.max_grad_norm, lr)?;
+            }
+            return Ok([0.0, 0.0, 0.0, last]);
         }
         let gens: Vec<_> = keep.iter().map(|&i| &r.generations[i]).collect();
         let batch = CompletionBatch::new(
@@ -170,6 +192,7 @@ impl GrpoTrainer {
                 mask.clone().autodiff(),
                 &cfg.loss,
                 cfg.max_new_tokens,
+                Some(whole),
             );
             let loss = read_scalar(parts.loss.clone().inner(), "loss")?;
             let grad_norm = run.descend(parts.loss, loss, cfg.max_grad_norm, lr)?;

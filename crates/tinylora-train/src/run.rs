@@ -97,7 +97,16 @@ impl AdapterRun<'_> {
             return Err(non_finite("loss", loss_value));
         }
         let grads = loss.backward();
-        let mut g = self.model.gradient(&grads)?;
+        let g = self.model.gradient(&grads)?;
+        self.apply_gradient(g, max_norm, lr)
+    }
+
+    /// Clip the gradient `g` of the values to `max_norm` and take one AdamW step at `lr`;
+    /// returns the gradient norm before clipping. A non-finite gradient or result is an error
+    /// and leaves the values as they were.
+    pub fn apply_gradient(&mut self, mut g: Vec<f32>, max_norm: f32, lr: f32) -> Result<f32, TrainError> {
+        let step = self.state.step + 1;
+        let non_finite = |what, value: f32| TrainError::NonFinite { step, what, value };
         if let Some(&bad) = g.iter().find(|x| !x.is_finite()) {
             return Err(non_finite("gradient", bad));
         }
@@ -187,6 +196,8 @@ pub enum Event<'a> {
     Attaching {
         /// Modules to factorise (0 for LoRA).
         modules: usize,
+        /// Their rank r.
+        rank: usize,
     },
     /// One module's SVD finished.
     ModuleDone,
@@ -308,10 +319,17 @@ impl Training<'_> {
         let p = plan(&self.file.config, &self.adapter);
         let state = if self.settings.resume {
             let s = files.resume(&record)?;
-            if s.values.len() != p.params {
+            let moments = (s.optimizer.m.len(), s.optimizer.v.len());
+            if s.values.len() != p.params || moments != (p.params, p.params) {
                 return Err(TrainError::RunFile {
                     path: files.state(),
-                    message: format!("{} values, but the adapter has {}", s.values.len(), p.params),
+                    message: format!(
+                        "{} values and {} + {} optimizer moments, but the adapter has {} values",
+                        s.values.len(),
+                        moments.0,
+                        moments.1,
+                        p.params
+                    ),
                 });
             }
             observer.event(Event::Resumed { step: s.step });
@@ -329,7 +347,10 @@ impl Training<'_> {
         } else {
             0
         };
-        observer.event(Event::Attaching { modules });
+        observer.event(Event::Attaching {
+            modules,
+            rank: self.adapter.rank,
+        });
         let parts = AdapterParts::build(self.file, &self.adapter, &state.values, &|| {
             observer.event(Event::ModuleDone)
         })?;
@@ -396,8 +417,8 @@ impl Training<'_> {
                 stop,
             )?
         };
-        // stopped before any step: during the base model's evaluation
-        let interrupted = interrupted || (step < steps && stopped());
+        // stopped during an evaluation (the first, or the last: its figure is then missing)
+        let interrupted = interrupted || stopped();
         Ok(RunOutcome {
             step,
             interrupted,

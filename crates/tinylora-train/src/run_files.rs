@@ -121,9 +121,16 @@ impl RunFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(TrainError::io(&path, e)),
         };
-        let kept: Vec<&str> = text
-            .lines()
-            .filter(|line| serde_json::from_str::<StepMetrics>(line).is_ok_and(|m| m.step <= step))
+        // drop the lines of steps past the checkpoint and a torn last line; keep the rest
+        let lines: Vec<&str> = text.lines().collect();
+        let kept: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|&(i, line)| match serde_json::from_str::<StepMetrics>(line) {
+                Ok(m) => m.step <= step,
+                Err(_) => i + 1 < lines.len() || text.ends_with('\n'),
+            })
+            .map(|(_, line)| *line)
             .collect();
         if kept.len() != text.lines().count() {
             let mut body = kept.join("\n");

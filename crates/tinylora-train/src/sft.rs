@@ -28,6 +28,9 @@ pub struct SftConfig {
     pub warmup: usize,
     /// Global gradient-norm clip (0: off).
     pub max_grad_norm: f32,
+    /// AdamW decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f32,
     /// How questions become prompts (the target continues the prompt).
     pub prompt: PromptStyle,
     /// Seed of the problem order.
@@ -65,12 +68,17 @@ impl TrainingMethod for SftTrainer {
         self.config.steps
     }
 
+    fn weight_decay(&self) -> f32 {
+        self.config.weight_decay
+    }
+
     fn validate(&self) -> Result<(), TrainError> {
         if self.config.batch_size == 0 {
             return Err(TrainError::Invalid("batch_size must be at least 1".into()));
         }
         check_number("lr", self.config.lr, false)?;
-        check_number("max_grad_norm", self.config.max_grad_norm, false)
+        check_number("max_grad_norm", self.config.max_grad_norm, false)?;
+        check_number("weight_decay", self.config.weight_decay, false)
     }
 
     /// One step: mean cross-entropy of the solution tokens (and the end-of-sequence token),
@@ -85,7 +93,11 @@ impl TrainingMethod for SftTrainer {
         let mut prompts = Vec::new();
         let mut targets = Vec::new();
         for p in &chosen {
-            prompts.push(tok.encode(&render_prompt(run.file, &p.question, &cfg.prompt)?)?);
+            let prompt = tok.encode(&render_prompt(run.file, &p.question, &cfg.prompt)?)?;
+            if prompt.is_empty() {
+                return Err(tinylora_engine::EngineError::EmptyPrompt { index: prompts.len() }.into());
+            }
+            prompts.push(prompt);
             let mut t = tok
                 .inner
                 .encode(self.target(p), false)

@@ -77,13 +77,17 @@ impl Program {
             program: name.clone(),
             source,
         };
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(start_error)?;
+            .stderr(Stdio::inherit());
+        // a process group of its own: Ctrl-C in the terminal stops the trainer after its step,
+        // and must not kill the program that scores that step (the trainer ends it on drop)
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().map_err(start_error)?;
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let (events_tx, events) = mpsc::channel();
         let (requests, requests_rx) = mpsc::channel();
