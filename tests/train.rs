@@ -389,8 +389,9 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
         )
         .unwrap();
     let v = file.config.vocab_size;
-    // GRPO aggregation, one token per completion: mean over the kept sequences (A ≠ 0) of
-    // −min(ρA, clip(ρ, 0.8, 1.28)A), ρ = exp(logp_new − logp_rollout)
+    // GRPO aggregation, one token per completion, as TRL normalises it: the sum over the
+    // sequences with A ≠ 0 of −min(ρA, clip(ρ, 0.8, 1.28)A), ρ = exp(logp_new − logp_rollout),
+    // over all B sequences of the batch (those with A = 0 add 0)
     let mut terms = Vec::new();
     for (i, g) in r.generations.iter().enumerate() {
         if adv[i] == 0.0 {
@@ -405,7 +406,7 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
         terms.push(-(ratio * a).min(ratio.clamp(0.8, 1.28) * a));
     }
     assert!(!terms.is_empty(), "some groups carry signal");
-    let loss2 = terms.iter().sum::<f64>() / terms.len() as f64;
+    let loss2 = terms.iter().sum::<f64>() / r.generations.len() as f64;
     // the reported loss is the mean of the two updates' losses
     let reported2 = 2.0 * m2.loss as f64 - l1.loss as f64;
     println!(

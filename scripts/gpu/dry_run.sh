@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU kit's dry run, one command from a clean checkout:
 #
-#   scripts/gpu/dry_run.sh
+#   scripts/gpu/dry_run.sh             # pack, then run every call
+#   scripts/gpu/dry_run.sh --no-pack   # reuse gpu-kit/ as packed last time
 #
 # 1. packs the kit (scripts/gpu/pack.sh: build, binaries, loader .debs, wheels, models, data,
 #    the plan of calls);
@@ -21,8 +22,11 @@ T0=$SECONDS
 DRY="$ROOT/gpu-kit/dry"
 fail() { echo "dry_run.sh: FAILED: $*" >&2; exit 1; }
 
-bash scripts/gpu/pack.sh
-echo "dry_run.sh: pack done after $((SECONDS - T0)) s" >&2
+case "${1:-}" in
+  "") bash scripts/gpu/pack.sh; echo "dry_run.sh: pack done after $((SECONDS - T0)) s" >&2 ;;
+  --no-pack) [[ -f gpu-kit/plan.json ]] || fail "gpu-kit/plan.json is missing: run without --no-pack" ;;
+  *) fail "unknown option '$1' (--no-pack)" ;;
+esac
 
 rm -rf "$DRY"
 mkdir -p "$DRY/out"
@@ -33,7 +37,9 @@ for v in json.load(open(sys.argv[1]))["visits"]:
         print("\t".join([v["id"], c["id"], str(c["timeout_s"]), c["command"]]))
 PY
 
-export KIT_DRY_RUN=1
+# KIT_DRY_TESTS: tests per suite in stage 1 (lavapipe takes minutes per suite; scripts/test.sh
+# runs them all); set KIT_DRY_TESTS= (empty) for every test
+export KIT_DRY_RUN=1 KIT_DRY_TESTS="${KIT_DRY_TESTS-3}"
 prev=""
 while IFS=$'\t' read -r visit call timeout_s cmd; do
   if [[ "$visit" != "$prev" ]]; then

@@ -45,23 +45,11 @@ for tool in xz tar sha256sum strip cc python3 apt-get; do
 done
 mkdir -p "$CACHE"/{debs,wheels,bin}
 STAGING="$KIT/staging"
-rm -rf "$STAGING" "$KIT/artifacts"
-mkdir -p "$STAGING" "$KIT/artifacts"
-
-# --- models and data ---------------------------------------------------------------------------
+rm -rf "$STAGING"
+mkdir -p "$STAGING"
 scripts/fetch_models.sh smollm2 qwen0.5b
-for f in train.jsonl test.jsonl; do
-  [[ -s "$GSM8K/$f" ]] || die "$GSM8K/$f is missing (GSM8K lives in ../shared/data/gsm8k; set GSM8K_DIR)"
-done
-mkdir -p "$STAGING/data/gsm8k"
-cp "$GSM8K"/{train.jsonl,test.jsonl} "$STAGING/data/gsm8k/"
-[[ -f "$GSM8K/LICENSE" ]] && cp "$GSM8K/LICENSE" "$STAGING/data/gsm8k/"
-tar -C "$STAGING/data" -cf - gsm8k | xz -9 -T1 >"$KIT/artifacts/data.tar.xz"
-for m in SmolLM2-135M-Instruct.Q4_1.gguf Qwen2.5-Coder-0.5B-Instruct.gguf; do
-  ln -f "models/$m" "$KIT/artifacts/$m" 2>/dev/null || cp "models/$m" "$KIT/artifacts/$m"
-done
 
-# --- binaries ------------------------------------------------------------------------------------
+# --- build (a failed build leaves the last kit as it was) --------------------------------------
 source scripts/setup.sh   # CARGO_TARGET_DIR: the shared, warm release build
 # executables NAME KIND: from cargo's JSON messages on stdin, "NAME<TAB>path" of each
 # artifact of that kind that has an executable
@@ -85,6 +73,22 @@ cargo test --release --no-run --test kernels --test adapter --test engine "${CAR
   | executables test >"$STAGING/tests.tsv"
 cargo bench --profile release --no-run --bench engine --bench adapter "${CARGO_FLAGS[@]}" \
   | executables bench >"$STAGING/bench.tsv"
+rm -rf "$KIT/artifacts"
+mkdir -p "$KIT/artifacts"
+
+# --- models and data ---------------------------------------------------------------------------
+for f in train.jsonl test.jsonl; do
+  [[ -s "$GSM8K/$f" ]] || die "$GSM8K/$f is missing (GSM8K lives in ../shared/data/gsm8k; set GSM8K_DIR)"
+done
+mkdir -p "$STAGING/data/gsm8k"
+cp "$GSM8K"/{train.jsonl,test.jsonl} "$STAGING/data/gsm8k/"
+[[ -f "$GSM8K/LICENSE" ]] && cp "$GSM8K/LICENSE" "$STAGING/data/gsm8k/"
+tar -C "$STAGING/data" -cf - gsm8k | xz -9 -T1 >"$KIT/artifacts/data.tar.xz"
+for m in SmolLM2-135M-Instruct.Q4_1.gguf Qwen2.5-Coder-0.5B-Instruct.gguf; do
+  ln -f "models/$m" "$KIT/artifacts/$m" 2>/dev/null || cp "models/$m" "$KIT/artifacts/$m"
+done
+
+# --- binaries ------------------------------------------------------------------------------------
 want_exe() { # TSV NAME
   local p; p="$(awk -F'\t' -v n="$2" '$1 == n {print $2}' "$1" | tail -n1)"
   [[ -n "$p" && -x "$p" ]] || die "cargo reported no executable '$2' (see $1)"

@@ -85,10 +85,24 @@ def parse_libtest(text):
 
 def cmd_stage1_todo(a):
     state = load_json(a.state, {})
-    done = state.get(a.suite, {})
+    done = state.setdefault(a.suite, {})
+    kept = 0
     for name in listed_tests(a.list):
-        if done.get(name, {}).get("status") in (None, "deferred"):
+        status = done.get(name, {}).get("status")
+        if status is None and a.dry and a.dry_limit is not None and not re.search(a.dry_keep, name):
+            # the dry run runs a few tests per suite (the whole suites run in scripts/test.sh)
+            kept += 1
+            if kept > a.dry_limit:
+                done[name] = dict(status="dry-skip", detail="not run in the dry run (scripts/test.sh runs it)")
+                continue
+        if status == "deferred" and a.dry:
+            # the dry run: a real-model test runs for minutes on lavapipe (scripts/test.sh runs
+            # it); that it was deferred until its model arrived is what the dry run checks
+            done[name] = dict(status="dry-skip", detail="its model arrived; not run in the dry run (minutes on lavapipe)")
+        elif status in (None, "deferred"):
             print(name)
+    if a.dry:
+        write_json(a.state, state)
 
 
 def cmd_stage1_update(a):
@@ -223,8 +237,17 @@ def decode_from_generate(work):
 
 
 def info_params(text):
-    m = re.search(r"^parameters:\s+(\d+)", text or "", re.M)
-    return int(m.group(1)) if m else None
+    """Parameters, and those a decode step reads: all but an untied input embedding, of
+    which a step reads only the batch's rows (a tied one is the output head: read whole)."""
+    g = lambda pat: re.search(pat, text or "", re.M)  # noqa: E731
+    p, hv, voc, tied = g(r"^parameters:\s+(\d+)"), g(r"^hidden / ffn:\s+(\d+)"), g(r"^vocab:\s+(\d+)"), g(r"^tied embedding:\s+(\w+)")
+    if not p:
+        return None, None
+    params = int(p.group(1))
+    per_step = params
+    if hv and voc and tied and tied.group(1) == "false":
+        per_step -= int(hv.group(1)) * int(voc.group(1))
+    return params, per_step
 
 
 def metrics_steps(path):
@@ -259,8 +282,8 @@ def cmd_stage2k(a):
 def cmd_stage2(a):
     w = a.work
     steps = load_json(os.path.join(w, "steps.json"), {})
-    params = info_params(read(os.path.join(w, "info.log")))
-    tl = dict(params=params, weight_bytes_f32=params * 4 if params else None)
+    params, per_step = info_params(read(os.path.join(w, "info.log")))
+    tl = dict(params=params, params_read_per_decode_step=per_step, weight_bytes_f32=per_step * 4 if per_step else None)
     need_ok = ["info"]
     if os.path.exists(os.path.join(w, "engine_bench.log")):
         tl["engine_bench"] = parse_engine_bench(read(os.path.join(w, "engine_bench.log"), ""))
@@ -306,7 +329,8 @@ def cmd_stage2(a):
         d["bound_tokens_per_s"], d["fraction_of_bound"] = bound, f
     for run in hf.get("runs", []):
         for d in run.get("decode", []):
-            bound, f = frac(d["tokens_per_s"], d["batch"], run.get("weight_bytes"))
+            wb = per_step * (4 if run.get("dtype") == "f32" else 2) if per_step else None
+            bound, f = frac(d["tokens_per_s"], d["batch"], wb)
             d["bound_tokens_per_s"], d["fraction_of_bound"] = bound, f
 
     # side by side: decode per batch, prefill, training step
@@ -376,15 +400,21 @@ def cmd_stage2(a):
                                 value=dict(tinylora=c["tinylora"], peft_best=best),
                                 met=None if not best else c["tinylora"] < best))
 
+    # figures that should be there
+    missing = [f"decode batch {d['batch']}" for d in tl["decode"] if not d["tokens_per_s"]]
+    missing += [f"decode batch {d['batch']}: stopped early ({d['tokens_generated']} tokens)" for d in tl["decode"]
+                if d["tokens_generated"] < 0.9 * d["batch"] * d["new_tokens"]]
+    if not tl["decode"]:
+        missing.append("tinylora decode (no generate logs)")
     hf_ok = "runs" in hf
-    if failed:
+    if failed or missing:
         status = "fail"
     elif hf_ok or (a.dry and "skipped" in hf):
         status = "pass"
     else:
         status = "partial"
     write_json(a.out, dict(
-        stage=a.stage, status=status, failed_steps=failed, model=read(os.path.join(w, "model.txt"), "").strip(),
+        stage=a.stage, status=status, failed_steps=failed, missing=missing, model=read(os.path.join(w, "model.txt"), "").strip(),
         device=read(os.path.join(w, "device.txt"), "").strip(), dry_run=a.dry, tinylora=tl, pytorch=hf,
         bounds=bounds, comparisons=comparisons, targets=targets, steps=steps))
 
@@ -473,7 +503,7 @@ def cmd_summary(a):
                      f"pytorch: {'ran' if 'runs' in s['pytorch'] else s['pytorch'].get('skipped')})")
         lines.append(f"  {'measure':<62} {'tinylora':>10} {'pt f32':>10} {'pt bf16':>10}")
         for c in s["comparisons"]:
-            lines.append(f"  {c['measure'][:62]:<62} {fmt(c['tinylora']):>10} {fmt(c['pytorch_f32']):>10} {fmt(c['pytorch_bf16']):>10}")
+            lines.append(f"  {c['measure'][:62]:<62} {fmt(c.get('tinylora')):>10} {fmt(c.get('pytorch_f32')):>10} {fmt(c.get('pytorch_bf16')):>10}")
         for d in s["tinylora"]["decode"]:
             if d.get("fraction_of_bound") is not None:
                 lines.append(f"  tinylora decode batch {d['batch']}: {100 * d['fraction_of_bound']:.1f}% of the f32 weight-bandwidth bound")
@@ -499,6 +529,9 @@ def main():
     p.add_argument("--state", required=True)
     p.add_argument("--suite", required=True)
     p.add_argument("--list", required=True)
+    p.add_argument("--dry", action="store_true")
+    p.add_argument("--dry-limit", type=int, help="dry run: tests per suite, besides --dry-keep")
+    p.add_argument("--dry-keep", default="smollm2|qwen", help="dry run: always run these (they defer)")
     p = sub.add_parser("stage1-update")
     for k in ("--state", "--suite", "--log", "--call", "--todo"):
         p.add_argument(k, required=True)

@@ -17,7 +17,8 @@
 # A stage whose artifacts have not all arrived is reported as skipped, naming them.
 #
 # Environment: KIT_DRY_RUN=1 (this machine: lavapipe and the CPU backend, small sizes, no
-# dpkg into /), KIT_STASH (default /var/tmp/tinylora-kit), KIT_BUDGET (seconds for the stages
+# dpkg into /; KIT_DRY_TESTS=N runs only N tests per suite besides the real-model ones,
+# which defer until their model arrives and are then skipped), KIT_STASH (default /var/tmp/tinylora-kit), KIT_BUDGET (seconds for the stages
 # of this call, overriding the plan's), OUT.
 set -euo pipefail
 
@@ -159,7 +160,8 @@ stage1() {
   for suite in kernels adapter engine; do
     bin="$BIN_TESTS/test-$suite"
     "$bin" --list --format terse >"$W/stage1-$suite.list" 2>&1 || die "$bin --list failed: $(tail -3 "$W/stage1-$suite.list")"
-    python3 "$GPU/results.py" stage1-todo --state "$state" --suite "$suite" --list "$W/stage1-$suite.list" >"$W/stage1-$suite.todo"
+    python3 "$GPU/results.py" stage1-todo --state "$state" --suite "$suite" --list "$W/stage1-$suite.list" \
+      $([[ "$DRY" == 1 ]] && echo --dry ${KIT_DRY_TESTS:+--dry-limit "$KIT_DRY_TESTS"}) >"$W/stage1-$suite.todo"
     [[ -s "$W/stage1-$suite.todo" ]] || continue
     # shellcheck disable=SC2046
     step "stage1-$suite" 100000 env TINYLORA_MODELS="$STASH/models" "$bin" --exact $(cat "$W/stage1-$suite.todo") ${KIT_TEST_ARGS:-}
@@ -179,8 +181,9 @@ stage2k() {
   python3 "$GPU/results.py" stage2k --work "$W" --out "$OUT/stage2k.json"
 }
 
-# a prompt of about 64 tokens, as in the PyTorch side's decoding
-PROMPT="Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May? Weng earns \$12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn? Answer both."
+# counting, which greedy decoding continues for hundreds of tokens without stopping (so every
+# sample makes all its new tokens); about 60 tokens
+PROMPT="$(seq -s ', ' 1 20),"
 
 stage2_model() { # KEY FILE
   local key="$1" model="$STASH/models/$2" b n
@@ -226,6 +229,10 @@ stage2_model() { # KEY FILE
   if [[ "$DRY" == 1 ]]; then
     hf_args=(--device cpu --dtype f32 --batches 1 --new-tokens 8 --train 1x32:u1:t0 --reps 1)
   fi
+  # decode from prompts as long as tinylora's
+  local plen
+  plen="$(grep -ho 'prompt [0-9]* tokens' "$W"/gen_b1_n*.log 2>/dev/null | head -n1 | tr -dc 0-9)"
+  [[ -n "$plen" ]] && hf_args+=(--decode-prompt-tokens "$plen")
   step hf 100000 env PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" \
     python3 "$REPO/benches/pytorch/bench_hf.py" --model "$model" --out "$W/hf.json" "${hf_args[@]}"
   if [[ "$(cut -d' ' -f1 "$W/hf.rc")" == 3 ]]; then
