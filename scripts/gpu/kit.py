@@ -369,6 +369,21 @@ def plan_markdown(plan):
             stages = ", ".join(s + (" (deferred tests)" if s in c["reruns"] else "") for s in c["stages"]) or "transfer only"
             out.append(f"| {c['id']} | {', '.join(c['carry']) or '-'} | {c['bytes_total']:,} | {pieces} | {stages} "
                        f"| {c['timeout_s']} | {c['expected_end_s'] / 60:.1f} min |")
+        # per stage: what it needs, and where in the visit it runs
+        out += ["", "Per stage: the bytes of what it needs, the call where it (first) runs, what the visit "
+                "has sent by then (tree included) and when that call should end:", "",
+                "| stage | needs (bytes) | runs in | sent by then | ends by |", "|---|---:|---|---:|---:|"]
+        sent = 0
+        first = {}
+        for c in v["calls"]:
+            sent += c["bytes_total"]
+            for st in c["stages"]:
+                first.setdefault(st, (c, sent))
+        for st, (c, by) in first.items():
+            need = sum(plan["artifacts"][n]["bytes"] for n in plan["stages"][st]["needs"])
+            again = [x["id"] for x in v["calls"] if st in x["stages"] and x is not c]
+            out.append(f"| {st} | {need:,} | {c['id']}" + (f" (again in {', '.join(again)})" if again else "")
+                       + f" | {by:,} | {c['expected_end_s'] / 60:.1f} min |")
         out += ["", "The `run` calls, in order:", "", "```"]
         for c in v["calls"]:
             out.append(json.dumps(dict(command=c["command"], carry=c["carry"], timeout_s=c["timeout_s"]), ensure_ascii=False))

@@ -94,7 +94,7 @@ TL="$STASH/bin-cli/tinylora"
 
 # --- 3. Vulkan and the record of the machine --------------------------------------------------
 if have tools && [[ "$DRY" != 1 ]]; then
-  if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+  if ! ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null; then
     command -v dpkg >/dev/null || die "dpkg not found: cannot unpack the Vulkan loader .debs"
     for f in "$STASH"/tools/debs/*.deb; do dpkg -x "$f" /; done
     ldconfig
@@ -194,7 +194,7 @@ stage2_model() { # KEY FILE
   step info 60 "$TL" info --model "$model"
   if [[ "$key" == smollm2 ]]; then
     if [[ "$DRY" == 1 ]]; then
-      step engine_bench 300 "$BIN_BENCH/bench-engine" --device cpu --new-tokens 8
+      step engine_bench 300 "$BIN_BENCH/bench-engine" --device cpu --new-tokens 32
       step training_bench 300 "$BIN_BENCH/bench-adapter" --training-only --device cpu --tokens 32 --reps 1
     else
       step engine_bench 120 "$BIN_BENCH/bench-engine" --device gpu --new-tokens 128
