@@ -66,7 +66,7 @@ fn measure(file: &ModelFile, device: &Device, new_tokens: usize) -> Vec<(String,
         let (_, short) = timed(|| model.generate(&prompts, &greedy(1), |_, _| {}).unwrap());
         let (gens, long) = timed(|| model.generate(&prompts, &greedy(new_tokens), |_, _| {}).unwrap());
         let tokens: usize = gens.iter().map(|g| g.output_ids.len() - 1).sum();
-        tokens as f64 / (long - short).as_secs_f64()
+        tokens as f64 / long.saturating_sub(short).as_secs_f64().max(1e-9)
     };
     vec![
         ("load (dequantize + upload)".into(), load.as_secs_f64(), "s"),
