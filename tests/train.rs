@@ -522,16 +522,15 @@ fn batched_evaluation_equals_each_problem_alone_in_file_order() {
         answer_prefix: String::new(),
     };
     let mut calls = Vec::new();
-    let report = evaluate(
-        &model,
-        &file,
-        &problems,
-        &style,
-        2,
-        3,
-        ExtractMode::Flexible,
-        |done, tokens| calls.push((done, tokens)),
-    )
+    let settings = EvalSettings {
+        prompt: style.clone(),
+        max_new_tokens: 2,
+        batch: 3,
+        extract: ExtractMode::Flexible,
+    };
+    let report = evaluate(&model, &file, &problems, &settings, |done, tokens| {
+        calls.push((done, tokens))
+    })
     .unwrap();
     let greedy = GenerateOptions {
         max_new_tokens: 2,

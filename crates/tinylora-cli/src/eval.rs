@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_formats::atomic::write_atomic;
 use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
-use tinylora_train::{ExtractMode, evaluate, load_problems};
+use tinylora_train::{EvalSettings, ExtractMode, evaluate, load_problems};
 
 use crate::adapter_load::load_model_with_adapter;
 use crate::load::DeviceArgs;
@@ -101,16 +101,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
         "evaluating [{bar:30}] {pos}/{len} problems, {msg} {elapsed} (eta {eta})",
     )?);
-    let report = evaluate(
-        &model,
-        &file,
-        &problems,
-        &args.prompt.style(),
-        args.max_new_tokens,
-        args.batch_size,
-        args.extract,
-        show_progress(bar.clone()),
-    )?;
+    let settings = EvalSettings {
+        prompt: args.prompt.style(),
+        max_new_tokens: args.max_new_tokens,
+        batch: args.batch_size,
+        extract: args.extract,
+    };
+    let report = evaluate(&model, &file, &problems, &settings, show_progress(bar.clone()))?;
     bar.finish_and_clear();
     let mut lines = Vec::new();
     for r in &report.records {

@@ -61,48 +61,44 @@ pub fn length_sorted_batches(lengths: &[usize], batch: usize) -> Vec<Vec<usize>>
     order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()
 }
 
-/// Evaluate greedily in batches of `batch` (grouped by prompt length; greedy answers do not
+/// How to evaluate: prompts, answer length, batch size, answer extraction.
+#[derive(Debug, Clone)]
+pub struct EvalSettings {
+    /// How questions become prompts.
+    pub prompt: PromptStyle,
+    /// Most new tokens per answer.
+    pub max_new_tokens: usize,
+    /// Prompts per generation batch.
+    pub batch: usize,
+    /// How answers are read.
+    pub extract: ExtractMode,
+}
+
+/// Evaluate greedily in batches of `s.batch` (grouped by prompt length; greedy answers do not
 /// depend on the grouping); `progress(problems done, tokens generated)` is called after every
 /// generated token and batch. Records are in `problems` order.
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Transformer,
     file: &ModelFile,
     problems: &[Problem],
-    style: &PromptStyle,
-    max_new_tokens: usize,
-    batch: usize,
-    mode: ExtractMode,
+    s: &EvalSettings,
     progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport, TrainError> {
     let never = AtomicBool::new(false);
-    let report = evaluate_until(
-        model,
-        file,
-        problems,
-        style,
-        max_new_tokens,
-        batch,
-        mode,
-        progress,
-        &never,
-    )?;
+    let report = evaluate_until(model, file, problems, s, progress, &never)?;
     Ok(report.expect("an evaluation that is never stopped finishes"))
 }
 
 /// [`evaluate`] that checks `stop` before every batch and returns `None` once it is set.
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate_until(
     model: &Transformer,
     file: &ModelFile,
     problems: &[Problem],
-    style: &PromptStyle,
-    max_new_tokens: usize,
-    batch: usize,
-    mode: ExtractMode,
+    s: &EvalSettings,
     mut progress: impl FnMut(usize, usize),
     stop: &AtomicBool,
 ) -> Result<Option<EvalReport>, TrainError> {
+    let (style, max_new_tokens, batch, mode) = (&s.prompt, s.max_new_tokens, s.batch, s.extract);
     let start = Instant::now();
     let opts = GenerateOptions {
         max_new_tokens,

@@ -29,14 +29,12 @@ pub mod sft;
 
 pub use data::{Problem, load_problems, split};
 pub use error::TrainError;
-pub use eval::{EvalReport, evaluate};
+pub use eval::{EvalReport, EvalSettings, evaluate, evaluate_until};
 pub use extract::{ExtractMode, extract, is_correct, normalize};
 pub use grpo::{Aggregation, ImportanceSampling, LossConfig, ScaleRewards, advantages, grpo_loss};
 pub use grpo_trainer::{GrpoConfig, GrpoTrainer};
 pub use metrics::StepMetrics;
 pub use reward::{RewardSpec, Rewards};
-pub use run::{
-    AdapterRun, EvalSettings, Event, Observer, Quiet, RunOutcome, RunSettings, Training, TrainingMethod,
-};
+pub use run::{AdapterRun, Event, Observer, Quiet, RunOutcome, RunSettings, Training, TrainingMethod};
 pub use run_files::{RunFiles, TrainState};
 pub use sft::{SftConfig, SftTrainer};

@@ -22,11 +22,9 @@ use tinylora_formats::ModelFile;
 
 use crate::data::Problem;
 use crate::error::TrainError;
-use crate::eval::{EvalReport, evaluate_until};
-use crate::extract::ExtractMode;
+use crate::eval::{EvalReport, EvalSettings, evaluate_until};
 use crate::metrics::StepMetrics;
 use crate::optim::{AdamW, clip_grad_norm};
-use crate::prompt::PromptStyle;
 use crate::run_files::{RunFiles, TrainState};
 
 /// The problems of step `step` (0-based): a fresh shuffle of all problems each epoch.
@@ -156,19 +154,6 @@ pub fn check_number(name: &str, value: f32, positive: bool) -> Result<(), TrainE
     Err(TrainError::Invalid(format!(
         "{name} is {value}; it must be {want}"
     )))
-}
-
-/// Held-out evaluation settings.
-#[derive(Debug, Clone)]
-pub struct EvalSettings {
-    /// How questions become prompts.
-    pub prompt: PromptStyle,
-    /// Most new tokens per answer.
-    pub max_new_tokens: usize,
-    /// Prompts per generation batch.
-    pub batch: usize,
-    /// How answers are read.
-    pub extract: ExtractMode,
 }
 
 /// Where a run is written and how it is driven.
@@ -449,17 +434,8 @@ fn held_out_eval(
         label,
         problems: held_out.len(),
     });
-    let report = evaluate_until(
-        model,
-        file,
-        held_out,
-        &e.prompt,
-        e.max_new_tokens,
-        e.batch,
-        e.extract,
-        |done, tokens| observer.event(Event::EvalProgress { done, tokens }),
-        stop,
-    )?;
+    let progress = |done, tokens| observer.event(Event::EvalProgress { done, tokens });
+    let report = evaluate_until(model, file, held_out, e, progress, stop)?;
     if let Some(report) = &report {
         observer.event(Event::EvalDone { label, report });
     }
