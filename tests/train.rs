@@ -12,85 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use common::tiny_model::{random_weights, tiny_config, write_tiny_hf_dir};
+use common::digit_task::{digit_model, grpo_config, no_instruction, problems};
 use tinylora::adapter::{AdaptedModel, AdapterConfig, AdapterFile, initial_values, plan};
 use tinylora::engine::{DeltaMode, GenerateOptions, SamplingParams, Transformer, default_device};
-use tinylora::formats::{Architecture, ModelFile};
+use tinylora::formats::ModelFile;
 use tinylora::train::prompt::{PromptStyle, render_prompt};
 use tinylora::train::{
-    Aggregation, EvalSettings, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling, LossConfig, Problem,
-    Quiet, RunFiles, RunOutcome, RunSettings, ScaleRewards, StepMetrics, TrainError, Training,
-    TrainingMethod, evaluate, extract, is_correct,
+    EvalSettings, ExtractMode, GrpoTrainer, Problem, Quiet, RunFiles, RunOutcome, RunSettings, ScaleRewards,
+    StepMetrics, TrainError, Training, TrainingMethod, evaluate, extract, is_correct,
 };
-
-/// A tiny model whose answers are mostly the tokens t0..t9.
-fn digit_model(dir: &Path) {
-    let c = tiny_config(Architecture::Llama, false);
-    let mut w = random_weights(&c, 5);
-    let h = c.hidden_size;
-    // a constant +10 in coordinate 0 of every embedding survives the residual stream …
-    let emb = &mut w.get_mut("model.embed_tokens.weight").unwrap().1;
-    (0..c.vocab_size).for_each(|t| emb[t * h] = 10.0);
-    w.get_mut("model.norm.weight").unwrap().1[0] = 1.0;
-    // … and the LM head reads it as a bias towards t0..t9, whose rows are made 4× larger so
-    // that which digit comes out depends clearly on the hidden state
-    let head = &mut w.get_mut("lm_head.weight").unwrap().1;
-    for t in 0..c.vocab_size {
-        let row = &mut head[t * h..(t + 1) * h];
-        if t < 10 {
-            row.iter_mut().for_each(|x| *x *= 4.0);
-        }
-        row[0] = if t < 10 { 0.6 } else { -0.6 };
-    }
-    write_tiny_hf_dir(dir, &c, &w, false);
-}
-
-fn problems() -> Vec<Problem> {
-    (0..8)
-        .map(|i| Problem {
-            question: format!("t{} t{} t{}", 20 + i, 40 + 2 * i, 100 + 3 * i),
-            gold: "7".into(),
-            solution: "t7".into(),
-        })
-        .collect()
-}
-
-fn no_instruction() -> PromptStyle {
-    PromptStyle {
-        instruction: String::new(),
-        answer_prefix: String::new(),
-    }
-}
-
-fn grpo_config(seed: u64, steps: usize) -> GrpoConfig {
-    GrpoConfig {
-        group_size: 8,
-        prompts_per_step: 4,
-        max_new_tokens: 1,
-        temperature: 1.0,
-        steps,
-        num_iterations: 1,
-        lr: 0.3,
-        warmup: 0,
-        max_grad_norm: 0.0,
-        weight_decay: 0.0,
-        scale_rewards: ScaleRewards::Group,
-        mask_truncated: false,
-        loss: LossConfig {
-            eps_low: 0.2,
-            eps_high: 0.28,
-            beta: 0.0,
-            aggregation: Aggregation::Grpo,
-            importance_sampling: ImportanceSampling::Token,
-        },
-        rewards: vec!["correct:1".parse().unwrap()],
-        format_pattern: None,
-        reward_cmd: None,
-        extract: ExtractMode::Flexible,
-        prompt: no_instruction(),
-        seed,
-    }
-}
 
 fn grpo(seed: u64, steps: usize) -> GrpoTrainer {
     GrpoTrainer::new(grpo_config(seed, steps)).unwrap()
@@ -515,6 +445,7 @@ fn batched_evaluation_equals_each_problem_alone_in_file_order() {
                 .join(" "),
             gold: "8".into(),
             solution: String::new(),
+            line: i + 1,
         })
         .collect();
     let style = PromptStyle {
@@ -650,4 +581,41 @@ fn stopping_during_the_first_evaluation_leaves_a_resumable_run() {
         "resumed at step 0: both evaluations"
     );
     assert_eq!(metrics(&run).len(), 3);
+}
+
+/// A run that fails before its first checkpoint (here: an adapter rank no kernel takes, found
+/// while attaching) leaves no empty run directory behind.
+#[test]
+fn a_run_failing_before_its_first_checkpoint_leaves_no_directory() {
+    let (dir, file, mut model) = setup("train-fail-early");
+    let run = dir.join("run");
+    let e = Training {
+        file: &file,
+        model: &mut model,
+        adapter: AdapterConfig {
+            rank: 1000,
+            ..adapter()
+        },
+        method: &mut grpo(1, 2),
+        train: problems(),
+        held_out: vec![],
+        settings: RunSettings {
+            dir: run.clone(),
+            resume: false,
+            overwrite: false,
+            eval_every: 0,
+            eval: EvalSettings {
+                prompt: no_instruction(),
+                max_new_tokens: 1,
+                batch: 16,
+                extract: ExtractMode::Flexible,
+            },
+            record: serde_json::json!({}),
+        },
+        stop: Arc::new(AtomicBool::new(false)),
+    }
+    .run(&Quiet)
+    .unwrap_err();
+    assert!(e.to_string().contains("rank 1000"), "{e}");
+    assert!(!run.exists(), "the directory it created is removed again");
 }

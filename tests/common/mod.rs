@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod adapted;
+#[cfg(not(target_family = "wasm"))]
+pub mod digit_task;
 pub mod gguf_writer;
 pub mod reference;
 pub mod tiny_model;

@@ -291,6 +291,12 @@ impl AdaptedModel {
         self.adapter = None;
     }
 
+    /// Keep the base weights aside while the adapter is merged, so that each merge gives
+    /// exactly W + ΔW of the current values ([`Transformer::keep_base_weights`]).
+    pub fn keep_base_weights(&mut self, keep: bool) {
+        self.model.keep_base_weights(keep);
+    }
+
     /// How the adapter applies (always [`DeltaMode::Off`] without one).
     pub fn mode(&self) -> DeltaMode {
         self.model.delta_mode()

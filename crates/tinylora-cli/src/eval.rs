@@ -1,15 +1,16 @@
 //! `tinylora eval`: greedy accuracy of a model (optionally with an adapter) on a problem file.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinylora_formats::atomic::write_atomic;
+use tinylora_formats::ModelFile;
+use tinylora_formats::atomic::{check_can_write, write_atomic};
 use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
-use tinylora_train::{EvalSettings, ExtractMode, evaluate, load_problems};
+use tinylora_train::{EvalSettings, ExtractMode, Problem, evaluate, fit_prompts, load_problems};
 
 use crate::adapter_load::load_model_with_adapter;
 use crate::load::DeviceArgs;
@@ -24,6 +25,11 @@ pub struct PromptArgs {
     /// that a small model answers at once.
     #[arg(long, default_value = "")]
     answer_prefix: String,
+    /// Leave out problems whose prompt (question, instruction and chat template) has more
+    /// tokens than this; each one left out is named by its line. Without it, only prompts
+    /// that fill the model's whole context are left out.
+    #[arg(long)]
+    pub max_prompt_tokens: Option<usize>,
 }
 
 impl PromptArgs {
@@ -33,6 +39,46 @@ impl PromptArgs {
             instruction: self.instruction.clone(),
             answer_prefix: self.answer_prefix.clone(),
         }
+    }
+
+    /// The problems read from `data` whose prompts fit `--max-prompt-tokens` and leave room in
+    /// the model's context for at least one new token; the others are reported on stderr.
+    pub fn fitting(
+        &self,
+        data: &Path,
+        problems: Vec<Problem>,
+        file: &ModelFile,
+    ) -> anyhow::Result<Vec<Problem>> {
+        let context = file.config.max_position_embeddings;
+        let limit = self
+            .max_prompt_tokens
+            .unwrap_or(usize::MAX)
+            .min(context.saturating_sub(1));
+        let total = problems.len();
+        let (kept, left_out) = fit_prompts(problems, file, &self.style(), limit)?;
+        if !left_out.is_empty() {
+            const SHOWN: usize = 10;
+            let mut lines: Vec<String> = left_out
+                .iter()
+                .take(SHOWN)
+                .map(|t| format!("{}:{} ({} tokens)", data.display(), t.line, t.tokens))
+                .collect();
+            if left_out.len() > SHOWN {
+                lines.push(format!("and {} more", left_out.len() - SHOWN));
+            }
+            eprintln!(
+                "left out {} of {total} problems whose prompts have more than {limit} tokens (the model's context is {context}): {}",
+                left_out.len(),
+                lines.join(", ")
+            );
+        }
+        if kept.is_empty() {
+            anyhow::bail!(
+                "{}: no problem has a prompt of at most {limit} tokens",
+                data.display()
+            );
+        }
+        Ok(kept)
     }
 }
 
@@ -97,7 +143,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(n) = args.limit {
         problems.truncate(n);
     }
+    check_can_write(&args.out).context("--out")?;
     let (file, model) = load_model_with_adapter(&args.model, args.device, args.adapter.as_deref())?;
+    let problems = args.prompt.fitting(&args.data, problems, &file)?;
     let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
         "evaluating [{bar:30}] {pos}/{len} problems, {msg} {elapsed} (eta {eta})",
     )?);
@@ -113,7 +161,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     for r in &report.records {
         writeln!(lines, "{}", serde_json::to_string(r)?)?;
     }
-    write_atomic(&args.out, &lines).with_context(|| "writing the per-problem results")?;
     for mode in ExtractMode::ALL {
         println!(
             "{:<8} accuracy {:>6.2}%  ({} problems)",
@@ -122,12 +169,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             report.problems
         );
     }
-    println!(
-        "{:.1} tokens/s, {:.1} s; per-problem results in {}",
-        report.tokens_per_s,
-        report.seconds,
-        args.out.display()
-    );
+    println!("{:.1} tokens/s, {:.1} s", report.tokens_per_s, report.seconds);
+    write_atomic(&args.out, &lines).with_context(|| "writing the per-problem results")?;
+    println!("per-problem results in {}", args.out.display());
     Ok(())
 }
 
@@ -156,6 +200,7 @@ mod tests {
             prompt: PromptArgs {
                 instruction: String::new(),
                 answer_prefix: String::new(),
+                max_prompt_tokens: None,
             },
             out: data.with_file_name("eval.jsonl"),
         };

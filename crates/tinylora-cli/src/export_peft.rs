@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use tinylora_adapter::{frozen_modules, to_peft};
 use tinylora_formats::ModelFile;
+use tinylora_formats::atomic::check_can_write_in;
 use tinylora_formats::atomic::write_atomic;
 
 use crate::adapter_load::{read_adapter, svd_progress};
@@ -31,6 +32,8 @@ pub struct ExportPeftArgs {
 pub fn run(args: ExportPeftArgs) -> anyhow::Result<()> {
     let file = ModelFile::open(&args.model)?;
     let adapter = read_adapter(&file, &args.adapter)?;
+    // before the SVDs and the merge: a wrong --out is reported now, not after the work
+    check_can_write_in(&args.out).context("--out")?;
     let cfg = &adapter.config;
     let groups = cfg.tie_groups(file.config.num_hidden_layers);
     let with_svd = cfg.mixing_matrices(0).is_some();

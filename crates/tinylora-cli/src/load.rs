@@ -51,12 +51,6 @@ impl DeviceArgs {
     }
 }
 
-/// Open `path` and load it onto `device` (with no adapter yet).
-pub fn load_model(path: &Path, device: DeviceArgs) -> anyhow::Result<(ModelFile, AdaptedModel)> {
-    let (file, model, ()) = load_model_checked(path, device, |_| Ok(()))?;
-    Ok((file, model))
-}
-
 /// Open `path`, run `check` on the opened file, then load the weights onto `device` (with no
 /// adapter yet). `check` refuses what can be refused before the slow weight load, such as an
 /// adapter made for another model; what it returns is handed back.

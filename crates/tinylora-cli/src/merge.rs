@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use tinylora_adapter::{frozen_modules, group_offsets, group_sizes, lora_delta};
+use tinylora_formats::atomic::check_can_write_in;
 use tinylora_formats::{ModelFile, SaveDtype, hf_tensor_names, write_hf_model};
 
 use crate::adapter_load::{read_adapter, svd_progress};
@@ -35,6 +36,8 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let file = ModelFile::open(&args.model)?;
     let adapter = read_adapter(&file, &args.adapter)?;
+    // before the SVDs and the merge: a wrong --out is reported now, not after the work
+    check_can_write_in(&args.out).context("--out")?;
     let cfg = &adapter.config;
     let groups = cfg.tie_groups(file.config.num_hidden_layers);
     let sizes = group_sizes(&file.config, cfg);

@@ -18,7 +18,7 @@ use tinylora_train::{
 
 use crate::adapter_load::svd_progress;
 use crate::eval::{PromptArgs, show_progress};
-use crate::load::{DeviceArgs, load_model};
+use crate::load::{DeviceArgs, load_model_checked};
 use crate::plan::AdapterArgs;
 
 /// `tinylora train …`
@@ -320,6 +320,7 @@ impl Observer for Progress {
                     m.train_s
                 ));
             }
+            Event::Logged { .. } => {}
         }
     }
 }
@@ -345,7 +346,12 @@ fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> 
         );
     }
     let adapter = c.adapter.config()?;
-    let (train, held_out) = split(load_problems(&c.data)?, c.seed, c.eval_problems);
+    let problems = load_problems(&c.data)?;
+    // prompts too long for the model are left out before the weights load
+    let (file, mut model, problems) = load_model_checked(&c.model, c.device, |file| {
+        c.prompt.fitting(&c.data, problems, file)
+    })?;
+    let (train, held_out) = split(problems, c.seed, c.eval_problems);
     if train.is_empty() {
         anyhow::bail!(
             "{}: no problems left for training after holding out {}",
@@ -353,7 +359,6 @@ fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> 
             c.eval_problems
         );
     }
-    let (file, mut model) = load_model(&c.model, c.device)?;
     eprintln!(
         "adapter: {:?} r={} u={} {}; {} training problems, {} held out",
         adapter.method,
@@ -390,6 +395,7 @@ fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> 
         "model": c.model,
         "data": c.data,
         "eval_problems": c.eval_problems,
+        "max_prompt_tokens": c.prompt.max_prompt_tokens,
     });
     let outcome = Training {
         file: &file,

@@ -358,6 +358,51 @@ fn training_and_evaluation_report_bad_input_clearly() {
     };
     let e = stderr(tinylora(&["eval", "--model", m, "--data", bad.to_str().unwrap()]));
     assert!(e.contains("bad.jsonl:2:"), "{e}");
+    // prompts longer than --max-prompt-tokens are left out, each named by its line
+    let long = dir.join("long.jsonl");
+    let question = "1+1 ".repeat(200);
+    std::fs::write(
+        &long,
+        format!("{{\"question\": \"2+2?\", \"answer\": \"4\"}}\n{{\"question\": \"{question}\", \"answer\": \"2\"}}\n{{\"question\": \"3+3?\", \"answer\": \"6\"}}\n"),
+    )
+    .unwrap();
+    let results = dir.join("long-eval.jsonl");
+    let out = tinylora(&[
+        "eval",
+        "--model",
+        m,
+        "--device",
+        "cpu",
+        "--data",
+        long.to_str().unwrap(),
+        "--max-new-tokens",
+        "1",
+        "--max-prompt-tokens",
+        "100",
+        "--out",
+        results.to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(
+        e.contains("left out 1 of 3 problems whose prompts have more than 100 tokens")
+            && e.contains("long.jsonl:2 ("),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&results).unwrap().lines().count(), 2);
+    // --out is checked before the model loads, not after the evaluation
+    let nowhere = dir.join("missing/eval.jsonl");
+    let e = stderr(tinylora(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        long.to_str().unwrap(),
+        "--out",
+        nowhere.to_str().unwrap(),
+    ]));
+    assert!(e.contains("--out") && e.contains("missing"), "{e}");
+    assert!(!e.contains("loaded"), "refused before loading the model: {e}");
     let out_dir = dir.join("run");
     let e = stderr(tinylora(&[
         "train",

@@ -25,6 +25,9 @@ pub struct Linear {
     /// The low-rank delta ΔW this layer carries, if any (applied as the model's
     /// [`DeltaMode`] says).
     pub delta: Option<LowRankDelta>,
+    /// Wᵀ without the delta, held while the delta is merged into `weight_t` when the model keeps
+    /// its base weights (`Transformer::keep_base_weights`): unmerging then restores it exactly.
+    pub(crate) base_t: Option<Vec<Tensor<2>>>,
 }
 
 /// Upload a host matrix.
@@ -60,6 +63,7 @@ impl Linear {
             d_in,
             d_out,
             delta: None,
+            base_t: None,
         }
     }
 
@@ -104,8 +108,29 @@ impl Linear {
 }
 
 impl Linear {
-    /// W ← W + ΔW (or − ΔW with `subtract`) in every column chunk, in place when unshared.
-    pub(crate) fn merge_delta(&mut self, subtract: bool) {
+    /// W ← W + ΔW in every column chunk: in place when unshared, or with `keep_base` into new
+    /// tensors, the base Wᵀ held aside for [`Self::unmerge_delta`].
+    pub(crate) fn merge_delta(&mut self, keep_base: bool) {
+        if self.delta.is_none() || self.base_t.is_some() {
+            return;
+        }
+        if keep_base {
+            self.base_t = Some(self.weight_t.clone());
+        }
+        self.apply_delta(false);
+    }
+
+    /// W ← W − ΔW: the held base weights when there are some (bit-exact), else ΔW subtracted
+    /// in place (exact up to rounding: W + ΔW − ΔW may differ from W in the last bit).
+    pub(crate) fn unmerge_delta(&mut self) {
+        match self.base_t.take() {
+            Some(base) => self.weight_t = base,
+            None => self.apply_delta(true),
+        }
+    }
+
+    /// W ← W ± ΔW in every column chunk, in place when a chunk's buffer is unshared.
+    fn apply_delta(&mut self, subtract: bool) {
         let Some(d) = self.delta.as_ref() else { return };
         // merging is never differentiated
         let (coef, factors) = (d.coef.clone().inner(), d.factors.clone().inner());

@@ -51,12 +51,24 @@ impl Transformer {
     pub fn set_delta_mode(&mut self, mode: DeltaMode) {
         let current = self.delta_mode;
         if current == DeltaMode::Merged && mode != DeltaMode::Merged {
-            self.for_each_delta(|linear| linear.merge_delta(true));
+            self.for_each_delta(Linear::unmerge_delta);
         }
         if mode == DeltaMode::Merged && current != DeltaMode::Merged {
-            self.for_each_delta(|linear| linear.merge_delta(false));
+            let keep = self.keep_base;
+            self.for_each_delta(|linear| linear.merge_delta(keep));
         }
         self.delta_mode = mode;
+    }
+
+    /// Keep a copy of the base weights of every projection with a delta while the deltas are
+    /// merged (off by default). Unmerging then restores W itself rather than computing
+    /// (W + ΔW) − ΔW, which may differ from W in the last bit; so the merged weights are
+    /// always W + ΔW of the current deltas, whatever was merged before. Training needs this:
+    /// its deltas change every step, and a resumed run (which starts from freshly loaded
+    /// weights) must compute exactly what the uninterrupted run did. The cost is a second copy
+    /// of the adapted projections while merged. Takes effect at the next merge.
+    pub fn keep_base_weights(&mut self, keep: bool) {
+        self.keep_base = keep;
     }
 
     /// Change the deltas: `f(layer, kind, delta)` is called for every projection and may set,

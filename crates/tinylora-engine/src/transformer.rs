@@ -129,6 +129,8 @@ pub struct Transformer {
     pub device: Device,
     /// How the projections' deltas apply (see [`crate::delta`]).
     pub(crate) delta_mode: DeltaMode,
+    /// Whether merging keeps the base weights aside (see [`Transformer::keep_base_weights`]).
+    pub(crate) keep_base: bool,
     /// Most prompt slots one prefill forward takes ([`PREFILL_CHUNK`] unless changed): longer
     /// prompts are prefilled in chunks, bounding attention's scratch memory.
     pub prefill_chunk: usize,
@@ -201,6 +203,7 @@ impl Transformer {
             lm_head,
             device: device.clone(),
             delta_mode: DeltaMode::Off,
+            keep_base: false,
             prefill_chunk: PREFILL_CHUNK,
         })
     }

@@ -13,14 +13,93 @@ fn temporary(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Remove temporary files of `path` left by writers that were killed before their rename
+/// (`name.tmpPID` of a process that no longer runs). Only Linux can tell whether a process
+/// runs (`/proc/PID`); elsewhere nothing is removed.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        if is_pid && pid != std::process::id().to_string() && !process_runs(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` runs (conservatively true where that cannot be told).
+fn process_runs(pid: &str) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid).exists()
+    } else {
+        true
+    }
+}
+
+/// Check, before long work whose result goes to `path`, that `write_atomic` will be able to
+/// write it: `path` is not a directory, and its directory exists and takes a new file (tried
+/// with the very temporary file the write will use, removed again).
+pub fn check_can_write(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(FormatError::invalid(path, "is a directory, not a file"));
+    }
+    let tmp = temporary(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| FormatError::invalid(path, format!("cannot be written: {e}")))?;
+    std::fs::remove_file(&tmp).map_err(|e| FormatError::io(&tmp, e))
+}
+
+/// [`check_can_write`] for files in the directory `dir`, which may not exist yet: then its
+/// nearest existing ancestor must be a directory that takes a new file.
+pub fn check_can_write_in(dir: &Path) -> Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(FormatError::invalid(existing, "is not a directory"));
+    }
+    let probe = temporary(&existing.join(".tinylora-write-check"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| FormatError::invalid(existing, format!("cannot create files in it: {e}")))?;
+    std::fs::remove_file(&probe).map_err(|e| FormatError::io(&probe, e))
+}
+
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |tmp| std::fs::write(tmp, bytes))
 }
 
 /// Let `write` fill a temporary file, then rename it to `path`; the temporary file is removed
-/// when `write` fails.
+/// when `write` fails, and those of killed earlier writers of `path` before it starts.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    remove_stale_temporaries(path);
     let tmp = temporary(path);
     // flushed through a handle that may write (Windows' flush needs one)
     let written = write(&tmp).and_then(|()| std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all());
@@ -45,4 +124,30 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_removes_what_killed_writers_left_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("tinylora-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("model.safetensors");
+        // pid_max is at most 2^22 on Linux: no such process
+        let stale = dir.join("model.safetensors.tmp4294967295");
+        let unrelated = [
+            dir.join("model.safetensors.tmpx"),
+            dir.join("other.tmp4294967295"),
+        ];
+        for p in unrelated.iter().chain([&stale]) {
+            std::fs::write(p, b"x").unwrap();
+        }
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(!stale.exists(), cfg!(target_os = "linux"));
+        assert!(unrelated.iter().all(|p| p.exists()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -2,10 +2,10 @@
 //! `config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`, each written
 //! atomically.
 
+use std::io::Write;
 use std::path::Path;
 
 use half::bf16;
-use safetensors::{Dtype, tensor::TensorView};
 use serde_json::{Value, json};
 
 use crate::atomic::{write_atomic, write_atomic_with};
@@ -122,36 +122,9 @@ pub fn write_hf_model(
     metadata: Vec<(String, String)>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, t)| match dtype {
-            SaveDtype::F32 => f32_le_bytes(&t.data),
-            SaveDtype::Bf16 => t
-                .data
-                .iter()
-                .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
-                .collect(),
-        })
-        .collect();
-    let st_dtype = match dtype {
-        SaveDtype::F32 => Dtype::F32,
-        SaveDtype::Bf16 => Dtype::BF16,
-    };
-    let path = dir.join("model.safetensors");
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), b)| {
-            TensorView::new(st_dtype, t.shape.clone(), b)
-                .map(|v| (name.as_str(), v))
-                .map_err(|e| FormatError::invalid(&path, format!("{name}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    let mut meta: std::collections::BTreeMap<String, String> = metadata.into_iter().collect();
     meta.insert("format".into(), "pt".into());
-    write_atomic_with(&path, |tmp| {
-        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(std::io::Error::other)
-    })?;
+    write_safetensors(&dir.join("model.safetensors"), tensors, dtype, &meta)?;
     let tok_path = dir.join("tokenizer.json");
     let tok_json = tok
         .inner
@@ -167,6 +140,139 @@ pub fn write_hf_model(
     write_atomic(&cfg_path, &pretty(&cfg_path, &config_json(c, tok, dtype))?)
 }
 
-fn f32_le_bytes(x: &[f32]) -> Vec<u8> {
-    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// Write `tensors` as `dtype` with `metadata` to the safetensors file `path`, atomically.
+fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, HostTensor)],
+    dtype: SaveDtype,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let header = safetensors_header(tensors, dtype, metadata);
+    write_atomic_with(path, |tmp| {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(tmp)?);
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(&header)?;
+        for (_, t) in tensors {
+            for chunk in t.data.chunks(1 << 16) {
+                let bytes: Vec<u8> = match dtype {
+                    SaveDtype::F32 => chunk.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    SaveDtype::Bf16 => chunk
+                        .iter()
+                        .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+                        .collect(),
+                };
+                f.write_all(&bytes)?;
+            }
+        }
+        f.flush()
+    })
+}
+
+/// The JSON header of a safetensors file holding `tensors` (in their order, as `dtype`) and
+/// `metadata`, padded with spaces to a multiple of 8 bytes as the format recommends. The
+/// tensors are then streamed after it: the model is never held twice in memory, and the file
+/// is created by [`write_atomic_with`] with the usual permissions (safetensors' own
+/// `serialize_to_file` goes through a private, owner-only temporary file).
+fn safetensors_header(
+    tensors: &[(String, HostTensor)],
+    dtype: SaveDtype,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
+    let (name, size) = match dtype {
+        SaveDtype::F32 => ("F32", 4),
+        SaveDtype::Bf16 => ("BF16", 2),
+    };
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!(metadata));
+    let mut offset = 0usize;
+    for (tensor, t) in tensors {
+        let end = offset + t.data.len() * size;
+        header.insert(
+            tensor.clone(),
+            json!({"dtype": name, "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut bytes = serde_json::to_vec(&header).expect("JSON values serialise");
+    bytes.resize(bytes.len().next_multiple_of(8), b' ');
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streamed file, read back by the safetensors crate: same tensors, metadata, and the
+    /// permissions any new file gets here.
+    #[test]
+    fn streamed_safetensors_read_back_with_the_usual_permissions() {
+        let dir = std::env::temp_dir().join(format!("tinylora-hfw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tensors = vec![
+            (
+                "b.weight".to_string(),
+                HostTensor {
+                    shape: vec![2, 3],
+                    data: vec![1.0, -2.5, 3.0, 0.0, 1e-3, 7.0],
+                },
+            ),
+            (
+                "a".to_string(),
+                HostTensor {
+                    shape: vec![1],
+                    data: vec![0.5],
+                },
+            ),
+        ];
+        let meta: std::collections::BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
+        for (dtype, st) in [
+            (SaveDtype::F32, safetensors::Dtype::F32),
+            (SaveDtype::Bf16, safetensors::Dtype::BF16),
+        ] {
+            let path = dir.join("model.safetensors");
+            write_safetensors(&path, &tensors, dtype, &meta).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let (n, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            assert_eq!((8 + n) % 8, 0, "data 8-byte aligned");
+            assert_eq!(header.metadata().as_ref().unwrap()["k"], "v");
+            let read = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            for (name, t) in &tensors {
+                let v = read.tensor(name).unwrap();
+                assert_eq!((v.dtype(), v.shape()), (st, &t.shape[..]));
+                let back: Vec<f32> = match dtype {
+                    SaveDtype::F32 => v
+                        .data()
+                        .chunks(4)
+                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                        .collect(),
+                    SaveDtype::Bf16 => v
+                        .data()
+                        .chunks(2)
+                        .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                };
+                let want: Vec<f32> = t
+                    .data
+                    .iter()
+                    .map(|&x| {
+                        if dtype == SaveDtype::Bf16 {
+                            bf16::from_f32(x).to_f32()
+                        } else {
+                            x
+                        }
+                    })
+                    .collect();
+                assert_eq!(back, want, "{name}");
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let probe = dir.join("probe");
+                std::fs::File::create(&probe).unwrap();
+                let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode(&path), mode(&probe), "as any new file, not owner-only");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -22,6 +22,8 @@ pub struct Problem {
     pub gold: String,
     /// The full reference solution (GSM8K), for SFT; otherwise the gold answer.
     pub solution: String,
+    /// Its 1-based line in the file it was read from (0: not read from a file).
+    pub line: usize,
 }
 
 /// A data file that cannot be read, naming the file and line.
@@ -78,6 +80,7 @@ fn parse_line(text: &str) -> Result<Problem, String> {
         question,
         gold,
         solution,
+        line: 0,
     })
 }
 
@@ -103,7 +106,11 @@ pub fn load_problems(path: &Path) -> Result<Vec<Problem>, DataError> {
             ))
         })?;
         if !text.trim().is_empty() {
-            problems.push(parse_line(text).map_err(line_error)?);
+            let problem = parse_line(text).map_err(line_error)?;
+            problems.push(Problem {
+                line: i + 1,
+                ..problem
+            });
         }
     }
     if problems.is_empty() {
@@ -189,6 +196,7 @@ mod tests {
         .unwrap();
         let ps = load_problems(&path).unwrap();
         assert_eq!((ps[0].question.as_str(), ps[1].gold.as_str()), ("a", "2"));
+        assert_eq!((ps[0].line, ps[1].line), (1, 2));
     }
 
     #[test]
@@ -198,6 +206,7 @@ mod tests {
                 question: i.to_string(),
                 gold: i.to_string(),
                 solution: String::new(),
+                line: i + 1,
             })
             .collect();
         let (a, b) = split(ps.clone(), 7, 10);

@@ -34,6 +34,7 @@ pub use extract::{ExtractMode, extract, is_correct, normalize};
 pub use grpo::{Aggregation, ImportanceSampling, LossConfig, ScaleRewards, advantages, grpo_loss};
 pub use grpo_trainer::{GrpoConfig, GrpoTrainer};
 pub use metrics::StepMetrics;
+pub use prompt::{TooLong, fit_prompts};
 pub use reward::{RewardSpec, Rewards};
 pub use run::{AdapterRun, Event, Observer, Quiet, RunOutcome, RunSettings, Training, TrainingMethod};
 pub use run_files::{RunFiles, TrainState};

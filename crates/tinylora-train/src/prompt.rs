@@ -3,6 +3,9 @@
 
 use tinylora_formats::{ChatMessage, ModelFile, TemplateError};
 
+use crate::data::Problem;
+use crate::error::TrainError;
+
 /// The default instruction: GSM8K's answer format, which the `strict` extraction reads.
 pub const DEFAULT_INSTRUCTION: &str =
     "Solve the problem step by step, then give the final answer as a number on its own line after \"####\".";
@@ -40,4 +43,36 @@ pub fn render_prompt(file: &ModelFile, question: &str, style: &PromptStyle) -> R
         None => format!("Question: {user}\nAnswer:"),
     };
     Ok(prompt + &style.answer_prefix)
+}
+
+/// A problem left out because its prompt is too long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLong {
+    /// Its line in the data file.
+    pub line: usize,
+    /// Its prompt's tokens.
+    pub tokens: usize,
+}
+
+/// Split `problems` into those whose prompts (rendered with `style`, tokenized) have at most
+/// `max_tokens` tokens, in their order, and those left out.
+pub fn fit_prompts(
+    problems: Vec<Problem>,
+    file: &ModelFile,
+    style: &PromptStyle,
+    max_tokens: usize,
+) -> Result<(Vec<Problem>, Vec<TooLong>), TrainError> {
+    let (mut kept, mut left_out) = (Vec::with_capacity(problems.len()), Vec::new());
+    for p in problems {
+        let tokens = file
+            .tokenizer
+            .encode(&render_prompt(file, &p.question, style)?)?
+            .len();
+        if tokens <= max_tokens {
+            kept.push(p);
+        } else {
+            left_out.push(TooLong { line: p.line, tokens });
+        }
+    }
+    Ok((kept, left_out))
 }

@@ -16,7 +16,9 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use tinylora_adapter::adapter_file::round_to;
-use tinylora_adapter::{AdaptedModel, AdapterConfig, AdapterFile, AdapterParts, initial_values, plan};
+use tinylora_adapter::{
+    AdaptedModel, AdapterConfig, AdapterFile, AdapterParts, ParameterPlan, initial_values, plan,
+};
 use tinylora_engine::{DeltaMode, Transformer};
 use tinylora_formats::ModelFile;
 
@@ -219,7 +221,12 @@ pub enum Event<'a> {
         /// Its report.
         report: &'a EvalReport,
     },
-    /// A step finished and is checkpointed.
+    /// A step's metrics line is written; its checkpoint (adapter file and state) comes next.
+    Logged {
+        /// Steps completed.
+        step: usize,
+    },
+    /// A step finished, is checkpointed and has its metrics line.
     Step(&'a StepMetrics),
 }
 
@@ -302,7 +309,7 @@ impl Training<'_> {
         };
         let record = self.record();
         let p = plan(&self.file.config, &self.adapter);
-        let state = if self.settings.resume {
+        let (state, created) = if self.settings.resume {
             let s = files.resume(&record)?;
             let moments = (s.optimizer.m.len(), s.optimizer.v.len());
             if s.values.len() != p.params || moments != (p.params, p.params) {
@@ -318,15 +325,33 @@ impl Training<'_> {
                 });
             }
             observer.event(Event::Resumed { step: s.step });
-            s
+            (s, false)
         } else {
-            files.start(self.settings.overwrite)?;
-            TrainState {
+            let created = files.start(self.settings.overwrite)?;
+            let state = TrainState {
                 step: 0,
                 values: initial_values(&self.file.config, &self.adapter),
                 optimizer: AdamW::new(p.params, self.method.weight_decay()),
-            }
+            };
+            (state, created)
         };
+        let outcome = self.train_from(state, &files, &record, &p, observer);
+        if outcome.is_err() && created {
+            // a run that failed before its first checkpoint leaves no empty directory behind
+            files.remove_if_empty();
+        }
+        outcome
+    }
+
+    /// Attach the adapter with `state`'s values and train from `state.step` to the end.
+    fn train_from(
+        self,
+        state: TrainState,
+        files: &RunFiles,
+        record: &serde_json::Value,
+        p: &ParameterPlan,
+        observer: &dyn Observer,
+    ) -> Result<RunOutcome, TrainError> {
         let modules = if self.adapter.mixing_matrices(0).is_some() {
             p.modules
         } else {
@@ -340,11 +365,13 @@ impl Training<'_> {
             observer.event(Event::ModuleDone)
         })?;
         self.model.attach(parts)?;
+        // every step's merged weights are then W + ΔW(v) exactly, as a resumed run computes them
+        self.model.keep_base_weights(true);
         observer.event(Event::Attached {
             params: p.params,
             bytes: p.bytes,
         });
-        files.write_config(&record)?;
+        files.write_config(record)?;
         let mut run = AdapterRun {
             file: self.file,
             model: &mut *self.model,
@@ -371,11 +398,12 @@ impl Training<'_> {
                 break;
             }
             let m = self.method.step(&mut run, &self.train)?;
-            // the checkpoint first, then the metrics line: a kill between the two leaves a
-            // line fewer, never a step the checkpoint does not hold
+            // the metrics line, then the checkpoint: a run killed between the two has a line
+            // past its checkpoint, which a resume removes before it runs that step again
+            files.append_metrics(&m)?;
+            observer.event(Event::Logged { step: m.step });
             run.adapter_file().save(&files.adapter())?;
             files.write_state(&run.state)?;
-            files.append_metrics(&m)?;
             observer.event(Event::Step(&m));
             let every = self.settings.eval_every;
             if every > 0 && m.step % every == 0 && m.step < steps {

@@ -1,5 +1,5 @@
-//! A run directory: what it holds, how it is written (checkpoint first, then the metrics line,
-//! each durably), and how a run is resumed from it.
+//! A run directory: what it holds, how it is written (a step's metrics line, then its
+//! checkpoint, each durably), and how a run is resumed from it.
 //!
 //! - `config.json`: the run's settings, compared key by key on `--resume`;
 //! - `adapter.safetensors`: the adapter after the last completed step;
@@ -57,8 +57,9 @@ impl RunFiles {
     }
 
     /// Prepare the directory for a new run: create it, refusing one that already holds a run
-    /// unless `overwrite` (then the old run's files are removed first).
-    pub fn start(&self, overwrite: bool) -> Result<(), TrainError> {
+    /// unless `overwrite` (then the old run's files are removed first). Returns whether the
+    /// directory was created.
+    pub fn start(&self, overwrite: bool) -> Result<bool, TrainError> {
         let ours = [self.adapter(), self.state(), self.metrics(), self.config()];
         if let Some(found) = ours.iter().find(|p| p.exists()) {
             if !overwrite {
@@ -74,7 +75,15 @@ impl RunFiles {
                 std::fs::remove_file(p).map_err(|e| TrainError::io(p, e))?;
             }
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))
+        let created = !self.dir.exists();
+        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))?;
+        Ok(created)
+    }
+
+    /// Remove the directory if it holds nothing (best effort: a run that failed before its
+    /// first checkpoint leaves no empty directory behind).
+    pub fn remove_if_empty(&self) {
+        let _ = std::fs::remove_dir(&self.dir); // fails, as it should, unless empty
     }
 
     /// Record the run's settings.
@@ -88,7 +97,7 @@ impl RunFiles {
 
     /// Read the checkpoint for `--resume`, refusing settings that differ from the recorded ones
     /// (except [`MAY_CHANGE_ON_RESUME`]), and cut `metrics.jsonl` back to the checkpoint's step
-    /// (a run killed between the two writes may have a line more).
+    /// (a run killed between a step's two writes has that step's line, and a torn last line).
     pub fn resume(&self, record: &Value) -> Result<TrainState, TrainError> {
         let path = self.state();
         let text = std::fs::read(&path).map_err(|e| TrainError::RunFile {
@@ -145,7 +154,7 @@ impl RunFiles {
         Ok(())
     }
 
-    /// Write the state of a completed step (after its adapter file).
+    /// Write the state of a completed step (after its metrics line and its adapter file).
     pub fn write_state(&self, state: &TrainState) -> Result<(), TrainError> {
         let json = serde_json::to_vec(state).expect("the state serialises");
         write_atomic(&self.state(), &json).map_err(|e| TrainError::RunFile {
