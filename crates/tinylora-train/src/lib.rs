@@ -37,5 +37,5 @@ pub use metrics::StepMetrics;
 pub use prompt::{TooLong, fit_prompts};
 pub use reward::{RewardSpec, Rewards};
 pub use run::{AdapterRun, Event, Observer, Quiet, RunOutcome, RunSettings, Training, TrainingMethod};
-pub use run_files::{RunFiles, TrainState};
+pub use run_files::{RunFiles, RunLock, TrainState};
 pub use sft::{SftConfig, SftTrainer};

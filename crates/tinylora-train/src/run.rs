@@ -309,8 +309,8 @@ impl Training<'_> {
         };
         let record = self.record();
         let p = plan(&self.file.config, &self.adapter);
-        let (state, created) = if self.settings.resume {
-            let s = files.resume(&record)?;
+        let (state, created, _lock) = if self.settings.resume {
+            let (s, lock) = files.resume(&record)?;
             let moments = (s.optimizer.m.len(), s.optimizer.v.len());
             if s.values.len() != p.params || moments != (p.params, p.params) {
                 return Err(TrainError::RunFile {
@@ -325,15 +325,15 @@ impl Training<'_> {
                 });
             }
             observer.event(Event::Resumed { step: s.step });
-            (s, false)
+            (s, false, lock)
         } else {
-            let created = files.start(self.settings.overwrite)?;
+            let (created, lock) = files.start(self.settings.overwrite)?;
             let state = TrainState {
                 step: 0,
                 values: initial_values(&self.file.config, &self.adapter),
                 optimizer: AdamW::new(p.params, self.method.weight_decay()),
             };
-            (state, created)
+            (state, created, lock)
         };
         let outcome = self.train_from(state, &files, &record, &p, observer);
         if outcome.is_err() && created {

@@ -4,7 +4,9 @@
 //! - `config.json`: the run's settings, compared key by key on `--resume`;
 //! - `adapter.safetensors`: the adapter after the last completed step;
 //! - `state.json`: that step, the f32 master copy of the values and the optimizer moments;
-//! - `metrics.jsonl`: one [`StepMetrics`] line per completed step.
+//! - `metrics.jsonl`: one [`StepMetrics`] line per completed step;
+//! - `run.lock`: held (an OS file lock, released however the process ends) by the process
+//!   that trains in the directory, so that a second one is refused.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +31,12 @@ pub struct TrainState {
     pub values: Vec<f32>,
     /// Optimizer moments.
     pub optimizer: AdamW,
+}
+
+/// The lock on a run directory: held while this value lives (and never past the process).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
 }
 
 /// The files of a run directory.
@@ -56,10 +64,38 @@ impl RunFiles {
         self.dir.join("config.json")
     }
 
-    /// Prepare the directory for a new run: create it, refusing one that already holds a run
-    /// unless `overwrite` (then the old run's files are removed first). Returns whether the
-    /// directory was created.
-    pub fn start(&self, overwrite: bool) -> Result<bool, TrainError> {
+    /// `dir/run.lock`: locked by the process training in the directory.
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("run.lock")
+    }
+
+    /// Lock the directory for this process (until the returned guard drops or the process
+    /// ends), refusing a directory another process trains in.
+    fn lock(&self) -> Result<RunLock, TrainError> {
+        let path = self.lock_file();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::RunFile {
+                path: self.dir.clone(),
+                message: "another process is training in this directory (it holds run.lock); wait for it or stop it".into(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
+        }
+    }
+
+    /// Prepare the directory for a new run: create it and lock it, refusing one that already
+    /// holds a run unless `overwrite` (then the old run's files are removed first). Returns
+    /// whether the directory was created, and the lock.
+    pub fn start(&self, overwrite: bool) -> Result<(bool, RunLock), TrainError> {
+        let created = !self.dir.exists();
+        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))?;
+        let lock = self.lock()?;
         let ours = [self.adapter(), self.state(), self.metrics(), self.config()];
         if let Some(found) = ours.iter().find(|p| p.exists()) {
             if !overwrite {
@@ -75,15 +111,19 @@ impl RunFiles {
                 std::fs::remove_file(p).map_err(|e| TrainError::io(p, e))?;
             }
         }
-        let created = !self.dir.exists();
-        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))?;
-        Ok(created)
+        Ok((created, lock))
     }
 
-    /// Remove the directory if it holds nothing (best effort: a run that failed before its
-    /// first checkpoint leaves no empty directory behind).
+    /// Remove the directory if it holds nothing but its lock file (best effort: a run that
+    /// failed before its first checkpoint leaves no empty directory behind).
     pub fn remove_if_empty(&self) {
-        let _ = std::fs::remove_dir(&self.dir); // fails, as it should, unless empty
+        let only_lock = std::fs::read_dir(&self.dir)
+            .map(|entries| entries.flatten().all(|e| e.path() == self.lock_file()))
+            .unwrap_or(false);
+        if only_lock {
+            let _ = std::fs::remove_file(self.lock_file());
+            let _ = std::fs::remove_dir(&self.dir);
+        }
     }
 
     /// Record the run's settings.
@@ -98,7 +138,7 @@ impl RunFiles {
     /// Read the checkpoint for `--resume`, refusing settings that differ from the recorded ones
     /// (except [`MAY_CHANGE_ON_RESUME`]), and cut `metrics.jsonl` back to the checkpoint's step
     /// (a run killed between a step's two writes has that step's line, and a torn last line).
-    pub fn resume(&self, record: &Value) -> Result<TrainState, TrainError> {
+    pub fn resume(&self, record: &Value) -> Result<(TrainState, RunLock), TrainError> {
         let path = self.state();
         let text = std::fs::read(&path).map_err(|e| TrainError::RunFile {
             path: path.clone(),
@@ -118,8 +158,9 @@ impl RunFiles {
         if !keys.is_empty() {
             return Err(TrainError::ConfigChanged { path, keys });
         }
+        let lock = self.lock()?;
         self.trim_metrics(state.step)?;
-        Ok(state)
+        Ok((state, lock))
     }
 
     /// Keep the metrics lines of steps ≤ `step` only.
@@ -227,6 +268,23 @@ fn flatten(v: &Value) -> std::collections::BTreeMap<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_trained_in_by_one_process_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("tinylora-lock-{}", std::process::id()));
+        let files = RunFiles { dir: dir.clone() };
+        let (created, lock) = files.start(false).unwrap();
+        assert!(created && files.lock_file().exists());
+        // a second open file description of run.lock is refused while the first holds it
+        let e = files.start(true).unwrap_err().to_string();
+        assert!(e.contains("another process is training in this directory"), "{e}");
+        drop(lock);
+        let (created, lock) = files.start(true).unwrap();
+        assert!(!created);
+        drop(lock);
+        files.remove_if_empty();
+        assert!(!dir.exists(), "nothing but the lock file: removed");
+    }
 
     #[test]
     fn differing_keys_name_each_change_and_skip_those_that_may_change() {
