@@ -19,6 +19,11 @@ apt_ensure() {
 }
 
 apt_ensure mesa-vulkan-drivers libvulkan1
+# Data-parallel training over MPI (`cargo build --features mpi`): Open MPI, and libclang for
+# the `mpi` crate's bindings. Only when asked: TINYLORA_MPI=1 source scripts/setup.sh
+if [[ "${TINYLORA_MPI:-}" == 1 ]]; then
+  apt_ensure openmpi-bin libopenmpi-dev libclang-dev
+fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust 1.95 with rustup" >&2; exit 1; }
 
 # One build directory outside the checkout, shared by every clone on this machine: the first

@@ -21,7 +21,9 @@ use common::digit_task::{digit_model, grpo_config, no_instruction, problems};
 use tinylora::adapter::{AdaptedModel, AdapterConfig};
 use tinylora::engine::{Transformer, cpu_device};
 use tinylora::formats::ModelFile;
-use tinylora::train::{EvalSettings, Event, ExtractMode, GrpoTrainer, Observer, RunSettings, Training};
+use tinylora::train::{
+    EvalSettings, Event, ExtractMode, GrpoTrainer, Observer, RunSettings, Single, Training,
+};
 
 /// The child's orders, in one environment variable: `model_dir|run_dir|resume|kill_at`.
 const CHILD: &str = "TINYLORA_KILL_TEST_CHILD";
@@ -97,6 +99,7 @@ fn child(orders: &str) {
             record: serde_json::json!({}),
         },
         stop: Arc::new(AtomicBool::new(false)),
+        collective: &Single,
     }
     .run(&KillAt {
         kill_at: kill_at.to_string(),

@@ -19,7 +19,7 @@ use tinylora::formats::ModelFile;
 use tinylora::train::prompt::{PromptStyle, render_prompt};
 use tinylora::train::{
     EvalSettings, ExtractMode, GrpoTrainer, Problem, Quiet, RunFiles, RunOutcome, RunSettings, ScaleRewards,
-    StepMetrics, TrainError, Training, TrainingMethod, evaluate, extract, is_correct,
+    Single, StepMetrics, TrainError, Training, TrainingMethod, evaluate, extract, is_correct,
 };
 
 fn grpo(seed: u64, steps: usize) -> GrpoTrainer {
@@ -80,6 +80,7 @@ fn train_until(
             record: serde_json::json!({ "data": "problems()" }),
         },
         stop,
+        collective: &Single,
     }
     .run(&Quiet)
 }
@@ -109,6 +110,7 @@ fn mean_reward(model: &mut AdaptedModel, file: &ModelFile) -> f64 {
             top_k: 0,
             top_p: 1.0,
             seed: 12345,
+            first_stream: 0,
         },
         stop_ids: vec![],
     };
@@ -294,7 +296,7 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
         prompt: &no_instruction(),
         seed: 5,
     };
-    let r = tinylora::train::rollout::generate(&probe, &file, chosen, &settings, 0).unwrap();
+    let r = tinylora::train::rollout::generate(&probe, &file, chosen, &settings, 0, 0).unwrap();
     let rewards: Vec<f32> = r
         .texts
         .iter()
@@ -371,6 +373,7 @@ fn completion_logprobs_equal_the_samplers() {
             top_k: 0,
             top_p: 1.0,
             seed: 9,
+            first_stream: 0,
         },
         stop_ids: vec![],
     };
@@ -613,6 +616,7 @@ fn a_run_failing_before_its_first_checkpoint_leaves_no_directory() {
             record: serde_json::json!({}),
         },
         stop: Arc::new(AtomicBool::new(false)),
+        collective: &Single,
     }
     .run(&Quiet)
     .unwrap_err();

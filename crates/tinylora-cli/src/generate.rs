@@ -104,6 +104,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             top_k: args.top_k,
             top_p: args.top_p,
             seed: args.seed,
+            first_stream: 0,
         },
         stop_ids: tok.stop_ids.clone(),
     };

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_adapter::AdaptedModel;
-use tinylora_engine::{Transformer, cpu_device, default_device, hardware_gpu_available};
+use tinylora_engine::{Transformer, cpu_device, default_device, gpu_device, hardware_gpu_available};
 use tinylora_formats::ModelFile;
 
 /// Where the model runs (`--device`).
@@ -37,7 +37,11 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// The burn device and its name; for `auto`, also why it is the CPU when it is.
     fn resolve(self) -> (Device, &'static str, Option<&'static str>) {
-        let gpu = || (default_device(), "the GPU", None);
+        // one process of several on a machine (mpirun, srun): its own GPU
+        let gpu = || match launcher_local_rank() {
+            Some(k) => (gpu_device(k), "the GPU of this process's local rank", None),
+            None => (default_device(), "the GPU", None),
+        };
         match self.device {
             DeviceArg::Gpu => gpu(),
             DeviceArg::Auto if hardware_gpu_available() => gpu(),
@@ -49,6 +53,14 @@ impl DeviceArgs {
             DeviceArg::Cpu => (cpu_device(), "the CPU", None),
         }
     }
+}
+
+/// This process's index among the processes a launcher started on this machine (Open MPI's
+/// `mpirun`, MPICH's, Slurm's `srun`), when one started it.
+fn launcher_local_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// Open `path`, run `check` on the opened file, then load the weights onto `device` (with no

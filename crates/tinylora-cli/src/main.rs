@@ -7,6 +7,8 @@ mod generate;
 mod info;
 mod load;
 mod merge;
+#[cfg(feature = "mpi")]
+mod mpi_collective;
 mod plan;
 mod plot;
 mod train;

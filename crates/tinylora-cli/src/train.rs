@@ -11,9 +11,9 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_train::reward::RewardSpec;
 use tinylora_train::{
-    Aggregation, EvalSettings, Event, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling, LossConfig,
-    Observer, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training, TrainingMethod, load_problems,
-    split,
+    Aggregation, Collective, EvalSettings, Event, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling,
+    LossConfig, Observer, Quiet, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training, TrainingMethod,
+    load_problems, split,
 };
 
 use crate::adapter_load::svd_progress;
@@ -338,7 +338,39 @@ fn describe(r: &tinylora_train::EvalReport) -> String {
 /// The loop every method shares, run by the training library: attach (or resume), evaluate,
 /// step with checkpoints until done or interrupted (Ctrl-C), evaluate again.
 fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> {
+    #[cfg(feature = "mpi")]
+    {
+        let mpi = crate::mpi_collective::MpiCollective::init()?;
+        let result = train_with(c, method, &mpi);
+        let (calls, bytes, seconds) = mpi.traffic();
+        if mpi.size() > 1 {
+            match &result {
+                Err(e) if !e.is::<Interrupted>() => {
+                    // the other ranks would wait for this one forever: end them all
+                    eprintln!("rank {}: error: {e:#}", mpi.rank());
+                    mpi.abort(1)
+                }
+                _ if mpi.rank() == 0 => eprintln!(
+                    "MPI: {} ranks; {calls} collective operations, {bytes} bytes sent by each rank, {seconds:.3} s in them",
+                    mpi.size()
+                ),
+                _ => {}
+            }
+        }
+        result
+    }
+    #[cfg(not(feature = "mpi"))]
+    train_with(c, method, &tinylora_train::Single)
+}
+
+/// [`train`] as one of the processes of `collective`.
+fn train_with(
+    c: &CommonArgs,
+    method: &mut dyn TrainingMethod,
+    collective: &dyn Collective,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    let leader = collective.rank() == 0;
     if let Some(config) = &c.config {
         eprintln!(
             "flags from {} (command-line flags override them)",
@@ -413,8 +445,16 @@ fn train(c: &CommonArgs, method: &mut dyn TrainingMethod) -> anyhow::Result<()> 
             record,
         },
         stop,
+        collective,
     }
-    .run(&progress)?;
+    .run(if leader { &progress } else { &Quiet })?;
+    if !leader {
+        return if outcome.interrupted {
+            Err(Interrupted.into())
+        } else {
+            Ok(())
+        };
+    }
     if let Some(bar) = progress.bars.lock().ok().and_then(|mut b| b.steps.take()) {
         if outcome.interrupted {
             bar.abandon();

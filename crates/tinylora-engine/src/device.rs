@@ -9,6 +9,12 @@ pub fn default_device() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice)
 }
 
+/// Discrete GPU `index` (in wgpu's order) through wgpu: the GPU of one process of a
+/// data-parallel run on a machine with several.
+pub fn gpu_device(index: usize) -> Device {
+    Device::wgpu(DeviceKind::DiscreteGpu(index))
+}
+
 /// burn's Flex backend: pure-Rust CPU kernels (SIMD, one thread per core). On a machine with no
 /// GPU it runs the engine much faster than software Vulkan; the adapter ops run there as stock
 /// burn ops instead of WGSL.

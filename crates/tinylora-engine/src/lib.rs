@@ -24,6 +24,7 @@ pub use delta::{DeltaMode, LowRankDelta};
 #[cfg(not(target_family = "wasm"))]
 pub use device::cpu_device;
 pub use device::default_device;
+pub use device::gpu_device;
 #[cfg(not(target_family = "wasm"))]
 pub use device::hardware_gpu_available;
 pub use error::{EngineError, read_f32, read_f32_async, read_scalar};

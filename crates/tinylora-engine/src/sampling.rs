@@ -15,6 +15,9 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Seed of the random streams.
     pub seed: u64,
+    /// The stream of the batch's first sequence: sequence i draws from stream
+    /// `first_stream + i`, so a batch split across processes draws what it would in one.
+    pub first_stream: u64,
 }
 
 impl Default for SamplingParams {
@@ -24,6 +27,7 @@ impl Default for SamplingParams {
             top_k: 0,
             top_p: 1.0,
             seed: 0,
+            first_stream: 0,
         }
     }
 }
@@ -33,10 +37,10 @@ impl SamplingParams {
     pub fn greedy() -> Self {
         Self::default()
     }
-    /// The random stream of sequence `index`.
+    /// The random stream of sequence `index` of the batch.
     pub fn rng(&self, index: usize) -> ChaCha8Rng {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(index as u64);
+        rng.set_stream(self.first_stream + index as u64);
         rng
     }
 }
@@ -124,6 +128,7 @@ mod tests {
         let p = SamplingParams {
             temperature: 1.0,
             seed: 7,
+            first_stream: 0,
             ..Default::default()
         };
         let mut rng = p.rng(3);
@@ -149,6 +154,7 @@ mod tests {
             temperature: 1.0,
             top_k: 2,
             seed: 1,
+            first_stream: 0,
             ..Default::default()
         };
         let mut rng = p.rng(0);
@@ -164,6 +170,7 @@ mod tests {
             temperature: 1.0,
             top_p: 0.5,
             seed: 1,
+            first_stream: 0,
             ..Default::default()
         };
         assert!(s[1] > 0.5);
@@ -178,6 +185,7 @@ mod tests {
         let p = SamplingParams {
             temperature: 1.0,
             seed: 42,
+            first_stream: 0,
             ..Default::default()
         };
         let draw = |stream| {

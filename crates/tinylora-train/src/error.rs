@@ -85,6 +85,15 @@ pub enum TrainError {
     /// Settings that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// The processes of a data-parallel run hold different values after a step (they must
+    /// all take the same AdamW step on the same summed gradient).
+    #[error(
+        "after step {step} the processes hold different adapter values (a rank computed something else); the last checkpoint is intact"
+    )]
+    Diverged {
+        /// The step (1-based).
+        step: usize,
+    },
 }
 
 impl TrainError {

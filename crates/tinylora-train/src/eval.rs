@@ -37,6 +37,8 @@ pub struct EvalReport {
     pub problems: usize,
     /// Accuracy under strict, flexible, boxed extraction.
     pub accuracy: [f64; 3],
+    /// Tokens generated.
+    pub tokens: usize,
     /// Generated tokens per second.
     pub tokens_per_s: f64,
     /// Seconds in all.
@@ -146,6 +148,7 @@ pub fn evaluate_until(
     Ok(Some(EvalReport {
         problems: records.len(),
         accuracy,
+        tokens,
         tokens_per_s: tokens as f64 / seconds,
         seconds,
         records,

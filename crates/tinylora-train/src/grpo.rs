@@ -105,12 +105,22 @@ fn mean_std(x: &[f32]) -> (f32, f32) {
 /// Aᵢ = rᵢ − mean(group), divided by (std + 1e-4) of the group or of the whole batch as
 /// `scale` says. A group whose rewards are all equal gets zeros.
 pub fn advantages(rewards: &[f32], group: usize, scale: ScaleRewards) -> Vec<f32> {
+    advantages_with_batch_std(rewards, group, scale, mean_std(rewards).1)
+}
+
+/// [`advantages`] with the batch's std given (the whole batch's, when `rewards` are one
+/// process's share of it).
+pub fn advantages_with_batch_std(
+    rewards: &[f32],
+    group: usize,
+    scale: ScaleRewards,
+    batch_std: f32,
+) -> Vec<f32> {
     assert!(
         group > 0 && rewards.len().is_multiple_of(group),
         "{} rewards in groups of {group}",
         rewards.len()
     );
-    let batch_std = mean_std(rewards).1;
     rewards
         .chunks(group)
         .flat_map(|g| {

@@ -11,6 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tinylora_engine::{DeltaMode, FinishReason, read_scalar};
 
+use crate::collective::{shard, sum_f32};
 use crate::data::Problem;
 use crate::error::TrainError;
 use crate::extract::ExtractMode;
@@ -129,12 +130,18 @@ impl GrpoTrainer {
             !(cfg.mask_truncated && g.finish == FinishReason::Length)
         };
         let n = r.generations.len();
-        let whole = BatchSize {
-            sequences: n,
-            tokens: (0..n)
+        // the whole batch is every process's share of it (TRL normalises over the whole batch)
+        let mut sizes = [
+            n as f64,
+            (0..n)
                 .filter(|&i| counted(i))
                 .map(|i| r.generations[i].output_ids.len())
-                .sum::<usize>() as f32,
+                .sum::<usize>() as f64,
+        ];
+        run.collective.sum(&mut sizes);
+        let whole = BatchSize {
+            sequences: sizes[0] as usize,
+            tokens: sizes[1] as f32,
         };
         // the sequences that can change the loss: counted, not empty, and A ≠ 0 unless the KL
         // term needs them; the others add nothing but count in `whole`
@@ -146,12 +153,18 @@ impl GrpoTrainer {
             })
             .collect();
         if keep.is_empty() {
-            // a zero loss, as TRL's would be: AdamW still steps on its moments
+            // a zero loss here, as TRL's would be; the other processes' shares may not be, and
+            // AdamW steps on its moments either way
             let mut last = 0.0;
             for _ in 0..cfg.num_iterations {
                 last = run.apply_gradient(vec![0.0; run.state.values.len()], cfg.max_grad_norm, lr)?;
             }
-            return Ok([0.0, 0.0, 0.0, last]);
+            return Ok(combine_update_metrics(
+                run,
+                [0.0, 0.0, 0.0],
+                last,
+                cfg.num_iterations,
+            ));
         }
         let gens: Vec<_> = keep.iter().map(|&i| &r.generations[i]).collect();
         let batch = CompletionBatch::new(
@@ -203,8 +216,27 @@ impl GrpoTrainer {
                 grad_norm,
             ];
         }
-        Ok([loss_sum / cfg.num_iterations as f32, last[0], last[1], last[2]])
+        Ok(combine_update_metrics(
+            run,
+            [loss_sum, last[0], last[1]],
+            last[2],
+            cfg.num_iterations,
+        ))
     }
+}
+
+/// (mean loss, KL, clipped share, gradient norm) of the whole batch from this process's
+/// shares of the loss sum, KL and clipped share (each normalised over the whole batch, so the
+/// shares add up) and the gradient norm (the same everywhere: it is the summed gradient's).
+fn combine_update_metrics(
+    run: &AdapterRun<'_>,
+    shares: [f32; 3],
+    grad_norm: f32,
+    iterations: usize,
+) -> [f32; 4] {
+    let mut x = shares;
+    sum_f32(run.collective, &mut x);
+    [x[0] / iterations as f32, x[1], x[2], grad_norm]
 }
 
 impl TrainingMethod for GrpoTrainer {
@@ -238,14 +270,20 @@ impl TrainingMethod for GrpoTrainer {
             prompt: &cfg.prompt,
             seed: cfg.seed,
         };
-        let chosen = step_problems(problems, cfg.prompts_per_step, cfg.seed, step);
-        let rollouts = generate(run.model, run.file, chosen, &settings, step)?;
+        // this process's whole prompts of the step's batch (all of them in one process)
+        let c = run.collective;
+        let mut chosen = step_problems(problems, cfg.prompts_per_step, cfg.seed, step);
+        let mine = shard(chosen.len(), c.rank(), c.size());
+        let first = mine.start;
+        let chosen: Vec<Problem> = chosen.drain(mine).collect();
+        let rollouts = generate(run.model, run.file, chosen, &settings, step, first)?;
         let scored = score(
             &rollouts,
             &mut self.rewards,
             cfg.group_size,
             cfg.scale_rewards,
             cfg.extract,
+            c,
         )
         .map_err(|source| TrainError::Reward {
             step: step + 1,
@@ -258,36 +296,51 @@ impl TrainingMethod for GrpoTrainer {
         let [loss, kl, clipped, grad_norm] = self.update(run, &rollouts, &scored, lr)?;
         run.state.step += 1;
 
+        // metrics of the whole batch: sums of every process's share
         let total = &scored.scores.total;
-        let n = total.len() as f32;
-        let reward_mean = total.iter().sum::<f32>() / n;
-        let reward_std = (total.iter().map(|r| (r - reward_mean).powi(2)).sum::<f32>() / n).sqrt();
-        let flat = total
-            .chunks(cfg.group_size)
-            .filter(|g| g.iter().all(|&r| r == g[0]))
-            .count();
-        let groups = total.len() / cfg.group_size;
-        Ok(StepMetrics {
-            step: run.state.step,
-            reward_mean,
-            reward_std,
-            rewards: scored.scores.means().into_iter().collect(),
-            accuracy: scored.correct.iter().filter(|&&c| c).count() as f32 / n,
-            zero_variance_groups: flat as f32 / groups as f32,
-            response_len: rollouts
+        let components = &scored.scores.components;
+        let mut sums = vec![
+            total.len() as f32,
+            total.iter().sum::<f32>(),
+            scored.correct.iter().filter(|&&c| c).count() as f32,
+            total
+                .chunks(cfg.group_size)
+                .filter(|g| g.iter().all(|&r| r == g[0]))
+                .count() as f32,
+            rollouts
                 .generations
                 .iter()
                 .map(|g| g.output_ids.len())
-                .sum::<usize>() as f32
-                / n,
+                .sum::<usize>() as f32,
+        ];
+        sums.extend(components.iter().map(|(_, xs)| xs.iter().sum::<f32>()));
+        sum_f32(c, &mut sums);
+        let n = sums[0];
+        let reward_mean = sums[1] / n;
+        let mut squares = [total.iter().map(|r| (r - reward_mean).powi(2)).sum::<f32>()];
+        sum_f32(c, &mut squares);
+        let mut seconds = [rollout_s, t1.elapsed().as_secs_f64()];
+        c.max(&mut seconds);
+        Ok(StepMetrics {
+            step: run.state.step,
+            reward_mean,
+            reward_std: (squares[0] / n).sqrt(),
+            rewards: components
+                .iter()
+                .zip(&sums[5..])
+                .map(|((name, _), sum)| (name.clone(), sum / n))
+                .collect(),
+            accuracy: sums[2] / n,
+            zero_variance_groups: sums[3] / (n / cfg.group_size as f32),
+            response_len: sums[4] / n,
             kl,
             clipped,
             grad_norm,
             loss,
             lr,
             values: run.applied_values(),
-            rollout_s,
-            train_s: t1.elapsed().as_secs_f64(),
+            rollout_s: seconds[0],
+            train_s: seconds[1],
         })
     }
 }

@@ -9,8 +9,10 @@
 //! - [`policy`]: teacher-forced log-probabilities of completions; [`optim`]: AdamW on the host;
 //! - [`run`]: the whole run (attach or resume, evaluate, step, checkpoint, stop);
 //!   [`run_files`]: the run directory; [`metrics`]: one line per step;
-//! - [`eval`]: greedy evaluation.
+//! - [`eval`]: greedy evaluation;
+//! - [`collective`]: how the processes of a data-parallel run combine their work.
 
+pub mod collective;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -27,6 +29,7 @@ pub mod run;
 pub mod run_files;
 pub mod sft;
 
+pub use collective::{Collective, Single, shard};
 pub use data::{Problem, load_problems, split};
 pub use error::TrainError;
 pub use eval::{EvalReport, EvalSettings, evaluate, evaluate_until};

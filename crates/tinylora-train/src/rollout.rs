@@ -5,10 +5,11 @@
 use tinylora_engine::{FinishReason, GenerateOptions, Generation, SamplingParams, Transformer};
 use tinylora_formats::ModelFile;
 
+use crate::collective::Collective;
 use crate::data::Problem;
 use crate::error::TrainError;
 use crate::extract::{ExtractMode, is_correct};
-use crate::grpo::{ScaleRewards, advantages};
+use crate::grpo::{ScaleRewards, advantages, advantages_with_batch_std};
 use crate::prompt::{PromptStyle, render_prompt};
 use crate::reward::{Completion, Rewards, Scores};
 
@@ -40,14 +41,17 @@ pub struct Rollouts {
     pub texts: Vec<String>,
 }
 
-/// Sample G completions of each of `problems` at step `step` (0-based). Every sample's stream
-/// is seeded by (seed, step) and its index in the batch, so a resumed run draws the same.
+/// Sample G completions of each of `problems` at step `step` (0-based), the first of them
+/// the step's problem number `first` (0 unless the step's problems are split across
+/// processes). Every sample's stream is seeded by (seed, step) and its index in the step's
+/// whole batch, so a resumed run, or the same batch split across processes, draws the same.
 pub fn generate(
     model: &Transformer,
     file: &ModelFile,
     problems: Vec<Problem>,
     s: &RolloutSettings<'_>,
     step: usize,
+    first: usize,
 ) -> Result<Rollouts, TrainError> {
     let tok = &file.tokenizer;
     let prompts = problems
@@ -69,6 +73,7 @@ pub fn generate(
             top_k: 0,
             top_p: 1.0,
             seed: s.seed.wrapping_mul(1_000_003).wrapping_add(step as u64),
+            first_stream: (first * s.group_size) as u64,
         },
         stop_ids: tok.stop_ids.clone(),
     };
@@ -96,13 +101,15 @@ pub struct Scored {
     pub correct: Vec<bool>,
 }
 
-/// Score `r` with `rewards` and compute the advantages (groups of `group_size`).
+/// Score `r` with `rewards` and compute the advantages (groups of `group_size`); with
+/// [`ScaleRewards::Batch`] the batch is every process's share of it (`c`).
 pub fn score(
     r: &Rollouts,
     rewards: &mut Rewards,
     group_size: usize,
     scale: ScaleRewards,
     extract: ExtractMode,
+    c: &dyn Collective,
 ) -> Result<Scored, crate::reward::RewardError> {
     let batch: Vec<Completion<'_>> = r
         .generations
@@ -118,7 +125,12 @@ pub fn score(
         })
         .collect();
     let scores = rewards.score(&batch)?;
-    let advantages = advantages(&scores.total, group_size, scale);
+    let advantages = if scale == ScaleRewards::Batch && c.size() > 1 {
+        let std = batch_std(&scores.total, c);
+        advantages_with_batch_std(&scores.total, group_size, scale, std)
+    } else {
+        advantages(&scores.total, group_size, scale)
+    };
     let correct = batch
         .iter()
         .map(|c| is_correct(c.completion, c.answer, extract))
@@ -128,4 +140,22 @@ pub fn score(
         advantages,
         correct,
     })
+}
+
+/// The sample std (Bessel's correction) of the rewards of all processes together, in two passes
+/// as for one process.
+fn batch_std(rewards: &[f32], c: &dyn Collective) -> f32 {
+    let mut sums = [rewards.len() as f64, rewards.iter().map(|&r| f64::from(r)).sum()];
+    c.sum(&mut sums);
+    let mean = sums[1] / sums[0];
+    let mut squares = [rewards
+        .iter()
+        .map(|&r| (f64::from(r) - mean).powi(2))
+        .sum::<f64>()];
+    c.sum(&mut squares);
+    if sums[0] > 1.0 {
+        (squares[0] / (sums[0] - 1.0)).sqrt() as f32
+    } else {
+        0.0
+    }
 }

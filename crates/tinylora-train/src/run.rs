@@ -22,12 +22,13 @@ use tinylora_adapter::{
 use tinylora_engine::{DeltaMode, Transformer};
 use tinylora_formats::ModelFile;
 
+use crate::collective::{Collective, shard, sum_f32};
 use crate::data::Problem;
 use crate::error::TrainError;
 use crate::eval::{EvalReport, EvalSettings, evaluate_until};
 use crate::metrics::StepMetrics;
 use crate::optim::{AdamW, clip_grad_norm};
-use crate::run_files::{RunFiles, TrainState};
+use crate::run_files::{RunFiles, RunLock, TrainState};
 
 /// The problems of step `step` (0-based): a fresh shuffle of all problems each epoch.
 pub fn step_problems(problems: &[Problem], per_step: usize, seed: u64, step: usize) -> Vec<Problem> {
@@ -59,6 +60,9 @@ pub struct AdapterRun<'a> {
     pub adapter: AdapterConfig,
     /// Step and optimizer.
     pub state: TrainState,
+    /// The processes of the run (one: [`Single`]), whose shares of the batch the gradient,
+    /// the loss normalisers and the metrics combine.
+    pub collective: &'a dyn Collective,
 }
 
 impl AdapterRun<'_> {
@@ -101,10 +105,12 @@ impl AdapterRun<'_> {
         self.apply_gradient(g, max_norm, lr)
     }
 
-    /// Clip the gradient `g` of the values to `max_norm` and take one AdamW step at `lr`;
-    /// returns the gradient norm before clipping. A non-finite gradient or result is an error
-    /// and leaves the values as they were.
+    /// Sum this process's share `g` of the gradient of the values with the other processes'
+    /// (the whole gradient in one process), clip it to `max_norm` and take one AdamW step at
+    /// `lr`; returns the gradient norm before clipping. A non-finite gradient or result is an
+    /// error and leaves the values as they were.
     pub fn apply_gradient(&mut self, mut g: Vec<f32>, max_norm: f32, lr: f32) -> Result<f32, TrainError> {
+        sum_f32(self.collective, &mut g);
         let step = self.state.step + 1;
         let non_finite = |what, value: f32| TrainError::NonFinite { step, what, value };
         if let Some(&bad) = g.iter().find(|x| !x.is_finite()) {
@@ -280,6 +286,10 @@ pub struct Training<'a> {
     pub settings: RunSettings,
     /// Set (e.g. by a Ctrl-C handler) to stop after the current step.
     pub stop: Arc<AtomicBool>,
+    /// The processes of a data-parallel run ([`Single`] for one): each takes its share of
+    /// every step's prompts and of the held-out problems; rank 0 alone reads and writes the
+    /// run directory.
+    pub collective: &'a dyn Collective,
 }
 
 impl Training<'_> {
@@ -309,32 +319,42 @@ impl Training<'_> {
         };
         let record = self.record();
         let p = plan(&self.file.config, &self.adapter);
-        let (state, created, _lock) = if self.settings.resume {
-            let (s, lock) = files.resume(&record)?;
-            let moments = (s.optimizer.m.len(), s.optimizer.v.len());
-            if s.values.len() != p.params || moments != (p.params, p.params) {
-                return Err(TrainError::RunFile {
-                    path: files.state(),
-                    message: format!(
-                        "{} values and {} + {} optimizer moments, but the adapter has {} values",
-                        s.values.len(),
-                        moments.0,
-                        moments.1,
-                        p.params
-                    ),
-                });
-            }
-            observer.event(Event::Resumed { step: s.step });
-            (s, false, lock)
-        } else {
-            let (created, lock) = files.start(self.settings.overwrite)?;
-            let state = TrainState {
-                step: 0,
-                values: initial_values(&self.file.config, &self.adapter),
-                optimizer: AdamW::new(p.params, self.method.weight_decay()),
-            };
-            (state, created, lock)
+        let c = self.collective;
+        let fresh = || TrainState {
+            step: 0,
+            values: initial_values(&self.file.config, &self.adapter),
+            optimizer: AdamW::new(p.params, self.method.weight_decay()),
         };
+        // rank 0 alone reads and locks the run directory; the others take what it shares
+        let prepared = if c.rank() != 0 {
+            Ok((fresh(), false, None))
+        } else if self.settings.resume {
+            files.resume(&record).and_then(|(s, lock)| {
+                let moments = (s.optimizer.m.len(), s.optimizer.v.len());
+                if s.values.len() != p.params || moments != (p.params, p.params) {
+                    return Err(TrainError::RunFile {
+                        path: files.state(),
+                        message: format!(
+                            "{} values and {} + {} optimizer moments, but the adapter has {} values",
+                            s.values.len(),
+                            moments.0,
+                            moments.1,
+                            p.params
+                        ),
+                    });
+                }
+                Ok((s, false, Some(lock)))
+            })
+        } else {
+            files
+                .start(self.settings.overwrite)
+                .map(|(created, lock)| (fresh(), created, Some(lock)))
+        };
+        // rank 0's state (or its refusal) on every rank
+        let (state, created, _lock) = share_state(c, prepared)?;
+        if self.settings.resume {
+            observer.event(Event::Resumed { step: state.step });
+        }
         let outcome = self.train_from(state, &files, &record, &p, observer);
         if outcome.is_err() && created {
             // a run that failed before its first checkpoint leaves no empty directory behind
@@ -371,21 +391,38 @@ impl Training<'_> {
             params: p.params,
             bytes: p.bytes,
         });
-        files.write_config(record)?;
+        let c = self.collective;
+        let writer = c.rank() == 0;
+        if writer {
+            files.write_config(record)?;
+        }
         let mut run = AdapterRun {
             file: self.file,
             model: &mut *self.model,
             adapter: self.adapter.clone(),
             state,
+            collective: c,
         };
         let (stop, held_out, eval) = (&*self.stop, &self.held_out[..], &self.settings.eval);
-        let stopped = || stop.load(Ordering::SeqCst);
+        // stopped on any rank: all stop at the same point
+        let stopped = || stopped_anywhere(c, stop);
         let before = if run.state.step == 0 {
             // a checkpoint of step 0 first, so that a run stopped during this evaluation resumes
-            run.adapter_file().save(&files.adapter())?;
-            files.write_state(&run.state)?;
+            if writer {
+                run.adapter_file().save(&files.adapter())?;
+                files.write_state(&run.state)?;
+            }
             run.model.set_mode(DeltaMode::Off)?;
-            held_out_eval(run.model, run.file, held_out, eval, "base model", observer, stop)?
+            held_out_eval(
+                run.model,
+                run.file,
+                held_out,
+                eval,
+                "base model",
+                observer,
+                stop,
+                c,
+            )?
         } else {
             None
         };
@@ -398,19 +435,22 @@ impl Training<'_> {
                 break;
             }
             let m = self.method.step(&mut run, &self.train)?;
+            check_same_values(c, &run.state)?;
             // the metrics line, then the checkpoint: a run killed between the two has a line
             // past its checkpoint, which a resume removes before it runs that step again
-            files.append_metrics(&m)?;
-            observer.event(Event::Logged { step: m.step });
-            run.adapter_file().save(&files.adapter())?;
-            files.write_state(&run.state)?;
+            if writer {
+                files.append_metrics(&m)?;
+                observer.event(Event::Logged { step: m.step });
+                run.adapter_file().save(&files.adapter())?;
+                files.write_state(&run.state)?;
+            }
             observer.event(Event::Step(&m));
             let every = self.settings.eval_every;
             if every > 0 && m.step % every == 0 && m.step < steps {
                 run.model.set_values(&run.state.values, false)?;
                 run.model.set_mode(DeltaMode::Merged)?;
                 let label = format!("step {}", m.step);
-                held_out_eval(run.model, run.file, held_out, eval, &label, observer, stop)?;
+                held_out_eval(run.model, run.file, held_out, eval, &label, observer, stop, c)?;
             }
         }
         // the model holds the values the last update started from: upload the final ones
@@ -428,6 +468,7 @@ impl Training<'_> {
                 "with the adapter",
                 observer,
                 stop,
+                c,
             )?
         };
         // stopped during an evaluation (the first, or the last: its figure is then missing)
@@ -444,8 +485,9 @@ impl Training<'_> {
     }
 }
 
-/// Evaluate `held_out` with `model` as it is, reporting to `observer`; `None` without problems
-/// or when `stop` is set before it finishes.
+/// Evaluate `held_out` with `model` as it is, each process its share, reporting the whole
+/// to `observer`; `None` without problems or when a process was stopped before it finished.
+#[allow(clippy::too_many_arguments)]
 fn held_out_eval(
     model: &Transformer,
     file: &ModelFile,
@@ -454,18 +496,104 @@ fn held_out_eval(
     label: &str,
     observer: &dyn Observer,
     stop: &AtomicBool,
+    c: &dyn Collective,
 ) -> Result<Option<EvalReport>, TrainError> {
-    if held_out.is_empty() || stop.load(Ordering::SeqCst) {
+    if held_out.is_empty() || stopped_anywhere(c, stop) {
         return Ok(None);
     }
     observer.event(Event::EvalStart {
         label,
         problems: held_out.len(),
     });
+    let mine = &held_out[shard(held_out.len(), c.rank(), c.size())];
     let progress = |done, tokens| observer.event(Event::EvalProgress { done, tokens });
-    let report = evaluate_until(model, file, held_out, e, progress, stop)?;
-    if let Some(report) = &report {
-        observer.event(Event::EvalDone { label, report });
+    let local = if mine.is_empty() {
+        None
+    } else {
+        evaluate_until(model, file, mine, e, progress, stop)?
+    };
+    // counts of every share: [finished, problems, right per mode, tokens]
+    let records = local.as_ref().map_or(&[][..], |r| &r.records[..]);
+    let mut x = [
+        f64::from(u8::from(local.is_some() || mine.is_empty())),
+        records.len() as f64,
+        0.0,
+        0.0,
+        0.0,
+        local.as_ref().map_or(0, |r| r.tokens) as f64,
+    ];
+    for (i, right) in x[2..5].iter_mut().enumerate() {
+        *right = records.iter().filter(|r| r.correct_by_mode[i]).count() as f64;
     }
-    Ok(report)
+    c.sum(&mut x);
+    let mut seconds = [local.as_ref().map_or(0.0, |r| r.seconds)];
+    c.max(&mut seconds);
+    if x[0] < c.size() as f64 {
+        return Ok(None);
+    }
+    let report = EvalReport {
+        problems: x[1] as usize,
+        accuracy: [x[2], x[3], x[4]].map(|right| right / x[1].max(1.0)),
+        tokens: x[5] as usize,
+        tokens_per_s: x[5] / seconds[0],
+        seconds: seconds[0],
+        records: local.map(|r| r.records).unwrap_or_default(),
+    };
+    observer.event(Event::EvalDone {
+        label,
+        report: &report,
+    });
+    Ok(Some(report))
+}
+
+/// Whether `stop` is set on any process (every process learns the same answer).
+fn stopped_anywhere(c: &dyn Collective, stop: &AtomicBool) -> bool {
+    let mut x = [f64::from(u8::from(stop.load(Ordering::SeqCst)))];
+    c.max(&mut x);
+    x[0] > 0.0
+}
+
+/// Rank 0's prepared state (or its error) on every rank: rank 0 alone reads the run directory.
+fn share_state(
+    c: &dyn Collective,
+    prepared: Result<(TrainState, bool, Option<RunLock>), TrainError>,
+) -> Result<(TrainState, bool, Option<RunLock>), TrainError> {
+    if c.size() == 1 {
+        return prepared;
+    }
+    let mut bytes = match &prepared {
+        Ok((state, ..)) => serde_json::to_vec(&Ok::<_, String>(state)),
+        Err(e) => serde_json::to_vec(&Err::<&TrainState, _>(format!("{e:#}"))),
+    }
+    .expect("the state serialises");
+    c.broadcast(&mut bytes);
+    if c.rank() == 0 {
+        return prepared;
+    }
+    let shared: Result<TrainState, String> = serde_json::from_slice(&bytes)
+        .map_err(|e| TrainError::Invalid(format!("the state rank 0 sent is not readable: {e}")))?;
+    shared
+        .map(|state| (state, false, None))
+        .map_err(|e| TrainError::Invalid(format!("rank 0 stopped the run: {e}")))
+}
+
+/// Every process must hold the same values after a step: compare a hash of their bits.
+fn check_same_values(c: &dyn Collective, state: &TrainState) -> Result<(), TrainError> {
+    if c.size() == 1 {
+        return Ok(());
+    }
+    // FNV-1a over the values' bits, in two 32-bit halves (exact in f64); max of h and of −h
+    let h = state.values.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        v.to_bits()
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    });
+    let (hi, lo) = ((h >> 32) as f64, (h & 0xffff_ffff) as f64);
+    let mut x = [hi, lo, -hi, -lo];
+    c.max(&mut x);
+    if x[0] != -x[2] || x[1] != -x[3] {
+        return Err(TrainError::Diverged { step: state.step });
+    }
+    Ok(())
 }

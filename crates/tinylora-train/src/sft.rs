@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tinylora_engine::{DeltaMode, read_scalar};
 
+use crate::collective::{shard, sum_f32};
 use crate::data::Problem;
 use crate::error::TrainError;
 use crate::metrics::StepMetrics;
@@ -89,7 +90,10 @@ impl TrainingMethod for SftTrainer {
         let cfg = self.config.clone();
         let step = run.state.step;
         let tok = &run.file.tokenizer;
-        let chosen = step_problems(problems, cfg.batch_size, cfg.seed, step);
+        // this process's share of the step's problems (all of them in one process)
+        let c = run.collective;
+        let mut chosen = step_problems(problems, cfg.batch_size, cfg.seed, step);
+        let chosen: Vec<Problem> = chosen.drain(shard(chosen.len(), c.rank(), c.size())).collect();
         let mut prompts = Vec::new();
         let mut targets = Vec::new();
         for p in &chosen {
@@ -107,32 +111,52 @@ impl TrainingMethod for SftTrainer {
             t.extend(tok.eos_token.as_ref().map(|(id, _)| *id));
             targets.push(t);
         }
-        let batch = CompletionBatch::new(&prompts, &targets);
-        let mask = batch.tensor(batch.mask(), &run.model.device).autodiff();
-        // v as tensors that take gradients (uploaded before merging, so that a model not yet
-        // merged is merged once), then training on the merged weights: v's gradient through
-        // lowrank_update_merged
-        run.model.set_values(&run.state.values, true)?;
-        run.model.set_mode(DeltaMode::Merged)?;
-        let logp = token_logprobs(run.model, &batch, 1.0);
-        let active = mask.clone().sum();
-        let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active.clone();
-        let prob = (logp.exp() * mask).sum() / active;
+        // the mean is over the target tokens of the whole batch (every process's share)
+        let mut counts = [
+            targets.len() as f64,
+            targets.iter().map(Vec::len).sum::<usize>() as f64,
+        ];
+        c.sum(&mut counts);
         let lr = learning_rate(cfg.lr, step, cfg.warmup);
-        let loss_value = read_scalar(loss.clone().inner(), "loss")?;
-        let grad_norm = run.descend(loss, loss_value, cfg.max_grad_norm, lr)?;
+        let (loss_value, prob, grad_norm) = if chosen.is_empty() {
+            let g = run.apply_gradient(vec![0.0; run.state.values.len()], cfg.max_grad_norm, lr)?;
+            (0.0, 0.0, g)
+        } else {
+            let batch = CompletionBatch::new(&prompts, &targets);
+            let mask = batch.tensor(batch.mask(), &run.model.device).autodiff();
+            // v as tensors that take gradients (uploaded before merging, so that a model not
+            // yet merged is merged once), then training on the merged weights: v's gradient
+            // through lowrank_update_merged
+            run.model.set_values(&run.state.values, true)?;
+            run.model.set_mode(DeltaMode::Merged)?;
+            let logp = token_logprobs(run.model, &batch, 1.0);
+            let active = counts[1] as f32;
+            let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active;
+            let prob = (logp.exp() * mask).sum() / active;
+            let loss_value = read_scalar(loss.clone().inner(), "loss")?;
+            let grad_norm = run.descend(loss, loss_value, cfg.max_grad_norm, lr)?;
+            (
+                loss_value,
+                read_scalar(prob.inner(), "target probability")?,
+                grad_norm,
+            )
+        };
         run.state.step += 1;
-        let mean_prob = read_scalar(prob.inner(), "target probability")?;
+        let mut shares = [loss_value, prob];
+        sum_f32(c, &mut shares);
+        let [loss_value, mean_prob] = shares;
+        let mut seconds = [t0.elapsed().as_secs_f64()];
+        c.max(&mut seconds);
         Ok(StepMetrics {
             step: run.state.step,
             reward_mean: mean_prob,
             accuracy: mean_prob,
-            response_len: targets.iter().map(Vec::len).sum::<usize>() as f32 / targets.len() as f32,
+            response_len: (counts[1] / counts[0]) as f32,
             grad_norm,
             loss: loss_value,
             lr,
             values: run.applied_values(),
-            train_s: t0.elapsed().as_secs_f64(),
+            train_s: seconds[0],
             ..StepMetrics::default()
         })
     }

@@ -313,6 +313,7 @@ async fn generate(
             top_k: s.top_k,
             top_p: s.top_p,
             seed: s.seed,
+            first_stream: 0,
         },
         stop_ids: tok.stop_ids.clone(),
     };
