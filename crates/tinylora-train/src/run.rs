@@ -597,3 +597,82 @@ fn check_same_values(c: &dyn Collective, state: &TrainState) -> Result<(), Train
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rank 1 of 2, whose "other rank" is simulated: `max` raises the first element (another
+    /// rank's hash differs) when `diverged`, and `broadcast` delivers `from_rank0`.
+    struct Rank1 {
+        diverged: bool,
+        from_rank0: Vec<u8>,
+    }
+
+    impl Collective for Rank1 {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn sum(&self, x: &mut [f64]) {
+            x.iter_mut().for_each(|v| *v *= 2.0);
+        }
+        fn max(&self, x: &mut [f64]) {
+            if self.diverged {
+                x[0] += 1.0;
+            }
+        }
+        fn broadcast(&self, bytes: &mut Vec<u8>) {
+            bytes.clone_from(&self.from_rank0);
+        }
+    }
+
+    fn state() -> TrainState {
+        TrainState {
+            step: 3,
+            values: vec![0.5, -0.25],
+            optimizer: AdamW::new(2, 0.0),
+        }
+    }
+
+    #[test]
+    fn ranks_holding_different_values_are_an_error() {
+        let same = Rank1 {
+            diverged: false,
+            from_rank0: vec![],
+        };
+        check_same_values(&same, &state()).unwrap();
+        let other = Rank1 {
+            diverged: true,
+            from_rank0: vec![],
+        };
+        let e = check_same_values(&other, &state()).unwrap_err().to_string();
+        assert!(
+            e.contains("after step 3 the processes hold different adapter values"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_other_ranks_take_rank_0s_state_or_its_refusal() {
+        let sent = serde_json::to_vec(&Ok::<_, String>(state())).unwrap();
+        let c = Rank1 {
+            diverged: false,
+            from_rank0: sent,
+        };
+        let fresh = TrainState { step: 0, ..state() };
+        let (got, created, lock) = share_state(&c, Ok((fresh, false, None))).unwrap();
+        assert_eq!((got, created, lock.is_none()), (state(), false, true));
+        let refused = serde_json::to_vec(&Err::<TrainState, _>("run/: already holds a run")).unwrap();
+        let c = Rank1 {
+            diverged: false,
+            from_rank0: refused,
+        };
+        let e = share_state(&c, Ok((state(), false, None)))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "rank 0 stopped the run: run/: already holds a run");
+    }
+}
