@@ -4,33 +4,51 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_adapter::AdaptedModel;
 use tinylora_engine::{Transformer, cpu_device, default_device, gpu_device, hardware_gpu_available};
 use tinylora_formats::ModelFile;
 
 /// Where the model runs (`--device`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DeviceArg {
     /// The GPU when wgpu finds a hardware one, else the CPU (where wgpu would only offer a
     /// software rasterizer such as lavapipe, many times slower than burn's CPU backend).
     #[default]
     Auto,
-    /// The first GPU through wgpu (Vulkan, Metal, DX12); lavapipe (software Vulkan) when
-    /// there is none.
-    Gpu,
+    /// A GPU through wgpu (Vulkan, Metal, DX12): discrete GPU K with `gpu:K`; else the
+    /// launcher's local rank's GPU under `mpirun`/`srun`, or the first GPU (lavapipe, software
+    /// Vulkan, when there is none).
+    Gpu(Option<usize>),
     /// burn's Flex CPU backend (SIMD, every core): on a machine without a GPU, much faster
     /// than lavapipe.
     Cpu,
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceArg::Auto),
+            "gpu" => Ok(DeviceArg::Gpu(None)),
+            "cpu" => Ok(DeviceArg::Cpu),
+            _ => s
+                .strip_prefix("gpu:")
+                .and_then(|k| k.parse().ok())
+                .map(|k| DeviceArg::Gpu(Some(k)))
+                .ok_or_else(|| format!("`{s}`: expected auto, gpu, gpu:K (K = 0, 1, …) or cpu")),
+        }
+    }
 }
 
 /// The `--device` flag, shared by every command that loads a model.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct DeviceArgs {
     /// Where to run: auto (the GPU if wgpu finds a hardware one, else the CPU), gpu (wgpu:
-    /// Vulkan, Metal, DX12; lavapipe without a GPU) or cpu (burn's Flex backend).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    /// Vulkan, Metal, DX12; under mpirun/srun the GPU of the process's local rank; lavapipe
+    /// without a GPU), gpu:K (discrete GPU K) or cpu (burn's Flex backend).
+    #[arg(long, default_value = "auto")]
     pub device: DeviceArg,
 }
 
@@ -43,7 +61,8 @@ impl DeviceArgs {
             None => (default_device(), "the GPU", None),
         };
         match self.device {
-            DeviceArg::Gpu => gpu(),
+            DeviceArg::Gpu(Some(k)) => (gpu_device(k), "the chosen GPU", None),
+            DeviceArg::Gpu(None) => gpu(),
             DeviceArg::Auto if hardware_gpu_available() => gpu(),
             DeviceArg::Auto => (
                 cpu_device(),
@@ -97,4 +116,21 @@ pub fn load_model_checked<T>(
         start.elapsed().as_secs_f64()
     );
     Ok((file, AdaptedModel::new(model), checked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!("auto".parse(), Ok(DeviceArg::Auto));
+        assert_eq!("gpu".parse(), Ok(DeviceArg::Gpu(None)));
+        assert_eq!("gpu:3".parse(), Ok(DeviceArg::Gpu(Some(3))));
+        assert_eq!("cpu".parse(), Ok(DeviceArg::Cpu));
+        for bad in ["gpu:", "gpu:-1", "tpu", ""] {
+            let e = bad.parse::<DeviceArg>().unwrap_err();
+            assert!(e.contains("expected auto, gpu, gpu:K"), "{bad}: {e}");
+        }
+    }
 }
