@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernel-reps 41
-//!     --kernels-only | --training-only | --svd-only] [--device cpu]
+//!     --kernels-only | --training-only | --svd-only] [--device cpu] [--rows 16]
 //! ```
 //!
 //! Every figure of one run comes from the same process on the same device, side by side,
@@ -186,7 +186,7 @@ fn kernels(reps: usize) {
     }
 }
 
-fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str) {
+fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, device_name: &str) {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let file =
@@ -199,8 +199,11 @@ fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str)
         .attach_adapter(&file, &cfg, &vec![0.01; p.params], &|| {})
         .unwrap();
     let attach = start.elapsed().as_secs_f64();
-    let rows = vec![(0..tokens as u32).map(|i| 100 + i * 7).collect::<Vec<u32>>()];
-    let pads = [0];
+    let n_rows = rows;
+    let rows: Vec<Vec<u32>> = (0..rows as u32)
+        .map(|r| (0..tokens as u32).map(|i| 100 + i * 7 + r).collect())
+        .collect();
+    let pads = vec![0; n_rows];
 
     model.set_mode(DeltaMode::Off).unwrap();
     let plain = median(reps, || sync(model.teacher_forced(&rows, &pads)));
@@ -248,7 +251,7 @@ fn training_cost(tokens: usize, reps: usize, device: &Device, device_name: &str)
         unreachable!()
     };
     println!(
-        "\nSmolLM2-135M-Instruct on the {device_name}, {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
+        "\nSmolLM2-135M-Instruct on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
         p.params
     );
     println!("attach adapter (210 rank-2 SVDs + upload)       {attach:>8.2} s");
@@ -311,7 +314,13 @@ fn main() {
     let device = std::env::args().skip_while(|a| a != "--device").nth(1);
     if device.as_deref() == Some("cpu") {
         // no WGSL there: only what training costs
-        return training_cost(arg("--tokens", 128), reps, &cpu_device(), "CPU (Flex)");
+        return training_cost(
+            arg("--rows", 1),
+            arg("--tokens", 128),
+            reps,
+            &cpu_device(),
+            "CPU (Flex)",
+        );
     }
     if !only("--training-only") {
         kernels(arg("--kernel-reps", 41));
@@ -319,7 +328,13 @@ fn main() {
     if only("--kernels-only") {
         return;
     }
-    training_cost(arg("--tokens", 128), reps, &default_device(), "GPU");
+    training_cost(
+        arg("--rows", 1),
+        arg("--tokens", 128),
+        reps,
+        &default_device(),
+        "GPU",
+    );
     println!();
     svd_time();
 }
