@@ -220,6 +220,14 @@ fn resumed_run_ends_with_the_same_adapter_and_other_settings_are_refused() {
         );
     }
 
+    // fewer steps than the checkpoint holds: refused, not recorded
+    let e = train(&file, &mut resumed_model, &mut grpo(3, 2), &dir.join("b"), true).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the checkpoint is at step 4, past the 2 steps"),
+        "{e}"
+    );
+
     // another learning rate or projection seed: refused, naming the keys
     let mut other = grpo_config(3, 6);
     other.lr = 0.1;
@@ -622,4 +630,13 @@ fn a_run_failing_before_its_first_checkpoint_leaves_no_directory() {
     .unwrap_err();
     assert!(e.to_string().contains("rank 1000"), "{e}");
     assert!(!run.exists(), "the directory it created is removed again");
+
+    // what a run killed before its first checkpoint leaves (a config, an adapter, the lock
+    // file) is no run: a new run replaces it without --overwrite
+    std::fs::create_dir_all(&run).unwrap();
+    for name in ["config.json", "adapter.safetensors", "run.lock"] {
+        std::fs::write(run.join(name), b"left by a killed run").unwrap();
+    }
+    let out = train(&file, &mut model, &mut grpo(1, 1), &run, false).unwrap();
+    assert_eq!(out.step, 1);
 }

@@ -101,12 +101,25 @@ pub fn load_model_with_adapter(
     device: DeviceArgs,
     adapter: Option<&Path>,
 ) -> anyhow::Result<(ModelFile, AdaptedModel)> {
-    let (file, mut model, read) = load_model_checked(path, device, |file| {
-        adapter.map(|p| read_any_adapter(file, p)).transpose()
+    let (file, model, ()) = load_model_with_adapter_checked(path, device, adapter, |_| Ok(()))?;
+    Ok((file, model))
+}
+
+/// [`load_model_with_adapter`] that also runs `check` on the opened file before the weights
+/// load (what it returns is handed back).
+pub fn load_model_with_adapter_checked<T>(
+    path: &Path,
+    device: DeviceArgs,
+    adapter: Option<&Path>,
+    check: impl FnOnce(&ModelFile) -> anyhow::Result<T>,
+) -> anyhow::Result<(ModelFile, AdaptedModel, T)> {
+    let (file, mut model, (read, checked)) = load_model_checked(path, device, |file| {
+        let read = adapter.map(|p| read_any_adapter(file, p)).transpose()?;
+        Ok((read, check(file)?))
     })?;
     if let (Some(adapter_path), Some(read)) = (adapter, read) {
         attach_adapter(&file, &mut model, adapter_path, read)?;
         model.set_mode(DeltaMode::Merged)?;
     }
-    Ok((file, model))
+    Ok((file, model, checked))
 }

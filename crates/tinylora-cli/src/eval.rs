@@ -12,7 +12,7 @@ use tinylora_formats::atomic::{check_can_write, write_atomic};
 use tinylora_train::prompt::{DEFAULT_INSTRUCTION, PromptStyle};
 use tinylora_train::{EvalSettings, ExtractMode, Problem, evaluate, fit_prompts, load_problems};
 
-use crate::adapter_load::load_model_with_adapter;
+use crate::adapter_load::load_model_with_adapter_checked;
 use crate::load::DeviceArgs;
 
 /// How questions become prompts (`tinylora eval` and `tinylora train`).
@@ -144,8 +144,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         problems.truncate(n);
     }
     check_can_write(&args.out).context("--out")?;
-    let (file, model) = load_model_with_adapter(&args.model, args.device, args.adapter.as_deref())?;
-    let problems = args.prompt.fitting(&args.data, problems, &file)?;
+    // prompts too long for the model are left out before the weights load
+    let (file, model, problems) =
+        load_model_with_adapter_checked(&args.model, args.device, args.adapter.as_deref(), |file| {
+            args.prompt.fitting(&args.data, problems, file)
+        })?;
     let bar = ProgressBar::new(problems.len() as u64).with_style(ProgressStyle::with_template(
         "evaluating [{bar:30}] {pos}/{len} problems, {msg} {elapsed} (eta {eta})",
     )?);

@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_train::reward::RewardSpec;
 use tinylora_train::{
     Aggregation, Collective, EvalSettings, Event, ExtractMode, GrpoConfig, GrpoTrainer, ImportanceSampling,
-    LossConfig, Observer, Quiet, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training, TrainingMethod,
-    load_problems, split,
+    LossConfig, Observer, Quiet, RunFiles, RunSettings, ScaleRewards, SftConfig, SftTrainer, Training,
+    TrainingMethod, data_fingerprint, load_problems, split,
 };
 
 use crate::adapter_load::svd_progress;
@@ -50,8 +50,9 @@ pub struct CommonArgs {
     #[arg(long, default_value = "run")]
     out: PathBuf,
     /// Continue the run in --out from its last checkpoint. Every setting must be the run's
-    /// own (they are compared with its config.json); only --steps, --eval-every and the
-    /// --model path (same weights) may change.
+    /// own (they are compared with its config.json); only --steps (not below the checkpoint's
+    /// step), --eval-every and the paths of --model and --data (same weights, same data file
+    /// contents: both are fingerprinted) may change.
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
     /// Replace a run already in --out.
@@ -380,6 +381,11 @@ fn train_with(
     let adapter = c.adapter.config()?;
     let problems = load_problems(&c.data)?;
     // prompts too long for the model are left out before the weights load
+    // and what the run directory would refuse is said before that too
+    if leader {
+        let files = RunFiles { dir: c.out.clone() };
+        files.preflight(c.resume, c.overwrite)?;
+    }
     let (file, mut model, problems) = load_model_checked(&c.model, c.device, |file| {
         c.prompt.fitting(&c.data, problems, file)
     })?;
@@ -405,7 +411,7 @@ fn train_with(
         let stop = stop.clone();
         ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting now (the last checkpoint is intact)");
+                eprintln!("\nsecond Ctrl-C: exiting now (the last checkpoint, if there is one, is intact)");
                 std::process::exit(130);
             }
             eprintln!("\nCtrl-C: stopping at the next checkpoint (after this step or evaluation batch; again to exit at once)");
@@ -426,6 +432,7 @@ fn train_with(
     let record = serde_json::json!({
         "model": c.model,
         "data": c.data,
+        "data_fingerprint": data_fingerprint(&c.data)?,
         "eval_problems": c.eval_problems,
         "max_prompt_tokens": c.prompt.max_prompt_tokens,
     });

@@ -442,7 +442,10 @@ fn training_and_evaluation_report_bad_input_clearly() {
         "--out",
         fresh.to_str().unwrap(),
     ]));
-    assert!(e.contains("--resume: reading") && e.contains("state.json"), "{e}");
+    assert!(
+        e.contains("--resume: no checkpoint here") && e.contains("state.json"),
+        "{e}"
+    );
 
     // --config: its keys are flags, command-line flags override them, unknown keys are named
     let toml = dir.join("train.toml");
@@ -471,7 +474,7 @@ fn training_and_evaluation_report_bad_input_clearly() {
         "--resume",
     ]));
     assert!(
-        e.contains("--resume: reading"),
+        e.contains("--resume: no checkpoint here"),
         "the command line overrides the file: {e}"
     );
     write_toml("group_sise = 4\n");

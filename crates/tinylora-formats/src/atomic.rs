@@ -54,9 +54,7 @@ fn process_runs(pid: &str) -> bool {
 /// write it: `path` is not a directory, and its directory exists and takes a new file (tried
 /// with the very temporary file the write will use, removed again).
 pub fn check_can_write(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(FormatError::invalid(path, "is a directory, not a file"));
-    }
+    refuse_non_regular(path)?;
     let tmp = temporary(path);
     std::fs::OpenOptions::new()
         .write(true)
@@ -64,6 +62,27 @@ pub fn check_can_write(path: &Path) -> Result<()> {
         .open(&tmp)
         .map_err(|e| FormatError::invalid(path, format!("cannot be written: {e}")))?;
     std::fs::remove_file(&tmp).map_err(|e| FormatError::io(&tmp, e))
+}
+
+/// Refuse to replace anything at `path` but a regular file: renaming over a device node, a
+/// symbolic link or a directory would destroy it (as root, `/dev/null` itself).
+fn refuse_non_regular(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(()); // nothing there yet
+    };
+    let what = if meta.is_dir() {
+        "is a directory"
+    } else if meta.file_type().is_symlink() {
+        "is a symbolic link (give the file it points to)"
+    } else if !meta.is_file() {
+        "is not a regular file (a device, a pipe or a socket)"
+    } else {
+        return Ok(());
+    };
+    Err(FormatError::invalid(
+        path,
+        format!("{what}; outputs are written to a new file that replaces a regular one"),
+    ))
 }
 
 /// [`check_can_write`] for files in the directory `dir`, which may not exist yet: then its
@@ -99,6 +118,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Let `write` fill a temporary file, then rename it to `path`; the temporary file is removed
 /// when `write` fails, and those of killed earlier writers of `path` before it starts.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    refuse_non_regular(path)?;
     remove_stale_temporaries(path);
     let tmp = temporary(path);
     // flushed through a handle that may write (Windows' flush needs one)
@@ -148,6 +168,30 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         assert_eq!(!stale.exists(), cfg!(target_os = "linux"));
         assert!(unrelated.iter().all(|p| p.exists()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_regular_files_are_replaced() {
+        let dir = std::env::temp_dir().join(format!("tinylora-atomic-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, b"old").unwrap();
+        write_atomic(&file, b"new").unwrap();
+        #[cfg(unix)]
+        {
+            let link = dir.join("link");
+            std::os::unix::fs::symlink(&file, &link).unwrap();
+            let e = write_atomic(&link, b"x").unwrap_err().to_string();
+            assert!(e.contains("is a symbolic link"), "{e}");
+            assert!(check_can_write(&link).is_err());
+            assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+            let e = check_can_write(Path::new("/dev/null")).unwrap_err().to_string();
+            assert!(e.contains("is not a regular file"), "{e}");
+        }
+        let e = write_atomic(&dir, b"x").unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

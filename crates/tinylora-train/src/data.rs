@@ -121,6 +121,19 @@ pub fn load_problems(path: &Path) -> Result<Vec<Problem>, DataError> {
     Ok(problems)
 }
 
+/// A fingerprint of the file's bytes (FNV-1a, 64 bits, hex): a run records it, so that a
+/// resume notices a data file whose contents changed, wherever the file now is.
+pub fn data_fingerprint(path: &Path) -> Result<String, DataError> {
+    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    Ok(format!("{h:016x}"))
+}
+
 /// Shuffle with `seed`, then split off the last `held_out` problems: (train, held-out).
 pub fn split(mut problems: Vec<Problem>, seed: u64, held_out: usize) -> (Vec<Problem>, Vec<Problem>) {
     problems.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -197,6 +210,20 @@ mod tests {
         let ps = load_problems(&path).unwrap();
         assert_eq!((ps[0].question.as_str(), ps[1].gold.as_str()), ("a", "2"));
         assert_eq!((ps[0].line, ps[1].line), (1, 2));
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_contents_not_the_path() {
+        let dir = std::env::temp_dir().join(format!("tinylora-data-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+        std::fs::write(&a, "{\"question\": \"1+1\", \"answer\": \"2\"}\n").unwrap();
+        std::fs::copy(&a, &b).unwrap();
+        assert_eq!(data_fingerprint(&a).unwrap(), data_fingerprint(&b).unwrap());
+        // FNV-1a of the empty input is its offset basis
+        std::fs::write(&b, "").unwrap();
+        assert_eq!(data_fingerprint(&b).unwrap(), "cbf29ce484222325");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod run_files;
 pub mod sft;
 
 pub use collective::{Collective, Single, shard};
-pub use data::{Problem, load_problems, split};
+pub use data::{Problem, data_fingerprint, load_problems, split};
 pub use error::TrainError;
 pub use eval::{EvalReport, EvalSettings, evaluate, evaluate_until};
 pub use extract::{ExtractMode, extract, is_correct, normalize};

@@ -352,13 +352,21 @@ impl Training<'_> {
         };
         // rank 0's state (or its refusal) on every rank
         let (state, created, _lock) = share_state(c, prepared)?;
+        if state.step > self.method.steps() {
+            return Err(TrainError::Invalid(format!(
+                "the checkpoint is at step {}, past the {} steps asked for: give at least --steps {}",
+                state.step,
+                self.method.steps(),
+                state.step
+            )));
+        }
         if self.settings.resume {
             observer.event(Event::Resumed { step: state.step });
         }
         let outcome = self.train_from(state, &files, &record, &p, observer);
-        if outcome.is_err() && created {
-            // a run that failed before its first checkpoint leaves no empty directory behind
-            files.remove_if_empty();
+        if outcome.is_err() && c.rank() == 0 {
+            // a run that failed before its first checkpoint leaves nothing of its own behind
+            files.remove_unfinished(created);
         }
         outcome
     }
@@ -471,8 +479,9 @@ impl Training<'_> {
                 c,
             )?
         };
-        // stopped during an evaluation (the first, or the last: its figure is then missing)
-        let interrupted = interrupted || stopped();
+        // stopped during the last evaluation (its figure is then missing); a stop that came
+        // after it finished ends a complete run
+        let interrupted = interrupted || (after.is_none() && !held_out.is_empty() && stopped());
         Ok(RunOutcome {
             step,
             interrupted,

@@ -20,7 +20,9 @@ use crate::metrics::StepMetrics;
 use crate::optim::AdamW;
 
 /// Keys of `config.json` that may differ on `--resume` (everything else must match).
-pub const MAY_CHANGE_ON_RESUME: [&str; 3] = ["steps", "eval_every", "model"];
+/// (`model` and `data` are paths: the weights are compared by `model_fingerprint`, the data
+/// file's contents by `data_fingerprint`.)
+pub const MAY_CHANGE_ON_RESUME: [&str; 4] = ["steps", "eval_every", "model", "data"];
 
 /// What a checkpoint holds besides the adapter file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,33 +98,65 @@ impl RunFiles {
         let created = !self.dir.exists();
         std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::io(&self.dir, e))?;
         let lock = self.lock()?;
-        let ours = [self.adapter(), self.state(), self.metrics(), self.config()];
-        if let Some(found) = ours.iter().find(|p| p.exists()) {
-            if !overwrite {
-                return Err(TrainError::RunFile {
-                    path: self.dir.clone(),
-                    message: format!(
-                        "already holds a run ({} exists); continue it with --resume, replace it with --overwrite, or choose another --out",
-                        found.file_name().unwrap_or_default().to_string_lossy()
-                    ),
-                });
-            }
-            for p in ours.iter().filter(|p| p.exists()) {
-                std::fs::remove_file(p).map_err(|e| TrainError::io(p, e))?;
-            }
+        // a run is there once it has a checkpoint (state.json) or metrics; a config or an
+        // adapter without them are what a run stopped before its first checkpoint left
+        let ours = [self.state(), self.metrics(), self.adapter(), self.config()];
+        if let Some(found) = ours[..2].iter().find(|p| p.exists())
+            && !overwrite
+        {
+            return Err(TrainError::RunFile {
+                path: self.dir.clone(),
+                message: format!(
+                    "already holds a run ({} exists); continue it with --resume, replace it with --overwrite, or choose another --out",
+                    found.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            });
+        }
+        for p in ours.iter().filter(|p| p.exists()) {
+            std::fs::remove_file(p).map_err(|e| TrainError::io(p, e))?;
         }
         Ok((created, lock))
     }
 
-    /// Remove the directory if it holds nothing but its lock file (best effort: a run that
-    /// failed before its first checkpoint leaves no empty directory behind).
-    pub fn remove_if_empty(&self) {
-        let only_lock = std::fs::read_dir(&self.dir)
-            .map(|entries| entries.flatten().all(|e| e.path() == self.lock_file()))
-            .unwrap_or(false);
-        if only_lock {
-            let _ = std::fs::remove_file(self.lock_file());
-            let _ = std::fs::remove_dir(&self.dir);
+    /// The refusals [`Self::start`] and [`Self::resume`] would give that need nothing but the
+    /// directory (no run to resume, a run not to overwrite, another process training here, a
+    /// directory that cannot be made), so that a caller can give them before loading a model.
+    /// Changes nothing (the lock is taken and released at once).
+    pub fn preflight(&self, resume: bool, overwrite: bool) -> Result<(), TrainError> {
+        let refuse = |message: String| TrainError::RunFile {
+            path: self.dir.clone(),
+            message,
+        };
+        if resume && !self.state().exists() {
+            return Err(TrainError::RunFile {
+                path: self.state(),
+                message: "--resume: no checkpoint here (no run was started in this directory, or it stopped before its first checkpoint): start it without --resume".into(),
+            });
+        }
+        if !resume && !overwrite && (self.state().exists() || self.metrics().exists()) {
+            return Err(refuse(
+                "already holds a run; continue it with --resume, replace it with --overwrite, or choose another --out".into(),
+            ));
+        }
+        if self.lock_file().exists() {
+            drop(self.lock()?);
+        }
+        tinylora_formats::atomic::check_can_write_in(&self.dir)
+            .map_err(|e| refuse(format!("cannot be used as a run directory: {e}")))
+    }
+
+    /// Undo a run that failed before its first checkpoint (no `state.json` yet): remove the
+    /// files it wrote (configuration, adapter, lock) and, if it created the directory, the
+    /// directory when nothing else is in it.
+    pub fn remove_unfinished(&self, created: bool) {
+        if self.state().exists() {
+            return;
+        }
+        for p in [self.config(), self.adapter(), self.lock_file()] {
+            let _ = std::fs::remove_file(p);
+        }
+        if created {
+            let _ = std::fs::remove_dir(&self.dir); // fails, as it should, unless empty
         }
     }
 
@@ -142,7 +176,11 @@ impl RunFiles {
         let path = self.state();
         let text = std::fs::read(&path).map_err(|e| TrainError::RunFile {
             path: path.clone(),
-            message: format!("--resume: reading the checkpoint failed: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "--resume: no checkpoint here (no run was started in this directory, or it stopped before its first checkpoint): start it without --resume".into()
+            } else {
+                format!("--resume: reading the checkpoint failed: {e}")
+            },
         })?;
         let state: TrainState = serde_json::from_slice(&text).map_err(|e| TrainError::RunFile {
             path: path.clone(),
@@ -282,7 +320,7 @@ mod tests {
         let (created, lock) = files.start(true).unwrap();
         assert!(!created);
         drop(lock);
-        files.remove_if_empty();
+        files.remove_unfinished(true);
         assert!(!dir.exists(), "nothing but the lock file: removed");
     }
 
