@@ -139,7 +139,7 @@ impl RunFiles {
             ));
         }
         if self.lock_file().exists() {
-            drop(self.lock()?);
+            self.lock()?; // taken and released at once
         }
         tinylora_formats::atomic::check_can_write_in(&self.dir)
             .map_err(|e| refuse(format!("cannot be used as a run directory: {e}")))
