@@ -1,7 +1,9 @@
-//! Engine throughput on SmolLM2-135M-Instruct: shader compilation, prefill, decode at batch 1
-//! and 16, on the GPU (wgpu; lavapipe without one) and on the CPU (burn's Flex backend).
+//! Engine throughput (SmolLM2-135M-Instruct unless `--model`): shader compilation, prefill,
+//! decode at each batch of `--batches` (default 1,16), on the GPU (wgpu; lavapipe without one)
+//! and on the CPU (burn's Flex backend).
 //!
 //!     cargo bench --profile release --bench engine [-- --new-tokens 128] [--device gpu|cpu]
+//!         [--model models/Qwen2.5-Coder-0.5B-Instruct.gguf] [--batches 1,16,64]
 //!
 //! Every figure of one run comes from the same process, the devices side by side.
 
@@ -33,7 +35,12 @@ fn arg(flag: &str) -> Option<String> {
 }
 
 /// One device's figures: (label, value, unit) rows.
-fn measure(file: &ModelFile, device: &Device, new_tokens: usize) -> Vec<(String, f64, &'static str)> {
+fn measure(
+    file: &ModelFile,
+    device: &Device,
+    new_tokens: usize,
+    batches: &[usize],
+) -> Vec<(String, f64, &'static str)> {
     let (model, load) = timed(|| Transformer::load(file, device).unwrap());
     let ids = file.tokenizer.encode(&TEXT.repeat(3)).unwrap();
     assert!(ids.len() >= 256);
@@ -58,9 +65,13 @@ fn measure(file: &ModelFile, device: &Device, new_tokens: usize) -> Vec<(String,
     });
 
     let decode = |batch: usize| {
-        // prompts of different lengths (64..=64+batch·8) as in a GRPO rollout
+        // prompts of different lengths (64 to 64 + 15·8 tokens) as in a GRPO rollout; the
+        // first 16 as they always were
         let prompts: Vec<Vec<u32>> = (0..batch)
-            .map(|i| ids[i * 3..i * 3 + 64 + i * 8].to_vec())
+            .map(|i| {
+                let start = (i * 3) % 64;
+                ids[start..start + 64 + (i % 16) * 8].to_vec()
+            })
             .collect();
         let _ = model.generate(&prompts, &greedy(2), |_, _| {}).unwrap(); // compile this batch's shapes
         let (_, short) = timed(|| model.generate(&prompts, &greedy(1), |_, _| {}).unwrap());
@@ -85,17 +96,16 @@ fn measure(file: &ModelFile, device: &Device, new_tokens: usize) -> Vec<(String,
             256.0 / prefill.as_secs_f64(),
             "tokens/s",
         ),
-        (
-            format!("decode, batch 1 × {new_tokens} new tokens"),
-            decode(1),
-            "tokens/s",
-        ),
-        (
-            format!("decode, batch 16 × {new_tokens} new tokens"),
-            decode(16),
-            "tokens/s",
-        ),
     ]
+    .into_iter()
+    .chain(batches.iter().map(|&b| {
+        (
+            format!("decode, batch {b} × {new_tokens} new tokens"),
+            decode(b),
+            "tokens/s",
+        )
+    }))
+    .collect()
 }
 
 fn main() {
@@ -106,17 +116,25 @@ fn main() {
         Some("cpu") => vec![("cpu", cpu_device())],
         Some(other) => panic!("--device {other}: expected gpu or cpu"),
     };
-    let model_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let batches: Vec<usize> = arg("--batches").map_or(vec![1, 16], |v| {
+        v.split(',')
+            .map(|b| b.parse().expect("--batches N,N,..."))
+            .collect()
+    });
+    let model_path = arg("--model").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        std::path::PathBuf::from,
+    );
     let file =
         ModelFile::open(&model_path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
     let figures: Vec<Vec<(String, f64, &str)>> = devices
         .iter()
-        .map(|(_, device)| measure(&file, device, new_tokens))
+        .map(|(_, device)| measure(&file, device, new_tokens, &batches))
         .collect();
 
     println!(
-        "SmolLM2-135M-Instruct ({}), {}",
+        "{} ({}), {}",
+        file.config.architecture.name(),
         model_path.display(),
         std::env::consts::ARCH
     );
