@@ -55,13 +55,17 @@ fn process_runs(pid: &str) -> bool {
 /// with the very temporary file the write will use, removed again).
 pub fn check_can_write(path: &Path) -> Result<()> {
     refuse_non_regular(path)?;
-    let tmp = temporary(path);
+    create_and_remove(&temporary(path))
+        .map_err(|e| FormatError::invalid(path, format!("cannot be written: {e}")))
+}
+
+/// Create `probe` as a new file and remove it again.
+fn create_and_remove(probe: &Path) -> std::io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&tmp)
-        .map_err(|e| FormatError::invalid(path, format!("cannot be written: {e}")))?;
-    std::fs::remove_file(&tmp).map_err(|e| FormatError::io(&tmp, e))
+        .open(probe)?;
+    std::fs::remove_file(probe)
 }
 
 /// Refuse to replace anything at `path` but a regular file: renaming over a device node, a
@@ -101,13 +105,8 @@ pub fn check_can_write_in(dir: &Path) -> Result<()> {
     if !existing.is_dir() {
         return Err(FormatError::invalid(existing, "is not a directory"));
     }
-    let probe = temporary(&existing.join(".tinylora-write-check"));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .map_err(|e| FormatError::invalid(existing, format!("cannot create files in it: {e}")))?;
-    std::fs::remove_file(&probe).map_err(|e| FormatError::io(&probe, e))
+    create_and_remove(&temporary(&existing.join(".tinylora-write-check")))
+        .map_err(|e| FormatError::invalid(existing, format!("cannot create files in it: {e}")))
 }
 
 /// Write `bytes` to `path` atomically.

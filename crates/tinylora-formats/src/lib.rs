@@ -12,6 +12,7 @@ pub mod bytes;
 pub mod chat_template;
 pub mod config;
 pub mod error;
+pub mod fingerprint;
 pub mod gguf;
 pub mod hf_writer;
 pub mod model_file;

@@ -685,19 +685,13 @@ impl ModelFile {
     /// tensor's name, shape and storage type, and the first 256 stored bytes of each tensor.
     /// Adapters record it so that applying one to another model can be refused.
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
-        eat(serde_json::to_string(&self.config).unwrap_or_default().as_bytes());
+        let mut h = crate::fingerprint::Fnv1a::default();
+        h.eat(serde_json::to_string(&self.config).unwrap_or_default().as_bytes());
         for t in self.tensor_summaries() {
-            eat(format!("{}|{:?}|{}", t.name, t.shape, t.dtype).as_bytes());
-            eat(self.raw_prefix(&t.name, 256));
+            h.eat(format!("{}|{:?}|{}", t.name, t.shape, t.dtype).as_bytes());
+            h.eat(self.raw_prefix(&t.name, 256));
         }
-        format!("{h:016x}")
+        h.hex()
     }
 
     /// Up to `n` leading stored bytes of a tensor (file naming), empty if absent.

@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
+use tinylora_formats::fingerprint::Fnv1a;
 
 /// A problem: what to ask, the gold final answer, and the worked solution when the file has one.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,10 +129,9 @@ pub fn data_fingerprint(path: &Path) -> Result<String, DataError> {
         path: path.to_path_buf(),
         error,
     })?;
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    Ok(format!("{h:016x}"))
+    let mut h = Fnv1a::default();
+    h.eat(&bytes);
+    Ok(h.hex())
 }
 
 /// Shuffle with `seed`, then split off the last `held_out` problems: (train, held-out).

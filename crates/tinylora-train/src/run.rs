@@ -21,6 +21,7 @@ use tinylora_adapter::{
 };
 use tinylora_engine::{DeltaMode, Transformer};
 use tinylora_formats::ModelFile;
+use tinylora_formats::fingerprint::Fnv1a;
 
 use crate::collective::{Collective, shard, sum_f32};
 use crate::data::Problem;
@@ -592,12 +593,12 @@ fn check_same_values(c: &dyn Collective, state: &TrainState) -> Result<(), Train
         return Ok(());
     }
     // FNV-1a over the values' bits, in two 32-bit halves (exact in f64); max of h and of −h
-    let h = state.values.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
-        v.to_bits()
-            .to_le_bytes()
-            .iter()
-            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-    });
+    let mut fnv = Fnv1a::default();
+    state
+        .values
+        .iter()
+        .for_each(|v| fnv.eat(&v.to_bits().to_le_bytes()));
+    let h = fnv.value();
     let (hi, lo) = ((h >> 32) as f64, (h & 0xffff_ffff) as f64);
     let mut x = [hi, lo, -hi, -lo];
     c.max(&mut x);

@@ -24,6 +24,9 @@ use crate::optim::AdamW;
 /// file's contents by `data_fingerprint`.)
 pub const MAY_CHANGE_ON_RESUME: [&str; 4] = ["steps", "eval_every", "model", "data"];
 
+/// Why `--resume` cannot start where there is no `state.json`.
+const NO_CHECKPOINT: &str = "--resume: no checkpoint here (no run was started in this directory, or it stopped before its first checkpoint): start it without --resume";
+
 /// What a checkpoint holds besides the adapter file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -130,7 +133,7 @@ impl RunFiles {
         if resume && !self.state().exists() {
             return Err(TrainError::RunFile {
                 path: self.state(),
-                message: "--resume: no checkpoint here (no run was started in this directory, or it stopped before its first checkpoint): start it without --resume".into(),
+                message: NO_CHECKPOINT.into(),
             });
         }
         if !resume && !overwrite && (self.state().exists() || self.metrics().exists()) {
@@ -177,7 +180,7 @@ impl RunFiles {
         let text = std::fs::read(&path).map_err(|e| TrainError::RunFile {
             path: path.clone(),
             message: if e.kind() == std::io::ErrorKind::NotFound {
-                "--resume: no checkpoint here (no run was started in this directory, or it stopped before its first checkpoint): start it without --resume".into()
+                NO_CHECKPOINT.into()
             } else {
                 format!("--resume: reading the checkpoint failed: {e}")
             },
