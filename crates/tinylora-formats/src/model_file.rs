@@ -10,12 +10,15 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use crate::block_matrix::BlockMatrix;
 use crate::bytes::FileBytes;
 use crate::chat_template::ChatTemplate;
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{FormatError, Result, error_chain};
 use crate::gguf::{GgufFile, GgufValue};
+use crate::quant::GgmlType;
 use crate::tokenizer::TextTokenizer;
+use crate::weight_format::WeightFormat;
 
 /// A tensor in host memory: f32, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,14 +119,15 @@ pub fn safetensors_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 ///
 /// The converter stores, per head, row `2j + s` = original row `s·d_h/2 + j`
 /// (j < d_h/2, s ∈ {0, 1}); `data` is `[n_heads·d_h, cols]`.
-pub fn unpermute_rows(data: &[f32], n_heads: usize, cols: usize) -> Vec<f32> {
+/// Rows are `cols` elements of any type (f32 values, or the bytes of a row of ggml blocks).
+pub fn unpermute_rows<E: Copy + Default>(data: &[E], n_heads: usize, cols: usize) -> Vec<E> {
     if n_heads == 0 || cols == 0 {
         return data.to_vec(); // nothing to undo (and no division by zero)
     }
     let rows = data.len() / cols;
     let head_dim = rows / n_heads;
     let half = head_dim / 2;
-    let mut out = vec![0.0; data.len()];
+    let mut out = vec![E::default(); data.len()];
     for h in 0..n_heads {
         for j in 0..half {
             for s in 0..2 {
@@ -636,6 +640,77 @@ impl ModelFile {
             });
         }
         Ok(t)
+    }
+
+    /// Read a weight matrix `[rows, cols]` by Hugging Face name in the storage `format` picks
+    /// for its stored type ([`WeightFormat::kept_as`]): the file's own blocks, or converted.
+    pub fn load_blocks(
+        &self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        format: WeightFormat,
+    ) -> Result<BlockMatrix> {
+        let missing = || FormatError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+        };
+        let (ty, shape, bytes, file) = match &self.weights {
+            Weights::Gguf(g) => {
+                let info = gguf_name(name)
+                    .and_then(|n| g.tensor_info(&n))
+                    .ok_or_else(missing)?;
+                (
+                    info.dtype,
+                    info.shape(),
+                    g.tensor_bytes(info).to_vec(),
+                    &self.path,
+                )
+            }
+            Weights::Safetensors { shards, index } => {
+                let &i = index.get(name).ok_or_else(missing)?;
+                let (file, mmap) = &shards[i];
+                let st = SafeTensors::deserialize(mmap)
+                    .map_err(|e| FormatError::invalid(file, format!("invalid safetensors file: {e}")))?;
+                let view = st.tensor(name).map_err(|_| missing())?;
+                let ty = match view.dtype() {
+                    Dtype::F32 => GgmlType::F32,
+                    Dtype::F16 => GgmlType::F16,
+                    Dtype::BF16 => GgmlType::BF16,
+                    other => {
+                        return Err(FormatError::UnsupportedType {
+                            path: file.clone(),
+                            tensor: name.into(),
+                            dtype: format!("{other:?}"),
+                        });
+                    }
+                };
+                (ty, view.shape().to_vec(), view.data().to_vec(), file)
+            }
+        };
+        if shape != [rows, cols] {
+            return Err(FormatError::ShapeMismatch {
+                path: file.clone(),
+                tensor: name.into(),
+                found: shape,
+                expected: vec![rows, cols],
+            });
+        }
+        let invalid = |e: String| FormatError::invalid(file, format!("tensor `{name}`: {e}"));
+        let mut m = BlockMatrix::new(ty, rows, cols, bytes).map_err(invalid)?;
+        let cfg = &self.config;
+        if matches!(self.weights, Weights::Gguf(_)) && cfg.architecture == Architecture::Llama {
+            let heads = if name.ends_with("q_proj.weight") {
+                Some(cfg.num_attention_heads)
+            } else if name.ends_with("k_proj.weight") {
+                Some(cfg.num_key_value_heads)
+            } else {
+                None
+            };
+            if let Some(heads) = heads {
+                m.bytes = unpermute_rows(&m.bytes, heads, m.row_bytes());
+            }
+        }
+        m.convert(format.kept_as(ty, cols)).map_err(invalid)
     }
 
     /// Read a tensor by Hugging Face name as f32, whatever its shape.

@@ -114,47 +114,99 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
     if !ty.can_dequantize() {
         return None;
     }
-    let blocks = bytes.chunks_exact(ty.type_size());
-    let mut out = Vec::with_capacity(bytes.len() / ty.type_size() * ty.block_size());
-    match ty {
-        GgmlType::F32 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        ),
-        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|c| f16_at(c, 0))),
-        GgmlType::BF16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
-        ),
-        GgmlType::Q4_0 => blocks.for_each(|b| q4_0(b, &mut out)),
-        GgmlType::Q4_1 => blocks.for_each(|b| q4_1(b, &mut out)),
-        GgmlType::Q5_0 => blocks.for_each(|b| q5_0(b, &mut out)),
-        GgmlType::Q5_1 => blocks.for_each(|b| q5_1(b, &mut out)),
-        GgmlType::Q8_0 => blocks.for_each(|b| q8_0(b, &mut out)),
-        GgmlType::Q4_K => blocks.for_each(|b| q4_k(b, &mut out)),
-        GgmlType::Q5_K => blocks.for_each(|b| q5_k(b, &mut out)),
-        GgmlType::Q6_K => blocks.for_each(|b| q6_k(b, &mut out)),
+    let mut out = vec![0.0; bytes.len() / ty.type_size() * ty.block_size()];
+    dequantize_into(ty, bytes, &mut out);
+    Some(out)
+}
+
+/// Dequantize `bytes` (whole blocks of `ty`) into `out`, `block_size()` values per block.
+///
+/// # Panics
+/// When `ty` cannot be dequantized or `out` does not hold exactly the blocks' values.
+pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    assert!(ty.can_dequantize(), "{ty:?} cannot be dequantized");
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    assert_eq!(
+        bytes.len() / ts * bs,
+        out.len(),
+        "{ty:?}: {} bytes into {} values",
+        bytes.len(),
+        out.len()
+    );
+    let decode: fn(&[u8], &mut [f32]) = match ty {
+        GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        GgmlType::F16 => |b, y| y[0] = f16_at(b, 0),
+        GgmlType::BF16 => |b, y| y[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+        GgmlType::Q4_0 => q4_0,
+        GgmlType::Q4_1 => q4_1,
+        GgmlType::Q5_0 => q5_0,
+        GgmlType::Q5_1 => q5_1,
+        GgmlType::Q8_0 => q8_0,
+        GgmlType::Q4_K => q4_k,
+        GgmlType::Q5_K => q5_k,
+        GgmlType::Q6_K => q6_k,
         _ => unreachable!("checked by can_dequantize"),
+    };
+    for (b, y) in bytes.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
+        decode(b, y);
+    }
+}
+
+/// Quantize `values` (a whole number of blocks) to `ty`, for the types weights are converted
+/// to: F32, F16, BF16, Q8_0 and Q4_1, by ggml's reference rounding (`ggml-quants.c`).
+/// `None` for other types.
+pub fn quantize(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
+    let blocks = values.chunks_exact(ty.block_size());
+    let mut out = Vec::with_capacity(blocks.len() * ty.type_size());
+    match ty {
+        GgmlType::F32 => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
+        GgmlType::F16 => values
+            .iter()
+            .for_each(|&v| out.extend(f16::from_f32(v).to_le_bytes())),
+        GgmlType::BF16 => values
+            .iter()
+            .for_each(|&v| out.extend(bf16::from_f32(v).to_le_bytes())),
+        GgmlType::Q8_0 => blocks.for_each(|x| {
+            // d = max|x| / 127, q = round(x / d)
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            out.extend(f16::from_f32(d).to_le_bytes());
+            out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
+        }),
+        GgmlType::Q4_1 => blocks.for_each(|x| {
+            // d = (max − min) / 15, q = round((x − min) / d) in 0..=15
+            let (min, max) = x
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            out.extend(f16::from_f32(d).to_le_bytes());
+            out.extend(f16::from_f32(min).to_le_bytes());
+            let q = |v: f32| (((v - min) * id + 0.5) as u8).min(15);
+            out.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
+        }),
+        _ => return None,
     }
     Some(out)
 }
 
 /// Q4_0: `d: f16, qs: [u8; 16]`; x[j] = d (lo4(qs[j]) - 8), x[j+16] = d (hi4(qs[j]) - 8).
-fn q4_0(b: &[u8], out: &mut Vec<f32>) {
+fn q4_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
-    let qs = &b[2..18];
-    out.extend(qs.iter().map(|&q| d * ((q & 0xF) as f32 - 8.0)));
-    out.extend(qs.iter().map(|&q| d * ((q >> 4) as f32 - 8.0)));
+    for (j, &q) in b[2..18].iter().enumerate() {
+        y[j] = d * ((q & 0xF) as f32 - 8.0);
+        y[j + 16] = d * ((q >> 4) as f32 - 8.0);
+    }
 }
 
 /// Q4_1: `d: f16, m: f16, qs: [u8; 16]`; x = d q + m.
-fn q4_1(b: &[u8], out: &mut Vec<f32>) {
+fn q4_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    let qs = &b[4..20];
-    out.extend(qs.iter().map(|&q| d * (q & 0xF) as f32 + m));
-    out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
+    for (j, &q) in b[4..20].iter().enumerate() {
+        y[j] = d * (q & 0xF) as f32 + m;
+        y[j + 16] = d * (q >> 4) as f32 + m;
+    }
 }
 
 /// The 5-bit codes of a Q5 block: low nibbles from `qs`, fifth bits from the 32-bit `qh`.
@@ -171,25 +223,27 @@ fn q5_codes(qh: &[u8], qs: &[u8]) -> [u8; 32] {
 }
 
 /// Q5_0: `d: f16, qh: u32, qs: [u8; 16]`; x = d (q5 - 16).
-fn q5_0(b: &[u8], out: &mut Vec<f32>) {
+fn q5_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
-    out.extend(
-        q5_codes(&b[2..6], &b[6..22])
-            .iter()
-            .map(|&q| d * (q as f32 - 16.0)),
-    );
+    for (y, &q) in y.iter_mut().zip(&q5_codes(&b[2..6], &b[6..22])) {
+        *y = d * (q as f32 - 16.0);
+    }
 }
 
 /// Q5_1: `d: f16, m: f16, qh: u32, qs: [u8; 16]`; x = d q5 + m.
-fn q5_1(b: &[u8], out: &mut Vec<f32>) {
+fn q5_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    out.extend(q5_codes(&b[4..8], &b[8..24]).iter().map(|&q| d * q as f32 + m));
+    for (y, &q) in y.iter_mut().zip(&q5_codes(&b[4..8], &b[8..24])) {
+        *y = d * q as f32 + m;
+    }
 }
 
 /// Q8_0: `d: f16, qs: [i8; 32]`; x = d q.
-fn q8_0(b: &[u8], out: &mut Vec<f32>) {
+fn q8_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
-    out.extend(b[2..34].iter().map(|&q| d * (q as i8) as f32));
+    for (y, &q) in y.iter_mut().zip(&b[2..34]) {
+        *y = d * (q as i8) as f32;
+    }
 }
 
 /// The 6-bit (scale, min) pair of sub-block `j` from the 12 packed bytes of Q4_K / Q5_K.
@@ -205,47 +259,54 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
 
 /// Q4_K: `d, dmin: f16, scales: [u8; 12], qs: [u8; 128]`, 8 sub-blocks of 32;
 /// x = d·sc_s·q − dmin·m_s. Each 32 bytes of `qs` hold two sub-blocks (low, then high nibbles).
-fn q4_k(b: &[u8], out: &mut Vec<f32>) {
+fn q4_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
-    let qs = &b[16..144];
-    for (pair, q) in qs.chunks_exact(32).enumerate() {
+    for (pair, (q, y)) in b[16..144]
+        .chunks_exact(32)
+        .zip(y.chunks_exact_mut(64))
+        .enumerate()
+    {
         let (sc1, m1) = scale_min_k4(2 * pair, scales);
         let (sc2, m2) = scale_min_k4(2 * pair + 1, scales);
-        out.extend(q.iter().map(|&v| d * sc1 * (v & 0xF) as f32 - dmin * m1));
-        out.extend(q.iter().map(|&v| d * sc2 * (v >> 4) as f32 - dmin * m2));
+        let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
+        for (l, &v) in q.iter().enumerate() {
+            y[l] = d1 * (v & 0xF) as f32 - m1;
+            y[l + 32] = d2 * (v >> 4) as f32 - m2;
+        }
     }
 }
 
 /// Q5_K: `d, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`; as Q4_K with a fifth
 /// bit per value: sub-block s takes bit s of `qh[l]`.
-fn q5_k(b: &[u8], out: &mut Vec<f32>) {
+fn q5_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
     let qh = &b[16..48];
-    let qs = &b[48..176];
-    for (pair, q) in qs.chunks_exact(32).enumerate() {
+    for (pair, (q, y)) in b[48..176]
+        .chunks_exact(32)
+        .zip(y.chunks_exact_mut(64))
+        .enumerate()
+    {
         for (half, shift) in [(0usize, 0u32), (1, 4)] {
             let s = 2 * pair + half;
             let (sc, m) = scale_min_k4(s, scales);
-            out.extend(q.iter().zip(qh).map(|(&v, &h)| {
+            let (d1, m1) = (d * sc, dmin * m);
+            for (l, (&v, &h)) in q.iter().zip(qh).enumerate() {
                 let code = ((v >> shift) & 0xF) | (((h >> s) & 1) << 4);
-                d * sc * code as f32 - dmin * m
-            }));
+                y[32 * half + l] = d1 * code as f32 - m1;
+            }
         }
     }
 }
 
 /// Q6_K: `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`, 16 sub-blocks of 16;
 /// x = d·sc·(q6 − 32).
-fn q6_k(b: &[u8], out: &mut Vec<f32>) {
+fn q6_k(b: &[u8], y: &mut [f32]) {
     let ql = &b[0..128];
     let qh = &b[128..192];
     let sc = &b[192..208];
     let d = f16_at(b, 208);
-    let start = out.len();
-    out.resize(start + QK_K, 0.0);
-    let y = &mut out[start..];
     for half in 0..2 {
         let (ql, qh, sc, y) = (
             &ql[64 * half..],
@@ -437,5 +498,40 @@ mod tests {
     fn unsupported_types_are_refused() {
         assert!(dequantize(GgmlType::Q2_K, &vec![0; GgmlType::Q2_K.type_size()]).is_none());
         assert_eq!(GgmlType::from_id(99), None);
+    }
+
+    /// Reconstruction error of the converters against their defining bound: half a step of
+    /// the block's grid, plus the f16 rounding of the stored scale (and minimum).
+    #[test]
+    fn quantizers_round_to_the_nearest_step() {
+        let x: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013 + (i as f32).sin())
+            .collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_1] {
+            let bytes = quantize(ty, &x).unwrap();
+            assert_eq!(bytes.len(), ty.bytes_for(x.len()).unwrap());
+            let y = dequantize(ty, &bytes).unwrap();
+            for (block, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
+                let (lo, hi) = xb
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+                let amax = lo.abs().max(hi.abs());
+                let step = if ty == GgmlType::Q8_0 {
+                    amax / 127.0
+                } else {
+                    (hi - lo) / 15.0
+                };
+                let tol = step / 2.0 + 2.0 * amax * 2f32.powi(-10);
+                for (a, b) in xb.iter().zip(yb) {
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "{ty:?} block {block}: {a} -> {b}, tolerance {tol}"
+                    );
+                }
+            }
+        }
+        let halves = dequantize(GgmlType::BF16, &quantize(GgmlType::BF16, &[1.0, -0.5]).unwrap()).unwrap();
+        assert_eq!(halves, [1.0, -0.5]);
+        assert!(quantize(GgmlType::Q4_K, &x).is_none());
     }
 }

@@ -1,0 +1,116 @@
+//! A weight matrix kept as the file stores it: rows of ggml blocks (or F32/F16/BF16 values),
+//! decoded on use. A Q4_1 matrix takes 5 bits a value instead of f32's 32.
+
+use std::ops::Range;
+
+use crate::quant::{GgmlType, dequantize_into, quantize};
+
+/// W `[rows, cols]` in ggml type `ty`, row-major: each row is `cols / block_size` blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockMatrix {
+    /// Storage type (any type [`GgmlType::can_dequantize`] accepts).
+    pub ty: GgmlType,
+    /// Rows (d_out of a projection).
+    pub rows: usize,
+    /// Values per row (d_in), a multiple of the type's block size.
+    pub cols: usize,
+    /// `rows · row_bytes()` bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl BlockMatrix {
+    /// Wrap stored bytes, checking that they are exactly `rows` rows of whole blocks.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
+        if !ty.can_dequantize() {
+            return Err(format!("{} cannot be decoded", ty.name()));
+        }
+        if cols % ty.block_size() != 0 {
+            return Err(format!(
+                "rows of {cols} values are not whole {} blocks of {}",
+                ty.name(),
+                ty.block_size()
+            ));
+        }
+        let want = ty.bytes_for(cols).and_then(|r| r.checked_mul(rows));
+        if want != Some(bytes.len()) {
+            return Err(format!(
+                "{} bytes for a {rows} × {cols} {} matrix (expected {want:?})",
+                bytes.len(),
+                ty.name()
+            ));
+        }
+        Ok(BlockMatrix {
+            ty,
+            rows,
+            cols,
+            bytes,
+        })
+    }
+
+    /// Quantize f32 values `[rows, cols]` to `ty` (see [`quantize`] for the types).
+    pub fn quantize(ty: GgmlType, values: &[f32], rows: usize, cols: usize) -> Result<Self, String> {
+        if values.len() != rows * cols || cols % ty.block_size() != 0 {
+            return Err(format!(
+                "cannot quantize {} values as a {rows} × {cols} {} matrix",
+                values.len(),
+                ty.name()
+            ));
+        }
+        let bytes = quantize(ty, values).ok_or_else(|| format!("no converter to {}", ty.name()))?;
+        Self::new(ty, rows, cols, bytes)
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_size() * self.ty.type_size()
+    }
+
+    /// Rows `rows` as f32 into `out` (`rows.len() · cols` values).
+    pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        dequantize_into(self.ty, &self.bytes[rows.start * rb..rows.end * rb], out);
+    }
+
+    /// Every value as f32, `[rows, cols]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        self.dequantize_rows(0..self.rows, &mut out);
+        out
+    }
+
+    /// The same matrix in type `ty`: these bytes when it already is, else decoded and
+    /// quantized again (exact for F32; rounding for the others).
+    pub fn convert(self, ty: GgmlType) -> Result<Self, String> {
+        if ty == self.ty {
+            return Ok(self);
+        }
+        let values = self.dequantize();
+        Self::quantize(ty, &values, self.rows, self.cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_decode_as_the_whole() {
+        let x: Vec<f32> = (0..4 * 64).map(|i| (i as f32 * 0.37).cos()).collect();
+        let m = BlockMatrix::quantize(GgmlType::Q8_0, &x, 4, 64).unwrap();
+        assert_eq!(m.row_bytes(), 2 * 34);
+        let all = m.dequantize();
+        let mut two = vec![0.0; 2 * 64];
+        m.dequantize_rows(1..3, &mut two);
+        assert_eq!(two, all[64..192]);
+        let f32m = m.clone().convert(GgmlType::F32).unwrap();
+        assert_eq!(f32m.dequantize(), all);
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_refused() {
+        assert!(BlockMatrix::new(GgmlType::Q4_1, 2, 32, vec![0; 39]).is_err());
+        assert!(BlockMatrix::new(GgmlType::Q4_1, 2, 48, vec![0; 60]).is_err());
+        assert!(BlockMatrix::new(GgmlType::Q2_K, 1, 256, vec![0; 84]).is_err());
+        assert!(BlockMatrix::new(GgmlType::Q4_1, 2, 32, vec![0; 40]).is_ok());
+    }
+}
