@@ -30,27 +30,41 @@ pub enum GgmlType {
 }
 
 impl GgmlType {
+    /// Every type with its ggml type number (`ggml.h`), the ids GGUF files and the WGSL
+    /// decoder (`shaders/block_value.wgsl`) use.
+    const IDS: [(GgmlType, u32); 15] = {
+        use GgmlType::*;
+        [
+            (F32, 0),
+            (F16, 1),
+            (Q4_0, 2),
+            (Q4_1, 3),
+            (Q5_0, 6),
+            (Q5_1, 7),
+            (Q8_0, 8),
+            (Q8_1, 9),
+            (Q2_K, 10),
+            (Q3_K, 11),
+            (Q4_K, 12),
+            (Q5_K, 13),
+            (Q6_K, 14),
+            (Q8_K, 15),
+            (BF16, 30),
+        ]
+    };
+
     /// The type for a ggml type number, `None` when unknown.
     pub fn from_id(id: u32) -> Option<Self> {
-        use GgmlType::*;
-        Some(match id {
-            0 => F32,
-            1 => F16,
-            2 => Q4_0,
-            3 => Q4_1,
-            6 => Q5_0,
-            7 => Q5_1,
-            8 => Q8_0,
-            9 => Q8_1,
-            10 => Q2_K,
-            11 => Q3_K,
-            12 => Q4_K,
-            13 => Q5_K,
-            14 => Q6_K,
-            15 => Q8_K,
-            30 => BF16,
-            _ => return None,
-        })
+        Self::IDS.iter().find(|(_, i)| *i == id).map(|(t, _)| *t)
+    }
+
+    /// The ggml type number.
+    pub fn id(self) -> u32 {
+        Self::IDS
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, i)| *i)
+            .expect("every type has an id")
     }
 
     /// Values per block.

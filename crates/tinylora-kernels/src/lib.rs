@@ -13,6 +13,9 @@
 //! burn's cube backend; its backward on `Autodiff<B, C>` launches the gradient kernels again.
 //! Natively, burn's Flex CPU backend runs the same math as stock burn ops (`stock.rs`).
 
+mod blocks;
+#[cfg(not(target_family = "wasm"))]
+mod blocks_cpu;
 mod halves;
 mod launch;
 mod lowrank;
@@ -21,10 +24,87 @@ mod shapes;
 #[cfg(not(target_family = "wasm"))]
 mod stock;
 
-use burn::backend::{Dispatch, backend_extension, tensor::FloatTensor};
-use burn::tensor::Tensor;
+use burn::backend::{
+    Dispatch, backend_extension,
+    tensor::{FloatTensor, IntTensor},
+};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tinylora_formats::BlockMatrix;
+use tinylora_formats::quant::GgmlType;
 
+pub use blocks::MATVEC_MAX_ROWS;
 pub use launch::MAX_RANK;
+
+/// Backend extension: products with a frozen weight kept in ggml blocks.
+#[backend_extension(Autodiff, Cube, Flex: cfg(not(target_family = "wasm")))]
+pub trait BlockBackend: burn::backend::Backend {
+    /// y = x Wᵀ `[N, rows]` for x `[N, d_in]` and W `[rows, d_in]` of ggml type `ty` (its id),
+    /// `blocks` `[rows, words]` holding each row's blocks in whole 32-bit words;
+    /// differentiable in x (`shaders/block_matvec.wgsl`, or `block_decode.wgsl` and a matmul).
+    fn block_matmul(x: FloatTensor<Self>, blocks: IntTensor<Self>, ty: u32, d_in: usize)
+    -> FloatTensor<Self>;
+
+    /// W `[rows, d_in]` as f32 (`shaders/block_decode.wgsl`).
+    fn block_decode(blocks: IntTensor<Self>, ty: u32, d_in: usize) -> FloatTensor<Self>;
+}
+
+/// A frozen weight W `[rows, d_in]` on the device in its ggml blocks.
+#[derive(Debug, Clone)]
+pub struct DeviceBlocks {
+    /// `[rows, words]`: each row's bytes, padded to whole 32-bit words.
+    pub words: Tensor<2, Int>,
+    /// The blocks' type.
+    pub ty: GgmlType,
+    /// Rows of W.
+    pub rows: usize,
+    /// Values a row.
+    pub d_in: usize,
+}
+
+impl DeviceBlocks {
+    /// Upload rows `rows` of `m`.
+    pub fn upload(m: &BlockMatrix, rows: std::ops::Range<usize>, device: &Device) -> Self {
+        let rb = m.row_bytes();
+        let words = rb.div_ceil(4);
+        let mut data = vec![0u32; rows.len() * words];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
+        for (i, r) in rows.clone().enumerate() {
+            bytes[i * words * 4..i * words * 4 + rb].copy_from_slice(&m.bytes[r * rb..(r + 1) * rb]);
+        }
+        // i32 words: the integer type every device keeps as is (the bits are what matter)
+        let data: Vec<i32> = bytemuck::cast_vec(data);
+        DeviceBlocks {
+            words: Tensor::from_data(TensorData::new(data, [rows.len(), words]), device),
+            ty: m.ty,
+            rows: rows.len(),
+            d_in: m.cols,
+        }
+    }
+
+    /// Bytes on the device.
+    pub fn bytes(&self) -> usize {
+        self.words.dims().iter().product::<usize>() * 4
+    }
+}
+
+/// x `[N, d_in]` → x Wᵀ `[N, rows]` with W in its blocks; differentiable in x.
+pub fn block_matmul(x: Tensor<2>, w: &DeviceBlocks) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::block_matmul(
+        x.into_dispatch(),
+        w.words.clone().into_dispatch(),
+        w.ty.id(),
+        w.d_in,
+    ))
+}
+
+/// W `[rows, d_in]` as f32.
+pub fn block_decode(w: &DeviceBlocks) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::block_decode(
+        w.words.clone().into_dispatch(),
+        w.ty.id(),
+        w.d_in,
+    ))
+}
 
 /// Backend extension: the low-rank update and its merge.
 #[backend_extension(Autodiff, Cube, Flex: cfg(not(target_family = "wasm")))]

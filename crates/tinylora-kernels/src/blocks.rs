@@ -1,0 +1,176 @@
+//! Products with a frozen weight kept in ggml blocks (`shaders/block_value.wgsl`): y = x Wᵀ
+//! without W ever held in f32 at rest.
+//!
+//! On the cube backend: a few rows of x (decoding) go through `block_matvec.wgsl`, which
+//! decodes W in registers; more rows (prefill, training) decode W to f32 once per call with
+//! `block_decode.wgsl` and use the stock tiled matmul, the decoded copy living only for that
+//! product. On Flex (CPU) the same split, in Rust (`crate::blocks_cpu`). The backward is
+//! ∂L/∂x = G W through the same decoding (W gets no gradient: it is frozen).
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::{
+    AutodiffBackend, Backend,
+    tensor::{FloatTensor, IntTensor},
+};
+use burn_cubecl::{CubeBackend, kernel::into_contiguous, tensor::CubeTensor};
+use tinylora_formats::quant::GgmlType;
+
+use crate::BlockBackend;
+use crate::launch::{WG, Wgsl, dims, empty, launch};
+
+/// Most rows of x the register-decoding product takes (decoding batches up to this size).
+pub const MATVEC_MAX_ROWS: usize = 8;
+
+/// The template values of a type: its ggml id, values and bytes a block, and the shared
+/// decoding functions.
+fn decode_values(ty: GgmlType) -> Vec<(&'static str, String)> {
+    let [ty_id, qk, ts] = [ty.id(), ty.block_size() as u32, ty.type_size() as u32];
+    let decode = include_str!("../../../shaders/block_value.wgsl")
+        .replace("{{ ty }}", &ty_id.to_string())
+        .replace("{{ qk }}", &qk.to_string())
+        .replace("{{ ts }}", &ts.to_string());
+    vec![
+        ("ty", ty_id.to_string()),
+        ("qk", qk.to_string()),
+        ("ts", ts.to_string()),
+        ("wg", WG.to_string()),
+        ("decode", decode),
+    ]
+}
+
+/// The ggml type of an id the engine passed, checked.
+pub(crate) fn block_type(ty: u32) -> GgmlType {
+    let t = GgmlType::from_id(ty).filter(|t| t.can_dequantize() && *t != GgmlType::F32);
+    t.unwrap_or_else(|| panic!("block kernels: ggml type {ty} is not a supported block type"))
+}
+
+/// (rows, words per row) of the blocks, checked against d_in.
+fn block_dims(op: &str, blocks: &CubeTensor, ty: GgmlType, d_in: usize) -> (usize, usize) {
+    let bd = dims(blocks);
+    assert!(bd.len() == 2, "{op}: blocks must be 2-D, not {bd:?}");
+    let row_bytes = ty.bytes_for(d_in).expect("row size fits usize");
+    assert!(
+        d_in % ty.block_size() == 0 && bd[1] == row_bytes.div_ceil(4),
+        "{op}: {} words a row do not hold {d_in} {ty:?} values",
+        bd[1]
+    );
+    (bd[0], bd[1])
+}
+
+/// W `[rows, d_in]` as f32 (`block_decode.wgsl`).
+fn decode(blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeTensor {
+    let (rows, words) = block_dims("block_decode", &blocks, ty, d_in);
+    let blocks = into_contiguous(blocks);
+    let out = empty(&blocks, vec![rows, d_in]);
+    let kernel = Wgsl {
+        source: include_str!("../../../shaders/block_decode.wgsl"),
+        values: decode_values(ty),
+    };
+    let info = [rows as u32, d_in as u32, words as u32];
+    launch(
+        kernel,
+        (rows * d_in).div_ceil(WG as usize),
+        &[&blocks, &out],
+        &info,
+    );
+    out
+}
+
+/// y = x Wᵀ `[N, rows]` for N ≤ [`MATVEC_MAX_ROWS`] (`block_matvec.wgsl`).
+fn matvec(x: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeTensor {
+    let (rows, words) = block_dims("block_matmul", &blocks, ty, d_in);
+    let n = dims(&x)[0];
+    let (x, blocks) = (
+        crate::launch::input(x, "block_matmul", "x"),
+        into_contiguous(blocks),
+    );
+    let y = empty(&x, vec![n, rows]);
+    let mut values = decode_values(ty);
+    values.push(("nmax", MATVEC_MAX_ROWS.to_string()));
+    values.push(("wg_nmax", (WG as usize * MATVEC_MAX_ROWS).to_string()));
+    let kernel = Wgsl {
+        source: include_str!("../../../shaders/block_matvec.wgsl"),
+        values,
+    };
+    let info = [n as u32, rows as u32, d_in as u32, words as u32];
+    // one workgroup per row: `launch` counts workgroups of WG invocations
+    launch(kernel, rows, &[&x, &blocks, &y], &info);
+    y
+}
+
+impl BlockBackend for CubeBackend {
+    fn block_matmul(x: CubeTensor, blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
+        let ty = block_type(ty);
+        let xd = dims(&x);
+        assert!(
+            xd.len() == 2 && xd[1] == d_in,
+            "block_matmul: x must be [N, {d_in}], not {xd:?}"
+        );
+        if xd[0] <= MATVEC_MAX_ROWS {
+            return matvec(x, blocks, ty, d_in);
+        }
+        let w = decode(blocks, ty, d_in); // [rows, d_in]
+        Self::float_matmul(x, Self::float_transpose(w))
+    }
+
+    fn block_decode(blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
+        decode(blocks, block_type(ty), d_in)
+    }
+}
+
+#[derive(Debug)]
+struct BlockMatmulBackward;
+
+/// What the backward keeps: the blocks themselves (no copy: a handle), their type and width.
+#[derive(Debug, Clone)]
+struct BlockState<B: Backend> {
+    blocks: IntTensor<B>,
+    ty: u32,
+    d_in: usize,
+}
+
+// y = x Wᵀ: ∂L/∂x = G W, with W decoded again for the product.
+impl<B: BlockBackend> Backward<B, 1> for BlockMatmulBackward {
+    type State = BlockState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let g = grads.consume::<B>(&ops.node); // [N, rows]
+        if let Some(node) = node_x {
+            let BlockState { blocks, ty, d_in } = ops.state;
+            let w = B::block_decode(blocks, ty, d_in); // [rows, d_in]
+            grads.register::<B>(node.id, B::float_matmul(g, w));
+        }
+    }
+}
+
+impl<B: BlockBackend, C: CheckpointStrategy> BlockBackend for Autodiff<B, C> {
+    fn block_matmul(
+        x: FloatTensor<Self>,
+        blocks: IntTensor<Self>,
+        ty: u32,
+        d_in: usize,
+    ) -> FloatTensor<Self> {
+        let prep = BlockMatmulBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::block_matmul(x.into_primitive(), blocks.clone(), ty, d_in);
+                prep.finish(BlockState { blocks, ty, d_in }, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::block_matmul(x.into_primitive(), blocks, ty, d_in)),
+        }
+    }
+
+    fn block_decode(blocks: IntTensor<Self>, ty: u32, d_in: usize) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::block_decode(blocks, ty, d_in))
+    }
+}

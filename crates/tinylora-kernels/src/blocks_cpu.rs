@@ -1,0 +1,146 @@
+//! The block products on burn's Flex CPU backend, in Rust: the same split as the WGSL kernels
+//! (`crate::blocks`). A few rows of x: each row of W is decoded once into a buffer that stays
+//! in the core's cache and dotted with every row of x, rows of W spread over the cores. More
+//! rows: W decoded to f32 once per call (in parallel) and Flex's own matmul.
+
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::{Flex, TensorMetadata};
+use burn::tensor::{Bytes, DType, Shape};
+use rayon::prelude::*;
+use tinylora_formats::quant::{GgmlType, dequantize_into};
+
+use crate::BlockBackend;
+use crate::blocks::{MATVEC_MAX_ROWS, block_type};
+
+/// Rows of W one task decodes (a task's share of the work is then large enough to pay for
+/// its scheduling).
+const ROWS_PER_TASK: usize = 16;
+
+/// The blocks' bytes with their row layout.
+struct Rows<'a> {
+    bytes: &'a [u8],
+    ty: GgmlType,
+    rows: usize,
+    d_in: usize,
+    /// Bytes from one row to the next (whole u32 words).
+    stride: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn new(blocks: &'a FlexTensor, ty: u32, d_in: usize) -> Self {
+        let ty = block_type(ty);
+        let [rows, words] = blocks.shape().dims();
+        assert!(
+            blocks.is_contiguous() && blocks.dtype().size() == 4,
+            "block_matmul: blocks must be contiguous 32-bit words, not {:?}",
+            blocks.dtype()
+        );
+        let row_bytes = ty.bytes_for(d_in).expect("row size fits usize");
+        assert!(
+            d_in % ty.block_size() == 0 && words == row_bytes.div_ceil(4),
+            "block_matmul: {words} words a row do not hold {d_in} {ty:?} values"
+        );
+        let bytes = &blocks.bytes()[..rows * words * 4];
+        Rows {
+            bytes,
+            ty,
+            rows,
+            d_in,
+            stride: words * 4,
+        }
+    }
+
+    /// Row `r` decoded into `out` (`d_in` values).
+    fn decode_row(&self, r: usize, out: &mut [f32]) {
+        let start = r * self.stride;
+        let len = self.ty.bytes_for(self.d_in).expect("checked in new");
+        dequantize_into(self.ty, &self.bytes[start..start + len], out);
+    }
+
+    /// W `[rows, d_in]` as f32.
+    fn decode_all(&self) -> Vec<f32> {
+        let mut w = vec![0.0f32; self.rows * self.d_in];
+        w.par_chunks_mut(self.d_in * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                for (i, row) in chunk.chunks_exact_mut(self.d_in).enumerate() {
+                    self.decode_row(task * ROWS_PER_TASK + i, row);
+                }
+            });
+        w
+    }
+}
+
+/// Σ a_k b_k with eight independent partial sums (vectorized by the compiler).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn f32_tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::from(shape)),
+        DType::F32,
+    )
+}
+
+/// y = x Wᵀ `[N, rows]` for a few rows of x, W decoded row by row.
+fn matvec(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
+    // yᵀ [rows, N], row by row of W, then transposed
+    let mut yt = vec![0.0f32; w.rows * n];
+    yt.par_chunks_mut(n * ROWS_PER_TASK).enumerate().for_each_init(
+        || vec![0.0f32; w.d_in],
+        |buf, (task, out)| {
+            for (i, o) in out.chunks_exact_mut(n).enumerate() {
+                w.decode_row(task * ROWS_PER_TASK + i, buf);
+                for (t, o) in o.iter_mut().enumerate() {
+                    *o = dot(&x[t * w.d_in..(t + 1) * w.d_in], buf);
+                }
+            }
+        },
+    );
+    let mut y = vec![0.0f32; n * w.rows];
+    for (r, row) in yt.chunks_exact(n).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            y[t * w.rows + r] = v;
+        }
+    }
+    f32_tensor(y, [n, w.rows])
+}
+
+impl BlockBackend for Flex {
+    fn block_matmul(x: FlexTensor, blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
+        let w = Rows::new(&blocks, ty, d_in);
+        let [n, xd] = x.shape().dims();
+        assert!(
+            xd == d_in && x.dtype() == DType::F32,
+            "block_matmul: x must be f32 [N, {d_in}], not [{n}, {xd}] {:?}",
+            x.dtype()
+        );
+        if n <= MATVEC_MAX_ROWS {
+            let x = x.to_contiguous();
+            return matvec(x.storage::<f32>(), n, &w);
+        }
+        let wt = f32_tensor(w.decode_all(), [w.rows, d_in]);
+        Self::float_matmul(x, Self::float_transpose(wt))
+    }
+
+    fn block_decode(blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
+        let w = Rows::new(&blocks, ty, d_in);
+        f32_tensor(w.decode_all(), [w.rows, d_in])
+    }
+}

@@ -1,0 +1,31 @@
+// Decode a weight matrix kept in ggml blocks to f32, for the tiled product on the device
+// (prefill, training, the backward's ∂L/∂x = G W). The layouts are ggml's (`ggml-common.h`),
+// as `crates/tinylora-formats/src/quant.rs` decodes them on the host: the same formulas in the
+// same order, so both give the same numbers.
+//
+// Inputs:  blocks [rows, words]    u32 words, each row d_in / QK blocks of TS bytes, padded
+//                                  to whole words
+//          info   [3] u32          rows, d_in, words (per row)
+// Output:  out    [rows, d_in]     f32: W's values
+//
+// TY = {{ ty }} (the ggml type id: 1 F16, 30 BF16, 2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0,
+// 12 Q4_K, 13 Q5_K, 14 Q6_K), QK = {{ qk }} values a block, TS = {{ ts }} bytes a block,
+// WG = {{ wg }}. One invocation per value; `value()` is shared with `block_matvec.wgsl`.
+@group(0) @binding(0) var<storage, read_write> blocks: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> info: array<u32>;
+
+{{ decode }}
+
+@compute @workgroup_size({{ wg }}, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rows = info[0];
+    let d_in = info[1];
+    let words = info[2];
+    let i = gid.x + gid.y * nwg.x * {{ wg }}u;
+    if (i >= rows * d_in) {
+        return;
+    }
+    let row = i / d_in;
+    out[i] = value(row * words * 4u, i % d_in);
+}

@@ -1,0 +1,131 @@
+//! Products with weights kept in ggml blocks (`shaders/block_*.wgsl` on lavapipe, the Rust
+//! twin on the CPU) against the host decoder of `tinylora_formats::quant` and stock burn
+//! matmuls, for every block type, both product paths (decoding-sized batches and the tiled
+//! one) and rows that are not a multiple of the workgroup; and the backward ∂L/∂x = G W.
+
+mod common;
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use common::devices;
+use tinylora::formats::BlockMatrix;
+use tinylora::formats::quant::{GgmlType, dequantize};
+use tinylora::kernels::{DeviceBlocks, MATVEC_MAX_ROWS, block_decode, block_matmul};
+
+/// Byte offsets of a block's f16 scale fields (kept finite and small; every other byte is
+/// random, so every code of every field occurs).
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// A random `rows × cols` matrix of type `ty`.
+fn random_matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> BlockMatrix {
+    let mut s = seed;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    if ty.block_size() == 1 {
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| next() as f32 / u32::MAX as f32 - 0.5)
+            .collect();
+        return BlockMatrix::quantize(ty, &values, rows, cols).unwrap();
+    }
+    let n = ty.bytes_for(cols).unwrap() * rows;
+    let mut bytes: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+    for block in bytes.chunks_exact_mut(ty.type_size()) {
+        for &f in f16_fields(ty) {
+            let v = half::f16::from_f32((next() % 1000) as f32 * 1e-5 - 2e-3);
+            block[f..f + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    BlockMatrix::new(ty, rows, cols, bytes).unwrap()
+}
+
+const TYPES: [GgmlType; 10] = {
+    use GgmlType::*;
+    [F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K]
+};
+
+fn values(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().unwrap()
+}
+
+/// max |got − want| ≤ tol · max |want|.
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: sizes");
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    let err = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= tol * scale,
+        "{what}: max error {err:e} > {tol:e} × {scale:e}"
+    );
+}
+
+/// (W as the host decoder reads it `[rows, cols]` on `dev`, the blocks on `dev`).
+fn upload(ty: GgmlType, rows: usize, cols: usize, dev: &Device) -> (Tensor<2>, DeviceBlocks) {
+    let m = random_matrix(ty, rows, cols, ty.id() as u64 + 7);
+    let w = dequantize(ty, &m.bytes).unwrap();
+    assert!(w.iter().all(|v| v.is_finite()), "{ty:?}: test matrix");
+    let w = Tensor::from_data(TensorData::new(w, [rows, cols]), dev);
+    (w, DeviceBlocks::upload(&m, 0..rows, dev))
+}
+
+#[test]
+fn decode_and_products_match_the_host_decoder() {
+    for (device, dev) in devices() {
+        for ty in TYPES {
+            // 67 rows: not a multiple of the workgroup; rows of 3 blocks (37 values for halves)
+            let cols = if ty.block_size() == 1 {
+                37
+            } else {
+                3 * ty.block_size()
+            };
+            let (w, blocks) = upload(ty, 67, cols, &dev);
+            let what = format!("{device} {ty:?}");
+            assert_eq!(
+                values(block_decode(&blocks)),
+                values(w.clone()),
+                "{what}: decoded values"
+            );
+            for n in [1, 3, MATVEC_MAX_ROWS, MATVEC_MAX_ROWS + 1, 33] {
+                let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev);
+                let want = values(x.clone().matmul(w.clone().transpose()));
+                assert_close(
+                    &values(block_matmul(x, &blocks)),
+                    &want,
+                    1e-5,
+                    &format!("{what} N={n}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn backward_is_the_gradient_times_the_weights() {
+    for (device, dev) in devices() {
+        for ty in [GgmlType::Q4_1, GgmlType::Q6_K] {
+            let cols = 2 * ty.block_size();
+            let (w, blocks) = upload(ty, 45, cols, &dev);
+            for n in [2, 20] {
+                let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev)
+                    .autodiff()
+                    .require_grad();
+                let probe = Tensor::<2>::random([n, 45], Distribution::Normal(0.0, 1.0), &dev);
+                let loss = (block_matmul(x.clone(), &blocks) * probe.clone().autodiff()).sum();
+                let grads = loss.backward();
+                let got = values(x.grad(&grads).expect("x gets a gradient"));
+                let want = values(probe.matmul(w.clone()));
+                assert_close(&got, &want, 1e-5, &format!("{device} {ty:?} N={n}: ∂L/∂x"));
+            }
+        }
+    }
+}
