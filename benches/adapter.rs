@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use tinylora::adapter::{AdaptedModel, AdapterConfig, frozen_modules, plan};
-use tinylora::engine::{DeltaMode, Transformer, cpu_device, default_device};
+use tinylora::engine::{DeltaMode, FrozenWeight, Transformer, cpu_device, default_device};
 use tinylora::formats::ModelFile;
 use tinylora::kernels::{lowrank_merge, lowrank_update};
 
@@ -90,6 +90,14 @@ fn interleaved(reps: usize, fs: &mut [&mut dyn FnMut() -> f64]) -> Vec<(f64, f64
 /// Wait for `t`'s producer: read one value back.
 fn sync<const D: usize>(t: Tensor<D>) {
     let _ = t.sum().into_scalar::<f32>();
+}
+
+/// Wait for a layer's weights (a merge just queued) to be ready.
+fn sync_weight(linear: &tinylora::engine::Linear) {
+    match &linear.weight {
+        FrozenWeight::Dense(chunks) => sync(chunks[0].clone()),
+        FrozenWeight::Blocks(chunks) => sync(chunks[0].words.clone().float()),
+    }
 }
 
 fn kernels(reps: usize) {
@@ -218,7 +226,7 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
     let timed_backward = |mode: DeltaMode| {
         let mut model = model.borrow_mut();
         model.set_mode(mode).unwrap();
-        sync(model.layers[0].self_attn.q_proj.weight_t[0].clone());
+        sync_weight(&model.layers[0].self_attn.q_proj);
         let start = Instant::now();
         if mode == DeltaMode::Off {
             // through the frozen network alone: the input embeddings require a gradient

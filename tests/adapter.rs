@@ -16,7 +16,7 @@ use tinylora::adapter::{
     AdaptedModel, AdapterConfig, AdapterFile, Method, Precision, SigmaConvention, Tying, group_sizes,
     initial_values, plan,
 };
-use tinylora::engine::{DeltaMode, Transformer, default_device};
+use tinylora::engine::{DeltaMode, FrozenWeight, Transformer, default_device};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile};
 
 const SEQS: [[u32; 10]; 2] = [
@@ -120,7 +120,10 @@ fn weights_t(model: &Transformer) -> Vec<f32> {
         .layers
         .iter()
         .flat_map(|l| [&l.self_attn.q_proj, &l.mlp.down_proj])
-        .flat_map(|lin| lin.weight_t.iter())
+        .flat_map(|lin| match &lin.weight {
+            FrozenWeight::Dense(chunks) => chunks.iter(),
+            FrozenWeight::Blocks(_) => unreachable!("the tiny model loads in f32"),
+        })
         .flat_map(|w| w.to_data().try_into_vec::<f32>().unwrap())
         .collect()
 }

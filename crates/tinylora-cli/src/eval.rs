@@ -183,6 +183,7 @@ mod tests {
     use super::*;
     use crate::generate::tests::unloadable_model_and_foreign_adapter;
     use crate::load::DeviceArg;
+    use tinylora_formats::WeightFormat;
 
     #[test]
     fn an_adapter_for_another_model_is_refused_before_the_weights_load() {
@@ -193,6 +194,7 @@ mod tests {
             model: model.clone(),
             device: DeviceArgs {
                 device: DeviceArg::Cpu,
+                weights: WeightFormat::Auto,
             },
             adapter,
             data: data.clone(),

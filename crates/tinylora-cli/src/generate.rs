@@ -167,6 +167,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::load::DeviceArg;
+    use tinylora_formats::WeightFormat;
 
     /// A model directory whose configuration and tokenizer open but whose weights cannot load
     /// (one tensor in all), and an adapter file made for another model, under `dir`.
@@ -227,6 +228,7 @@ pub(crate) mod tests {
             model: model.to_path_buf(),
             device: DeviceArgs {
                 device: DeviceArg::Cpu,
+                weights: WeightFormat::Auto,
             },
             prompt: "a b".into(),
             chat: false,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinylora_formats::ModelFile;
+use tinylora_formats::{ModelFile, WeightFormat, storage_plan};
 
 /// Arguments of `tinylora info`.
 #[derive(Args)]
@@ -17,6 +17,10 @@ pub struct InfoArgs {
     /// Also list GGUF metadata (arrays summarised).
     #[arg(long)]
     metadata: bool,
+    /// Show what `--weights FMT` keeps each stored type as, and the bytes the matrices take
+    /// (auto, f32, f16, bf16, q8, q4).
+    #[arg(long, default_value = "auto")]
+    weights: WeightFormat,
 }
 
 /// Print the summary.
@@ -44,6 +48,25 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     println!("context:        {}", c.max_position_embeddings);
     println!("storage types:  {}", file.dtype_summary());
     println!("tensors:        {}", tensors.len());
+    let plan = storage_plan(&tensors, args.weights);
+    for (i, line) in plan.iter().enumerate() {
+        let head = if i == 0 {
+            format!("weights ({}):", args.weights)
+        } else {
+            String::new()
+        };
+        println!("{head:<16}{line}");
+    }
+    let bytes: usize = plan.iter().map(|l| l.bytes).sum();
+    let embed_note = if c.tie_word_embeddings {
+        "the tied embedding is read on the host and multiplied on the device: both hold it"
+    } else {
+        "the embedding stays in host memory"
+    };
+    println!(
+        "weight bytes:   {:.1} MB as kept ({embed_note})",
+        bytes as f64 / 1e6
+    );
     let tok = &file.tokenizer;
     let name = |t: &Option<(u32, String)>| t.as_ref().map_or("-".into(), |(id, s)| format!("{s} ({id})"));
     println!(

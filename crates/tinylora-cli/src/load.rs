@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_adapter::AdaptedModel;
 use tinylora_engine::{Transformer, cpu_device, default_device, gpu_device, hardware_gpu_available};
-use tinylora_formats::ModelFile;
+use tinylora_formats::{ModelFile, WeightFormat};
 
 /// Where the model runs (`--device`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,6 +50,13 @@ pub struct DeviceArgs {
     /// without a GPU), gpu:K (discrete GPU K) or cpu (burn's Flex backend).
     #[arg(long, default_value = "auto")]
     pub device: DeviceArg,
+    /// How the weight matrices are kept on the device: auto (as the file stores them:
+    /// quantized blocks stay blocks and are multiplied as they are, F16/BF16 stay half, f32
+    /// only where the file has f32), f32, f16, bf16, q8 (at most 8 bits: blocks stay, the
+    /// others become Q8_0) or q4 (Q4_0/Q4_1/Q4_K blocks stay, the others become Q4_1). Norms
+    /// and biases are always f32. An adapter on blocks runs beside the weights (never merged).
+    #[arg(long, default_value = "auto")]
+    pub weights: WeightFormat,
 }
 
 impl DeviceArgs {
@@ -87,7 +94,7 @@ fn launcher_local_rank() -> Option<usize> {
 /// adapter made for another model; what it returns is handed back.
 pub fn load_model_checked<T>(
     path: &Path,
-    device: DeviceArgs,
+    device_args: DeviceArgs,
     check: impl FnOnce(&ModelFile) -> anyhow::Result<T>,
 ) -> anyhow::Result<(ModelFile, AdaptedModel, T)> {
     let start = Instant::now();
@@ -97,7 +104,7 @@ pub fn load_model_checked<T>(
     spinner.set_message(format!("opening {}", path.display()));
     let file = ModelFile::open(path)?;
     let checked = spinner.suspend(|| check(&file))?;
-    let (device, name, why) = device.resolve();
+    let (device, name, why) = device_args.resolve();
     if let Some(why) = why {
         spinner.suspend(|| eprintln!("running on {name}: {why}"));
     }
@@ -105,8 +112,20 @@ pub fn load_model_checked<T>(
         "loading {} weights to {name}",
         file.config.architecture.name()
     ));
-    let model = Transformer::load(&file, &device)?;
+    let model = Transformer::load_with(&file, &device, device_args.weights)?;
     spinner.finish_and_clear();
+    let (on_device, embedding) = model.weight_bytes();
+    let plan: Vec<String> = tinylora_formats::storage_plan(&file.tensor_summaries(), device_args.weights)
+        .iter()
+        .map(|l| l.choice())
+        .collect();
+    eprintln!(
+        "weights ({}): {}; {:.0} MB on {name}, embedding {:.0} MB in host memory",
+        device_args.weights,
+        plan.join(", "),
+        on_device as f64 / 1e6,
+        embedding as f64 / 1e6
+    );
     eprintln!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.1}s",
         path.display(),

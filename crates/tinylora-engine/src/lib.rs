@@ -29,5 +29,6 @@ pub use device::gpu_device;
 pub use device::hardware_gpu_available;
 pub use error::{EngineError, read_f32, read_f32_async, read_scalar};
 pub use generate::{FinishReason, GenerateOptions, Generation};
+pub use linear::{FrozenWeight, Linear};
 pub use sampling::SamplingParams;
 pub use transformer::Transformer;

@@ -1,8 +1,9 @@
 //! A frozen linear layer y = x Wᵀ + b on the device, optionally carrying a low-rank delta.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use tinylora_formats::HostTensor;
-use tinylora_kernels::{lowrank_merge, lowrank_update, lowrank_update_merged};
+use tinylora_formats::quant::GgmlType;
+use tinylora_formats::{BlockMatrix, HostTensor};
+use tinylora_kernels::{DeviceBlocks, block_matmul, lowrank_merge, lowrank_update, lowrank_update_merged};
 
 use crate::delta::{DeltaMode, LowRankDelta};
 
@@ -10,12 +11,22 @@ use crate::delta::{DeltaMode, LowRankDelta};
 /// (lavapipe and WebGPU both cap a binding at 128 MiB); bigger weights are split by columns.
 pub const MAX_BINDING_BYTES: usize = 64 << 20;
 
-/// y = x Wᵀ + b (+ a low-rank delta) with W stored transposed, as `[d_in, d_out]` column
-/// chunks.
+/// How W is held on the device.
+#[derive(Debug, Clone)]
+pub enum FrozenWeight {
+    /// Wᵀ in f32, split along d_out: each `[d_in, d_out_chunk]`, at most [`MAX_BINDING_BYTES`].
+    /// A delta can be merged into it.
+    Dense(Vec<Tensor<2>>),
+    /// W in its ggml blocks (half precision or quantized), split into row chunks whose f32
+    /// decoding stays under [`MAX_BINDING_BYTES`]. A delta always runs on the activation path.
+    Blocks(Vec<DeviceBlocks>),
+}
+
+/// y = x Wᵀ + b (+ a low-rank delta).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// Wᵀ split along d_out: each `[d_in, d_out_chunk]`, at most [`MAX_BINDING_BYTES`].
-    pub weight_t: Vec<Tensor<2>>,
+    /// W.
+    pub weight: FrozenWeight,
     /// Bias `[d_out]`.
     pub bias: Option<Tensor<1>>,
     /// Input width.
@@ -25,7 +36,7 @@ pub struct Linear {
     /// The low-rank delta ΔW this layer carries, if any (applied as the model's
     /// [`DeltaMode`] says).
     pub delta: Option<LowRankDelta>,
-    /// Wᵀ without the delta, held while the delta is merged into `weight_t` when the model keeps
+    /// Wᵀ without the delta, held while the delta is merged into the weight when the model keeps
     /// its base weights (`Transformer::keep_base_weights`): unmerging then restores it exactly.
     pub(crate) base_t: Option<Vec<Tensor<2>>>,
 }
@@ -56,15 +67,60 @@ impl Linear {
             }
             weight_t.push(upload(t, [d_in, cols], device));
         }
+        Self::with_weight(FrozenWeight::Dense(weight_t), bias, d_out, d_in, device)
+    }
+
+    /// Build from W `[d_out, d_in]` as the file stores it (or as `--weights` converted it):
+    /// f32 becomes the dense Wᵀ of [`Self::new`], every other type stays in its blocks.
+    pub fn from_blocks(weight: &BlockMatrix, bias: Option<&HostTensor>, device: &Device) -> Self {
+        let (d_out, d_in) = (weight.rows, weight.cols);
+        if weight.ty == GgmlType::F32 {
+            let w = HostTensor {
+                shape: vec![d_out, d_in],
+                data: weight.dequantize(),
+            };
+            return Self::new(&w, bias, device);
+        }
+        let chunk = (MAX_BINDING_BYTES / 4 / d_in).max(1);
+        let blocks = (0..d_out)
+            .step_by(chunk)
+            .map(|start| DeviceBlocks::upload(weight, start..(start + chunk).min(d_out), device))
+            .collect();
+        Self::with_weight(FrozenWeight::Blocks(blocks), bias, d_out, d_in, device)
+    }
+
+    fn with_weight(
+        weight: FrozenWeight,
+        bias: Option<&HostTensor>,
+        d_out: usize,
+        d_in: usize,
+        device: &Device,
+    ) -> Self {
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [d_out]), device));
         Linear {
-            weight_t,
+            weight,
             bias,
             d_in,
             d_out,
             delta: None,
             base_t: None,
         }
+    }
+
+    /// Bytes W takes on the device.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.weight {
+            FrozenWeight::Dense(chunks) => chunks
+                .iter()
+                .map(|w| w.dims().iter().product::<usize>() * 4)
+                .sum(),
+            FrozenWeight::Blocks(chunks) => chunks.iter().map(DeviceBlocks::bytes).sum(),
+        }
+    }
+
+    /// Whether W is held in blocks (so that a delta cannot be merged into it).
+    pub fn is_compressed(&self) -> bool {
+        matches!(self.weight, FrozenWeight::Blocks(_))
     }
 
     /// x `[N, d_in]` → `[N, d_out]`, the delta applied as `mode` says.
@@ -74,7 +130,9 @@ impl Linear {
         let (factors, basis, coef) = (d.factors.clone(), d.basis.clone(), d.coef.clone());
         match mode {
             DeltaMode::Off => y,
+            // blocks hold no merged delta: the update runs on the activation path instead
             DeltaMode::Activation => lowrank_update(x, y, factors, basis, coef),
+            DeltaMode::Merged if self.is_compressed() => lowrank_update(x, y, factors, basis, coef),
             // y as it is; ∂L/∂coef (or ∂L/∂factors) when they require gradients
             DeltaMode::Merged => lowrank_update_merged(x, y, factors, basis, coef),
         }
@@ -82,16 +140,14 @@ impl Linear {
 
     /// x Wᵀ + b with the weights as they are (merged or not).
     fn forward_frozen(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = if self.weight_t.len() == 1 {
-            x.matmul(self.weight_t[0].clone())
+        let mut parts: Vec<Tensor<2>> = match &self.weight {
+            FrozenWeight::Dense(chunks) => chunks.iter().map(|w| x.clone().matmul(w.clone())).collect(),
+            FrozenWeight::Blocks(chunks) => chunks.iter().map(|w| block_matmul(x.clone(), w)).collect(),
+        };
+        let y = if parts.len() == 1 {
+            parts.remove(0)
         } else {
-            Tensor::cat(
-                self.weight_t
-                    .iter()
-                    .map(|w| x.clone().matmul(w.clone()))
-                    .collect(),
-                1,
-            )
+            Tensor::cat(parts, 1)
         };
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
@@ -110,12 +166,16 @@ impl Linear {
 impl Linear {
     /// W ← W + ΔW in every column chunk: in place when unshared, or with `keep_base` into new
     /// tensors, the base Wᵀ held aside for [`Self::unmerge_delta`].
+    /// Nothing to do for weights in blocks: their delta stays on the activation path.
     pub(crate) fn merge_delta(&mut self, keep_base: bool) {
+        let FrozenWeight::Dense(chunks) = &self.weight else {
+            return;
+        };
         if self.delta.is_none() || self.base_t.is_some() {
             return;
         }
         if keep_base {
-            self.base_t = Some(self.weight_t.clone());
+            self.base_t = Some(chunks.clone());
         }
         self.apply_delta(false);
     }
@@ -124,26 +184,33 @@ impl Linear {
     /// in place (exact up to rounding: W + ΔW − ΔW may differ from W in the last bit).
     pub(crate) fn unmerge_delta(&mut self) {
         match self.base_t.take() {
-            Some(base) => self.weight_t = base,
+            Some(base) => self.weight = FrozenWeight::Dense(base),
             None => self.apply_delta(true),
         }
     }
 
-    /// W ← W ± ΔW in every column chunk, in place when a chunk's buffer is unshared.
+    /// W ← W ± ΔW in every column chunk of a dense W, in place when a chunk's buffer is
+    /// unshared.
     fn apply_delta(&mut self, subtract: bool) {
         let Some(d) = self.delta.as_ref() else { return };
+        let FrozenWeight::Dense(chunks) = &mut self.weight else {
+            return;
+        };
         // merging is never differentiated
         let (coef, factors) = (d.coef.clone().inner(), d.factors.clone().inner());
-        let chunks = std::mem::take(&mut self.weight_t);
+        let chunks = std::mem::take(chunks);
         let mut col0 = 0;
-        self.weight_t = chunks
-            .into_iter()
-            .map(|w| {
-                let cols = w.dims()[1];
-                let merged = lowrank_merge(w, factors.clone(), d.basis.clone(), coef.clone(), col0, subtract);
-                col0 += cols;
-                merged
-            })
-            .collect();
+        self.weight = FrozenWeight::Dense(
+            chunks
+                .into_iter()
+                .map(|w| {
+                    let cols = w.dims()[1];
+                    let merged =
+                        lowrank_merge(w, factors.clone(), d.basis.clone(), coef.clone(), col0, subtract);
+                    col0 += cols;
+                    merged
+                })
+                .collect(),
+        );
     }
 }

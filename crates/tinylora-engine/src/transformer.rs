@@ -5,7 +5,9 @@
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
-use tinylora_formats::{FormatError, HostTensor, ModelConfig, ModelFile, ModuleKind};
+use tinylora_formats::{
+    BlockMatrix, FormatError, HostTensor, ModelConfig, ModelFile, ModuleKind, WeightFormat,
+};
 
 use crate::delta::DeltaMode;
 use crate::kv_cache::KvCache;
@@ -117,8 +119,9 @@ pub struct DecoderLayer {
 pub struct Transformer {
     /// Hyper-parameters.
     pub config: ModelConfig,
-    /// Token embedding `[V, H]`, kept in host memory; rows are gathered per step.
-    pub embed_tokens: Vec<f32>,
+    /// Token embedding `[V, H]`, kept in host memory in the weights' storage; rows are
+    /// gathered (and decoded) per step.
+    pub embed_tokens: BlockMatrix,
     /// Decoder layers.
     pub layers: Vec<DecoderLayer>,
     /// Final norm.
@@ -140,8 +143,15 @@ pub struct Transformer {
 pub const PREFILL_CHUNK: usize = 512;
 
 impl Transformer {
-    /// Load every weight from `file`, checking each shape against the configuration.
+    /// Load every weight from `file` in f32, checking each shape against the configuration.
     pub fn load(file: &ModelFile, device: &Device) -> Result<Self, FormatError> {
+        Self::load_with(file, device, WeightFormat::F32)
+    }
+
+    /// Load every weight from `file`, the matrices kept as `format` says
+    /// ([`WeightFormat::kept_as`]), norms and biases in f32; each shape is checked against
+    /// the configuration. One matrix is read and converted at a time.
+    pub fn load_with(file: &ModelFile, device: &Device, format: WeightFormat) -> Result<Self, FormatError> {
         let c = &file.config;
         let h = c.hidden_size;
         let vec1 = |t: HostTensor, n: usize| Tensor::<1>::from_data(TensorData::new(t.data, [n]), device);
@@ -152,13 +162,13 @@ impl Transformer {
             })
         };
         let linear = |prefix: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear, FormatError> {
-            let w = file.load(&format!("{prefix}.weight"), &[d_out, d_in])?;
+            let w = file.load_blocks(&format!("{prefix}.weight"), [d_out, d_in], format)?;
             let b = if bias {
                 Some(file.load(&format!("{prefix}.bias"), &[d_out])?)
             } else {
                 None
             };
-            Ok(Linear::new(&w, b.as_ref(), device))
+            Ok(Linear::from_blocks(&w, b.as_ref(), device))
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
@@ -189,15 +199,15 @@ impl Transformer {
                 },
             });
         }
-        let embed = file.load("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let embed = file.load_blocks("model.embed_tokens.weight", [c.vocab_size, h], format)?;
         let lm_head = if c.tie_word_embeddings {
-            Linear::new(&embed, None, device)
+            Linear::from_blocks(&embed, None, device)
         } else {
             linear("lm_head", c.vocab_size, h, false)?
         };
         Ok(Transformer {
             config: c.clone(),
-            embed_tokens: embed.data,
+            embed_tokens: embed,
             layers,
             norm: norm("model.norm.weight")?,
             lm_head,
@@ -212,10 +222,10 @@ impl Transformer {
     pub fn embed(&self, tokens: &[Vec<u32>]) -> Tensor<3> {
         let h = self.config.hidden_size;
         let (b, t) = (tokens.len(), tokens[0].len());
-        let mut data = Vec::with_capacity(b * t * h);
-        for &id in tokens.iter().flatten() {
+        let mut data = vec![0.0; b * t * h];
+        for (&id, row) in tokens.iter().flatten().zip(data.chunks_exact_mut(h)) {
             let id = id as usize;
-            data.extend_from_slice(&self.embed_tokens[id * h..(id + 1) * h]);
+            self.embed_tokens.dequantize_rows(id..id + 1, row);
         }
         Tensor::from_data(TensorData::new(data, [b, t, h]), &self.device)
     }
@@ -233,6 +243,35 @@ impl Transformer {
                     .forward(layer.post_attention_layernorm.forward(x), step.delta);
         }
         self.norm.forward(x)
+    }
+
+    /// Bytes the weight matrices take on the device (the LM head once, also when tied) and
+    /// in host memory (the embedding).
+    pub fn weight_bytes(&self) -> (usize, usize) {
+        let device = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                let (a, m) = (&l.self_attn, &l.mlp);
+                [
+                    &a.q_proj,
+                    &a.k_proj,
+                    &a.v_proj,
+                    &a.o_proj,
+                    &m.gate_proj,
+                    &m.up_proj,
+                    &m.down_proj,
+                ]
+            })
+            .chain([&self.lm_head])
+            .map(Linear::weight_bytes)
+            .sum();
+        (device, self.embed_tokens.bytes.len())
+    }
+
+    /// Whether the matrices are held in blocks (deltas then run on the activation path).
+    pub fn is_compressed(&self) -> bool {
+        self.lm_head.is_compressed() || self.layers.iter().any(|l| l.self_attn.q_proj.is_compressed())
     }
 
     /// LM head: hidden `[N, H]` → logits `[N, V]`.

@@ -38,4 +38,4 @@ pub use module_kind::ModuleKind;
 pub use names::{UnknownName, parse_name};
 pub use text_stream::TextStream;
 pub use tokenizer::{TextTokenizer, TokenizerError};
-pub use weight_format::WeightFormat;
+pub use weight_format::{StorageLine, WeightFormat, storage_plan};

@@ -58,6 +58,11 @@ impl GgmlType {
         Self::IDS.iter().find(|(_, i)| *i == id).map(|(t, _)| *t)
     }
 
+    /// The type named `name` as [`Self::name`] writes it (`Q4_K`, `BF16`, ...).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::IDS.iter().map(|(t, _)| *t).find(|t| t.name() == name)
+    }
+
     /// The ggml type number.
     pub fn id(self) -> u32 {
         Self::IDS

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::model_file::TensorSummary;
 use crate::quant::GgmlType;
 
 /// The storage of the weight matrices (projections, LM head, embedding) on the device. Norms
@@ -74,6 +75,74 @@ pub fn is_block_type(ty: GgmlType) -> bool {
 /// Bits a value of `ty` takes, scales included (Q4_1: 5, Q8_0: 8.5, F16: 16).
 pub fn bits_per_value(ty: GgmlType) -> f64 {
     (ty.type_size() * 8) as f64 / ty.block_size() as f64
+}
+
+/// The weight matrices of one stored type, as `--weights` keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageLine {
+    /// The file's storage type (`Q4_1`, `BF16`, ...).
+    pub stored: String,
+    /// What they are kept as.
+    pub kept: GgmlType,
+    /// How many matrices.
+    pub matrices: usize,
+    /// Their values.
+    pub values: usize,
+    /// Their bytes as kept.
+    pub bytes: usize,
+}
+
+/// What `format` makes of the 2-D tensors of a file (from [`crate::ModelFile::tensor_summaries`]),
+/// one line per (stored, kept) pair, in the files' order of first appearance.
+pub fn storage_plan(tensors: &[TensorSummary], format: WeightFormat) -> Vec<StorageLine> {
+    let mut lines: Vec<StorageLine> = vec![];
+    for t in tensors.iter().filter(|t| t.shape.len() == 2) {
+        let [rows, cols] = [t.shape[0], t.shape[1]];
+        let kept = match GgmlType::from_name(&t.dtype) {
+            Some(stored) => format.kept_as(stored, cols),
+            None => GgmlType::F32, // other safetensors types are read as f32
+        };
+        let bytes = kept.bytes_for(cols).unwrap_or(0).saturating_mul(rows);
+        match lines.iter_mut().find(|l| l.stored == t.dtype && l.kept == kept) {
+            Some(l) => {
+                l.matrices += 1;
+                l.values += rows * cols;
+                l.bytes += bytes;
+            }
+            None => lines.push(StorageLine {
+                stored: t.dtype.clone(),
+                kept,
+                matrices: 1,
+                values: rows * cols,
+                bytes,
+            }),
+        }
+    }
+    lines
+}
+
+impl StorageLine {
+    /// `Q4_1 kept` or `BF16 → Q8_0`.
+    pub fn choice(&self) -> String {
+        if self.kept.name() == self.stored {
+            format!("{} kept", self.stored)
+        } else {
+            format!("{} → {}", self.stored, self.kept.name())
+        }
+    }
+}
+
+impl fmt::Display for StorageLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} matrices, {:.1}M values, {:.1} MB)",
+            self.choice(),
+            self.matrices,
+            self.values as f64 / 1e6,
+            self.bytes as f64 / 1e6
+        )
+    }
 }
 
 impl fmt::Display for WeightFormat {
