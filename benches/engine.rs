@@ -4,14 +4,16 @@
 //!
 //!     cargo bench --profile release --bench engine [-- --new-tokens 128] [--device gpu|cpu]
 //!         [--model models/Qwen2.5-Coder-0.5B-Instruct.gguf] [--batches 1,16,64]
+//!         [--weights f32,auto,q8]
 //!
-//! Every figure of one run comes from the same process, the devices side by side.
+//! Every figure of one run comes from the same process, one column per device and `--weights`
+//! choice (default f32), side by side.
 
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, cpu_device, default_device};
-use tinylora::formats::ModelFile;
+use tinylora::formats::{ModelFile, WeightFormat};
 
 const TEXT: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips \
 in May. How many clips did Natalia sell altogether in April and May? Weng earns $12 an hour for babysitting. \
@@ -38,10 +40,11 @@ fn arg(flag: &str) -> Option<String> {
 fn measure(
     file: &ModelFile,
     device: &Device,
+    weights: WeightFormat,
     new_tokens: usize,
     batches: &[usize],
 ) -> Vec<(String, f64, &'static str)> {
-    let (model, load) = timed(|| Transformer::load(file, device).unwrap());
+    let (model, load) = timed(|| Transformer::load_with(file, device, weights).unwrap());
     let ids = file.tokenizer.encode(&TEXT.repeat(3)).unwrap();
     assert!(ids.len() >= 256);
     let prompt: Vec<u32> = ids[..256].to_vec();
@@ -80,7 +83,12 @@ fn measure(
         tokens as f64 / long.saturating_sub(short).as_secs_f64().max(1e-9)
     };
     vec![
-        ("load (dequantize + upload)".into(), load.as_secs_f64(), "s"),
+        ("load (read, convert, upload)".into(), load.as_secs_f64(), "s"),
+        (
+            "weight matrices on the device".into(),
+            model.weight_bytes().0 as f64 / 1e6,
+            "MB",
+        ),
         (
             "first forward, 8 tokens (compile)".into(),
             first.as_secs_f64(),
@@ -127,9 +135,18 @@ fn main() {
     );
     let file =
         ModelFile::open(&model_path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
-    let figures: Vec<Vec<(String, f64, &str)>> = devices
+    let formats: Vec<WeightFormat> = arg("--weights").map_or(vec![WeightFormat::F32], |v| {
+        v.split(',')
+            .map(|w| w.parse().expect("--weights auto,f32,f16,bf16,q8,q4"))
+            .collect()
+    });
+    let columns: Vec<(String, &Device, WeightFormat)> = devices
         .iter()
-        .map(|(_, device)| measure(&file, device, new_tokens, &batches))
+        .flat_map(|(name, device)| formats.iter().map(move |&w| (format!("{name}/{w}"), device, w)))
+        .collect();
+    let figures: Vec<Vec<(String, f64, &str)>> = columns
+        .iter()
+        .map(|(_, device, w)| measure(&file, device, *w, new_tokens, &batches))
         .collect();
 
     println!(
@@ -139,7 +156,7 @@ fn main() {
         std::env::consts::ARCH
     );
     print!("{:<40}", "");
-    for (name, _) in &devices {
+    for (name, _, _) in &columns {
         print!("{name:>12}");
     }
     println!();

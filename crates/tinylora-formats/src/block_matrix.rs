@@ -24,7 +24,7 @@ impl BlockMatrix {
         if !ty.can_dequantize() {
             return Err(format!("{} cannot be decoded", ty.name()));
         }
-        if cols % ty.block_size() != 0 {
+        if !cols.is_multiple_of(ty.block_size()) {
             return Err(format!(
                 "rows of {cols} values are not whole {} blocks of {}",
                 ty.name(),
@@ -49,7 +49,7 @@ impl BlockMatrix {
 
     /// Quantize f32 values `[rows, cols]` to `ty` (see [`quantize`] for the types).
     pub fn quantize(ty: GgmlType, values: &[f32], rows: usize, cols: usize) -> Result<Self, String> {
-        if values.len() != rows * cols || cols % ty.block_size() != 0 {
+        if values.len() != rows * cols || !cols.is_multiple_of(ty.block_size()) {
             return Err(format!(
                 "cannot quantize {} values as a {rows} × {cols} {} matrix",
                 values.len(),

@@ -122,6 +122,7 @@ impl GgmlType {
     }
 }
 
+#[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
@@ -142,6 +143,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
 ///
 /// # Panics
 /// When `ty` cannot be dequantized or `out` does not hold exactly the blocks' values.
+#[inline(always)]
 pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
     assert!(ty.can_dequantize(), "{ty:?} cannot be dequantized");
     let (bs, ts) = (ty.block_size(), ty.type_size());
@@ -152,21 +154,42 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
         bytes.len(),
         out.len()
     );
-    let decode: fn(&[u8], &mut [f32]) = match ty {
-        GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        GgmlType::F16 => |b, y| y[0] = f16_at(b, 0),
-        GgmlType::BF16 => |b, y| y[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-        GgmlType::Q4_0 => q4_0,
-        GgmlType::Q4_1 => q4_1,
-        GgmlType::Q5_0 => q5_0,
-        GgmlType::Q5_1 => q5_1,
-        GgmlType::Q8_0 => q8_0,
-        GgmlType::Q4_K => q4_k,
-        GgmlType::Q5_K => q5_k,
-        GgmlType::Q6_K => q6_k,
+    let blocks = bytes.chunks_exact(ts).zip(out.chunks_exact_mut(bs));
+    // one loop per type, so that each block decoder inlines into it (and into callers
+    // compiled for wider vector units)
+    match ty {
+        GgmlType::F32 => {
+            for (b, y) in blocks {
+                y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (b, y) in blocks {
+                y[0] = f16_at(b, 0);
+            }
+        }
+        GgmlType::BF16 => {
+            for (b, y) in blocks {
+                y[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        GgmlType::Q4_0 => each(blocks, q4_0),
+        GgmlType::Q4_1 => each(blocks, q4_1),
+        GgmlType::Q5_0 => each(blocks, q5_0),
+        GgmlType::Q5_1 => each(blocks, q5_1),
+        GgmlType::Q8_0 => each(blocks, q8_0),
+        GgmlType::Q4_K => each(blocks, q4_k),
+        GgmlType::Q5_K => each(blocks, q5_k),
+        GgmlType::Q6_K => each(blocks, q6_k),
         _ => unreachable!("checked by can_dequantize"),
-    };
-    for (b, y) in bytes.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
+    }
+}
+
+/// `decode` on every (block, values) pair, as a plain loop (it inlines where `for_each`'s
+/// closure may not).
+#[inline(always)]
+fn each<'a>(blocks: impl Iterator<Item = (&'a [u8], &'a mut [f32])>, decode: fn(&[u8], &mut [f32])) {
+    for (b, y) in blocks {
         decode(b, y);
     }
 }
@@ -211,6 +234,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
 }
 
 /// Q4_0: `d: f16, qs: [u8; 16]`; x[j] = d (lo4(qs[j]) - 8), x[j+16] = d (hi4(qs[j]) - 8).
+#[inline(always)]
 fn q4_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
     for (j, &q) in b[2..18].iter().enumerate() {
@@ -220,6 +244,7 @@ fn q4_0(b: &[u8], y: &mut [f32]) {
 }
 
 /// Q4_1: `d: f16, m: f16, qs: [u8; 16]`; x = d q + m.
+#[inline(always)]
 fn q4_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
     for (j, &q) in b[4..20].iter().enumerate() {
@@ -229,6 +254,7 @@ fn q4_1(b: &[u8], y: &mut [f32]) {
 }
 
 /// The 5-bit codes of a Q5 block: low nibbles from `qs`, fifth bits from the 32-bit `qh`.
+#[inline(always)]
 fn q5_codes(qh: &[u8], qs: &[u8]) -> [u8; 32] {
     let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
     let mut codes = [0u8; 32];
@@ -242,6 +268,7 @@ fn q5_codes(qh: &[u8], qs: &[u8]) -> [u8; 32] {
 }
 
 /// Q5_0: `d: f16, qh: u32, qs: [u8; 16]`; x = d (q5 - 16).
+#[inline(always)]
 fn q5_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
     for (y, &q) in y.iter_mut().zip(&q5_codes(&b[2..6], &b[6..22])) {
@@ -250,6 +277,7 @@ fn q5_0(b: &[u8], y: &mut [f32]) {
 }
 
 /// Q5_1: `d: f16, m: f16, qh: u32, qs: [u8; 16]`; x = d q5 + m.
+#[inline(always)]
 fn q5_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
     for (y, &q) in y.iter_mut().zip(&q5_codes(&b[4..8], &b[8..24])) {
@@ -258,6 +286,7 @@ fn q5_1(b: &[u8], y: &mut [f32]) {
 }
 
 /// Q8_0: `d: f16, qs: [i8; 32]`; x = d q.
+#[inline(always)]
 fn q8_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
     for (y, &q) in y.iter_mut().zip(&b[2..34]) {
@@ -266,6 +295,7 @@ fn q8_0(b: &[u8], y: &mut [f32]) {
 }
 
 /// The 6-bit (scale, min) pair of sub-block `j` from the 12 packed bytes of Q4_K / Q5_K.
+#[inline(always)]
 fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
     if j < 4 {
         ((s[j] & 63) as f32, (s[j + 4] & 63) as f32)
@@ -278,6 +308,7 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
 
 /// Q4_K: `d, dmin: f16, scales: [u8; 12], qs: [u8; 128]`, 8 sub-blocks of 32;
 /// x = d·sc_s·q − dmin·m_s. Each 32 bytes of `qs` hold two sub-blocks (low, then high nibbles).
+#[inline(always)]
 fn q4_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
@@ -298,6 +329,7 @@ fn q4_k(b: &[u8], y: &mut [f32]) {
 
 /// Q5_K: `d, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`; as Q4_K with a fifth
 /// bit per value: sub-block s takes bit s of `qh[l]`.
+#[inline(always)]
 fn q5_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
@@ -321,6 +353,7 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
 
 /// Q6_K: `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`, 16 sub-blocks of 16;
 /// x = d·sc·(q6 − 32).
+#[inline(always)]
 fn q6_k(b: &[u8], y: &mut [f32]) {
     let ql = &b[0..128];
     let qh = &b[128..192];

@@ -59,7 +59,7 @@ impl WeightFormat {
         };
         if !target.can_dequantize() {
             F32
-        } else if cols % target.block_size() != 0 {
+        } else if !cols.is_multiple_of(target.block_size()) {
             F16
         } else {
             target

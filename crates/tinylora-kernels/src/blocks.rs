@@ -56,7 +56,7 @@ fn block_dims(op: &str, blocks: &CubeTensor, ty: GgmlType, d_in: usize) -> (usiz
     assert!(bd.len() == 2, "{op}: blocks must be 2-D, not {bd:?}");
     let row_bytes = ty.bytes_for(d_in).expect("row size fits usize");
     assert!(
-        d_in % ty.block_size() == 0 && bd[1] == row_bytes.div_ceil(4),
+        d_in.is_multiple_of(ty.block_size()) && bd[1] == row_bytes.div_ceil(4),
         "{op}: {} words a row do not hold {d_in} {ty:?} values",
         bd[1]
     );

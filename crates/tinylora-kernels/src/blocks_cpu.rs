@@ -11,7 +11,11 @@ use rayon::prelude::*;
 use tinylora_formats::quant::{GgmlType, dequantize_into};
 
 use crate::BlockBackend;
-use crate::blocks::{MATVEC_MAX_ROWS, block_type};
+use crate::blocks::block_type;
+
+/// Most rows of x the row-by-row product takes on the CPU (more: W decoded whole, then Flex's
+/// matmul). Measured on Qwen2.5-Coder-0.5B, decoding 16 sequences (benches/README.md).
+const CPU_MATVEC_MAX_ROWS: usize = 16;
 
 /// Rows of W one task decodes (a task's share of the work is then large enough to pay for
 /// its scheduling).
@@ -38,7 +42,7 @@ impl<'a> Rows<'a> {
         );
         let row_bytes = ty.bytes_for(d_in).expect("row size fits usize");
         assert!(
-            d_in % ty.block_size() == 0 && words == row_bytes.div_ceil(4),
+            d_in.is_multiple_of(ty.block_size()) && words == row_bytes.div_ceil(4),
             "block_matmul: {words} words a row do not hold {d_in} {ty:?} values"
         );
         let bytes = &blocks.bytes()[..rows * words * 4];
@@ -51,11 +55,17 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// Row `r` decoded into `out` (`d_in` values).
-    fn decode_row(&self, r: usize, out: &mut [f32]) {
+    /// Row `r`'s bytes.
+    #[inline(always)]
+    fn row(&self, r: usize) -> &[u8] {
         let start = r * self.stride;
-        let len = self.ty.bytes_for(self.d_in).expect("checked in new");
-        dequantize_into(self.ty, &self.bytes[start..start + len], out);
+        &self.bytes[start..start + self.ty.bytes_for(self.d_in).expect("checked in new")]
+    }
+
+    /// Row `r` decoded into `out` (`d_in` values).
+    #[inline(always)]
+    fn decode_row(&self, r: usize, out: &mut [f32]) {
+        dequantize_into(self.ty, self.row(r), out);
     }
 
     /// W `[rows, d_in]` as f32.
@@ -72,10 +82,11 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Σ a_k b_k with eight independent partial sums (vectorized by the compiler).
+/// Σ a_k b_k with sixteen independent partial sums (vectorized by the compiler).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut acc = [0.0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ac
         .remainder()
         .iter()
@@ -83,8 +94,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -98,20 +109,45 @@ fn f32_tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
     )
 }
 
+/// yᵀ rows `first..` (`out` holds N values a row): each row of W decoded into `buf` (it
+/// stays in the core's cache), then dotted with the N rows of x.
+#[inline(always)]
+fn matvec_rows(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf: &mut [f32]) {
+    for (i, o) in out.chunks_exact_mut(n).enumerate() {
+        w.decode_row(first + i, buf);
+        for (t, o) in o.iter_mut().enumerate() {
+            *o = dot(&x[t * w.d_in..(t + 1) * w.d_in], buf);
+        }
+    }
+}
+
+/// [`matvec_rows`] compiled for AVX2 (eight lanes a vector instead of SSE2's four).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn matvec_rows_avx2(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf: &mut [f32]) {
+    matvec_rows(x, n, w, first, out, buf)
+}
+
+/// [`matvec_rows`] on the widest vector unit the CPU has.
+fn matvec_rows_best(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected
+        return unsafe { matvec_rows_avx2(x, n, w, first, out, buf) };
+    }
+    matvec_rows(x, n, w, first, out, buf)
+}
+
 /// y = x Wᵀ `[N, rows]` for a few rows of x, W decoded row by row.
 fn matvec(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
     // yᵀ [rows, N], row by row of W, then transposed
     let mut yt = vec![0.0f32; w.rows * n];
     yt.par_chunks_mut(n * ROWS_PER_TASK).enumerate().for_each_init(
         || vec![0.0f32; w.d_in],
-        |buf, (task, out)| {
-            for (i, o) in out.chunks_exact_mut(n).enumerate() {
-                w.decode_row(task * ROWS_PER_TASK + i, buf);
-                for (t, o) in o.iter_mut().enumerate() {
-                    *o = dot(&x[t * w.d_in..(t + 1) * w.d_in], buf);
-                }
-            }
-        },
+        |buf, (task, out)| matvec_rows_best(x, n, w, task * ROWS_PER_TASK, out, buf),
     );
     let mut y = vec![0.0f32; n * w.rows];
     for (r, row) in yt.chunks_exact(n).enumerate() {
@@ -131,7 +167,7 @@ impl BlockBackend for Flex {
             "block_matmul: x must be f32 [N, {d_in}], not [{n}, {xd}] {:?}",
             x.dtype()
         );
-        if n <= MATVEC_MAX_ROWS {
+        if n <= CPU_MATVEC_MAX_ROWS {
             let x = x.to_contiguous();
             return matvec(x.storage::<f32>(), n, &w);
         }
