@@ -9,7 +9,7 @@ use common::devices;
 use common::reference::reference_logits;
 use common::tiny_model::{random_weights, round_bf16, tiny_config, write_tiny_gguf, write_tiny_hf_dir};
 use tinylora::engine::{GenerateOptions, SamplingParams, Transformer};
-use tinylora::formats::{Architecture, ModelFile};
+use tinylora::formats::{Architecture, ModelFile, WeightFormat};
 
 fn load(path: &std::path::Path, dev: &Device) -> (ModelFile, Transformer) {
     let file = ModelFile::open(path).unwrap();
@@ -191,11 +191,17 @@ fn generation_stops_at_stop_tokens_and_max_new_tokens() {
 
 /// Teacher-forced logits of a real model against `tests/reference/<name>_logits.json`
 /// (numpy, weights dequantized by llama.cpp's `gguf` package): top-1 agreement ≥ 99% and the
-/// largest difference over the top-5 and 64 probe logits of every position.
+/// largest difference over the top-5 and 64 probe logits of every position. The weights kept
+/// in the file's own blocks (`--weights auto`, the default) on both devices (the WGSL decoder
+/// on lavapipe, the Rust one on the CPU), and dequantized to f32 on the CPU: the same numbers,
+/// so the same tolerance. (The dense f32 path on the GPU is the same matmuls as the CPU's, and
+/// is checked against the f64 reference on the tiny models above.)
 fn assert_matches_numpy(model_path: &std::path::Path, name: &str, max_allowed: f64) {
     for (device, dev) in devices() {
-        assert_matches_numpy_on(model_path, name, max_allowed, device, &dev);
+        assert_matches_numpy_on(model_path, name, max_allowed, device, &dev, WeightFormat::Auto);
     }
+    let (device, dev) = &devices()[1];
+    assert_matches_numpy_on(model_path, name, max_allowed, device, dev, WeightFormat::F32);
 }
 
 fn assert_matches_numpy_on(
@@ -204,10 +210,11 @@ fn assert_matches_numpy_on(
     max_allowed: f64,
     device: &str,
     dev: &Device,
+    weights: WeightFormat,
 ) {
     let path = common::repo().join(format!("tests/reference/{name}_logits.json"));
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let (_, model) = load(model_path, dev);
+    let model = Transformer::load_with(&ModelFile::open(model_path).unwrap(), dev, weights).unwrap();
     let v = model.config.vocab_size;
     let ids = |x: &serde_json::Value| -> Vec<u64> {
         x.as_array()
@@ -246,10 +253,13 @@ fn assert_matches_numpy_on(
     }
     let rate = agree as f64 / positions as f64;
     eprintln!(
-        "{name} on the {device} vs numpy: top-1 agreement {agree}/{positions} = {rate:.4}, max |Δlogit| = {max_diff:.5}"
+        "{name} on the {device}, {weights} weights, vs numpy: top-1 agreement {agree}/{positions} = {rate:.4}, max |Δlogit| = {max_diff:.5}"
     );
-    assert!(rate >= 0.99, "{device}: top-1 agreement {rate}");
-    assert!(max_diff < max_allowed, "{device}: max |Δlogit| = {max_diff}");
+    assert!(rate >= 0.99, "{device} {weights}: top-1 agreement {rate}");
+    assert!(
+        max_diff < max_allowed,
+        "{device} {weights}: max |Δlogit| = {max_diff}"
+    );
 }
 
 #[test]

@@ -58,14 +58,27 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         println!("{head:<16}{line}");
     }
     let bytes: usize = plan.iter().map(|l| l.bytes).sum();
-    let embed_note = if c.tie_word_embeddings {
-        "the tied embedding is read on the host and multiplied on the device: both hold it"
+    // the embedding is gathered on the host; tied, it is also the LM head on the device
+    let embed = storage_plan(
+        &tensors
+            .iter()
+            .filter(|t| ["token_embd.weight", "model.embed_tokens.weight"].contains(&t.name.as_str()))
+            .cloned()
+            .collect::<Vec<_>>(),
+        args.weights,
+    )
+    .iter()
+    .map(|l| l.bytes)
+    .sum::<usize>();
+    let on_device = if c.tie_word_embeddings {
+        bytes
     } else {
-        "the embedding stays in host memory"
+        bytes - embed
     };
     println!(
-        "weight bytes:   {:.1} MB as kept ({embed_note})",
-        bytes as f64 / 1e6
+        "weight bytes:   {:.1} MB on the device, {:.1} MB of embedding in host memory",
+        on_device as f64 / 1e6,
+        embed as f64 / 1e6
     );
     let tok = &file.tokenizer;
     let name = |t: &Option<(u32, String)>| t.as_ref().map_or("-".into(), |(id, s)| format!("{s} ({id})"));
