@@ -710,7 +710,8 @@ impl ModelFile {
                 m.bytes = unpermute_rows(&m.bytes, heads, m.row_bytes());
             }
         }
-        m.convert(format.kept_as(ty, cols)).map_err(invalid)
+        m.convert(format.for_tensor(name).kept_as(ty, cols))
+            .map_err(invalid)
     }
 
     /// Read a tensor by Hugging Face name as f32, whatever its shape.

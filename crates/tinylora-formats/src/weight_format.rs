@@ -23,7 +23,9 @@ pub enum WeightFormat {
     Bf16,
     /// At most 8 bits a value: quantized blocks stay, others are quantized to Q8_0.
     Q8,
-    /// About 4 bits a value: Q4_0, Q4_1 and Q4_K blocks stay, others are quantized to Q4_1.
+    /// About 4 bits a value: Q4_0, Q4_1 and Q4_K blocks stay, others are quantized to Q4_1;
+    /// the embedding and the LM head as with `Q8` (4 bits there cost far more accuracy,
+    /// which is why llama.cpp's Q4 mixes keep them at 6 bits or more).
     Q4,
 }
 
@@ -40,6 +42,26 @@ impl WeightFormat {
             Self::Bf16 => "bf16",
             Self::Q8 => "q8",
             Self::Q4 => "q4",
+        }
+    }
+
+    /// The choice for the embedding and the LM head: `Q8` for `Q4`, else the same.
+    pub fn for_embedding(self) -> Self {
+        if self == Self::Q4 { Self::Q8 } else { self }
+    }
+
+    /// The choice for the matrix named `name` (Hugging Face or GGUF name).
+    pub fn for_tensor(self, name: &str) -> Self {
+        let head = [
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+            "token_embd.weight",
+            "output.weight",
+        ];
+        if head.contains(&name) {
+            self.for_embedding()
+        } else {
+            self
         }
     }
 
@@ -99,7 +121,7 @@ pub fn storage_plan(tensors: &[TensorSummary], format: WeightFormat) -> Vec<Stor
     for t in tensors.iter().filter(|t| t.shape.len() == 2) {
         let [rows, cols] = [t.shape[0], t.shape[1]];
         let kept = match GgmlType::from_name(&t.dtype) {
-            Some(stored) => format.kept_as(stored, cols),
+            Some(stored) => format.for_tensor(&t.name).kept_as(stored, cols),
             None => GgmlType::F32, // other safetensors types are read as f32
         };
         let bytes = kept.bytes_for(cols).unwrap_or(0).saturating_mul(rows);
@@ -181,6 +203,16 @@ mod tests {
         assert_eq!(WeightFormat::Q4.kept_as(Q4_K, 1536), Q4_K);
         assert_eq!(WeightFormat::Q4.kept_as(Q8_0, 896), Q4_1);
         assert_eq!(WeightFormat::Q4.kept_as(F32, 50), F16, "rows not whole blocks");
+        assert_eq!(
+            WeightFormat::Q4.for_tensor("output.weight").kept_as(F32, 64),
+            Q8_0
+        );
+        assert_eq!(
+            WeightFormat::Q4
+                .for_tensor("blk.0.ffn_up.weight")
+                .kept_as(F32, 64),
+            Q4_1
+        );
         assert_eq!(bits_per_value(Q4_1), 5.0);
         assert_eq!("Q8".parse::<WeightFormat>(), Ok(WeightFormat::Q8));
         assert!(
