@@ -17,7 +17,8 @@ use tinylora::adapter::{
     initial_values, plan,
 };
 use tinylora::engine::{DeltaMode, FrozenWeight, Transformer, default_device};
-use tinylora::formats::{Architecture, ModelConfig, ModelFile};
+use tinylora::formats::quant::GgmlType;
+use tinylora::formats::{Architecture, BlockMatrix, ModelConfig, ModelFile, WeightFormat};
 
 const SEQS: [[u32; 10]; 2] = [
     [5, 17, 200, 3, 99, 42, 7, 7, 1, 30],
@@ -419,6 +420,84 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
                 "{mode:?} ∂L/∂θ[{i}]: kernels {}, finite differences {fd}",
                 got[i]
             );
+        }
+    }
+}
+
+/// TinyLoRA on a base kept in quantized blocks (`--weights q4`: the projections in Q4_1, the
+/// tied embedding and LM head in Q8_0), on lavapipe and the CPU: the delta runs on the
+/// activation path in both modes (blocks cannot take a merge), the loss equals the f64
+/// reference's with W replaced by its quantized values, and ∂L/∂v equals that reference's
+/// central finite differences. The frozen SVD is of the file's own (f32) weights.
+#[test]
+fn gradients_through_a_quantized_base_match_finite_differences() {
+    let (dir, c, w) = tiny("adapter-fd-q4");
+    let file = ModelFile::open(&dir).unwrap();
+    let format = WeightFormat::Q4;
+    // the weights as the blocks hold them
+    let mut wq = w.clone();
+    for (name, (shape, data)) in wq.iter_mut().filter(|(_, (shape, _))| shape.len() == 2) {
+        let kept = format.for_tensor(name).kept_as(GgmlType::F32, shape[1]);
+        assert_ne!(kept, GgmlType::F32, "{name} is quantized");
+        *data = BlockMatrix::quantize(kept, data, shape[0], shape[1])
+            .unwrap()
+            .dequantize();
+    }
+    let cfg = adapter(
+        Method::Tinylora,
+        Tying::Tiled { n_tie: 3 },
+        SigmaConvention::Paper,
+    );
+    let v = values(plan(&c, &cfg).params, 5);
+    // W_q + ΔW(v): the adapted f32 weights with W swapped for its quantized values
+    let reference_at = |v: &[f32]| {
+        let mut out = adapted_weights(&c, &w, &cfg, v);
+        for (name, (_, data)) in out.iter_mut() {
+            let (orig, quant) = (&w[name].1, &wq[name].1);
+            data.iter_mut()
+                .zip(orig.iter().zip(quant))
+                .for_each(|(x, (o, q))| *x += q - o);
+        }
+        reference_loss(&c, &out)
+    };
+    let eps = 1e-3;
+    let fd: Vec<f64> = (0..v.len())
+        .map(|i| {
+            let at = |d: f32| {
+                let mut vv = v.clone();
+                vv[i] += d;
+                reference_at(&vv)
+            };
+            (at(eps) - at(-eps)) / (2.0 * eps as f64)
+        })
+        .collect();
+    let scale = fd.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(scale > 1e-3, "the loss does not depend on v");
+    let want_loss = reference_at(&v);
+    for (device, dev) in common::devices() {
+        let mut model = AdaptedModel::new(Transformer::load_with(&file, &dev, format).unwrap());
+        assert!(model.is_compressed(), "{device}: the base is kept in blocks");
+        model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
+        for mode in [DeltaMode::Activation, DeltaMode::Merged] {
+            model.set_mode(mode).unwrap();
+            let coefs = model.set_values(&v, true).unwrap();
+            let loss = engine_loss(&model);
+            let got_loss: f32 = loss.clone().into_scalar();
+            assert!(
+                (got_loss as f64 - want_loss).abs() < 1e-4,
+                "{device} {mode:?}: loss {got_loss} vs reference {want_loss}"
+            );
+            let grads = loss.backward();
+            let got: Vec<f32> = coefs
+                .iter()
+                .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+                .collect();
+            for (i, (g, f)) in got.iter().zip(&fd).enumerate() {
+                assert!(
+                    (*g as f64 - f).abs() < 2e-3 * scale + 1e-5,
+                    "{device} {mode:?} ∂L/∂v[{i}]: kernels {g}, finite differences {f} (scale {scale})"
+                );
+            }
         }
     }
 }
