@@ -68,7 +68,8 @@ async function loadModel(name, files) {
     page.model = info;
     $("model-info").textContent = `${info.name}: ${info.architecture}, ${info.layers} layers, ` +
       `${(info.parameters / 1e6).toFixed(1)}M parameters, vocabulary ${info.vocab_size} ` +
-      `(${mb(size)}, loaded in ${((performance.now() - t0) / 1e3).toFixed(1)} s)`;
+      `(${mb(size)}, loaded in ${((performance.now() - t0) / 1e3).toFixed(1)} s; ` +
+      `weights ${info.weights}: ${mb(info.weight_bytes)} on the GPU)`;
     $("chat").disabled = !info.has_chat_template;
     if (!info.has_chat_template) $("chat").checked = false;
     $("adapter-info").textContent = "No adapter loaded.";

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use tinylora_adapter::{AdaptedModel, AdapterFile, AdapterParts, Method, plan};
 use tinylora_engine::{DeltaMode, FinishReason, GenerateOptions, SamplingParams, Transformer};
-use tinylora_formats::{ModelFile, TextStream, error_chain};
+use tinylora_formats::{ModelFile, TextStream, WeightFormat, error_chain};
 use wasm_bindgen::prelude::*;
 
 use crate::device::webgpu_device;
@@ -24,10 +24,13 @@ struct State {
     file: ModelFile,
     model: AdaptedModel,
     adapter: Option<AdapterInfo>,
+    /// How the weight matrices are kept.
+    weights: WeightFormat,
 }
 
 impl State {
-    /// Whether an adapter is attached and merged into the weights (the page's "on").
+    /// Whether an adapter is attached and on: merged into the weights, or beside weights kept
+    /// in blocks (the page's "on").
     fn adapter_on(&self) -> bool {
         self.model.adapter().is_some() && self.model.mode() == DeltaMode::Merged
     }
@@ -48,6 +51,10 @@ struct ModelInfo {
     vocab_size: usize,
     has_chat_template: bool,
     fingerprint: String,
+    /// The `--weights` choice the matrices are kept by.
+    weights: String,
+    /// Bytes of the weight matrices on the GPU.
+    weight_bytes: usize,
 }
 
 /// What the page shows about a loaded adapter.
@@ -136,8 +143,20 @@ fn busy() -> JsError {
 impl Session {
     /// Load a model from its files: `files` maps file names to `Uint8Array`s, either one
     /// `*.gguf` file or a Hugging Face set (`config.json`, `tokenizer.json`, optional
-    /// `tokenizer_config.json`, `model.safetensors`). `name` labels it in messages.
-    pub async fn load(name: String, files: js_sys::Object) -> Result<Session, JsError> {
+    /// `tokenizer_config.json`, `model.safetensors`). `name` labels it in messages. `weights`
+    /// is the CLI's `--weights` (`auto` when absent: the file's blocks are kept and multiplied
+    /// as they are, a fifth of f32's memory for a Q4 file).
+    pub async fn load(
+        name: String,
+        files: js_sys::Object,
+        weights: Option<String>,
+    ) -> Result<Session, JsError> {
+        let weights: WeightFormat = match weights {
+            Some(w) => w
+                .parse()
+                .map_err(|e: String| JsError::new(&format!("{name}: {e}")))?,
+            None => WeightFormat::Auto,
+        };
         let device = webgpu_device().await.map_err(|e| js_error(&e))?;
         let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
         for entry in js_sys::Object::entries(&files).iter() {
@@ -162,12 +181,14 @@ impl Session {
             None => ModelFile::from_hf_bytes(&name, bytes),
         }
         .map_err(|e| js_error(&e))?;
-        let model = AdaptedModel::new(Transformer::load(&file, &device).map_err(|e| js_error(&e))?);
+        let model =
+            AdaptedModel::new(Transformer::load_with(&file, &device, weights).map_err(|e| js_error(&e))?);
         Ok(Session {
             state: Rc::new(RefCell::new(State {
                 file,
                 model,
                 adapter: None,
+                weights,
             })),
         })
     }
@@ -184,12 +205,15 @@ impl Session {
             vocab_size: c.vocab_size,
             has_chat_template: file.chat_template.is_some(),
             fingerprint: file.fingerprint(),
+            weights: state.weights.name().into(),
+            weight_bytes: state.model.weight_bytes().0,
         })
     }
 
     /// Apply an adapter file made for this model by `tinylora train` (replacing any loaded
     /// one): the frozen factors are recomputed from the weights (SVD), then the update is
-    /// merged into them, so the adapter is on. Returns its description.
+    /// merged into f32 weights (or, on weights kept in blocks, applied beside them), so the
+    /// adapter is on. Returns its description.
     pub fn load_adapter(&self, name: String, bytes: Vec<u8>) -> Result<JsValue, JsError> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy())?;
         let start = now_ms();

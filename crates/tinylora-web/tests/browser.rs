@@ -166,14 +166,14 @@ fn files(name: &str, bytes: &[u8]) -> js_sys::Object {
 #[wasm_bindgen_test]
 async fn bad_files_reach_javascript_as_readable_errors() {
     let e = message(
-        Session::load("m".into(), files("broken.gguf", b"GGUX\x03\0\0\0"))
+        Session::load("m".into(), files("broken.gguf", b"GGUX\x03\0\0\0"), None)
             .await
             .err()
             .unwrap(),
     );
     assert!(e.contains("broken.gguf") && e.contains("GGUX"), "{e}");
     let e = message(
-        Session::load("my-model".into(), files("config.json", b"{}"))
+        Session::load("my-model".into(), files("config.json", b"{}"), None)
             .await
             .err()
             .unwrap(),
@@ -182,7 +182,17 @@ async fn bad_files_reach_javascript_as_readable_errors() {
 
     let (c, w, _) = tiny_llama(10);
     let gguf = gguf_bytes(&gguf_metadata(&c), &gguf_tensors(&c, &w));
-    let session = Session::load("tiny".into(), files("tiny.gguf", &gguf))
+    let e = message(
+        Session::load("tiny".into(), files("tiny.gguf", &gguf), Some("q3".into()))
+            .await
+            .err()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("tiny") && e.contains("unknown weight format `q3`"),
+        "{e}"
+    );
+    let session = Session::load("tiny".into(), files("tiny.gguf", &gguf), None)
         .await
         .unwrap();
     let e = message(session.set_adapter(true).err().unwrap());
