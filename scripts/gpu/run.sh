@@ -197,7 +197,7 @@ stage2_model() { # KEY FILE
       step engine_bench 300 "$BIN_BENCH/bench-engine" --device cpu --new-tokens 32
       step training_bench 300 "$BIN_BENCH/bench-adapter" --training-only --device cpu --tokens 32 --reps 1
     else
-      step engine_bench 120 "$BIN_BENCH/bench-engine" --device gpu --new-tokens 128
+      step engine_bench 150 "$BIN_BENCH/bench-engine" --device gpu --new-tokens 128 --weights f32,auto
       step training_bench 120 "$BIN_BENCH/bench-adapter" --training-only --tokens 256 --reps 5
     fi
   fi
