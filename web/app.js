@@ -21,6 +21,11 @@ function fail(what, err) {
 }
 
 const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+// How the model's weight matrices are kept on the GPU (the CLI's --weights): `?weights=auto`
+// keeps the file's quantized blocks (a fifth of f32's memory for a Q4 file); f32 by default,
+// since the block kernels decode several times slower on software WebGPU (SwiftShader,
+// benches/README.md) and no hardware figure exists yet.
+const WEIGHTS = new URLSearchParams(location.search).get("weights") ?? "f32";
 const baseName = (url) => decodeURIComponent(url.split("/").pop().split("?")[0]);
 
 async function fetchBytes(url) {
@@ -59,7 +64,7 @@ async function loadModel(name, files) {
     try {
       if (page.session) page.session.free();
       page.session = null;
-      page.session = await Session.load(name, files);
+      page.session = await Session.load(name, files, WEIGHTS);
     } catch (e) {
       $("model-info").textContent = "No model loaded.";
       return fail(`Could not load ${name}`, e);
