@@ -129,6 +129,41 @@ fn weights_t(model: &Transformer) -> Vec<f32> {
         .collect()
 }
 
+/// (the engine's loss in `mode` with values `v`, ∂L/∂v), the loss checked against `want_loss`
+/// (the f64 reference's) to 1e-4.
+fn checked_loss_gradient(
+    model: &mut AdaptedModel,
+    mode: DeltaMode,
+    v: &[f32],
+    want_loss: f64,
+    what: &str,
+) -> Vec<f32> {
+    model.set_mode(mode).unwrap();
+    let coefs = model.set_values(v, true).unwrap();
+    let loss = engine_loss(model);
+    let got_loss: f32 = loss.clone().into_scalar();
+    assert!(
+        (got_loss as f64 - want_loss).abs() < 1e-4,
+        "{what} {mode:?}: loss {got_loss} vs reference {want_loss}"
+    );
+    let grads = loss.backward();
+    coefs
+        .iter()
+        .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
+        .collect()
+}
+
+/// ∂loss/∂v[i] by central differences (step 1e-3).
+fn central_difference(v: &[f32], i: usize, loss: impl Fn(&[f32]) -> f64) -> f64 {
+    let eps = 1e-3;
+    let at = |d: f32| {
+        let mut vv = v.to_vec();
+        vv[i] += d;
+        loss(&vv)
+    };
+    (at(eps) - at(-eps)) / (2.0 * eps as f64)
+}
+
 #[test]
 fn zero_adapter_is_exactly_the_base_model() {
     let (dir, _, _) = tiny("adapter-zero");
@@ -219,33 +254,12 @@ fn gradients_match_finite_differences_with_tied_groups() {
     model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
     let want_loss = reference_loss(&c, &adapted_weights(&c, &w, &cfg, &v));
     // on the activation path, and on merged weights (lowrank_update_merged)
-    let mut by_mode = Vec::new();
-    for mode in [DeltaMode::Activation, DeltaMode::Merged] {
-        model.set_mode(mode).unwrap();
-        let coefs = model.set_values(&v, true).unwrap();
-        let loss = engine_loss(&model);
-        let got_loss: f32 = loss.clone().into_scalar();
-        assert!(
-            (got_loss as f64 - want_loss).abs() < 1e-4,
-            "{mode:?}: loss {got_loss} vs reference {want_loss}"
-        );
-        let grads = loss.backward();
-        let got: Vec<f32> = coefs
-            .iter()
-            .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
-            .collect();
-        by_mode.push((mode, got));
-    }
-    let eps = 1e-3;
+    let by_mode: Vec<_> = [DeltaMode::Activation, DeltaMode::Merged]
+        .into_iter()
+        .map(|mode| (mode, checked_loss_gradient(&mut model, mode, &v, want_loss, "")))
+        .collect();
     let fd: Vec<f64> = (0..v.len())
-        .map(|i| {
-            let at = |d: f32| {
-                let mut vv = v.clone();
-                vv[i] += d;
-                reference_loss(&c, &adapted_weights(&c, &w, &cfg, &vv))
-            };
-            (at(eps) - at(-eps)) / (2.0 * eps as f64)
-        })
+        .map(|i| central_difference(&v, i, |vv| reference_loss(&c, &adapted_weights(&c, &w, &cfg, vv))))
         .collect();
     let scale = fd.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     assert!(scale > 1e-3, "the loss does not depend on v");
@@ -406,14 +420,8 @@ fn lora_runs_through_the_same_kernels_with_finite_difference_gradients() {
         .iter()
         .flat_map(|&k| [starts[k] + 3, starts[k] + sizes[k] - 5])
         .collect();
-    let eps = 1e-3;
     for i in picks {
-        let at = |d: f32| {
-            let mut vv = v.clone();
-            vv[i] += d;
-            reference_loss(&c, &adapted_weights(&c, &w, &cfg, &vv))
-        };
-        let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        let fd = central_difference(&v, i, |vv| reference_loss(&c, &adapted_weights(&c, &w, &cfg, vv)));
         for (mode, got) in &by_mode {
             assert!(
                 (got[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(0.05),
@@ -460,16 +468,8 @@ fn gradients_through_a_quantized_base_match_finite_differences() {
         }
         reference_loss(&c, &out)
     };
-    let eps = 1e-3;
     let fd: Vec<f64> = (0..v.len())
-        .map(|i| {
-            let at = |d: f32| {
-                let mut vv = v.clone();
-                vv[i] += d;
-                reference_at(&vv)
-            };
-            (at(eps) - at(-eps)) / (2.0 * eps as f64)
-        })
+        .map(|i| central_difference(&v, i, reference_at))
         .collect();
     let scale = fd.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     assert!(scale > 1e-3, "the loss does not depend on v");
@@ -479,19 +479,7 @@ fn gradients_through_a_quantized_base_match_finite_differences() {
         assert!(model.is_compressed(), "{device}: the base is kept in blocks");
         model.attach_adapter(&file, &cfg, &v, &|| {}).unwrap();
         for mode in [DeltaMode::Activation, DeltaMode::Merged] {
-            model.set_mode(mode).unwrap();
-            let coefs = model.set_values(&v, true).unwrap();
-            let loss = engine_loss(&model);
-            let got_loss: f32 = loss.clone().into_scalar();
-            assert!(
-                (got_loss as f64 - want_loss).abs() < 1e-4,
-                "{device} {mode:?}: loss {got_loss} vs reference {want_loss}"
-            );
-            let grads = loss.backward();
-            let got: Vec<f32> = coefs
-                .iter()
-                .flat_map(|t| t.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap())
-                .collect();
+            let got = checked_loss_gradient(&mut model, mode, &v, want_loss, device);
             for (i, (g, f)) in got.iter().zip(&fd).enumerate() {
                 assert!(
                     (*g as f64 - f).abs() < 2e-3 * scale + 1e-5,

@@ -5,6 +5,55 @@ use std::ops::Range;
 
 use crate::quant::{GgmlType, dequantize_into, quantize};
 
+/// Why bytes or values do not make a [`BlockMatrix`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// The type has no decoder.
+    #[error("{} cannot be decoded", ty.name())]
+    Undecodable {
+        /// The type.
+        ty: GgmlType,
+    },
+    /// A row is not a whole number of blocks.
+    #[error("rows of {cols} values are not whole {} blocks of {}", ty.name(), ty.block_size())]
+    PartialBlocks {
+        /// The type.
+        ty: GgmlType,
+        /// Values a row.
+        cols: usize,
+    },
+    /// The bytes are not exactly `rows` rows of blocks.
+    #[error("{found} bytes for a {rows} × {cols} {} matrix (expected {expected:?})", ty.name())]
+    ByteCount {
+        /// The type.
+        ty: GgmlType,
+        /// Rows.
+        rows: usize,
+        /// Values a row.
+        cols: usize,
+        /// Bytes given.
+        found: usize,
+        /// Bytes the shape needs (`None`: more than usize holds).
+        expected: Option<usize>,
+    },
+    /// Values to quantize that are not `rows × cols`.
+    #[error("{found} values for a {rows} × {cols} matrix")]
+    ValueCount {
+        /// Rows.
+        rows: usize,
+        /// Values a row.
+        cols: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// No converter writes this type.
+    #[error("no converter to {}", ty.name())]
+    NoConverter {
+        /// The type.
+        ty: GgmlType,
+    },
+}
+
 /// W `[rows, cols]` in ggml type `ty`, row-major: each row is `cols / block_size` blocks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockMatrix {
@@ -20,24 +69,22 @@ pub struct BlockMatrix {
 
 impl BlockMatrix {
     /// Wrap stored bytes, checking that they are exactly `rows` rows of whole blocks.
-    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, BlockError> {
         if !ty.can_dequantize() {
-            return Err(format!("{} cannot be decoded", ty.name()));
+            return Err(BlockError::Undecodable { ty });
         }
         if !cols.is_multiple_of(ty.block_size()) {
-            return Err(format!(
-                "rows of {cols} values are not whole {} blocks of {}",
-                ty.name(),
-                ty.block_size()
-            ));
+            return Err(BlockError::PartialBlocks { ty, cols });
         }
-        let want = ty.bytes_for(cols).and_then(|r| r.checked_mul(rows));
-        if want != Some(bytes.len()) {
-            return Err(format!(
-                "{} bytes for a {rows} × {cols} {} matrix (expected {want:?})",
-                bytes.len(),
-                ty.name()
-            ));
+        let expected = ty.bytes_for(cols).and_then(|r| r.checked_mul(rows));
+        if expected != Some(bytes.len()) {
+            return Err(BlockError::ByteCount {
+                ty,
+                rows,
+                cols,
+                found: bytes.len(),
+                expected,
+            });
         }
         Ok(BlockMatrix {
             ty,
@@ -48,15 +95,18 @@ impl BlockMatrix {
     }
 
     /// Quantize f32 values `[rows, cols]` to `ty` (see [`quantize`] for the types).
-    pub fn quantize(ty: GgmlType, values: &[f32], rows: usize, cols: usize) -> Result<Self, String> {
-        if values.len() != rows * cols || !cols.is_multiple_of(ty.block_size()) {
-            return Err(format!(
-                "cannot quantize {} values as a {rows} × {cols} {} matrix",
-                values.len(),
-                ty.name()
-            ));
+    pub fn quantize(ty: GgmlType, values: &[f32], rows: usize, cols: usize) -> Result<Self, BlockError> {
+        if rows.checked_mul(cols) != Some(values.len()) {
+            return Err(BlockError::ValueCount {
+                rows,
+                cols,
+                found: values.len(),
+            });
         }
-        let bytes = quantize(ty, values).ok_or_else(|| format!("no converter to {}", ty.name()))?;
+        if !cols.is_multiple_of(ty.block_size()) {
+            return Err(BlockError::PartialBlocks { ty, cols });
+        }
+        let bytes = quantize(ty, values).ok_or(BlockError::NoConverter { ty })?;
         Self::new(ty, rows, cols, bytes)
     }
 
@@ -80,7 +130,7 @@ impl BlockMatrix {
 
     /// The same matrix in type `ty`: these bytes when it already is, else decoded and
     /// quantized again (exact for F32; rounding for the others).
-    pub fn convert(self, ty: GgmlType) -> Result<Self, String> {
+    pub fn convert(self, ty: GgmlType) -> Result<Self, BlockError> {
         if ty == self.ty {
             return Ok(self);
         }

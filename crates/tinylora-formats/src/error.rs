@@ -99,6 +99,18 @@ pub enum FormatError {
         /// What is wrong.
         message: String,
     },
+
+    /// A weight matrix's blocks do not fit its shape, or cannot be kept as asked.
+    #[error("{}: tensor `{tensor}`: {source}", path.display())]
+    Blocks {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// What is wrong.
+        #[source]
+        source: crate::block_matrix::BlockError,
+    },
 }
 
 impl FormatError {

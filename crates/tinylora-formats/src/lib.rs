@@ -26,7 +26,7 @@ pub mod text_stream;
 pub mod tokenizer;
 pub mod weight_format;
 
-pub use block_matrix::BlockMatrix;
+pub use block_matrix::{BlockError, BlockMatrix};
 pub use bytes::FileBytes;
 pub use chat_template::{ChatMessage, ChatTemplate, TemplateError};
 pub use config::{Architecture, ModelConfig};

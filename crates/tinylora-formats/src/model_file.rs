@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use crate::block_matrix::BlockMatrix;
+use crate::block_matrix::{BlockError, BlockMatrix};
 use crate::bytes::FileBytes;
 use crate::chat_template::ChatTemplate;
 use crate::config::{Architecture, ModelConfig};
@@ -642,6 +642,40 @@ impl ModelFile {
         Ok(t)
     }
 
+    /// The heads whose Q/K rows llama.cpp permuted in tensor `name` (Hugging Face name), when
+    /// this is a llama GGUF and `name` is such a projection; `None` otherwise.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        let cfg = &self.config;
+        if !matches!(self.weights, Weights::Gguf(_)) || cfg.architecture != Architecture::Llama {
+            return None;
+        }
+        if name.ends_with("q_proj.weight") {
+            Some(cfg.num_attention_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(cfg.num_key_value_heads)
+        } else {
+            None
+        }
+    }
+
+    /// `read` on the view of safetensors tensor `name` held by shard `i`, with the shard's path.
+    fn with_safetensors<T>(
+        &self,
+        shards: &[(PathBuf, FileBytes)],
+        i: usize,
+        name: &str,
+        read: impl FnOnce(&Path, safetensors::tensor::TensorView<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let (file, mmap) = &shards[i];
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| FormatError::invalid(file, format!("invalid safetensors file: {e}")))?;
+        let view = st.tensor(name).map_err(|_| FormatError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+        })?;
+        read(file, view)
+    }
+
     /// Read a weight matrix `[rows, cols]` by Hugging Face name in the storage `format` picks
     /// for its stored type ([`WeightFormat::kept_as`]): the file's own blocks, or converted.
     pub fn load_blocks(
@@ -663,55 +697,52 @@ impl ModelFile {
                     info.dtype,
                     info.shape(),
                     g.tensor_bytes(info).to_vec(),
-                    &self.path,
+                    self.path.clone(),
                 )
             }
             Weights::Safetensors { shards, index } => {
                 let &i = index.get(name).ok_or_else(missing)?;
-                let (file, mmap) = &shards[i];
-                let st = SafeTensors::deserialize(mmap)
-                    .map_err(|e| FormatError::invalid(file, format!("invalid safetensors file: {e}")))?;
-                let view = st.tensor(name).map_err(|_| missing())?;
-                let ty = match view.dtype() {
-                    Dtype::F32 => GgmlType::F32,
-                    Dtype::F16 => GgmlType::F16,
-                    Dtype::BF16 => GgmlType::BF16,
-                    other => {
-                        return Err(FormatError::UnsupportedType {
-                            path: file.clone(),
-                            tensor: name.into(),
-                            dtype: format!("{other:?}"),
-                        });
-                    }
-                };
-                (ty, view.shape().to_vec(), view.data().to_vec(), file)
+                self.with_safetensors(shards, i, name, |file, view| {
+                    let ty = match view.dtype() {
+                        Dtype::F32 => GgmlType::F32,
+                        Dtype::F16 => GgmlType::F16,
+                        Dtype::BF16 => GgmlType::BF16,
+                        other => {
+                            return Err(FormatError::UnsupportedType {
+                                path: file.to_path_buf(),
+                                tensor: name.into(),
+                                dtype: format!("{other:?}"),
+                            });
+                        }
+                    };
+                    Ok((
+                        ty,
+                        view.shape().to_vec(),
+                        view.data().to_vec(),
+                        file.to_path_buf(),
+                    ))
+                })?
             }
         };
         if shape != [rows, cols] {
             return Err(FormatError::ShapeMismatch {
-                path: file.clone(),
+                path: file,
                 tensor: name.into(),
                 found: shape,
                 expected: vec![rows, cols],
             });
         }
-        let invalid = |e: String| FormatError::invalid(file, format!("tensor `{name}`: {e}"));
-        let mut m = BlockMatrix::new(ty, rows, cols, bytes).map_err(invalid)?;
-        let cfg = &self.config;
-        if matches!(self.weights, Weights::Gguf(_)) && cfg.architecture == Architecture::Llama {
-            let heads = if name.ends_with("q_proj.weight") {
-                Some(cfg.num_attention_heads)
-            } else if name.ends_with("k_proj.weight") {
-                Some(cfg.num_key_value_heads)
-            } else {
-                None
-            };
-            if let Some(heads) = heads {
-                m.bytes = unpermute_rows(&m.bytes, heads, m.row_bytes());
-            }
+        let blocks_error = |source: BlockError| FormatError::Blocks {
+            path: file.clone(),
+            tensor: name.into(),
+            source,
+        };
+        let mut m = BlockMatrix::new(ty, rows, cols, bytes).map_err(blocks_error)?;
+        if let Some(heads) = self.permuted_heads(name) {
+            m.bytes = unpermute_rows(&m.bytes, heads, m.row_bytes());
         }
         m.convert(format.for_tensor(name).kept_as(ty, cols))
-            .map_err(invalid)
+            .map_err(blocks_error)
     }
 
     /// Read a tensor by Hugging Face name as f32, whatever its shape.
@@ -726,32 +757,25 @@ impl ModelFile {
                 let info = g.tensor_info(&gname).ok_or_else(missing)?;
                 let shape = info.shape();
                 let mut data = g.tensor_f32(info)?;
-                let cfg = &self.config;
-                if cfg.architecture == Architecture::Llama && shape.len() == 2 {
-                    if name.ends_with("q_proj.weight") {
-                        data = unpermute_rows(&data, cfg.num_attention_heads, shape[1]);
-                    } else if name.ends_with("k_proj.weight") {
-                        data = unpermute_rows(&data, cfg.num_key_value_heads, shape[1]);
-                    }
+                if let (Some(heads), 2) = (self.permuted_heads(name), shape.len()) {
+                    data = unpermute_rows(&data, heads, shape[1]);
                 }
                 Ok(HostTensor { shape, data })
             }
             Weights::Safetensors { shards, index } => {
                 let &i = index.get(name).ok_or_else(missing)?;
-                let (file, mmap) = &shards[i];
-                let st = SafeTensors::deserialize(mmap)
-                    .map_err(|e| FormatError::invalid(file, format!("invalid safetensors file: {e}")))?;
-                let view = st.tensor(name).map_err(|_| missing())?;
-                let data = safetensors_f32(view.dtype(), view.data()).ok_or_else(|| {
-                    FormatError::UnsupportedType {
-                        path: file.clone(),
-                        tensor: name.into(),
-                        dtype: format!("{:?}", view.dtype()),
-                    }
-                })?;
-                Ok(HostTensor {
-                    shape: view.shape().to_vec(),
-                    data,
+                self.with_safetensors(shards, i, name, |file, view| {
+                    let data = safetensors_f32(view.dtype(), view.data()).ok_or_else(|| {
+                        FormatError::UnsupportedType {
+                            path: file.to_path_buf(),
+                            tensor: name.into(),
+                            dtype: format!("{:?}", view.dtype()),
+                        }
+                    })?;
+                    Ok(HostTensor {
+                        shape: view.shape().to_vec(),
+                        data,
+                    })
                 })
             }
         }
