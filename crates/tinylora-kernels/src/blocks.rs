@@ -50,16 +50,24 @@ pub(crate) fn block_type(ty: u32) -> GgmlType {
     t.unwrap_or_else(|| panic!("block kernels: ggml type {ty} is not a supported block type"))
 }
 
+/// 32-bit words a row of `d_in` values of `ty` takes on the device (its bytes, padded).
+pub(crate) fn row_words(ty: GgmlType, d_in: usize) -> usize {
+    ty.bytes_for(d_in).expect("row size fits usize").div_ceil(4)
+}
+
+/// Check that `words` words a row hold `d_in` values of `ty` (whole blocks).
+pub(crate) fn check_row_words(op: &str, ty: GgmlType, d_in: usize, words: usize) {
+    assert!(
+        d_in.is_multiple_of(ty.block_size()) && words == row_words(ty, d_in),
+        "{op}: {words} words a row do not hold {d_in} {ty:?} values"
+    );
+}
+
 /// (rows, words per row) of the blocks, checked against d_in.
 fn block_dims(op: &str, blocks: &CubeTensor, ty: GgmlType, d_in: usize) -> (usize, usize) {
     let bd = dims(blocks);
     assert!(bd.len() == 2, "{op}: blocks must be 2-D, not {bd:?}");
-    let row_bytes = ty.bytes_for(d_in).expect("row size fits usize");
-    assert!(
-        d_in.is_multiple_of(ty.block_size()) && bd[1] == row_bytes.div_ceil(4),
-        "{op}: {} words a row do not hold {d_in} {ty:?} values",
-        bd[1]
-    );
+    check_row_words(op, ty, d_in, bd[1]);
     (bd[0], bd[1])
 }
 

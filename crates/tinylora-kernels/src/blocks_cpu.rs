@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use tinylora_formats::quant::{GgmlType, dequantize_into};
 
 use crate::BlockBackend;
-use crate::blocks::block_type;
+use crate::blocks::{block_type, check_row_words};
 
 /// Most rows of x the row-by-row product takes on the CPU (more: W decoded whole, then Flex's
 /// matmul). Measured on Qwen2.5-Coder-0.5B, decoding 16 sequences (benches/README.md).
@@ -29,6 +29,8 @@ struct Rows<'a> {
     d_in: usize,
     /// Bytes from one row to the next (whole u32 words).
     stride: usize,
+    /// Bytes of a row's blocks.
+    row_len: usize,
 }
 
 impl<'a> Rows<'a> {
@@ -40,11 +42,7 @@ impl<'a> Rows<'a> {
             "block_matmul: blocks must be contiguous 32-bit words, not {:?}",
             blocks.dtype()
         );
-        let row_bytes = ty.bytes_for(d_in).expect("row size fits usize");
-        assert!(
-            d_in.is_multiple_of(ty.block_size()) && words == row_bytes.div_ceil(4),
-            "block_matmul: {words} words a row do not hold {d_in} {ty:?} values"
-        );
+        check_row_words("block_matmul", ty, d_in, words);
         let bytes = &blocks.bytes()[..rows * words * 4];
         Rows {
             bytes,
@@ -52,6 +50,7 @@ impl<'a> Rows<'a> {
             rows,
             d_in,
             stride: words * 4,
+            row_len: ty.bytes_for(d_in).expect("checked above"),
         }
     }
 
@@ -59,7 +58,7 @@ impl<'a> Rows<'a> {
     #[inline(always)]
     fn row(&self, r: usize) -> &[u8] {
         let start = r * self.stride;
-        &self.bytes[start..start + self.ty.bytes_for(self.d_in).expect("checked in new")]
+        &self.bytes[start..start + self.row_len]
     }
 
     /// Row `r` decoded into `out` (`d_in` values).

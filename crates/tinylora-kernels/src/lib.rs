@@ -65,7 +65,7 @@ impl DeviceBlocks {
     /// Upload rows `rows` of `m`.
     pub fn upload(m: &BlockMatrix, rows: std::ops::Range<usize>, device: &Device) -> Self {
         let rb = m.row_bytes();
-        let words = rb.div_ceil(4);
+        let words = blocks::row_words(m.ty, m.cols);
         let mut data = vec![0u32; rows.len() * words];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
         for (i, r) in rows.clone().enumerate() {
