@@ -291,6 +291,7 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
 fn svd_time() {
     for name in [
         "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "Qwen2.5-Coder-0.5B-Instruct.gguf",
         "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,7 +14,7 @@ use common::reference::reference_logits;
 use common::tiny_model::{Weights, random_weights, tiny_config, write_tiny_hf_dir};
 use tinylora::adapter::{
     AdaptedModel, AdapterConfig, AdapterFile, Method, Precision, SigmaConvention, Tying, group_sizes,
-    initial_values, plan,
+    initial_values, plan, truncated_svd,
 };
 use tinylora::engine::{DeltaMode, FrozenWeight, Transformer, default_device};
 use tinylora::formats::quant::GgmlType;
@@ -484,6 +484,49 @@ fn gradients_through_a_quantized_base_match_finite_differences() {
                 assert!(
                     (*g as f64 - f).abs() < 2e-3 * scale + 1e-5,
                     "{device} {mode:?} ∂L/∂v[{i}]: kernels {g}, finite differences {f} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+/// The frozen rank-2 SVD of real weights (three Q4_1 matrices of SmolLM2, Q5_0 and Q6_K ones of
+/// Qwen2.5-Coder-0.5B, square, wide and tall) against numpy's full f64 SVD of the same
+/// weights dequantized by llama.cpp's `gguf` package (tests/reference/svd.json, written by
+/// make_svd_reference.py): σ₁, σ₂ and the right singular vectors, which the row
+/// un-permutation of Llama's Q/K at load leaves unchanged. Some of these spectra are tight
+/// (Qwen's layer-23 o_proj: σ₁/σ₂ = 1.019, σ₂/σ₃ = 1.055).
+#[test]
+fn frozen_svd_of_real_weights_matches_numpy() {
+    let reference: serde_json::Value = serde_json::from_str(include_str!("reference/svd.json")).unwrap();
+    for (model, path) in [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", common::smollm2()),
+        ("Qwen2.5-Coder-0.5B-Instruct.gguf", common::qwen05()),
+    ] {
+        let file = ModelFile::open(&path).unwrap();
+        for t in reference[model].as_array().unwrap() {
+            let name = t["name"].as_str().unwrap();
+            let [m, n] = [0, 1].map(|i| t["shape"][i].as_u64().unwrap() as usize);
+            let w = file.load(name, &[m, n]).unwrap();
+            let svd = truncated_svd(&w.data, m, n, 2, 7);
+            for c in 0..2 {
+                let sigma = t["sigma"][c].as_f64().unwrap();
+                let v_ref: Vec<f64> = serde_json::from_value(t["v"][c].clone()).unwrap();
+                let cos: f64 = (0..n).map(|j| svd.v[j * 2 + c] as f64 * v_ref[j]).sum();
+                println!(
+                    "{model} {name} σ{c}: {} vs {sigma}, |cos(v, v_numpy)| = {}",
+                    svd.s[c],
+                    cos.abs()
+                );
+                assert!(
+                    (svd.s[c] as f64 - sigma).abs() < 1e-5 * sigma,
+                    "{model} {name} σ{c}: {} vs numpy {sigma}",
+                    svd.s[c]
+                );
+                assert!(
+                    cos.abs() > 1.0 - 1e-6,
+                    "{model} {name} v{c}: |cos| = {} against numpy",
+                    cos.abs()
                 );
             }
         }
