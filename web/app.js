@@ -1,17 +1,51 @@
 // The demo page: load a model and an adapter (picked, dropped, or fetched from URLs next to
-// the page), then generate with the adapter off and on, streaming both answers.
-// `window.tinylora` exposes the session and the last reports (the browser test reads them).
-import init, { Session } from "./pkg/tinylora_web.js";
+// the page), then generate with the adapter off and on, streaming both answers. The session
+// itself lives in a Web Worker (worker.js): this thread only renders and sends requests, so the
+// page keeps painting and answering clicks while the worker loads, applies SVDs or generates.
+// `window.tinylora` exposes the model, the adapter and the last reports (the browser test
+// reads them).
 
 const $ = (id) => document.getElementById(id);
-const page = { session: null, reports: {}, busy: false };
+const page = { model: null, reports: {}, busy: false, frames: 0 };
 window.tinylora = page;
 
-function status(text, state = "ready") {
+// The worker and its requests: `call(op, args)` resolves to the worker's answer; `onProgress`
+// receives what it reports while the request runs; `transfer` moves buffers instead of copying.
+const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+const pending = new Map();
+let nextId = 1;
+worker.onmessage = (e) => {
+  const m = e.data;
+  const p = pending.get(m.id);
+  if (!p) return;
+  if ("progress" in m) return p.onProgress?.(m.progress);
+  pending.delete(m.id);
+  if (m.ok) p.resolve(m.result);
+  else p.reject(new Error(m.error));
+};
+worker.onerror = (e) => {
+  e.preventDefault();
+  const err = new Error(`the worker stopped: ${e.message || "it could not start"}`);
+  for (const p of pending.values()) p.reject(err);
+  pending.clear();
+};
+function call(op, args = {}, { onProgress, transfer = [] } = {}) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject, onProgress });
+    worker.postMessage({ id, op, args }, transfer);
+  });
+}
+// Frames painted so far (the browser test checks the page keeps painting while the worker works).
+const countFrames = () => { page.frames += 1; requestAnimationFrame(countFrames); };
+requestAnimationFrame(countFrames);
+
+// The status line (and the console, unless `quiet`: progress updates would flood it).
+function status(text, state = "ready", quiet = false) {
   const s = $("status");
   s.textContent = text;
   s.dataset.state = state;
-  console.info(`[status ${state}] ${text}`);
+  if (!quiet) console.info(`[status ${state}] ${text}`);
 }
 
 function fail(what, err) {
@@ -40,13 +74,10 @@ async function readFiles(fileList) {
   return files;
 }
 
-// Give the browser a frame to paint the status line before blocking work.
-const paint = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
-
 function refreshButtons() {
-  $("generate").disabled = page.busy || !page.session;
+  $("generate").disabled = page.busy || !page.model;
   for (const id of ["model-load", "adapter-load"]) $(id).disabled = page.busy;
-  $("adapter-load").disabled = page.busy || !page.session;
+  $("adapter-load").disabled = page.busy || !page.model;
 }
 
 async function withBusy(fn) {
@@ -59,17 +90,17 @@ async function loadModel(name, files) {
   await withBusy(async () => {
     const size = Object.values(files).reduce((n, b) => n + b.length, 0);
     status(`Loading ${name} (${mb(size)}) onto the GPU…`, "busy");
-    await paint();
     const t0 = performance.now();
+    let info;
     try {
-      if (page.session) page.session.free();
-      page.session = null;
-      page.session = await Session.load(name, files, WEIGHTS);
+      page.model = null;
+      page.adapter = null;
+      info = await call("load", { name, files, weights: WEIGHTS },
+        { transfer: Object.values(files).map((b) => b.buffer) });
     } catch (e) {
       $("model-info").textContent = "No model loaded.";
       return fail(`Could not load ${name}`, e);
     }
-    const info = page.session.model_info();
     page.model = info;
     $("model-info").textContent = `${info.name}: ${info.architecture}, ${info.layers} layers, ` +
       `${(info.parameters / 1e6).toFixed(1)}M parameters, vocabulary ${info.vocab_size} ` +
@@ -83,12 +114,16 @@ async function loadModel(name, files) {
 }
 
 async function loadAdapter(name, bytes) {
-  if (!page.session) return fail("Adapter", new Error("load a model first"));
+  if (!page.model) return fail("Adapter", new Error("load a model first"));
   await withBusy(async () => {
     status(`Applying ${name}: SVD of the target weights, then merging the update…`, "busy");
-    await paint();
     try {
-      const a = page.session.load_adapter(name, bytes);
+      page.adapter = null;
+      const a = await call("loadAdapter", { name, bytes }, {
+        transfer: [bytes.buffer],
+        onProgress: ({ done, total }) =>
+          status(`Applying ${name}: SVD of module ${done} of ${total}…`, "busy", done % 50 !== 0),
+      });
       page.adapter = a;
       $("adapter-info").textContent = `${a.name}: ${a.method}, ${a.parameters} trainable ` +
         `parameters (${a.payload_bytes} bytes of values, file ${a.file_bytes} bytes), ` +
@@ -107,13 +142,13 @@ function statsLine(r) {
 }
 
 async function runOne(which, adapterOn) {
-  const s = page.session;
   const out = $(`out-${which}`);
   out.textContent = "";
   $(`stats-${which}`).textContent = "";
-  if (page.adapter) s.set_adapter(adapterOn);
+  if (page.adapter) await call("setAdapter", { on: adapterOn });
   const settings = { max_new_tokens: Number($("max-tokens").value) || 16, chat: $("chat").checked };
-  const report = await s.generate($("prompt").value, settings, (piece) => { out.textContent += piece; });
+  const report = await call("generate", { prompt: $("prompt").value, settings },
+    { onProgress: ({ piece }) => { out.textContent += piece; } });
   out.textContent = report.text;
   $(`stats-${which}`).textContent = statsLine(report);
   page.reports[which] = report;
@@ -174,7 +209,7 @@ async function main() {
     return;
   }
   try {
-    await init();
+    await call("hello");
   } catch (e) {
     return fail("Could not start the WebAssembly module", e);
   }

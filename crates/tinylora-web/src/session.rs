@@ -36,6 +36,40 @@ impl State {
     }
 }
 
+thread_local! {
+    /// The JavaScript progress callback of the adapter being applied, with the modules done
+    /// and in all. A thread-local because the SVD loop takes a `Sync` callback and a
+    /// JavaScript function is not `Sync`; wasm32 in a browser runs it all on this thread.
+    static PROGRESS: RefCell<Option<(js_sys::Function, u32, u32)>> = const { RefCell::new(None) };
+}
+
+/// Reports SVD progress to JavaScript while it lives.
+struct ModuleProgress;
+
+impl ModuleProgress {
+    fn new(on_module: Option<js_sys::Function>, total: usize) -> Self {
+        PROGRESS.with(|p| *p.borrow_mut() = on_module.map(|f| (f, 0, total as u32)));
+        ModuleProgress
+    }
+
+    /// One more module done: `on_module(done, total)` (its exceptions are ignored: progress
+    /// is advisory).
+    fn tick(&self) {
+        PROGRESS.with(|p| {
+            if let Some((f, done, total)) = &mut *p.borrow_mut() {
+                *done += 1;
+                let _ = f.call2(&JsValue::NULL, &(*done).into(), &(*total).into());
+            }
+        });
+    }
+}
+
+impl Drop for ModuleProgress {
+    fn drop(&mut self) {
+        PROGRESS.with(|p| *p.borrow_mut() = None);
+    }
+}
+
 /// `error` with its whole chain of causes, for JavaScript.
 fn js_error(error: &dyn std::error::Error) -> JsError {
     JsError::new(&error_chain(error))
@@ -213,8 +247,14 @@ impl Session {
     /// Apply an adapter file made for this model by `tinylora train` (replacing any loaded
     /// one): the frozen factors are recomputed from the weights (SVD), then the update is
     /// merged into f32 weights (or, on weights kept in blocks, applied beside them), so the
-    /// adapter is on. Returns its description.
-    pub fn load_adapter(&self, name: String, bytes: Vec<u8>) -> Result<JsValue, JsError> {
+    /// adapter is on. `on_module(done, total)`, when given, is called after each module's SVD.
+    /// Returns its description.
+    pub fn load_adapter(
+        &self,
+        name: String,
+        bytes: Vec<u8>,
+        on_module: Option<js_sys::Function>,
+    ) -> Result<JsValue, JsError> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy())?;
         let start = now_ms();
         let path = Path::new(&name);
@@ -223,11 +263,13 @@ impl Session {
             .check_base(path, &state.file.fingerprint())
             .map_err(|e| js_error(&e))?;
         let State { file, model, .. } = &mut *state;
-        AdapterParts::build(file, &adapter.config, &adapter.values, &|| {})
+        let p = plan(&file.config, &adapter.config);
+        let progress = ModuleProgress::new(on_module, p.modules);
+        AdapterParts::build(file, &adapter.config, &adapter.values, &|| progress.tick())
             .and_then(|parts| model.attach(parts))
             .and_then(|()| model.set_mode(DeltaMode::Merged))
             .map_err(|e| JsError::new(&format!("{name}: {}", error_chain(&e))))?;
-        let p = plan(&file.config, &adapter.config);
+        drop(progress);
         let info = AdapterInfo {
             name,
             method: match adapter.config.method {

@@ -199,7 +199,7 @@ async fn bad_files_reach_javascript_as_readable_errors() {
     assert!(e.contains("no adapter"), "{e}");
     let e = message(
         session
-            .load_adapter("junk.safetensors".into(), vec![7; 40])
+            .load_adapter("junk.safetensors".into(), vec![7; 40], None)
             .err()
             .unwrap(),
     );
@@ -208,7 +208,7 @@ async fn bad_files_reach_javascript_as_readable_errors() {
     let smollm2_adapter = include_bytes!("../../../web/adapters/smollm2-arithmetic-u13.safetensors");
     let e = message(
         session
-            .load_adapter("smollm2.safetensors".into(), smollm2_adapter.to_vec())
+            .load_adapter("smollm2.safetensors".into(), smollm2_adapter.to_vec(), None)
             .err()
             .unwrap(),
     );
