@@ -33,6 +33,9 @@ const MAX_COLUMNS: usize = 128;
 /// Stop once every top-r Ritz pair has ‖A v − θ v‖ ≤ this × θ₁ (the angle of v to the
 /// true singular vector is at most that over the relative gap to the next eigenvalue).
 const RESIDUAL_TOLERANCE: f64 = 1e-5;
+/// QR iterations of the small eigenproblem at most (a finite T of ≤ 128 columns takes a few
+/// hundred).
+const EIGEN_ITERATIONS: usize = 100_000;
 /// Terms an f32 partial sum takes before it joins the f64 total (bounds the rounding of a
 /// product to ~√(F32_BLOCK / LANES) f32 ulps, whatever the length of W's rows and columns).
 const F32_BLOCK: usize = 512;
@@ -204,7 +207,16 @@ impl Krylov {
     fn ritz(&self) -> Vec<(f64, Vec<f64>)> {
         let k = self.len();
         let t = DMatrix::from_fn(k, k, |i, j| (self.qa[i][j] + self.qa[j][i]) / 2.0);
-        let eigen = SymmetricEigen::new(t);
+        // a weight with NaN or ∞ makes T non-finite, where the QR iteration would never
+        // converge: NaN pairs instead (the loop stops on them)
+        let eigen = t
+            .iter()
+            .all(|x| x.is_finite())
+            .then(|| SymmetricEigen::try_new(t, f64::EPSILON, EIGEN_ITERATIONS))
+            .flatten();
+        let Some(eigen) = eigen else {
+            return vec![(f64::NAN, vec![f64::NAN; k]); k];
+        };
         let mut pairs: Vec<(f64, Vec<f64>)> = (0..k)
             .map(|i| {
                 let e = eigen.eigenvectors.column(i);
@@ -245,6 +257,9 @@ fn lanczos_body(w: &[f32], m: usize, n: usize, omega: &[f64], r: usize) -> Tripl
         let newest = basis.len();
         basis.push_products(gram_times(w, m, n, &basis.q[newest * n..]));
         let pairs = basis.ritz();
+        if pairs[0].0.is_nan() {
+            break pairs; // W is not finite
+        }
         let tolerance = RESIDUAL_TOLERANCE * pairs[0].0.max(0.0);
         let converged = pairs[..r]
             .iter()
@@ -257,7 +272,11 @@ fn lanczos_body(w: &[f32], m: usize, n: usize, omega: &[f64], r: usize) -> Tripl
         basis.q.extend_from_slice(&basis.aq[newest * n..]);
         orthonormalize(&mut basis.q, n, k);
     };
-    let sigma: Vec<f64> = pairs[..r].iter().map(|(t, _)| t.max(0.0).sqrt()).collect();
+    // θ ≥ 0 up to rounding; NaN (a non-finite W) stays NaN
+    let sigma: Vec<f64> = pairs[..r]
+        .iter()
+        .map(|&(t, _)| if t < 0.0 { 0.0 } else { t.sqrt() })
+        .collect();
     let v: Vec<f64> = pairs[..r]
         .iter()
         .flat_map(|(_, e)| combine(&basis.q, e))
@@ -374,6 +393,19 @@ mod tests {
                 );
                 assert!(du * dv > 0.0, "U and V signs agree");
             }
+        }
+    }
+
+    #[test]
+    fn zero_and_non_finite_weights_end_without_hanging() {
+        let zero = truncated_svd(&[0.0; 30 * 20], 30, 20, 2, 1);
+        assert!(zero.s.iter().all(|&s| s == 0.0), "σ = {:?}", zero.s);
+        assert!(zero.u.iter().chain(&zero.v).all(|x| x.is_finite()));
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut w = vec![0.5f32; 30 * 20];
+            w[77] = bad;
+            let svd = truncated_svd(&w, 30, 20, 2, 1);
+            assert!(svd.s.iter().all(|s| !s.is_finite()), "{bad}: σ = {:?}", svd.s);
         }
     }
 
