@@ -26,6 +26,7 @@
 use nalgebra::{DMatrix, SymmetricEigen};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tinylora_kernels::lane_sums;
 
 /// Columns of the Krylov basis at most (rank-2 SVDs of SmolLM2's and Qwen2.5-Coder's
 /// weights converge within 26–74).
@@ -67,19 +68,7 @@ pub struct TruncatedSvd {
 fn dot_f32(a: &[f32], b: &[f32]) -> f64 {
     let mut total = 0.0f64;
     for (ab, bb) in a.chunks(F32_BLOCK).zip(b.chunks(F32_BLOCK)) {
-        let mut acc = [0.0f32; LANES];
-        let (ac, bc) = (ab.chunks_exact(LANES), bb.chunks_exact(LANES));
-        let tail: f32 = ac
-            .remainder()
-            .iter()
-            .zip(bc.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in ac.zip(bc) {
-            for l in 0..LANES {
-                acc[l] += x[l] * y[l];
-            }
-        }
+        let (acc, tail) = lane_sums::<f32, LANES>(ab, bb);
         total += acc.iter().map(|&s| s as f64).sum::<f64>() + tail as f64;
     }
     total
@@ -88,19 +77,7 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f64 {
 /// Σ a_t b_t in f64 with [`LANES_F64`] partial sums.
 #[inline(always)]
 fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; LANES_F64];
-    let (ac, bc) = (a.chunks_exact(LANES_F64), b.chunks_exact(LANES_F64));
-    let tail: f64 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES_F64 {
-            acc[l] += x[l] * y[l];
-        }
-    }
+    let (acc, tail) = lane_sums::<f64, LANES_F64>(a, b);
     acc.iter().sum::<f64>() + tail
 }
 

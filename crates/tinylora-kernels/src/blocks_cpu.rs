@@ -12,6 +12,7 @@ use tinylora_formats::quant::{GgmlType, dequantize_into};
 
 use crate::BlockBackend;
 use crate::blocks::{block_type, check_row_words};
+use crate::lane_sums::lane_sums;
 
 /// Most rows of x the row-by-row product takes on the CPU (more: W decoded whole, then Flex's
 /// matmul). Measured on Qwen2.5-Coder-0.5B, decoding 16 sequences (benches/README.md).
@@ -84,19 +85,7 @@ impl<'a> Rows<'a> {
 /// Σ a_k b_k with sixteen independent partial sums (vectorized by the compiler).
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
+    let (acc, tail) = lane_sums::<f32, 16>(a, b);
     acc.iter().sum::<f32>() + tail
 }
 

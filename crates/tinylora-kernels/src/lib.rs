@@ -17,6 +17,7 @@ mod blocks;
 #[cfg(not(target_family = "wasm"))]
 mod blocks_cpu;
 mod halves;
+mod lane_sums;
 mod launch;
 mod lowrank;
 mod merge;
@@ -33,6 +34,7 @@ use tinylora_formats::BlockMatrix;
 use tinylora_formats::quant::GgmlType;
 
 pub use blocks::MATVEC_MAX_ROWS;
+pub use lane_sums::lane_sums;
 pub use launch::MAX_RANK;
 
 /// Backend extension: products with a frozen weight kept in ggml blocks.
