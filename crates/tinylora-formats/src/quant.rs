@@ -294,9 +294,9 @@ fn q8_0(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// The 6-bit (scale, min) pair of sub-block `j` from the 12 packed bytes of Q4_K / Q5_K.
+/// The 6-bit (scale, min) pair of sub-block `j` (0..8) from the 12 packed bytes of Q4_K / Q5_K.
 #[inline(always)]
-fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
+pub fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
     if j < 4 {
         ((s[j] & 63) as f32, (s[j + 4] & 63) as f32)
     } else {

@@ -1,7 +1,8 @@
 //! The block products on burn's Flex CPU backend, in Rust: the same split as the WGSL kernels
-//! (`crate::blocks`). A few rows of x: each row of W is decoded once into a buffer that stays
-//! in the core's cache and dotted with every row of x, rows of W spread over the cores. More
-//! rows: W decoded to f32 once per call (in parallel) and Flex's own matmul.
+//! (`crate::blocks`). A few rows of x: each row of W is decoded in vector registers and dotted
+//! with the rows of x as it is decoded (`blocks_avx2.rs`; without AVX2, decoded into a buffer
+//! that stays in the core's cache), rows of W spread over the cores. More rows: W decoded to
+//! f32 once per call (in parallel) and Flex's own matmul.
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
@@ -12,6 +13,8 @@ use tinylora_formats::quant::{GgmlType, dequantize_into};
 
 use crate::BlockBackend;
 use crate::blocks::{block_type, check_row_words};
+#[cfg(target_arch = "x86_64")]
+use crate::blocks_avx2;
 use crate::lane_sums::lane_sums;
 
 /// Most rows of x the row-by-row product takes on the CPU (more: W decoded whole, then Flex's
@@ -73,13 +76,51 @@ impl<'a> Rows<'a> {
         let mut w = vec![0.0f32; self.rows * self.d_in];
         w.par_chunks_mut(self.d_in * ROWS_PER_TASK)
             .enumerate()
-            .for_each(|(task, chunk)| {
-                for (i, row) in chunk.chunks_exact_mut(self.d_in).enumerate() {
-                    self.decode_row(task * ROWS_PER_TASK + i, row);
-                }
-            });
+            .for_each(|(task, chunk)| decode_rows_best(self, task * ROWS_PER_TASK, chunk));
         w
     }
+}
+
+/// Rows `first..` of W decoded into `out` (whole rows).
+#[inline(always)]
+fn decode_rows(w: &Rows, first: usize, out: &mut [f32]) {
+    for (i, row) in out.chunks_exact_mut(w.d_in).enumerate() {
+        w.decode_row(first + i, row);
+    }
+}
+
+/// [`decode_rows`] with the AVX2 decoders (`blocks_avx2.rs`) for the types they cover.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_rows_avx2(w: &Rows, first: usize, out: &mut [f32]) {
+    if !blocks_avx2::supports(w.ty) {
+        return decode_rows(w, first, out);
+    }
+    for (i, row) in out.chunks_exact_mut(w.d_in).enumerate() {
+        // SAFETY: the features are enabled here; a row holds whole blocks (checked by Rows::new)
+        unsafe { blocks_avx2::decode_row(w.ty, w.row(first + i), row) };
+    }
+}
+
+/// [`decode_rows`] on the best code the CPU runs.
+fn decode_rows_best(w: &Rows, first: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the features were just detected
+        return unsafe { decode_rows_avx2(w, first, out) };
+    }
+    decode_rows(w, first, out)
+}
+
+/// Whether the CPU has AVX2, FMA and F16C, what `blocks_avx2.rs` uses (detected once, then
+/// cached by std).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::is_x86_feature_detected as has;
+    has!("avx2") && has!("fma") && has!("f16c")
 }
 
 /// Σ a_k b_k with sixteen independent partial sums (vectorized by the compiler).
@@ -109,21 +150,47 @@ fn matvec_rows(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf
     }
 }
 
-/// [`matvec_rows`] compiled for AVX2 (eight lanes a vector instead of SSE2's four).
+/// [`matvec_rows`] on AVX2: each row of W decoded in registers (`blocks_avx2.rs`) and
+/// dotted with the rows of x, six at a time, as it is decoded. Every group size sums in the
+/// same order (two vector sums a row of x), so a sequence's numbers do not depend on how many
+/// others share its batch. Types without an AVX2 decoder take [`matvec_rows`] compiled for
+/// AVX2.
 ///
 /// # Safety
-/// The CPU must have AVX2.
+/// The CPU must have AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matvec_rows_avx2(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf: &mut [f32]) {
-    matvec_rows(x, n, w, first, out, buf)
+    if !blocks_avx2::supports(w.ty) {
+        return matvec_rows(x, n, w, first, out, buf);
+    }
+    let d = w.d_in;
+    for (i, o) in out.chunks_exact_mut(n).enumerate() {
+        let row = w.row(first + i);
+        for (g, o) in o.chunks_mut(6).enumerate() {
+            let x = &x[6 * g * d..];
+            // SAFETY: the features are enabled here; the row holds whole blocks of d_in values
+            // (checked by Rows::new) and x the group's rows
+            unsafe {
+                use blocks_avx2::row_dots;
+                match o.len() {
+                    1 => o.copy_from_slice(&row_dots::<1, 2>(w.ty, row, x, d)),
+                    2 => o.copy_from_slice(&row_dots::<2, 2>(w.ty, row, x, d)),
+                    3 => o.copy_from_slice(&row_dots::<3, 2>(w.ty, row, x, d)),
+                    4 => o.copy_from_slice(&row_dots::<4, 2>(w.ty, row, x, d)),
+                    5 => o.copy_from_slice(&row_dots::<5, 2>(w.ty, row, x, d)),
+                    _ => o.copy_from_slice(&row_dots::<6, 2>(w.ty, row, x, d)),
+                }
+            }
+        }
+    }
 }
 
-/// [`matvec_rows`] on the widest vector unit the CPU has.
+/// [`matvec_rows`] on the best code the CPU runs.
 fn matvec_rows_best(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was just detected
+    if has_avx2() {
+        // SAFETY: the features were just detected
         return unsafe { matvec_rows_avx2(x, n, w, first, out, buf) };
     }
     matvec_rows(x, n, w, first, out, buf)
@@ -166,5 +233,103 @@ impl BlockBackend for Flex {
     fn block_decode(blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
         let w = Rows::new(&blocks, ty, d_in);
         f32_tensor(w.decode_all(), [w.rows, d_in])
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    //! The AVX2 kernels against the portable ones on every block type they cover: decoded
+    //! values bit for bit, products (every group size of x's rows) against an f64 sum.
+    use super::*;
+
+    /// `rows` rows of random blocks of `ty`, every f16 scale field small and finite.
+    fn random_blocks(ty: GgmlType, rows: usize, d_in: usize, mut seed: u64) -> Vec<u8> {
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        let n = rows * ty.bytes_for(d_in).unwrap();
+        let mut bytes: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+        let fields: &[usize] = match ty {
+            GgmlType::Q6_K => &[208],
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            _ => &[0, 2],
+        };
+        for block in bytes.chunks_exact_mut(ty.type_size()) {
+            for &f in fields {
+                let v = half::f16::from_f32((next() % 1000) as f32 * 1e-4 - 0.05);
+                block[f..f + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn avx2_kernels_equal_the_portable_ones() {
+        assert!(
+            has_avx2(),
+            "this test compares the AVX2 kernels: run it on a CPU with AVX2"
+        );
+        use GgmlType::*;
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+            assert!(blocks_avx2::supports(ty));
+            let (rows, d_in) = (7, 3 * ty.block_size());
+            let bytes = random_blocks(ty, rows, d_in, ty.id() as u64);
+            let row_len = ty.bytes_for(d_in).unwrap();
+            let w = Rows {
+                bytes: &bytes,
+                ty,
+                rows,
+                d_in,
+                stride: row_len,
+                row_len,
+            };
+            let (mut portable, mut avx2) = (vec![0.0; rows * d_in], vec![0.0; rows * d_in]);
+            decode_rows(&w, 0, &mut portable);
+            // SAFETY: AVX2 was asserted above
+            unsafe { decode_rows_avx2(&w, 0, &mut avx2) };
+            if let Some(i) = (0..avx2.len()).find(|&i| avx2[i].to_bits() != portable[i].to_bits()) {
+                panic!(
+                    "{ty:?}: value {i} decoded as {} on AVX2, {} portably",
+                    avx2[i], portable[i]
+                );
+            }
+            let mut alone = vec![0.0; rows];
+            for n in 1..=CPU_MATVEC_MAX_ROWS {
+                let x: Vec<f32> = (0..n * d_in)
+                    .map(|i| ((i * 7919 % 1009) as f32 / 504.5) - 1.0)
+                    .collect();
+                let mut buf = vec![0.0; d_in];
+                let (mut got, mut plain) = (vec![0.0; rows * n], vec![0.0; rows * n]);
+                // SAFETY: AVX2 was asserted above
+                unsafe { matvec_rows_avx2(&x, n, &w, 0, &mut got, &mut buf) };
+                matvec_rows(&x, n, &w, 0, &mut plain, &mut buf);
+                // x's first row is the same at every N: its products must not change
+                if n == 1 {
+                    alone.copy_from_slice(&got);
+                }
+                for r in 0..rows {
+                    assert_eq!(
+                        got[r * n].to_bits(),
+                        alone[r].to_bits(),
+                        "{ty:?} N={n} row {r}: batch-mates changed it"
+                    );
+                }
+                for r in 0..rows {
+                    for t in 0..n {
+                        let terms = (0..d_in).map(|k| portable[r * d_in + k] as f64 * x[t * d_in + k] as f64);
+                        let (sum, size) = terms.fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
+                        for (what, y) in [("AVX2", got[r * n + t]), ("portable", plain[r * n + t])] {
+                            assert!(
+                                (y as f64 - sum).abs() <= 1e-6 * size,
+                                "{ty:?} N={n} row {r}, x row {t}: {what} {y} against {sum}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -14,6 +14,8 @@
 //! Natively, burn's Flex CPU backend runs the same math as stock burn ops (`stock.rs`).
 
 mod blocks;
+#[cfg(target_arch = "x86_64")]
+mod blocks_avx2;
 #[cfg(not(target_family = "wasm"))]
 mod blocks_cpu;
 mod halves;
