@@ -1,5 +1,8 @@
-// The demo page: load a model and an adapter (picked, dropped, or fetched from URLs next to
-// the page), then generate with the adapter off and on, streaming both answers. The session
+// The demo page: load a model and an adapter (picked, dropped, fetched from URLs next to the
+// page, or carried by the page's link), then generate with the adapter off and on, streaming
+// both answers. An applied adapter can be shared as a link: the adapter file itself, base64url
+// in the URL's fragment (`#adapter=…`, never sent to a server); the file records the base
+// model's fingerprint, so a link opened on another model is refused by the same check as a file. The session
 // itself lives in a Web Worker (worker.js): this thread only renders and sends requests, so the
 // page keeps painting and answering clicks while the worker loads, applies SVDs or generates.
 // `window.tinylora` exposes the model, the adapter and the last reports (the browser test
@@ -109,16 +112,54 @@ async function loadModel(name, files) {
     $("chat").disabled = !info.has_chat_template;
     if (!info.has_chat_template) $("chat").checked = false;
     $("adapter-info").textContent = "No adapter loaded.";
+    $("adapter-share").hidden = true;
     status("Model loaded. Load an adapter, or generate with the base model.", "model");
   });
+  if (page.model && page.linked) await loadAdapter(LINK_NAME, page.linked.slice());
+}
+
+// The adapter file ⇄ the URL fragment's base64url text (RFC 4648 §5, no padding).
+function toBase64Url(bytes) {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+function fromBase64Url(text) {
+  if (!/^[A-Za-z0-9_-]+$/.test(text)) throw new Error("the link's adapter is not base64url text");
+  const s = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+const LINK_KEY = "adapter=";
+const LINK_NAME = "adapter from the link";
+
+// The adapter file carried by the page's own link (applied after each model load), null when
+// the link has none; throws when it is not base64url.
+function adapterFromLink() {
+  const hash = location.hash.slice(1);
+  return hash.startsWith(LINK_KEY) ? fromBase64Url(hash.slice(LINK_KEY.length)) : null;
+}
+
+// Offer the applied adapter as a link and as a file.
+function offerAdapter(name, bytes) {
+  const url = new URL(location.href);
+  url.hash = LINK_KEY + toBase64Url(bytes);
+  $("adapter-link").href = url.href;
+  $("adapter-link").textContent = `link (${url.href.length} characters)`;
+  const download = $("adapter-download");
+  if (download.href.startsWith("blob:")) URL.revokeObjectURL(download.href);
+  download.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+  download.download = name === LINK_NAME ? "adapter.safetensors" : name;
+  $("adapter-share").hidden = false;
 }
 
 async function loadAdapter(name, bytes) {
   if (!page.model) return fail("Adapter", new Error("load a model first"));
+  const kept = bytes.slice(); // `bytes` moves to the worker
   await withBusy(async () => {
     status(`Applying ${name}: SVD of the target weights, then merging the update…`, "busy");
     try {
       page.adapter = null;
+      $("adapter-share").hidden = true;
       const a = await call("loadAdapter", { name, bytes }, {
         transfer: [bytes.buffer],
         onProgress: ({ done, total }) =>
@@ -129,6 +170,7 @@ async function loadAdapter(name, bytes) {
         `parameters (${a.payload_bytes} bytes of values, file ${a.file_bytes} bytes), ` +
         `${a.tie_groups} tie group(s) over ${a.modules} modules, rank ${a.rank}; ` +
         `applied in ${(a.attach_ms / 1e3).toFixed(1)} s`;
+      offerAdapter(name, kept);
       status("Adapter applied. Generate to compare.", "adapter");
     } catch (e) {
       fail(`Could not apply ${name}`, e);
@@ -232,6 +274,15 @@ async function main() {
   });
   $("generate").addEventListener("click", generate);
   refreshButtons();
+  try {
+    page.linked = adapterFromLink();
+  } catch (e) {
+    return fail("This link's adapter", e);
+  }
+  if (page.linked) {
+    $("adapter-info").textContent = `This link carries an adapter (${page.linked.length} bytes): ` +
+      "it is applied once a model is loaded.";
+  }
   status("Ready: load a model.", "ready");
 }
 

@@ -1,9 +1,11 @@
 // The web demo end to end in Debian's headless Chromium (WebGPU on SwiftShader): serve web/ on
 // loopback, load SmolLM2-135M-Instruct and an adapter trained by `tinylora train` through the
-// page's own controls, generate greedily with the adapter off and on, and require each answer
-// (token ids and text) to equal the native `tinylora generate` output for the same settings;
-// while the adapter is applied (in the page's worker), the page answers clicks within 100 ms
-// and keeps painting.
+// page's own controls; while the adapter is applied (in the page's worker), the page answers
+// clicks within 100 ms and keeps painting. The page then offers the adapter as a link (the file
+// in the URL's fragment): opened in a new tab, it loads the model, applies the link's adapter,
+// and generates greedily with the adapter off and on; each answer (token ids and text) must
+// equal the native `tinylora generate` output with the adapter file. A link whose adapter
+// names another base model is refused.
 // Saves a screenshot and the page's timing reports.
 //
 // Run by scripts/test_web.sh after `scripts/web.sh --build-only`; environment:
@@ -29,6 +31,13 @@ const ADAPTER = "adapters/smollm2-arithmetic-u13.safetensors";
 const PROMPT = "What is 7 + 5? The answer is";
 const MAX_NEW_TOKENS = 6;
 const MINUTE = 60_000;
+
+/// The adapter file carried by a page link (`#adapter=` and the file in base64url).
+function fromLink(link) {
+  const hash = new URL(link).hash;
+  assert.ok(hash.startsWith("#adapter="), `a link with an adapter: ${link}`);
+  return Buffer.from(hash.slice("#adapter=".length), "base64url");
+}
 
 /// Native greedy generation, as `tinylora generate --json` prints it.
 function native(adapter) {
@@ -135,21 +144,40 @@ test("demo page answers like the native CLI with the adapter off and on", { time
     await page.click("#adapter-load");
     const responsive = await whileBusy(page);
     await until(page, "adapter", 10 * MINUTE);
-    await page.$eval("#prompt", (e, v) => { e.value = v; }, PROMPT);
-    await page.$eval("#max-tokens", (e, v) => { e.value = v; }, String(MAX_NEW_TOKENS));
-    await page.click("#generate");
-    await until(page, "done", 20 * MINUTE);
+    const offered = await page.evaluate(() => ({
+      adapter: window.tinylora.adapter,
+      link: document.getElementById("adapter-link").href,
+      shareShown: !document.getElementById("adapter-share").hidden,
+    }));
+    const file = fs.readFileSync(path.join(root, "web", ADAPTER));
+    assert.ok(offered.shareShown, "the applied adapter is offered as a link");
+    assert.deepEqual(fromLink(offered.link), file, "the link carries the adapter file byte for byte");
 
-    const got = await page.evaluate(() => ({
+    // the link, opened in a new tab: the model loads, then the link's adapter is applied
+    const linked = await browser.newPage();
+    await linked.setViewport({ width: 1200, height: 900 });
+    linked.on("console", (m) => console.log(`[link page ${((Date.now() - t) / 1e3).toFixed(1)}s ${m.type()}] ${m.text()}`));
+    await linked.goto(offered.link);
+    await until(linked, "ready", MINUTE);
+    assert.match(await linked.$eval("#adapter-info", (e) => e.textContent), /link carries an adapter \(436 bytes\)/);
+    await linked.click("#model-load");
+    await until(linked, "adapter", 10 * MINUTE);
+    await linked.$eval("#prompt", (e, v) => { e.value = v; }, PROMPT);
+    await linked.$eval("#max-tokens", (e, v) => { e.value = v; }, String(MAX_NEW_TOKENS));
+    await linked.click("#generate");
+    await until(linked, "done", 20 * MINUTE);
+
+    const got = await linked.evaluate(() => ({
       reports: window.tinylora.reports,
       adapter: window.tinylora.adapter,
       shown: { base: document.getElementById("out-base").textContent,
         adapted: document.getElementById("out-adapted").textContent },
     }));
     fs.mkdirSync(out, { recursive: true });
-    await page.screenshot({ path: path.join(out, "demo.png"), fullPage: true });
+    await linked.screenshot({ path: path.join(out, "demo.png"), fullPage: true });
     fs.writeFileSync(path.join(out, "demo-report.json"),
-      JSON.stringify({ model_load_ms: loadMs, while_applying_the_adapter: responsive, ...got, native: want }, null, 2));
+      JSON.stringify({ model_load_ms: loadMs, while_applying_the_adapter: responsive,
+        applied_from_the_url: offered.adapter, link_length: offered.link.length, ...got, native: want }, null, 2));
 
     // the worker, not the page, did the adapter's SVDs: clicks answered, frames painted
     assert.ok(Math.max(...responsive.click_delays_ms) < 100,
@@ -164,7 +192,25 @@ test("demo page answers like the native CLI with the adapter off and on", { time
       assert.equal(got.shown[which], want[which].text, `${which}: the page shows other text`);
       assert.ok(r.tokens_per_s > 0 && r.first_token_ms > 0, `${which}: timings reported`);
     }
-    assert.equal(got.adapter.parameters, 13, "adapter parameter count shown");
+    assert.equal(offered.adapter.parameters, 13, "adapter parameter count shown");
+    assert.deepEqual({ ...got.adapter, name: null, attach_ms: null }, { ...offered.adapter, name: null, attach_ms: null },
+      "the link's adapter is the file's");
+
+    // a link whose adapter was made for another base model: refused, saying so
+    const foreign = Buffer.from(file);
+    const at = foreign.indexOf(Buffer.from(`"base_fingerprint":"`)) + 20;
+    assert.ok(at > 20, "the adapter file records its base model's fingerprint");
+    foreign[at] = foreign[at] === 0x30 ? 0x31 : 0x30;
+    const other = await browser.newPage();
+    await other.goto(offered.link.replace(/#.*/, `#adapter=${foreign.toString("base64url")}`));
+    await until(other, "ready", MINUTE);
+    await other.click("#model-load");
+    await other.waitForFunction(() => ["error", "adapter"].includes(document.getElementById("status").dataset.state),
+      { timeout: 10 * MINUTE, polling: 250 });
+    const refusal = await other.$eval("#status", (e) => ({ state: e.dataset.state, text: e.textContent }));
+    assert.equal(refusal.state, "error", `a foreign link is refused: ${refusal.text}`);
+    assert.match(refusal.text, /made for base model .*not for this model/, refusal.text);
+    assert.equal(await other.evaluate(() => window.tinylora.adapter), null, "no adapter applied");
     console.log(`browser: model load ${(loadMs / 1e3).toFixed(1)} s, adapter ${(got.adapter.attach_ms / 1e3).toFixed(1)} s; ` +
       ["base", "adapted"].map((w) => `${w}: first token ${(got.reports[w].first_token_ms / 1e3).toFixed(2)} s, ` +
         `${got.reports[w].decode_tokens_per_s.toFixed(2)} tokens/s decoding`).join("; "));

@@ -50,9 +50,9 @@ pub struct CommonArgs {
     #[arg(long, default_value = "run")]
     out: PathBuf,
     /// Continue the run in --out from its last checkpoint. Every setting must be the run's
-    /// own (they are compared with its config.json); only --steps (not below the checkpoint's
-    /// step), --eval-every and the paths of --model and --data (same weights, same data file
-    /// contents: both are fingerprinted) may change.
+    /// own (they are compared with its config.json, --weights included); only --steps (not
+    /// below the checkpoint's step), --eval-every and the paths of --model and --data (same
+    /// weights, same data file contents: both are fingerprinted) may change.
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
     /// Replace a run already in --out.
@@ -431,6 +431,7 @@ fn train_with(
     };
     let record = serde_json::json!({
         "model": c.model,
+        "weights": c.device.weights.to_string(),
         "data": c.data,
         "data_fingerprint": data_fingerprint(&c.data)?,
         "eval_problems": c.eval_problems,

@@ -342,5 +342,11 @@ mod tests {
             ]
         );
         assert!(differing_keys(&a, &a).is_empty());
+        // how the frozen base is kept (--weights) changes its numbers: compared
+        let with = |w: &str| serde_json::json!({"model": "a.gguf", "weights": w});
+        assert_eq!(
+            differing_keys(&with("auto"), &with("q4")),
+            ["weights: \"auto\" → \"q4\""]
+        );
     }
 }
