@@ -3,14 +3,14 @@
 //! stock burn ops):
 //!
 //! 1. each WGSL kernel against the same math as a composition of stock burn ops (ratio);
-//! 2. forward + backward of SmolLM2-135M-Instruct with a TinyLoRA adapter (on the activation
+//! 2. forward + backward of SmolLM2-135M-Instruct (or `--model`) with a TinyLoRA adapter (on the activation
 //!    path, and on merged weights) against a plain forward, and against forward + backward
 //!    through the frozen network without an adapter;
 //! 3. the frozen rank-2 SVD of every target weight (CPU, all cores).
 //!
 //! ```text
 //! cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernel-reps 41
-//!     --kernels-only | --training-only | --svd-only] [--device cpu] [--rows 16]
+//!     --kernels-only | --training-only | --svd-only] [--device cpu] [--rows 16] [--model M]
 //! ```
 //!
 //! Every figure of one run comes from the same process on the same device, side by side,
@@ -195,10 +195,23 @@ fn kernels(reps: usize) {
 }
 
 fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, device_name: &str) {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = std::env::args()
+        .skip_while(|a| a != "--model")
+        .nth(1)
+        .map_or_else(
+            || {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+            },
+            std::path::PathBuf::from,
+        );
     let file =
         ModelFile::open(&path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let mut model = AdaptedModel::new(Transformer::load(&file, device).unwrap());
     let cfg = AdapterConfig::default(); // TinyLoRA r = 2, u = 1, untied, all seven modules
     let p = plan(&file.config, &cfg);
@@ -259,10 +272,13 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
         unreachable!()
     };
     println!(
-        "\nSmolLM2-135M-Instruct on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
+        "\n{name} on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
         p.params
     );
-    println!("attach adapter (210 rank-2 SVDs + upload)       {attach:>8.2} s");
+    println!(
+        "attach adapter ({} rank-2 SVDs + upload)       {attach:>8.2} s",
+        p.modules
+    );
     println!("forward, no adapter                             {plain:>8.3} s");
     println!(
         "forward, adapter on the activation path         {adapted:>8.3} s  ({:+.1}%)",

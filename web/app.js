@@ -115,7 +115,7 @@ async function loadModel(name, files) {
     $("adapter-share").hidden = true;
     status("Model loaded. Load an adapter, or generate with the base model.", "model");
   });
-  if (page.model && page.linked) await loadAdapter(LINK_NAME, page.linked.slice());
+  await applyLinked();
 }
 
 // The adapter file ⇄ the URL fragment's base64url text (RFC 4648 §5, no padding).
@@ -137,6 +137,14 @@ const LINK_NAME = "adapter from the link";
 function adapterFromLink() {
   const hash = location.hash.slice(1);
   return hash.startsWith(LINK_KEY) ? fromBase64Url(hash.slice(LINK_KEY.length)) : null;
+}
+
+// Apply the link's adapter to the loaded model; once it is applied, later model loads keep
+// to what the user picks.
+async function applyLinked() {
+  if (!page.model || !page.linked) return;
+  await loadAdapter(LINK_NAME, page.linked.slice());
+  if (page.adapter) page.linked = null;
 }
 
 // Offer the applied adapter as a link and as a file.
@@ -279,10 +287,24 @@ async function main() {
   } catch (e) {
     return fail("This link's adapter", e);
   }
-  if (page.linked) {
-    $("adapter-info").textContent = `This link carries an adapter (${page.linked.length} bytes): ` +
-      "it is applied once a model is loaded.";
-  }
+  const announce = () => {
+    if (page.linked) {
+      $("adapter-info").textContent = `This link carries an adapter (${page.linked.length} bytes): ` +
+        "it is applied once a model is loaded.";
+    }
+  };
+  announce();
+  // a link pasted into this tab's address bar changes only the fragment: no reload
+  window.addEventListener("hashchange", async () => {
+    try {
+      page.linked = adapterFromLink();
+    } catch (e) {
+      return fail("This link's adapter", e);
+    }
+    if (page.busy) return announce(); // applied after the model that is loading
+    if (page.model) await applyLinked();
+    else announce();
+  });
   status("Ready: load a model.", "ready");
 }
 

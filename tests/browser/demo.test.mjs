@@ -5,7 +5,7 @@
 // in the URL's fragment): opened in a new tab, it loads the model, applies the link's adapter,
 // and generates greedily with the adapter off and on; each answer (token ids and text) must
 // equal the native `tinylora generate` output with the adapter file. A link whose adapter
-// names another base model is refused.
+// names another base model is refused, and so is a malformed one pasted into the same tab.
 // Saves a screenshot and the page's timing reports.
 //
 // Run by scripts/test_web.sh after `scripts/web.sh --build-only`; environment:
@@ -154,12 +154,15 @@ test("demo page answers like the native CLI with the adapter off and on", { time
     assert.deepEqual(fromLink(offered.link), file, "the link carries the adapter file byte for byte");
 
     // the link, opened in a new tab: the model loads, then the link's adapter is applied
+    await page.close();
     const linked = await browser.newPage();
     await linked.setViewport({ width: 1200, height: 900 });
     linked.on("console", (m) => console.log(`[link page ${((Date.now() - t) / 1e3).toFixed(1)}s ${m.type()}] ${m.text()}`));
     await linked.goto(offered.link);
     await until(linked, "ready", MINUTE);
-    assert.match(await linked.$eval("#adapter-info", (e) => e.textContent), /link carries an adapter \(436 bytes\)/);
+    assert.match(await linked.$eval("#adapter-info", (e) => e.textContent),
+      new RegExp(`link carries an adapter \\(${file.length} bytes\\)`));
+    await linked.$eval("#model-url", (e, v) => { e.value = v; }, `models/${MODEL}`);
     await linked.click("#model-load");
     await until(linked, "adapter", 10 * MINUTE);
     await linked.$eval("#prompt", (e, v) => { e.value = v; }, PROMPT);
@@ -201,9 +204,11 @@ test("demo page answers like the native CLI with the adapter off and on", { time
     const at = foreign.indexOf(Buffer.from(`"base_fingerprint":"`)) + 20;
     assert.ok(at > 20, "the adapter file records its base model's fingerprint");
     foreign[at] = foreign[at] === 0x30 ? 0x31 : 0x30;
+    await linked.close();
     const other = await browser.newPage();
     await other.goto(offered.link.replace(/#.*/, `#adapter=${foreign.toString("base64url")}`));
     await until(other, "ready", MINUTE);
+    await other.$eval("#model-url", (e, v) => { e.value = v; }, `models/${MODEL}`);
     await other.click("#model-load");
     await other.waitForFunction(() => ["error", "adapter"].includes(document.getElementById("status").dataset.state),
       { timeout: 10 * MINUTE, polling: 250 });
@@ -211,6 +216,10 @@ test("demo page answers like the native CLI with the adapter off and on", { time
     assert.equal(refusal.state, "error", `a foreign link is refused: ${refusal.text}`);
     assert.match(refusal.text, /made for base model .*not for this model/, refusal.text);
     assert.equal(await other.evaluate(() => window.tinylora.adapter), null, "no adapter applied");
+    // a malformed link pasted into the same tab (only the fragment changes: no reload)
+    await other.evaluate(() => { location.hash = "adapter=not*base64"; });
+    await other.waitForFunction(() => /not base64url/.test(document.getElementById("status").textContent),
+      { timeout: MINUTE, polling: 100 });
     console.log(`browser: model load ${(loadMs / 1e3).toFixed(1)} s, adapter ${(got.adapter.attach_ms / 1e3).toFixed(1)} s; ` +
       ["base", "adapted"].map((w) => `${w}: first token ${(got.reports[w].first_token_ms / 1e3).toFixed(2)} s, ` +
         `${got.reports[w].decode_tokens_per_s.toFixed(2)} tokens/s decoding`).join("; "));

@@ -268,10 +268,11 @@ mod tests {
 
     #[test]
     fn avx2_kernels_equal_the_portable_ones() {
-        assert!(
-            has_avx2(),
-            "this test compares the AVX2 kernels: run it on a CPU with AVX2"
-        );
+        if !has_avx2() {
+            // the AVX2 kernels cannot run here (the portable ones are what runs: tests/blocks.rs)
+            eprintln!("this CPU lacks AVX2, FMA or F16C: no AVX2 kernels to compare");
+            return;
+        }
         use GgmlType::*;
         for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             assert!(blocks_avx2::supports(ty));
@@ -288,7 +289,7 @@ mod tests {
             };
             let (mut portable, mut avx2) = (vec![0.0; rows * d_in], vec![0.0; rows * d_in]);
             decode_rows(&w, 0, &mut portable);
-            // SAFETY: AVX2 was asserted above
+            // SAFETY: the features were detected above
             unsafe { decode_rows_avx2(&w, 0, &mut avx2) };
             if let Some(i) = (0..avx2.len()).find(|&i| avx2[i].to_bits() != portable[i].to_bits()) {
                 panic!(
@@ -303,7 +304,7 @@ mod tests {
                     .collect();
                 let mut buf = vec![0.0; d_in];
                 let (mut got, mut plain) = (vec![0.0; rows * n], vec![0.0; rows * n]);
-                // SAFETY: AVX2 was asserted above
+                // SAFETY: the features were detected above
                 unsafe { matvec_rows_avx2(&x, n, &w, 0, &mut got, &mut buf) };
                 matvec_rows(&x, n, &w, 0, &mut plain, &mut buf);
                 // x's first row is the same at every N: its products must not change

@@ -24,6 +24,11 @@ use crate::optim::AdamW;
 /// file's contents by `data_fingerprint`.)
 pub const MAY_CHANGE_ON_RESUME: [&str; 4] = ["steps", "eval_every", "model", "data"];
 
+/// Keys `config.json` gained after runs were already written with it: absent from a recorded
+/// run, they are not compared, so such a run still resumes (`weights`, how the frozen base is
+/// kept, `--weights`; recorded, it is compared like every other setting).
+pub const RECORDED_LATER: [&str; 1] = ["weights"];
+
 /// Why `--resume` cannot start where there is no `state.json`.
 const NO_CHECKPOINT: &str = "--resume: no checkpoint here (no run was started in this directory, or it stopped before its first checkpoint): start it without --resume";
 
@@ -262,7 +267,8 @@ impl RunFiles {
 }
 
 /// `a` and `b` flattened to dotted keys, the keys whose values differ, each as
-/// `key: old → new` (absent: `none`), skipping [`MAY_CHANGE_ON_RESUME`] and keys under them.
+/// `key: old → new` (absent: `none`), skipping [`MAY_CHANGE_ON_RESUME`] and keys under them,
+/// and [`RECORDED_LATER`] where `a` (the recorded run) lacks them.
 pub fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
     let (fa, fb) = (flatten(a), flatten(b));
     let mut keys: Vec<&String> = fa.keys().chain(fb.keys()).collect();
@@ -273,8 +279,9 @@ pub fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
             .iter()
             .any(|m| k == *m || k.ends_with(&format!(".{m}")))
     };
+    let unrecorded = |k: &str| RECORDED_LATER.contains(&k) && !fa.contains_key(k);
     keys.into_iter()
-        .filter(|k| !may_change(k) && fa.get(*k) != fb.get(*k))
+        .filter(|k| !may_change(k) && !unrecorded(k) && fa.get(*k) != fb.get(*k))
         .map(|k| {
             let show = |v: Option<&Value>| v.map_or("none".to_string(), Value::to_string);
             format!("{k}: {} → {}", show(fa.get(k)), show(fb.get(k)))
