@@ -225,6 +225,18 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     }
 }
 
+/// The low and the high nibbles of 32 bytes, each as 32 byte codes.
+#[inline(always)]
+unsafe fn split_nibbles(q: __m256i) -> [__m256i; 2] {
+    unsafe {
+        let m4 = _mm256_set1_epi8(0xF);
+        [
+            _mm256_and_si256(q, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+        ]
+    }
+}
+
 /// The fifth bits of a Q5 block (bit j of `qh` for value j) as bytes 16 or 0.
 #[inline(always)]
 unsafe fn fifth_bits(p: *const u8) -> __m256i {
@@ -319,12 +331,9 @@ unsafe fn q4_k(p: *const u8, i: usize, f: &mut impl QuadSink) {
     unsafe {
         let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
         let scales = std::slice::from_raw_parts(p.add(4), 12);
-        let m4 = _mm256_set1_epi8(0xF);
         for pair in 0..4 {
             let q = _mm256_loadu_si256(p.add(16 + 32 * pair) as *const __m256i);
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-            for (half, codes) in [lo, hi].into_iter().enumerate() {
+            for (half, codes) in split_nibbles(q).into_iter().enumerate() {
                 let (sc, m) = scale_min_k4(2 * pair + half, scales);
                 f.take(
                     i + 64 * pair + 32 * half,
@@ -343,12 +352,9 @@ unsafe fn q5_k(p: *const u8, i: usize, f: &mut impl QuadSink) {
         let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
         let scales = std::slice::from_raw_parts(p.add(4), 12);
         let qh = _mm256_loadu_si256(p.add(16) as *const __m256i);
-        let m4 = _mm256_set1_epi8(0xF);
         for pair in 0..4 {
             let q = _mm256_loadu_si256(p.add(48 + 32 * pair) as *const __m256i);
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-            for (half, nib) in [lo, hi].into_iter().enumerate() {
+            for (half, nib) in split_nibbles(q).into_iter().enumerate() {
                 let s = 2 * pair + half;
                 let bit = _mm256_set1_epi8(1 << s);
                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
@@ -368,30 +374,18 @@ unsafe fn q5_k(p: *const u8, i: usize, f: &mut impl QuadSink) {
 unsafe fn q6_k(p: *const u8, i: usize, f: &mut impl QuadSink) {
     unsafe {
         let d = f16_at(p.add(208));
-        let (m4, top) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(0x30));
+        let top = _mm256_set1_epi8(0x30);
         for half in 0..2 {
-            let a = _mm256_loadu_si256(p.add(64 * half) as *const __m256i);
-            let b = _mm256_loadu_si256(p.add(64 * half + 32) as *const __m256i);
+            let [a_lo, a_hi] = split_nibbles(_mm256_loadu_si256(p.add(64 * half) as *const __m256i));
+            let [b_lo, b_hi] = split_nibbles(_mm256_loadu_si256(p.add(64 * half + 32) as *const __m256i));
             let h = _mm256_loadu_si256(p.add(128 + 32 * half) as *const __m256i);
             // (bits 2j..2j+2 of h) << 4, for the four groups of 32 values; the 16-bit shifts'
             // carries between bytes fall outside 0x30
             let codes = [
-                _mm256_or_si256(
-                    _mm256_and_si256(a, m4),
-                    _mm256_and_si256(_mm256_slli_epi16::<4>(h), top),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(b, m4),
-                    _mm256_and_si256(_mm256_slli_epi16::<2>(h), top),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(a), m4),
-                    _mm256_and_si256(h, top),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(b), m4),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(h), top),
-                ),
+                _mm256_or_si256(a_lo, _mm256_and_si256(_mm256_slli_epi16::<4>(h), top)),
+                _mm256_or_si256(b_lo, _mm256_and_si256(_mm256_slli_epi16::<2>(h), top)),
+                _mm256_or_si256(a_hi, _mm256_and_si256(h, top)),
+                _mm256_or_si256(b_hi, _mm256_and_si256(_mm256_srli_epi16::<2>(h), top)),
             ];
             let sc = p.add(192 + 8 * half) as *const i8;
             for (k, codes) in codes.into_iter().enumerate() {
