@@ -11,6 +11,7 @@
 //! ```text
 //! cargo bench --profile release --bench adapter [-- --tokens 128 --reps 5 --kernel-reps 41
 //!     --kernels-only | --training-only | --svd-only] [--device cpu] [--rows 16] [--model M]
+//!     [--u 13 --tying full]
 //! ```
 //!
 //! Every figure of one run comes from the same process on the same device, side by side,
@@ -21,7 +22,7 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use tinylora::adapter::{AdaptedModel, AdapterConfig, frozen_modules, plan};
+use tinylora::adapter::{AdaptedModel, AdapterConfig, Tying, frozen_modules, plan};
 use tinylora::engine::{DeltaMode, FrozenWeight, Transformer, cpu_device, default_device};
 use tinylora::formats::ModelFile;
 use tinylora::kernels::{lowrank_merge, lowrank_update};
@@ -213,7 +214,16 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
         .to_string_lossy()
         .into_owned();
     let mut model = AdaptedModel::new(Transformer::load(&file, device).unwrap());
-    let cfg = AdapterConfig::default(); // TinyLoRA r = 2, u = 1, untied, all seven modules
+    // TinyLoRA r = 2 on all seven modules; `--u N` and `--tying none|full` (default 1, none)
+    let tying = std::env::args()
+        .skip_while(|a| a != "--tying")
+        .nth(1)
+        .unwrap_or_else(|| "none".into());
+    let cfg = AdapterConfig {
+        u: arg("--u", 1),
+        tying: Tying::parse(&tying, 1).unwrap_or_else(|e| panic!("--tying: {e}")),
+        ..AdapterConfig::default()
+    };
     let p = plan(&file.config, &cfg);
     let start = Instant::now();
     model
@@ -272,8 +282,8 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
         unreachable!()
     };
     println!(
-        "\n{name} on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u=1 untied ({} parameters), median of {reps}:",
-        p.params
+        "\n{name} on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u={} tying {:?} ({} parameters), median of {reps}:",
+        cfg.u, cfg.tying, p.params
     );
     println!(
         "attach adapter ({} rank-2 SVDs + upload)       {attach:>8.2} s",

@@ -164,23 +164,35 @@ fn central_difference(v: &[f32], i: usize, loss: impl Fn(&[f32]) -> f64) -> f64 
     (at(eps) - at(-eps)) / (2.0 * eps as f64)
 }
 
+/// `adapted`'s logits equal `base`'s bit for bit. On a real GPU, burn's autotune runs a
+/// fallback kernel for an op whose tuning another test thread has begun, so the same forward
+/// can differ in the last bits while tuning is under way: the comparison counts only when the
+/// base model's logits are the same just before and just after the adapted forward.
+fn assert_same_logits_once_settled(base: &AdaptedModel, adapted: &AdaptedModel, what: &str) {
+    for _ in 0..10 {
+        let before = base.forward_logits(&seqs()).unwrap();
+        let got = adapted.forward_logits(&seqs()).unwrap();
+        if base.forward_logits(&seqs()).unwrap() == before {
+            assert_eq!(got, before, "{what}");
+            return;
+        }
+    }
+    panic!("{what}: the base model's logits kept changing from one forward to the next");
+}
+
 #[test]
 fn zero_adapter_is_exactly_the_base_model() {
     let (dir, _, _) = tiny("adapter-zero");
+    let (_, base) = load(&dir);
     let (file, mut model) = load(&dir);
-    let base = model.forward_logits(&seqs()).unwrap();
     let cfg = adapter(Method::Tinylora, Tying::None, SigmaConvention::Paper);
     let groups = plan(&file.config, &cfg).groups;
     model
         .attach_adapter(&file, &cfg, &vec![0.0; groups * cfg.u], &|| {})
         .unwrap();
-    assert_eq!(
-        model.forward_logits(&seqs()).unwrap(),
-        base,
-        "activation path with v = 0"
-    );
+    assert_same_logits_once_settled(&base, &model, "activation path with v = 0");
     model.set_mode(DeltaMode::Merged).unwrap();
-    assert_eq!(model.forward_logits(&seqs()).unwrap(), base, "merged with v = 0");
+    assert_same_logits_once_settled(&base, &model, "merged with v = 0");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 #    lavapipe and burn's CPU backend with small sizes, and leave / alone (no dpkg -x);
 # 3. checks what came back: at most 8 files per call, each within the tool's limits; the
 #    last JSON of every stage says "pass"; every call fits 64 MiB with the working tree as
-#    it is now, and visit A fits the device minutes. Exit status 1 on any failure.
+#    it is now, and visits A and Q fit the device minutes. Exit status 1 on any failure.
 #
 # Everything lands in gpu-kit/dry/ (out/<call>/ holds what each call returned).
 set -euo pipefail

@@ -170,9 +170,10 @@ def parse_engine_bench(text):
     """engine bench: a header with the device names, then `label  v1 [v2] unit` rows."""
     lines = text.splitlines()
     devices, rows = [], {}
-    for i, line in enumerate(lines):
-        if line.startswith("SmolLM2") and i + 1 < len(lines):
-            devices = lines[i + 1].split()
+    for line in lines:
+        # the column header: device/weights names alone ("gpu/f32  gpu/auto")
+        if line.split() and all(re.fullmatch(r"(gpu|cpu)(/\w+)?", w) for w in line.split()):
+            devices = line.split()
             continue
         if not devices:
             continue
@@ -194,11 +195,14 @@ def parse_training_bench(text):
     rows = {}
     for m in re.finditer(r"^(attach adapter.*?|forward.*?)\s+([\d.]+) s\b(.*)$", text, re.M):
         rows[m.group(1).strip()] = dict(seconds=float(m.group(2)), note=m.group(3).strip())
-    head = re.search(r"^SmolLM2-135M-Instruct on the (.*?), (\d+) tokens, (.*?), median of (\d+):", text, re.M)
+    head = re.search(r"^(\S+) on the (.*?), (\d+) × (\d+) tokens, TinyLoRA r=2 u=(\d+) (?:tying (\w+)|untied) "
+                     r"\((\d+) parameters\), median of (\d+):", text, re.M)
     svd = [dict(model=m.group(1), matrices=int(m.group(2)), cores=int(m.group(3)), seconds=float(m.group(4)))
            for m in re.finditer(r"^(\S+\.gguf): (\d+) rank-2 SVDs .*? on (\d+) cores in ([\d.]+) s", text, re.M)]
-    return dict(device=head.group(1) if head else None, tokens=int(head.group(2)) if head else None,
-                adapter=head.group(3) if head else None, rows=rows, svd=svd)
+    if not head:
+        return dict(rows=rows, svd=svd)
+    return dict(model=head.group(1), device=head.group(2), batch=int(head.group(3)), tokens=int(head.group(4)),
+                u=int(head.group(5)), tying=(head.group(6) or "none").lower(), params=int(head.group(7)), rows=rows, svd=svd)
 
 
 GEN = re.compile(r"(\d+) tokens in ([\d.]+)s: ([\d.]+) tokens/s \(batch (\d+), prompt (\d+) tokens, "
@@ -288,9 +292,10 @@ def cmd_stage2(a):
     if os.path.exists(os.path.join(w, "engine_bench.log")):
         tl["engine_bench"] = parse_engine_bench(read(os.path.join(w, "engine_bench.log"), ""))
         need_ok.append("engine_bench")
-    if os.path.exists(os.path.join(w, "training_bench.log")):
-        tl["training_bench"] = parse_training_bench(read(os.path.join(w, "training_bench.log"), ""))
-        need_ok.append("training_bench")
+    for name in ("training_bench", "training16_bench"):
+        if os.path.exists(os.path.join(w, name + ".log")):
+            tl[name] = parse_training_bench(read(os.path.join(w, name + ".log"), ""))
+            need_ok.append(name)
     tl["decode"] = decode_from_generate(w)
     need_ok += [os.path.basename(p)[:-3] for p in glob.glob(os.path.join(w, "gen_b*.rc"))]
     if os.path.exists(os.path.join(w, "sft_step.rc")):
@@ -354,9 +359,6 @@ def cmd_stage2(a):
         dev = next(k for k in pre if k != "unit")
         comparisons.append(dict(measure="prefill tokens/s, 256-token prompt", tinylora=pre[dev],
                                 pytorch_f32=hf_val("f32", "prefill"), pytorch_bf16=hf_val("bf16", "prefill")))
-    tb = tl.get("training_bench", {}).get("rows", {})
-    merged = next((v["seconds"] for k, v in tb.items() if "merged weights" in k), None)
-
     def hf_train(dtype, rows, u):
         for run in hf.get("runs", []):
             if run.get("dtype") == dtype:
@@ -365,21 +367,20 @@ def cmd_stage2(a):
                         return t
         return None
 
-    tokens = tl.get("training_bench", {}).get("tokens")
-    if merged is not None:
-        f32, bf16 = hf_train("f32", 1, 1), hf_train("bf16", 1, 1)
-        comparisons.append(dict(measure=f"TinyLoRA fwd+bwd s, 1×{tokens} tokens, u=1 untied (210 params)",
-                                tinylora=merged, pytorch_f32=f32 and f32["forward_backward_s"],
-                                pytorch_bf16=bf16 and bf16["forward_backward_s"], lower_is_better=True,
-                                pytorch_method=(f32 or bf16 or {}).get("method")))
-    sft = tl.get("sft_step", {}).get("train_s_median_after_first")
-    if sft is not None:
-        f32, bf16 = hf_train("f32", 16, 13), hf_train("bf16", 16, 13)
-        comparisons.append(dict(measure="training step s, 16 rows, u=13 full tying (tinylora: SFT step on GSM8K "
-                                        "rows incl. optimizer; PyTorch: fwd+bwd on 16×256)",
-                                tinylora=sft, pytorch_f32=f32 and f32["forward_backward_s"],
-                                pytorch_bf16=bf16 and bf16["forward_backward_s"], lower_is_better=True,
-                                pytorch_method=(f32 or bf16 or {}).get("method")))
+    # TinyLoRA forward + backward, the same rows × tokens and adapter on both sides
+    for name in ("training_bench", "training16_bench"):
+        bench = tl.get(name, {})
+        merged = next((v["seconds"] for k, v in bench.get("rows", {}).items() if "merged weights" in k), None)
+        if merged is None or "batch" not in bench:
+            continue
+        f32, bf16 = hf_train("f32", bench["batch"], bench["u"]), hf_train("bf16", bench["batch"], bench["u"])
+        comparisons.append(dict(
+            measure=f"TinyLoRA fwd+bwd s, {bench['batch']}×{bench['tokens']} tokens, u={bench['u']} "
+                    f"tying {bench['tying']} ({bench['params']} params)",
+            tinylora=merged, pytorch_f32=f32 and f32["forward_backward_s"],
+            pytorch_bf16=bf16 and bf16["forward_backward_s"], lower_is_better=True,
+            pytorch_method=(f32 or bf16 or {}).get("method")))
+    tb = tl.get("training_bench", {}).get("rows", {})
     attach = next((v["seconds"] for k, v in tb.items() if k.startswith("attach adapter")), None)
     if attach is not None:
         f32 = hf_train("f32", 1, 1)
@@ -393,7 +394,7 @@ def cmd_stage2(a):
         targets.append(dict(name="batch-64 decode >= 50% of the weight-bandwidth bound (f32 weights)",
                             value=f, met=None if f is None else f >= 0.5))
     for c in comparisons:
-        if c["measure"].startswith(("TinyLoRA fwd+bwd", "training step")):
+        if c["measure"].startswith("TinyLoRA fwd+bwd"):
             peft = [v for v in (c["pytorch_f32"], c["pytorch_bf16"]) if v]
             best = min(peft) if peft else None
             targets.append(dict(name=f"tinylora faster than PEFT: {c['measure']}",
@@ -406,6 +407,11 @@ def cmd_stage2(a):
                 if d["tokens_generated"] < 0.9 * d["batch"] * d["new_tokens"]]
     if not tl["decode"]:
         missing.append("tinylora decode (no generate logs)")
+    # output the parsers did not understand (a bench's format changed)
+    if "engine_bench" in tl and not tl["engine_bench"]["rows"]:
+        missing.append("engine bench: no rows understood in engine_bench.log")
+    missing += [f"{n}: header not understood" for n in ("training_bench", "training16_bench")
+                if n in tl and "batch" not in tl[n]]
     hf_ok = "runs" in hf
     if failed or missing:
         status = "fail"

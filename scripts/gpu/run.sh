@@ -192,31 +192,42 @@ stage2_model() { # KEY FILE
   local batches=(1 16 64) lengths=(8 128) hf_args=(--device cuda --dtype f32,bf16 --bandwidth)
   if [[ "$DRY" == 1 ]]; then batches=(1 4); lengths=(2 8); fi
   step info 60 "$TL" info --model "$model"
+  # first what the targets are about (the training step against PEFT's), then the PyTorch side
+  # (the anchors, ~100 s), then tinylora's decode and prefill; each step has a cap so that none
+  # starves the ones after it
+  if [[ "$key" == smollm2 ]]; then
+    if [[ "$DRY" == 1 ]]; then
+      step training_bench 300 "$BIN_BENCH/bench-adapter" --training-only --device cpu --tokens 32 --reps 1
+      step training16_bench 300 "$BIN_BENCH/bench-adapter" --training-only --device cpu --rows 2 --tokens 32 \
+        --u 13 --tying full --reps 1
+    else
+      step training_bench 75 "$BIN_BENCH/bench-adapter" --training-only --tokens 256 --reps 5
+      step training16_bench 75 "$BIN_BENCH/bench-adapter" --training-only --rows 16 --tokens 256 \
+        --u 13 --tying full --reps 3
+    fi
+  fi
+  # one short generate first: its prompt length is the PyTorch side's decode prompt
+  step "gen_b1_n${lengths[0]}" 45 "$TL" generate --model "$model" --device "$DEVICE" --prompt "$PROMPT" \
+    --max-new-tokens "${lengths[0]}" --num-samples 1 --json
+  stage2_pytorch
   if [[ "$key" == smollm2 ]]; then
     if [[ "$DRY" == 1 ]]; then
       step engine_bench 300 "$BIN_BENCH/bench-engine" --device cpu --new-tokens 32
-      step training_bench 300 "$BIN_BENCH/bench-adapter" --training-only --device cpu --tokens 32 --reps 1
     else
-      step engine_bench 150 "$BIN_BENCH/bench-engine" --device gpu --new-tokens 128 --weights f32,auto
-      step training_bench 120 "$BIN_BENCH/bench-adapter" --training-only --tokens 256 --reps 5
+      step engine_bench 120 "$BIN_BENCH/bench-engine" --device gpu --new-tokens 128 --weights f32,auto
     fi
   fi
   for b in "${batches[@]}"; do
     for n in "${lengths[@]}"; do
-      step "gen_b${b}_n${n}" 90 "$TL" generate --model "$model" --device "$DEVICE" --prompt "$PROMPT" \
+      [[ -f "$W/gen_b${b}_n${n}.rc" ]] && continue
+      step "gen_b${b}_n${n}" 45 "$TL" generate --model "$model" --device "$DEVICE" --prompt "$PROMPT" \
         --max-new-tokens "$n" --num-samples "$b" --json
     done
   done
-  if [[ "$key" == smollm2 ]]; then
-    local sft=(--steps 4 --batch-size 16)
-    [[ "$DRY" == 1 ]] && sft=(--steps 2 --batch-size 2)
-    rm -rf "$W/sft-step"
-    step sft_step 120 "$TL" train sft --model "$model" --data "$STASH/data/gsm8k/train.jsonl" --out "$W/sft-step" \
-      --device "$DEVICE" --u 13 --tying full --eval-problems 0 --overwrite "${sft[@]}"
-    cp "$W/sft-step/metrics.jsonl" "$W/sft_step.metrics.jsonl" 2>/dev/null || true
-  fi
-  # the PyTorch side (transformers + PEFT on the same GGUF); on the GPU machine with the gguf
-  # wheel, and PEFT's own wheel when the installed PEFT lacks TinyLoRA
+}
+# the PyTorch side (transformers + PEFT on the same GGUF), with stage2_model's hf_args: on the
+# GPU machine with the gguf wheel, and PEFT's own wheel when the installed PEFT lacks TinyLoRA
+stage2_pytorch() {
   local site="$STASH/site"
   if [[ ! -d "$site" ]] && have wheels; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
@@ -227,13 +238,13 @@ stage2_model() { # KEY FILE
     fi
   fi
   if [[ "$DRY" == 1 ]]; then
-    hf_args=(--device cpu --dtype f32 --batches 1 --new-tokens 8 --train 1x32:u1:t0 --reps 1)
+    hf_args=(--device cpu --dtype f32 --batches 1 --new-tokens 8 --train 1x32:u1:t0 --train 2x32:u13:t1 --reps 1)
   fi
   # decode from prompts as long as tinylora's
   local plen
   plen="$(grep -ho 'prompt [0-9]* tokens' "$W"/gen_b1_n*.log 2>/dev/null | head -n1 | tr -dc 0-9)"
   [[ -n "$plen" ]] && hf_args+=(--decode-prompt-tokens "$plen")
-  step hf 100000 env PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" \
+  step hf 150 env PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" \
     python3 "$REPO/benches/pytorch/bench_hf.py" --model "$model" --out "$W/hf.json" "${hf_args[@]}"
   if [[ "$(cut -d' ' -f1 "$W/hf.rc")" == 3 ]]; then
     grep -m1 'needs the Python package' "$W/hf.log" >"$W/hf.skipped" || true
