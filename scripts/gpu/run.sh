@@ -220,7 +220,7 @@ stage2_model() { # KEY FILE
   for b in "${batches[@]}"; do
     for n in "${lengths[@]}"; do
       [[ -f "$W/gen_b${b}_n${n}.rc" ]] && continue
-      step "gen_b${b}_n${n}" 45 "$TL" generate --model "$model" --device "$DEVICE" --prompt "$PROMPT" \
+      step "gen_b${b}_n${n}" 90 "$TL" generate --model "$model" --device "$DEVICE" --prompt "$PROMPT" \
         --max-new-tokens "$n" --num-samples "$b" --json
     done
   done
