@@ -3,11 +3,19 @@
 #  1. wasm-bindgen-test in headless Chromium on WebGPU: the forward pass and the merge kernel
 #     against the plain-Rust reference (crates/tinylora-web/tests/browser.rs);
 #  2. the demo page end to end with puppeteer-core: SmolLM2 + a trained adapter, greedy
-#     answers equal to `tinylora generate` (tests/browser/demo.test.mjs), with a screenshot.
+#     answers equal to `tinylora generate` (tests/browser/demo.test.mjs), with a screenshot,
+#     and the size of the page's wasm module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_web.sh --browser
 export CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600
+# the page's module alongside the wasm-bindgen tests: web.sh's cargo build goes first (the tests'
+# cargo waits for its lock), then binaryen's single-threaded wasm-opt (~4 min) runs while the
+# tests compile and run on the other core
+scripts/web.sh --build-only &
+pkg=$!
+trap 'kill "$pkg" 2>/dev/null || true' EXIT
 (cd crates/tinylora-web && cargo test --release --target wasm32-unknown-unknown)
-scripts/web.sh --build-only
+wait "$pkg" || { echo "test_web: building web/pkg failed (see above)" >&2; exit 1; }
+trap - EXIT
 (cd tests/browser && node --test)

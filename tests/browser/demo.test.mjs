@@ -229,6 +229,18 @@ test("demo page answers like the native CLI with the adapter off and on", { time
   }
 });
 
+// The module the page downloads, as scripts/web.sh builds it (`-C opt-level=s` in
+// .cargo/config.toml, then binaryen's `wasm-opt -Oz`): 10.1 MB on 2026-11-30 against 28.2 MB
+// before either; the goal (issue 19) is under 12 MB.
+const WASM_LIMIT_MB = 12;
+
+test("the wasm module is under 12 MB", () => {
+  const wasm = path.join(root, "web/pkg/tinylora_web_bg.wasm");
+  const mb = fs.statSync(wasm).size / 1e6;
+  console.log(`wasm module: ${mb.toFixed(1)} MB`);
+  assert.ok(mb <= WASM_LIMIT_MB, `${wasm} is ${mb.toFixed(1)} MB, over ${WASM_LIMIT_MB} MB`);
+});
+
 test("without WebGPU the page says so plainly and offers nothing broken", { timeout: 5 * MINUTE }, async () => {
   const server = await serve();
   const browser = await chromium();
