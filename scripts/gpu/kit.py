@@ -348,7 +348,7 @@ def plan_markdown(plan):
         "",
         f"Minutes assume: machine start {a['start_s']:.0f} s, {a['per_call_s']:.0f} s per call (tool turnaround "
         f"and the gap before the next call), transfer {a['xfer_mib_s']:g} MiB/s, and each stage's expected "
-        "seconds on the H200 (guesses until a visit measures them; each stage's budget is its hard timeout).",
+        "seconds on the H200 (measured on the visit of 2026-11-30 for the stages that ran then, guesses for the others; each stage's budget is its hard timeout, cut to the call's timeout by run.sh).",
         "**Issue the calls of a visit back to back**: the machine keeps what earlier calls carried only "
         "while it is warm (about 30 s idle).",
         "",
