@@ -219,6 +219,10 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
         .skip_while(|a| a != "--tying")
         .nth(1)
         .unwrap_or_else(|| "none".into());
+    assert!(
+        tying == "none" || tying == "full",
+        "--tying none|full, not {tying:?}"
+    );
     let cfg = AdapterConfig {
         u: arg("--u", 1),
         tying: Tying::parse(&tying, 1).unwrap_or_else(|e| panic!("--tying: {e}")),
@@ -282,8 +286,8 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
         unreachable!()
     };
     println!(
-        "\n{name} on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u={} tying {:?} ({} parameters), median of {reps}:",
-        cfg.u, cfg.tying, p.params
+        "\n{name} on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u={} tying {tying} ({} parameters), median of {reps}:",
+        cfg.u, p.params
     );
     println!(
         "attach adapter ({} rank-2 SVDs + upload)       {attach:>8.2} s",

@@ -9,12 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_web.sh --browser
 export CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600
-# the page's module alongside the wasm-bindgen tests: web.sh's cargo build goes first (the tests'
-# cargo waits for its lock), then binaryen's single-threaded wasm-opt (~4 min) runs while the
-# tests compile and run on the other core
-scripts/web.sh --build-only &
+# the page's module alongside the wasm-bindgen tests: the two cargo builds share their
+# dependencies (cargo's lock has one build them), then binaryen's single-threaded wasm-opt
+# (~4 min) runs while the tests run; the build has its own process group, so that a failure
+# here stops all of it (cargo, wasm-opt) with the script
+setsid scripts/web.sh --build-only &
 pkg=$!
-trap 'kill "$pkg" 2>/dev/null || true' EXIT
+trap 'kill -- -"$pkg" 2>/dev/null || true' EXIT
 (cd crates/tinylora-web && cargo test --release --target wasm32-unknown-unknown)
 wait "$pkg" || { echo "test_web: building web/pkg failed (see above)" >&2; exit 1; }
 trap - EXIT
