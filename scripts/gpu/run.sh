@@ -196,16 +196,17 @@ stage2_model() { # KEY FILE
   # first what the targets are about (the training step against PEFT's), then the PyTorch side
   # (the anchors, ~100 s), then tinylora's decode and prefill; each step has a cap so that none
   # starves the ones after it
-  if [[ "$key" == smollm2 ]]; then
-    if [[ "$DRY" == 1 ]]; then
+  if [[ "$DRY" == 1 ]]; then
+    # SmolLM2 only: the CPU backend takes minutes for Qwen's
+    if [[ "$key" == smollm2 ]]; then
       step training_bench 300 "$BIN_BENCH/bench-adapter" --training-only --device cpu --tokens 32 --reps 1
       step training16_bench 300 "$BIN_BENCH/bench-adapter" --training-only --device cpu --rows 2 --tokens 32 \
         --u 13 --tying full --reps 1
-    else
-      step training_bench 75 "$BIN_BENCH/bench-adapter" --training-only --tokens 256 --reps 5
-      step training16_bench 75 "$BIN_BENCH/bench-adapter" --training-only --rows 16 --tokens 256 \
-        --u 13 --tying full --reps 3
     fi
+  else
+    step training_bench 75 "$BIN_BENCH/bench-adapter" --training-only --model "$model" --tokens 256 --reps 5
+    step training16_bench 75 "$BIN_BENCH/bench-adapter" --training-only --model "$model" --rows 16 --tokens 256 \
+      --u 13 --tying full --reps 3
   fi
   # one short generate first: its prompt length is the PyTorch side's decode prompt
   step "gen_b1_n${lengths[0]}" 90 "$TL" generate --model "$model" --device "$DEVICE" --prompt "$PROMPT" \
