@@ -13,7 +13,7 @@
 use std::ops::Deref;
 
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use tinylora_engine::{DeltaMode, EngineError, LowRankDelta, Transformer, read_f32};
+use tinylora_engine::{DeltaMode, EngineError, LowRankDelta, Transformer, read_f32, read_f32_async};
 use tinylora_formats::{FormatError, ModelFile};
 use tinylora_kernels::MAX_RANK;
 
@@ -369,16 +369,16 @@ impl AdaptedModel {
     }
 
     /// ∂L/∂values (group order) from a backward pass through tensors that [`Self::set_values`]
-    /// returned with `require_grad`; zeros for groups the loss does not reach.
-    pub fn gradient(&self, grads: &Gradients) -> Result<Vec<f32>, AdapterError> {
-        let mut out = Vec::new();
-        for t in &self.attached()?.trainable {
-            match t.grad(grads) {
-                Some(g) => out.extend(read_f32(g, "adapter gradient")?),
-                None => out.extend(std::iter::repeat_n(0.0, t.dims()[0])),
-            }
-        }
-        Ok(out)
+    /// returned with `require_grad`; zeros for groups the loss does not reach. One read of
+    /// the device, awaited (a browser's WebGPU can only be read asynchronously).
+    pub async fn gradient(&self, grads: &Gradients) -> Result<Vec<f32>, AdapterError> {
+        let parts: Vec<Tensor<1>> = self
+            .attached()?
+            .trainable
+            .iter()
+            .map(|t| t.grad(grads).unwrap_or_else(|| t.clone().inner().zeros_like()))
+            .collect();
+        Ok(read_f32_async(Tensor::cat(parts, 0), "adapter gradient").await?)
     }
 }
 

@@ -133,6 +133,19 @@ impl AdapterFile {
     /// Write atomically (a temporary file next to `path`, flushed, then renamed), byte for byte
     /// the same for the same adapter.
     pub fn save(&self, path: &Path) -> Result<(), AdapterFileError> {
+        write_atomic(path, &self.encode(path)?).map_err(|e| match e {
+            FormatError::Io { path, error } => AdapterFileError::Io { path, error },
+            other => invalid(path, other.to_string()),
+        })
+    }
+
+    /// The file's bytes, as [`Self::save`] writes them (a browser offers them for download).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, AdapterFileError> {
+        self.encode(Path::new("adapter.safetensors"))
+    }
+
+    /// The file's bytes; `path` names it in errors.
+    fn encode(&self, path: &Path) -> Result<Vec<u8>, AdapterFileError> {
         let payload = self.payload();
         let view = TensorView::new(dtype(self.config.precision), vec![self.values.len()], &payload)
             .map_err(|e| invalid(path, e.to_string()))?;
@@ -148,10 +161,7 @@ impl AdapterFile {
         .collect();
         let bytes = safetensors::serialize([("trainable", view)], Some(metadata))
             .map_err(|e| invalid(path, e.to_string()))?;
-        write_atomic(path, &canonical_header(&bytes)).map_err(|e| match e {
-            FormatError::Io { path, error } => AdapterFileError::Io { path, error },
-            other => invalid(path, other.to_string()),
-        })
+        Ok(canonical_header(&bytes))
     }
 
     /// Read and validate an adapter file.

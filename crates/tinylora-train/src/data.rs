@@ -92,7 +92,12 @@ pub fn load_problems(path: &Path) -> Result<Vec<Problem>, DataError> {
         path: path.to_path_buf(),
         error,
     })?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    parse_problems(path, &bytes)
+}
+
+/// [`load_problems`] of a file's bytes already in memory (`path` names it in errors).
+pub fn parse_problems(path: &Path, bytes: &[u8]) -> Result<Vec<Problem>, DataError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut problems = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_error = |message| DataError::Line {

@@ -2,11 +2,11 @@
 //! under every extraction mode, tokens/s, and one record per problem.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use serde::Serialize;
 use tinylora_engine::{GenerateOptions, SamplingParams, Transformer};
 use tinylora_formats::ModelFile;
+use web_time::Instant;
 
 use crate::data::Problem;
 use crate::error::TrainError;
@@ -97,6 +97,19 @@ pub fn evaluate_until(
     file: &ModelFile,
     problems: &[Problem],
     s: &EvalSettings,
+    progress: impl FnMut(usize, usize),
+    stop: &AtomicBool,
+) -> Result<Option<EvalReport>, TrainError> {
+    pollster::block_on(evaluate_async(model, file, problems, s, progress, stop))
+}
+
+/// [`evaluate_until`] that awaits the device (a browser's WebGPU can only be read
+/// asynchronously).
+pub async fn evaluate_async(
+    model: &Transformer,
+    file: &ModelFile,
+    problems: &[Problem],
+    s: &EvalSettings,
     mut progress: impl FnMut(usize, usize),
     stop: &AtomicBool,
 ) -> Result<Option<EvalReport>, TrainError> {
@@ -120,10 +133,12 @@ pub fn evaluate_until(
         }
         let chunk: Vec<Vec<u32>> = indices.iter().map(|&i| prompts[i].clone()).collect();
         let mut live = tokens;
-        let gens = model.generate(&chunk, &opts, |_, _| {
-            live += 1;
-            progress(done, live);
-        })?;
+        let gens = model
+            .generate_async(&chunk, &opts, |_, _| {
+                live += 1;
+                progress(done, live);
+            })
+            .await?;
         for (&i, g) in indices.iter().zip(gens) {
             let p = &problems[i];
             tokens += g.output_ids.len();

@@ -4,12 +4,14 @@
 //! ([`crate::grpo`]) and one AdamW step. The rollouts' own log-probabilities are π_old, so the
 //! first update has ρ = 1 up to the difference between sampling and scoring, and later ones
 //! see the policy move.
-
-use std::time::Instant;
+//!
+//! The step is `async` ([`GrpoTrainer::step_async`]): it awaits every read of the device, as a
+//! browser's WebGPU requires; natively [`TrainingMethod::step`] blocks on it.
 
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinylora_engine::{DeltaMode, FinishReason, read_scalar};
+use tinylora_engine::{DeltaMode, FinishReason, read_f32_async};
+use web_time::Instant;
 
 use crate::collective::{shard, sum_f32};
 use crate::data::Problem;
@@ -115,7 +117,7 @@ impl GrpoTrainer {
 
     /// μ updates on the scored rollouts; returns (mean loss, last KL, last clipped share,
     /// last gradient norm).
-    fn update(
+    async fn update(
         &self,
         run: &mut AdapterRun<'_>,
         r: &Rollouts,
@@ -207,14 +209,21 @@ impl GrpoTrainer {
                 cfg.max_new_tokens,
                 Some(whole),
             );
-            let loss = read_scalar(parts.loss.clone().inner(), "loss")?;
-            let grad_norm = run.descend(parts.loss, loss, cfg.max_grad_norm, lr)?;
+            // loss, KL and clipped share in one read of the device
+            let scalars = Tensor::cat(
+                vec![
+                    parts.loss.clone().inner(),
+                    parts.kl.inner(),
+                    parts.clipped.inner(),
+                ],
+                0,
+            );
+            let [loss, kl, clipped] = read_f32_async(scalars, "loss, KL and clipped share").await?[..]
+                .try_into()
+                .expect("three scalars");
+            let grad_norm = run.descend_async(parts.loss, loss, cfg.max_grad_norm, lr).await?;
             loss_sum += loss;
-            last = [
-                read_scalar(parts.kl.inner(), "KL")?,
-                read_scalar(parts.clipped.inner(), "clipped share")?,
-                grad_norm,
-            ];
+            last = [kl, clipped, grad_norm];
         }
         Ok(combine_update_metrics(
             run,
@@ -258,6 +267,18 @@ impl TrainingMethod for GrpoTrainer {
 
     /// Generate and score, then update: one step.
     fn step(&mut self, run: &mut AdapterRun<'_>, problems: &[Problem]) -> Result<StepMetrics, TrainError> {
+        pollster::block_on(self.step_async(run, problems))
+    }
+}
+
+impl GrpoTrainer {
+    /// Take step `run.state.step` (0-based) on the training `problems`, awaiting every read of
+    /// the device: generate and score, then update. Returns its metrics.
+    pub async fn step_async(
+        &mut self,
+        run: &mut AdapterRun<'_>,
+        problems: &[Problem],
+    ) -> Result<StepMetrics, TrainError> {
         let cfg = self.config.clone();
         let step = run.state.step;
         let t0 = Instant::now();
@@ -276,7 +297,7 @@ impl TrainingMethod for GrpoTrainer {
         let mine = shard(chosen.len(), c.rank(), c.size());
         let first = mine.start;
         let chosen: Vec<Problem> = chosen.drain(mine).collect();
-        let rollouts = generate(run.model, run.file, chosen, &settings, step, first)?;
+        let rollouts = generate(run.model, run.file, chosen, &settings, step, first).await?;
         let scored = score(
             &rollouts,
             &mut self.rewards,
@@ -293,7 +314,7 @@ impl TrainingMethod for GrpoTrainer {
 
         let t1 = Instant::now();
         let lr = learning_rate(cfg.lr, step, cfg.warmup);
-        let [loss, kl, clipped, grad_norm] = self.update(run, &rollouts, &scored, lr)?;
+        let [loss, kl, clipped, grad_norm] = self.update(run, &rollouts, &scored, lr).await?;
         run.state.step += 1;
 
         // metrics of the whole batch: sums of every process's share

@@ -30,9 +30,9 @@ pub mod run_files;
 pub mod sft;
 
 pub use collective::{Collective, Single, shard};
-pub use data::{Problem, data_fingerprint, load_problems, split};
+pub use data::{Problem, data_fingerprint, load_problems, parse_problems, split};
 pub use error::TrainError;
-pub use eval::{EvalReport, EvalSettings, evaluate, evaluate_until};
+pub use eval::{EvalRecord, EvalReport, EvalSettings, evaluate, evaluate_async, evaluate_until};
 pub use extract::{ExtractMode, extract, is_correct, normalize};
 pub use grpo::{Aggregation, ImportanceSampling, LossConfig, ScaleRewards, advantages, grpo_loss};
 pub use grpo_trainer::{GrpoConfig, GrpoTrainer};

@@ -43,9 +43,9 @@ pub struct Rollouts {
 
 /// Sample G completions of each of `problems` at step `step` (0-based), the first of them
 /// the step's problem number `first` (0 unless the step's problems are split across
-/// processes). Every sample's stream is seeded by (seed, step) and its index in the step's
+/// processes), awaiting the device. Every sample's stream is seeded by (seed, step) and its index in the step's
 /// whole batch, so a resumed run, or the same batch split across processes, draws the same.
-pub fn generate(
+pub async fn generate(
     model: &Transformer,
     file: &ModelFile,
     problems: Vec<Problem>,
@@ -77,7 +77,7 @@ pub fn generate(
         },
         stop_ids: tok.stop_ids.clone(),
     };
-    let generations = model.generate(&repeated, &opts, |_, _| {})?;
+    let generations = model.generate_async(&repeated, &opts, |_, _| {}).await?;
     let texts = generations
         .iter()
         .map(|g| tok.decode(&g.output_ids))

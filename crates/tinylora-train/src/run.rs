@@ -96,13 +96,27 @@ impl AdapterRun<'_> {
         max_norm: f32,
         lr: f32,
     ) -> Result<f32, TrainError> {
+        pollster::block_on(self.descend_async(loss, loss_value, max_norm, lr))
+    }
+
+    /// [`Self::descend`] that awaits the gradient's read-back (the browser's only way).
+    pub async fn descend_async(
+        &mut self,
+        loss: Tensor<1>,
+        loss_value: f32,
+        max_norm: f32,
+        lr: f32,
+    ) -> Result<f32, TrainError> {
         let step = self.state.step + 1;
-        let non_finite = |what, value: f32| TrainError::NonFinite { step, what, value };
         if !loss_value.is_finite() {
-            return Err(non_finite("loss", loss_value));
+            return Err(TrainError::NonFinite {
+                step,
+                what: "loss",
+                value: loss_value,
+            });
         }
         let grads = loss.backward();
-        let g = self.model.gradient(&grads)?;
+        let g = self.model.gradient(&grads).await?;
         self.apply_gradient(g, max_norm, lr)
     }
 

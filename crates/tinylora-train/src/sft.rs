@@ -1,11 +1,10 @@
 //! The SFT baseline (SPEC.md §2's comparison): the same adapter trained on the gold solutions
 //! with cross-entropy on the solution tokens only, same optimizer, logging and checkpoints.
 
-use std::time::Instant;
-
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tinylora_engine::{DeltaMode, read_scalar};
+use web_time::Instant;
 
 use crate::collective::{shard, sum_f32};
 use crate::data::Problem;

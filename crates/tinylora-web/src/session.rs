@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use tinylora_adapter::{AdaptedModel, AdapterFile, AdapterParts, Method, plan};
@@ -17,15 +18,19 @@ use crate::device::webgpu_device;
 /// the weights) and off (unmerged) without reloading anything.
 #[wasm_bindgen]
 pub struct Session {
-    state: Rc<RefCell<State>>,
+    pub(crate) state: Rc<RefCell<State>>,
+    /// Set to stop a training run (read between its steps and evaluation batches).
+    pub(crate) stop: Rc<AtomicBool>,
 }
 
-struct State {
-    file: ModelFile,
-    model: AdaptedModel,
-    adapter: Option<AdapterInfo>,
+pub(crate) struct State {
+    pub(crate) file: ModelFile,
+    pub(crate) model: AdaptedModel,
+    pub(crate) adapter: Option<AdapterInfo>,
+    /// The adapter as a file (values, configuration, base model fingerprint).
+    pub(crate) adapter_file: Option<AdapterFile>,
     /// How the weight matrices are kept.
-    weights: WeightFormat,
+    pub(crate) weights: WeightFormat,
 }
 
 impl State {
@@ -36,29 +41,31 @@ impl State {
     }
 }
 
+/// A progress callback with the modules done and in all.
+pub(crate) type OnModule = Box<dyn FnMut(u32, u32)>;
+
 thread_local! {
-    /// The JavaScript progress callback of the adapter being applied, with the modules done
-    /// and in all. A thread-local because the SVD loop takes a `Sync` callback and a
-    /// JavaScript function is not `Sync`; wasm32 in a browser runs it all on this thread.
-    static PROGRESS: RefCell<Option<(js_sys::Function, u32, u32)>> = const { RefCell::new(None) };
+    /// The progress callback of the adapter being prepared, with the modules done and in all.
+    /// A thread-local because the SVD loop takes a `Sync` callback and a JavaScript function
+    /// is not `Sync`; wasm32 in a browser runs it all on this thread.
+    static PROGRESS: RefCell<Option<(OnModule, u32, u32)>> = const { RefCell::new(None) };
 }
 
-/// Reports SVD progress to JavaScript while it lives.
-struct ModuleProgress;
+/// Reports SVD progress while it lives.
+pub(crate) struct ModuleProgress;
 
 impl ModuleProgress {
-    fn new(on_module: Option<js_sys::Function>, total: usize) -> Self {
+    pub(crate) fn new(on_module: Option<OnModule>, total: usize) -> Self {
         PROGRESS.with(|p| *p.borrow_mut() = on_module.map(|f| (f, 0, total as u32)));
         ModuleProgress
     }
 
-    /// One more module done: `on_module(done, total)` (its exceptions are ignored: progress
-    /// is advisory).
-    fn tick(&self) {
+    /// One more module done: `on_module(done, total)`.
+    pub(crate) fn tick(&self) {
         PROGRESS.with(|p| {
             if let Some((f, done, total)) = &mut *p.borrow_mut() {
                 *done += 1;
-                let _ = f.call2(&JsValue::NULL, &(*done).into(), &(*total).into());
+                f(*done, *total);
             }
         });
     }
@@ -71,7 +78,7 @@ impl Drop for ModuleProgress {
 }
 
 /// `error` with its whole chain of causes, for JavaScript.
-fn js_error(error: &dyn std::error::Error) -> JsError {
+pub(crate) fn js_error(error: &dyn std::error::Error) -> JsError {
     JsError::new(&error_chain(error))
 }
 
@@ -93,20 +100,20 @@ struct ModelInfo {
 
 /// What the page shows about a loaded adapter.
 #[derive(Serialize, Clone)]
-struct AdapterInfo {
-    name: String,
-    method: String,
-    rank: usize,
+pub(crate) struct AdapterInfo {
+    pub(crate) name: String,
+    pub(crate) method: String,
+    pub(crate) rank: usize,
     /// Trainable parameters.
-    parameters: usize,
+    pub(crate) parameters: usize,
     /// Bytes of the trainable values (the adapter's payload).
-    payload_bytes: usize,
+    pub(crate) payload_bytes: usize,
     /// Size of the adapter file.
-    file_bytes: usize,
-    tie_groups: usize,
-    modules: usize,
-    /// Time to factorise the target weights and merge the update.
-    attach_ms: f64,
+    pub(crate) file_bytes: usize,
+    pub(crate) tie_groups: usize,
+    pub(crate) modules: usize,
+    /// Time to factorise the target weights and merge the update (or to train it).
+    pub(crate) attach_ms: f64,
 }
 
 /// Generation settings from JavaScript (every field optional).
@@ -160,16 +167,16 @@ struct GenerateReport {
     decode_tokens_per_s: f64,
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
-fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+pub(crate) fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
     let json = serde_json::to_string(value).map_err(|e| JsError::new(&e.to_string()))?;
     js_sys::JSON::parse(&json).map_err(|_| JsError::new("internal error: report is not JSON"))
 }
 
-fn busy() -> JsError {
+pub(crate) fn busy() -> JsError {
     JsError::new("the model is busy with another request (wait for the generation to finish)")
 }
 
@@ -222,8 +229,10 @@ impl Session {
                 file,
                 model,
                 adapter: None,
+                adapter_file: None,
                 weights,
             })),
+            stop: Rc::new(AtomicBool::new(false)),
         })
     }
 
@@ -264,6 +273,12 @@ impl Session {
             .map_err(|e| js_error(&e))?;
         let State { file, model, .. } = &mut *state;
         let p = plan(&file.config, &adapter.config);
+        let on_module = on_module.map(|f| -> OnModule {
+            // its exceptions are ignored: progress is advisory
+            Box::new(move |done, total| {
+                let _ = f.call2(&JsValue::NULL, &done.into(), &total.into());
+            })
+        });
         let progress = ModuleProgress::new(on_module, p.modules);
         AdapterParts::build(file, &adapter.config, &adapter.values, &|| progress.tick())
             .and_then(|parts| model.attach(parts))
@@ -287,6 +302,7 @@ impl Session {
             attach_ms: now_ms() - start,
         };
         state.adapter = Some(info.clone());
+        state.adapter_file = Some(adapter);
         to_js(&info)
     }
 
