@@ -4,10 +4,13 @@
 #     against the plain-Rust reference (crates/tinylora-web/tests/browser.rs);
 #  2. the demo page end to end with puppeteer-core: SmolLM2 + a trained adapter, greedy
 #     answers equal to `tinylora generate` (tests/browser/demo.test.mjs), with a screenshot,
-#     and the size of the page's wasm module.
+#     and the size of the page's wasm module; GRPO in the page's worker against the native
+#     trainer on the digit task (examples/digit_model.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_web.sh --browser
+# the digit task the page's training test writes (built by `cargo test` too: a no-op then)
+cargo build --release --example digit_model
 export CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600
 # the page's module alongside the wasm-bindgen tests: the two cargo builds share their
 # dependencies (cargo's lock has one build them), then binaryen's single-threaded wasm-opt

@@ -33,7 +33,9 @@ awk -v b="$before" -v a="$(stat -c %s "$WASM")" -v f="$WASM" \
   'BEGIN {printf "web: %s is %.1f MB (%.1f MB before wasm-opt)\n", f, a/1e6, b/1e6}' >&2
 [[ "${1:-}" == "--build-only" ]] && exit 0
 scripts/fetch_models.sh smollm2
-# the page fetches models/… next to itself: serve the checkout's models/ there
+# the page fetches models/… next to itself: serve the checkout's models/ there …
 [[ -e web/models ]] || ln -s ../models web/models
+# … and data/ (the training panel's default problems)
+[[ -e web/data ]] || ln -s ../data web/data
 echo "web: open http://127.0.0.1:${PORT:-8080}/ in a browser with WebGPU (Chrome, Edge, Safari)" >&2
 exec python3 -m http.server "${PORT:-8080}" --bind 127.0.0.1 --directory web

@@ -5,8 +5,10 @@
 // model's fingerprint, so a link opened on another model is refused by the same check as a file. The session
 // itself lives in a Web Worker (worker.js): this thread only renders and sends requests, so the
 // page keeps painting and answering clicks while the worker loads, applies SVDs or generates.
-// `window.tinylora` exposes the model, the adapter and the last reports (the browser test
-// reads them).
+// The page also trains an adapter in the tab (GRPO, the CLI's trainer, in the worker) with a
+// live reward chart and the held-out accuracy before and after.
+// `window.tinylora` exposes the model, the adapter, the last reports and the last training run
+// (the browser test reads them).
 
 const $ = (id) => document.getElementById(id);
 const page = { model: null, reports: {}, busy: false, frames: 0 };
@@ -79,8 +81,9 @@ async function readFiles(fileList) {
 
 function refreshButtons() {
   $("generate").disabled = page.busy || !page.model;
-  for (const id of ["model-load", "adapter-load"]) $(id).disabled = page.busy;
-  $("adapter-load").disabled = page.busy || !page.model;
+  $("model-load").disabled = page.busy;
+  for (const id of ["adapter-load", "train-start"]) $(id).disabled = page.busy || !page.model;
+  $("train-stop").disabled = !page.training?.running;
 }
 
 async function withBusy(fn) {
@@ -113,6 +116,7 @@ async function loadModel(name, files) {
     if (!info.has_chat_template) $("chat").checked = false;
     $("adapter-info").textContent = "No adapter loaded.";
     $("adapter-share").hidden = true;
+    $("train-info").textContent = "Ready to train on this model.";
     status("Model loaded. Load an adapter, or generate with the base model.", "model");
   });
   await applyLinked();
@@ -160,6 +164,13 @@ function offerAdapter(name, bytes) {
   $("adapter-share").hidden = false;
 }
 
+function showAdapter(a, how) {
+  page.adapter = a;
+  $("adapter-info").textContent = `${a.name}: ${a.method}, ${a.parameters} trainable ` +
+    `parameters (${a.payload_bytes} bytes of values, file ${a.file_bytes} bytes), ` +
+    `${a.tie_groups} tie group(s) over ${a.modules} modules, rank ${a.rank}; ${how}`;
+}
+
 async function loadAdapter(name, bytes) {
   if (!page.model) return fail("Adapter", new Error("load a model first"));
   const kept = bytes.slice(); // `bytes` moves to the worker
@@ -173,11 +184,7 @@ async function loadAdapter(name, bytes) {
         onProgress: ({ done, total }) =>
           status(`Applying ${name}: SVD of module ${done} of ${total}…`, "busy", done % 50 !== 0),
       });
-      page.adapter = a;
-      $("adapter-info").textContent = `${a.name}: ${a.method}, ${a.parameters} trainable ` +
-        `parameters (${a.payload_bytes} bytes of values, file ${a.file_bytes} bytes), ` +
-        `${a.tie_groups} tie group(s) over ${a.modules} modules, rank ${a.rank}; ` +
-        `applied in ${(a.attach_ms / 1e3).toFixed(1)} s`;
+      showAdapter(a, `applied in ${(a.attach_ms / 1e3).toFixed(1)} s`);
       offerAdapter(name, kept);
       status("Adapter applied. Generate to compare.", "adapter");
     } catch (e) {
@@ -223,6 +230,131 @@ async function generate() {
       fail("Generation failed", e);
     }
   });
+}
+
+// ---- Training in the tab ----------------------------------------------------------------
+
+function trainSettings() {
+  const num = (id) => Number($(id).value);
+  return {
+    group_size: num("train-group"), steps: num("train-steps"), lr: num("train-lr"),
+    eval_problems: num("train-eval"), prompts_per_step: num("train-prompts"),
+    max_new_tokens: num("train-tokens"), u: num("train-u"), temperature: num("train-temperature"),
+    warmup: num("train-warmup"), max_grad_norm: num("train-clip"), seed: num("train-seed"),
+    extract: $("train-extract").value, instruction: $("train-instruction").value,
+    answer_prefix: $("train-prefix").value,
+  };
+}
+
+// The mean reward (and the share of right answers) of every step so far, on `total` steps.
+function drawChart(steps, total) {
+  const [w, h, pad] = [600, 150, 14];
+  const x = (step) => pad + (w - 2 * pad) * (step / Math.max(total, 1));
+  const y = (v) => h - pad - (h - 2 * pad) * Math.min(Math.max(v, 0), 1);
+  const line = (cls, key) => `<polyline class="${cls}" points="${
+    steps.map((m) => `${x(m.step).toFixed(1)},${y(m[key]).toFixed(1)}`).join(" ")}"/>`;
+  $("train-chart").innerHTML =
+    `<line x1="${pad}" x2="${w - pad}" y1="${y(0)}" y2="${y(0)}" stroke="#d9dde5"/>` +
+    `<line x1="${pad}" x2="${w - pad}" y1="${y(1)}" y2="${y(1)}" stroke="#d9dde5"/>` +
+    line("reward", "reward_mean") + line("accuracy", "accuracy") +
+    `<text x="${pad + 4}" y="${pad + 10}">mean reward (solid) · right answers (dashed), step ` +
+    `${steps.length ? steps[steps.length - 1].step : 0} of ${total}</text>`;
+}
+
+const percent = (x) => `${(100 * x).toFixed(1)}%`;
+const EXTRACT = { strict: 0, flexible: 1, boxed: 2 };
+
+// Held-out problems the adapter got right and the base model wrong (wins), and the reverse
+// (losses): up to four of each, so the page shows what changed, not only what improved.
+function showExamples(before, after) {
+  const body = $("train-examples").querySelector("tbody");
+  body.textContent = "";
+  if (!before || !after) return;
+  const pairs = before.records.map((b, i) => [b, after.records[i]]);
+  const wins = pairs.filter(([b, a]) => !b.correct && a.correct).slice(0, 4);
+  const losses = pairs.filter(([b, a]) => b.correct && !a.correct).slice(0, 4);
+  const same = pairs.filter(([b, a]) => b.correct === a.correct).slice(0, Math.max(0, 4 - wins.length - losses.length));
+  for (const [b, a] of [...wins, ...losses, ...same]) {
+    const row = body.insertRow();
+    row.insertCell().textContent = b.question;
+    row.insertCell().textContent = b.gold;
+    for (const r of [b, a]) {
+      const cell = row.insertCell();
+      cell.textContent = r.output.trim() || "(nothing)";
+      cell.className = r.correct ? "right" : "wrong";
+    }
+  }
+  $("train-examples").hidden = body.rows.length === 0;
+}
+
+function onTrainEvent(e) {
+  const run = page.training;
+  run.events.push(e.kind === "evaluated" ? { ...e, records: e.records.length } : e);
+  if (e.kind === "svd") {
+    status(`Training: SVD of module ${e.done} of ${e.total}…`, "busy", e.done % 50 !== 0);
+  } else if (e.kind === "eval") {
+    status(`Evaluating (${e.label}): ${e.done} of ${e.problems} held-out problems, ${e.tokens} tokens…`, "busy", true);
+  } else if (e.kind === "evaluated") {
+    run[e.label === "base model" ? "before" : "after"] = e;
+    status(`${e.label}: ${percent(e.accuracy[EXTRACT[run.settings.extract]])} right on ${e.problems} held-out problems`, "busy");
+  } else if (e.kind === "step") {
+    const m = e.metrics;
+    run.steps.push(m);
+    drawChart(run.steps, e.steps);
+    const line = `Step ${m.step} of ${e.steps}: mean reward ${m.reward_mean.toFixed(2)} ± ` +
+      `${m.reward_std.toFixed(2)}, ${percent(m.accuracy)} right, ${(m.rollout_s + m.train_s).toFixed(1)} s`;
+    $("train-info").textContent = line;
+    status(line, "busy");
+  }
+}
+
+async function train() {
+  if (!page.model) return fail("Training", new Error("load a model first"));
+  const picked = $("train-data-file").files[0];
+  let data;
+  try {
+    data = picked ? new Uint8Array(await picked.arrayBuffer()) : await fetchBytes($("train-data-url").value.trim());
+  } catch (e) {
+    return fail("Could not read the problems", e);
+  }
+  const settings = trainSettings();
+  page.training = { settings, events: [], steps: [], running: true, report: null };
+  drawChart([], settings.steps);
+  $("train-examples").hidden = true;
+  await withBusy(async () => {
+    status("Training: SVD of the target weights…", "busy");
+    try {
+      page.adapter = null;
+      $("adapter-share").hidden = true;
+      $("adapter-info").textContent = "Training an adapter…";
+      const report = await call("train", { data, settings },
+        { transfer: [data.buffer], onProgress: onTrainEvent });
+      page.training.report = report;
+      showAdapter(report.adapter, `trained here in ${report.steps} steps ` +
+        `(${report.seconds_per_step.toFixed(1)} s a step)${report.interrupted ? ", stopped early" : ""}`);
+      offerAdapter("adapter.safetensors", await call("adapterFile"));
+      const mode = EXTRACT[settings.extract];
+      const acc = (r) => (r ? percent(r.accuracy[mode]) : "not evaluated");
+      $("train-info").textContent = `${report.steps} steps, ${report.seconds_per_step.toFixed(1)} s each` +
+        `${report.interrupted ? " (stopped early)" : ""}. Held-out accuracy (${settings.extract}): ` +
+        `base model ${acc(report.before)} → with the adapter ${acc(report.after)}` +
+        (report.before ? ` on ${report.before.problems} problems.` : ".");
+      showExamples(report.before, report.after);
+      status("Trained: the adapter is on. Generate to compare, or share it.", "trained");
+    } catch (e) {
+      $("adapter-info").textContent = "No adapter loaded.";
+      fail("Training failed", e);
+    } finally {
+      page.training.running = false;
+    }
+  });
+}
+
+async function stopTraining() {
+  $("train-stop").disabled = true;
+  status("Stopping after this step (Stop again during the last evaluation skips it)…", "busy");
+  await call("stop");
+  setTimeout(refreshButtons, 0);
 }
 
 function dropZone(zoneId, onFiles) {
@@ -281,6 +413,8 @@ async function main() {
     } catch (e) { fail("Could not fetch the adapter", e); }
   });
   $("generate").addEventListener("click", generate);
+  $("train-start").addEventListener("click", train);
+  $("train-stop").addEventListener("click", stopTraining);
   refreshButtons();
   try {
     page.linked = adapterFromLink();

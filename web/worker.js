@@ -4,10 +4,14 @@
 //
 // Protocol (structured-clone messages):
 //   page → worker  {id, op, args}         op: hello | load | loadAdapter | setAdapter | generate
+//                                         | train | adapterFile | stop
 //   worker → page  {id, ok: true, result} or {id, ok: false, error}: the answer to request id
 //                  {id, progress: {...}}  while request id runs: {done, total} of an adapter's
-//                                         modules; {piece, token} of a generation
-// Requests run one at a time, in the order they arrive.
+//                                         modules; {piece, token} of a generation; a training
+//                                         run's events ({kind: "svd" | "eval" | "evaluated" |
+//                                         "step", ...}, see Session.train)
+// Requests run one at a time, in the order they arrive; `stop` alone is answered at once (it
+// asks the training run in progress to stop after its step).
 import init, { Session } from "./pkg/tinylora_web.js";
 
 let session = null;
@@ -41,6 +45,12 @@ const ops = {
   generate({ prompt, settings }, progress) {
     return current().generate(prompt, settings, (piece, token) => progress({ piece, token }));
   },
+  train({ data, settings }, progress) {
+    return current().train(data, settings, progress);
+  },
+  adapterFile() {
+    return current().adapter_file() ?? null;
+  },
 };
 
 async function handle({ id, op, args }) {
@@ -54,5 +64,10 @@ async function handle({ id, op, args }) {
 }
 
 self.onmessage = (e) => {
+  if (e.data.op === "stop") {
+    session?.stop_training();
+    postMessage({ id: e.data.id, ok: true, result: null });
+    return;
+  }
   queue = queue.then(() => handle(e.data));
 };

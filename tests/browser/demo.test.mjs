@@ -8,12 +8,17 @@
 // names another base model is refused, and so is a malformed one pasted into the same tab.
 // Saves a screenshot and the page's timing reports.
 //
+// Training in the tab: the tests' digit task (examples/digit_model.rs) trained 3 GRPO steps in
+// the page's worker gives the native `tinylora train grpo` run's rewards and values step by
+// step, and its adapter file loads in the CLI; Stop ends a long run early and keeps its values.
+//
 // Run by scripts/test_web.sh after `scripts/web.sh --build-only`; environment:
 //   TINYLORA_BIN   the native CLI (default $CARGO_TARGET_DIR/release/tinylora)
+//   TINYLORA_DIGIT the digit-task writer (default $CARGO_TARGET_DIR/release/examples/digit_model)
 //   TINYLORA_OUT   where demo.png and demo-report.json go (default target/browser)
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
@@ -24,6 +29,7 @@ const root = path.resolve(import.meta.dirname, "../..");
 const models = process.env.TINYLORA_MODELS ?? path.join(root, "models");
 const target = process.env.CARGO_TARGET_DIR ?? path.join(os.homedir(), ".cache/tinylora/target");
 const bin = process.env.TINYLORA_BIN ?? path.join(target, "release/tinylora");
+const digitModel = process.env.TINYLORA_DIGIT ?? path.join(target, "release/examples/digit_model");
 const out = process.env.TINYLORA_OUT ?? path.join(root, "target/browser");
 
 const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -57,7 +63,9 @@ function serve() {
     const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
     const file = url.startsWith("/models/")
       ? path.join(models, url.slice("/models/".length))
-      : path.join(root, "web", url === "/" ? "index.html" : url);
+      : url.startsWith("/data/")
+        ? path.join(root, url)
+        : path.join(root, "web", url === "/" ? "index.html" : url);
     fs.readFile(file, (err, data) => {
       if (err) { res.writeHead(404); res.end(`not found: ${url}`); return; }
       res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
@@ -65,6 +73,18 @@ function serve() {
     });
   });
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+/// The values of an adapter file (safetensors: an 8-byte header length, a JSON header, then
+/// the `trainable` f32 tensor).
+function adapterValues(bytes) {
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString("utf8"));
+  const t = header.trainable;
+  assert.equal(t.dtype, "F32", "an f32 adapter");
+  const [a, b] = t.data_offsets;
+  const data = bytes.subarray(8 + n + a, 8 + n + b);
+  return Array.from({ length: data.length / 4 }, (_, i) => data.readFloatLE(4 * i));
 }
 
 /// Debian's Chromium, headless, with WebGPU (SwiftShader) and no network chatter.
@@ -259,5 +279,110 @@ test("without WebGPU the page says so plainly and offers nothing broken", { time
   } finally {
     await browser.close();
     server.close();
+  }
+});
+
+// The digit task's GRPO settings (tests/common/digit_task.rs), as the page's controls and as
+// the CLI's flags.
+const DIGIT_RUN = { "train-group": 8, "train-steps": 3, "train-lr": 0.3, "train-eval": 2,
+  "train-prompts": 4, "train-tokens": 1, "train-u": 13, "train-temperature": 1, "train-warmup": 0,
+  "train-clip": 0, "train-seed": 0, "train-instruction": "", "train-prefix": "" };
+const DIGIT_FLAGS = ["--group-size", "8", "--steps", "3", "--lr", "0.3", "--eval-problems", "2",
+  "--prompts-per-step", "4", "--max-new-tokens", "1", "--u", "13", "--tying", "full",
+  "--temperature", "1", "--warmup", "0", "--max-grad-norm", "0", "--seed", "0",
+  "--instruction", "", "--answer-prefix", "", "--extract", "flexible"];
+// The values may differ between the CPU backend and WebGPU in rounding only; one sample drawn
+// differently would move them by about the learning rate (0.3).
+const VALUE_TOLERANCE = 1e-3;
+
+async function setControls(page, values) {
+  await page.evaluate((v) => {
+    for (const [id, x] of Object.entries(v)) document.getElementById(id).value = String(x);
+  }, values);
+}
+
+test("GRPO in the page's worker trains like the native CLI, and Stop keeps what was learned", { timeout: 20 * MINUTE }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tinylora-digit-"));
+  execFileSync(digitModel, [dir], { stdio: "inherit" });
+  const modelDir = path.join(dir, "model");
+  const data = path.join(dir, "problems.jsonl");
+  const runDir = path.join(dir, "run");
+  const native = spawnSync(bin, ["train", "grpo", "--model", modelDir, "--data", data, "--out", runDir,
+    "--device", "cpu", ...DIGIT_FLAGS], { encoding: "utf8" });
+  const log = native.stdout + native.stderr;
+  assert.equal(native.status, 0, `the native run: ${log}`);
+  const want = fs.readFileSync(path.join(runDir, "metrics.jsonl"), "utf8").trim().split("\n").map(JSON.parse);
+  assert.equal(want.length, 3, `three native steps: ${log}`);
+
+  const server = await serve();
+  const browser = await chromium();
+  try {
+    const page = await browser.newPage();
+    const t = Date.now();
+    page.on("console", (m) => console.log(`[train page ${((Date.now() - t) / 1e3).toFixed(1)}s ${m.type()}] ${m.text()}`));
+    page.on("pageerror", (e) => console.log(`[page error] ${e.message}`));
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    await until(page, "ready", MINUTE);
+    const modelInput = await page.$("#model-files");
+    await modelInput.uploadFile(...fs.readdirSync(modelDir).map((f) => path.join(modelDir, f)));
+    await until(page, "model", 5 * MINUTE);
+    await (await page.$("#train-data-file")).uploadFile(data);
+    await setControls(page, DIGIT_RUN);
+    await page.click("#train-start");
+    await until(page, "trained", 10 * MINUTE);
+    const got = await page.evaluate(() => ({
+      run: window.tinylora.training,
+      link: document.getElementById("adapter-link").href,
+      chart: document.querySelectorAll("#train-chart polyline.reward")[0]?.getAttribute("points") ?? "",
+      info: document.getElementById("train-info").textContent,
+    }));
+    assert.equal(got.run.steps.length, 3, "three steps in the page");
+    for (const [i, w] of want.entries()) {
+      const g = got.run.steps[i];
+      assert.equal(g.step, w.step, "step numbers");
+      assert.equal(g.reward_mean, w.reward_mean, `step ${w.step}: the same samples, the same mean reward`);
+      assert.equal(g.zero_variance_groups, w.zero_variance_groups, `step ${w.step}: same flat groups`);
+      const worst = Math.max(...g.values.map((v, k) => Math.abs(v - w.values[k])));
+      assert.ok(worst <= VALUE_TOLERANCE, `step ${w.step}: values within ${VALUE_TOLERANCE} of native (worst ${worst}): ` +
+        `${g.values} vs ${w.values}`);
+    }
+    assert.equal(got.chart.split(" ").length, 3, "the chart has a point per step");
+    // the held-out evaluations: the CLI prints "base model: … flexible 50.0% …"
+    const flexible = (label) => Number(new RegExp(`${label}: .*flexible ([0-9.]+)%`).exec(log)?.[1]);
+    assert.equal(100 * got.run.report.before.accuracy[1], flexible("base model"), "accuracy before");
+    assert.equal(100 * got.run.report.after.accuracy[1], flexible("with the adapter"), "accuracy after");
+    assert.match(got.info, /Held-out accuracy \(flexible\): base model .* → with the adapter/);
+    // the page's adapter file: the trained values, and the CLI loads it
+    const file = fromLink(got.link);
+    const values = adapterValues(file);
+    assert.deepEqual(values, got.run.report.values.map(Math.fround), "the offered file holds the trained values");
+    const adapterPath = path.join(dir, "from-the-page.safetensors");
+    fs.writeFileSync(adapterPath, file);
+    const nativeAnswer = JSON.parse(execFileSync(bin, ["generate", "--model", modelDir, "--adapter", adapterPath,
+      "--prompt", "t20 t40 t100", "--max-new-tokens", "1", "--device", "cpu", "--json"],
+    { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop());
+    assert.equal(nativeAnswer.output_ids.length, 1, "the CLI generates with the page's adapter");
+
+    // a long run, stopped after its first step: the steps taken are kept
+    await setControls(page, { "train-steps": 500, "train-eval": 2 });
+    await page.evaluate(() => { window.tinylora.training = null; });
+    await page.click("#train-start");
+    await page.waitForFunction(() => window.tinylora.training?.steps.length >= 1, { timeout: 5 * MINUTE, polling: 50 });
+    await page.click("#train-stop");
+    await page.waitForFunction(() => !window.tinylora.training.running, { timeout: 5 * MINUTE, polling: 100 });
+    await until(page, "trained", MINUTE);
+    const stopped = await page.evaluate(() => window.tinylora.training);
+    assert.equal(stopped.report.interrupted, true, "Stop ended the run early");
+    assert.ok(stopped.report.steps >= 1 && stopped.report.steps < 500, `steps taken: ${stopped.report.steps}`);
+    assert.equal(stopped.report.steps, stopped.steps.length, "every step taken was reported");
+    assert.deepEqual(stopped.report.values, stopped.steps.at(-1).values, "the last step's values are kept");
+    console.log(`browser training (digit task, SwiftShader): ${got.run.report.seconds_per_step.toFixed(2)} s a step; ` +
+      `stopped after ${stopped.report.steps} steps`);
+    fs.mkdirSync(out, { recursive: true });
+    fs.writeFileSync(path.join(out, "train-report.json"), JSON.stringify({ page: got.run, native: want }, null, 2));
+  } finally {
+    await browser.close();
+    server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
