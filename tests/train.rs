@@ -304,7 +304,10 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
         prompt: &no_instruction(),
         seed: 5,
     };
-    let r = tinylora::train::rollout::generate(&probe, &file, chosen, &settings, 0, 0).unwrap();
+    let r = pollster::block_on(tinylora::train::rollout::generate(
+        &probe, &file, chosen, &settings, 0, 0,
+    ))
+    .unwrap();
     let rewards: Vec<f32> = r
         .texts
         .iter()
