@@ -83,7 +83,8 @@ function refreshButtons() {
   $("generate").disabled = page.busy || !page.model;
   $("model-load").disabled = page.busy;
   for (const id of ["adapter-load", "train-start"]) $(id).disabled = page.busy || !page.model;
-  $("train-stop").disabled = !page.training?.running;
+  $("train-compare").disabled = page.busy || !page.adapter;
+  $("train-stop").disabled = !(page.training?.running || page.comparison?.running);
 }
 
 async function withBusy(fn) {
@@ -308,15 +309,29 @@ function onTrainEvent(e) {
   }
 }
 
+// The problems: the picked file, else the URL's.
+async function trainingData() {
+  const picked = $("train-data-file").files[0];
+  try {
+    return picked ? new Uint8Array(await picked.arrayBuffer()) : await fetchBytes($("train-data-url").value.trim());
+  } catch (e) {
+    fail("Could not read the problems", e);
+    return null;
+  }
+}
+
+// "base model 46.9% → with the adapter 53.1% on 32 problems" under the run's extraction mode.
+function accuracyLine(settings, before, after) {
+  const mode = EXTRACT[settings.extract];
+  const acc = (r) => (r ? percent(r.accuracy[mode]) : "not evaluated");
+  return `Held-out accuracy (${settings.extract}): base model ${acc(before)} → with the adapter ` +
+    `${acc(after)}` + (before ? ` on ${before.problems} problems.` : ".");
+}
+
 async function train() {
   if (!page.model) return fail("Training", new Error("load a model first"));
-  const picked = $("train-data-file").files[0];
-  let data;
-  try {
-    data = picked ? new Uint8Array(await picked.arrayBuffer()) : await fetchBytes($("train-data-url").value.trim());
-  } catch (e) {
-    return fail("Could not read the problems", e);
-  }
+  const data = await trainingData();
+  if (!data) return;
   const settings = trainSettings();
   page.training = { settings, events: [], steps: [], running: true, report: null };
   drawChart([], settings.steps);
@@ -333,12 +348,8 @@ async function train() {
       showAdapter(report.adapter, `trained here in ${report.steps} steps ` +
         `(${report.seconds_per_step.toFixed(1)} s a step)${report.interrupted ? ", stopped early" : ""}`);
       offerAdapter("adapter.safetensors", await call("adapterFile"));
-      const mode = EXTRACT[settings.extract];
-      const acc = (r) => (r ? percent(r.accuracy[mode]) : "not evaluated");
       $("train-info").textContent = `${report.steps} steps, ${report.seconds_per_step.toFixed(1)} s each` +
-        `${report.interrupted ? " (stopped early)" : ""}. Held-out accuracy (${settings.extract}): ` +
-        `base model ${acc(report.before)} → with the adapter ${acc(report.after)}` +
-        (report.before ? ` on ${report.before.problems} problems.` : ".");
+        `${report.interrupted ? " (stopped early)" : ""}. ${accuracyLine(settings, report.before, report.after)}`;
       showExamples(report.before, report.after);
       status("Trained: the adapter is on. Generate to compare, or share it.", "trained");
     } catch (e) {
@@ -346,6 +357,37 @@ async function train() {
       fail("Training failed", e);
     } finally {
       page.training.running = false;
+    }
+  });
+}
+
+// The loaded adapter, off and on, on the held-out problems the panel's settings choose.
+async function compare() {
+  const data = await trainingData();
+  if (!data) return;
+  const settings = trainSettings();
+  page.comparison = { settings, events: [], running: true, report: null };
+  $("train-examples").hidden = true;
+  await withBusy(async () => {
+    status("Answering the held-out problems with the adapter off, then on…", "busy");
+    try {
+      const report = await call("evaluate", { data, settings }, {
+        transfer: [data.buffer],
+        onProgress: (e) => {
+          page.comparison.events.push(e.kind === "evaluated" ? { ...e, records: e.records.length } : e);
+          if (e.kind === "eval") {
+            status(`Evaluating (${e.label}): ${e.done} of ${e.problems} held-out problems…`, "busy", true);
+          }
+        },
+      });
+      page.comparison.report = report;
+      $("train-info").textContent = accuracyLine(settings, report.before, report.after);
+      showExamples(report.before, report.after);
+      status("Compared: the adapter is on.", "compared");
+    } catch (e) {
+      fail("Comparison failed", e);
+    } finally {
+      page.comparison.running = false;
     }
   });
 }
@@ -415,6 +457,7 @@ async function main() {
   $("generate").addEventListener("click", generate);
   $("train-start").addEventListener("click", train);
   $("train-stop").addEventListener("click", stopTraining);
+  $("train-compare").addEventListener("click", compare);
   refreshButtons();
   try {
     page.linked = adapterFromLink();

@@ -4,7 +4,7 @@
 //
 // Protocol (structured-clone messages):
 //   page → worker  {id, op, args}         op: hello | load | loadAdapter | setAdapter | generate
-//                                         | train | adapterFile | stop
+//                                         | train | evaluate | adapterFile | stop
 //   worker → page  {id, ok: true, result} or {id, ok: false, error}: the answer to request id
 //                  {id, progress: {...}}  while request id runs: {done, total} of an adapter's
 //                                         modules; {piece, token} of a generation; a training
@@ -47,6 +47,9 @@ const ops = {
   },
   train({ data, settings }, progress) {
     return current().train(data, settings, progress);
+  },
+  evaluate({ data, settings }, progress) {
+    return current().evaluate(data, settings, progress);
   },
   adapterFile() {
     return current().adapter_file() ?? null;

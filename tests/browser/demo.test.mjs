@@ -10,7 +10,8 @@
 //
 // Training in the tab: the tests' digit task (examples/digit_model.rs) trained 3 GRPO steps in
 // the page's worker gives the native `tinylora train grpo` run's rewards and values step by
-// step, and its adapter file loads in the CLI; Stop ends a long run early and keeps its values.
+// step, and its adapter file loads in the CLI; "Compare" answers the held-out problems with the
+// adapter off and on as the run did; Stop ends a long run early and keeps its values.
 //
 // Run by scripts/test_web.sh after `scripts/web.sh --build-only`; environment:
 //   TINYLORA_BIN   the native CLI (default $CARGO_TARGET_DIR/release/tinylora)
@@ -362,6 +363,16 @@ test("GRPO in the page's worker trains like the native CLI, and Stop keeps what 
       "--prompt", "t20 t40 t100", "--max-new-tokens", "1", "--device", "cpu", "--json"],
     { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop());
     assert.equal(nativeAnswer.output_ids.length, 1, "the CLI generates with the page's adapter");
+
+    // "Compare": the same held-out problems, the trained adapter off and on, the same answers
+    await page.click("#train-compare");
+    await until(page, "compared", 5 * MINUTE);
+    const compared = await page.evaluate(() => window.tinylora.comparison.report);
+    for (const which of ["before", "after"]) {
+      assert.deepEqual(compared[which].records.map((r) => r.output), got.run.report[which].records.map((r) => r.output),
+        `compare ${which}: the training run's held-out answers`);
+      assert.deepEqual(compared[which].accuracy, got.run.report[which].accuracy, `compare ${which}: accuracy`);
+    }
 
     // a long run, stopped after its first step: the steps taken are kept
     await setControls(page, { "train-steps": 500, "train-eval": 2 });

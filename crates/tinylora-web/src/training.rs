@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tinylora_adapter::{AdapterConfig, AdapterParts, Method, Tying, initial_values, plan};
@@ -16,7 +16,7 @@ use tinylora_train::prompt::PromptStyle;
 use tinylora_train::reward::RewardSpec;
 use tinylora_train::{
     AdapterRun, Aggregation, EvalRecord, EvalSettings, ExtractMode, GrpoConfig, GrpoTrainer,
-    ImportanceSampling, LossConfig, ScaleRewards, Single, StepMetrics, TrainState, evaluate_async,
+    ImportanceSampling, LossConfig, Problem, ScaleRewards, Single, StepMetrics, TrainState, evaluate_async,
     parse_problems, split,
 };
 use wasm_bindgen::prelude::*;
@@ -89,6 +89,24 @@ impl Default for TrainSettings {
 }
 
 impl TrainSettings {
+    /// From JavaScript: `undefined`, `null` or a plain object of some of the fields.
+    fn from_js(settings: &JsValue) -> Result<Self, JsError> {
+        if settings.is_undefined() || settings.is_null() {
+            return Ok(Self::default());
+        }
+        let json = js_sys::JSON::stringify(settings)
+            .map_err(|_| JsError::new("training settings must be a plain object"))?;
+        serde_json::from_str(&String::from(json))
+            .map_err(|e| JsError::new(&format!("bad training settings: {e}")))
+    }
+
+    /// The problems of a JSON-lines file's bytes, split as `tinylora train` splits them with
+    /// the same seed and held-out count: (training, held out).
+    fn split(&self, data: &[u8]) -> Result<(Vec<Problem>, Vec<Problem>), JsError> {
+        let problems = parse_problems(Path::new("problems.jsonl"), data).map_err(|e| js_error(&e))?;
+        Ok(split(problems, self.seed, self.eval_problems))
+    }
+
     /// The adapter and the GRPO configuration these settings describe (checked), with the
     /// CLI's defaults for everything the page does not set.
     fn configs(&self) -> Result<(AdapterConfig, GrpoConfig), String> {
@@ -210,51 +228,75 @@ impl Session {
         settings: JsValue,
         on_event: js_sys::Function,
     ) -> Result<js_sys::Promise, JsError> {
-        let settings: TrainSettings = if settings.is_undefined() || settings.is_null() {
-            TrainSettings::default()
-        } else {
-            let json = js_sys::JSON::stringify(&settings)
-                .map_err(|_| JsError::new("training settings must be a plain object"))?;
-            serde_json::from_str(&String::from(json))
-                .map_err(|e| JsError::new(&format!("bad training settings: {e}")))?
-        };
+        let settings = TrainSettings::from_js(&settings)?;
         let (adapter, grpo) = settings
             .configs()
             .map_err(|e| JsError::new(&format!("bad training settings: {e}")))?;
-        let trainer = GrpoTrainer::new(grpo).map_err(|e| js_error(&e))?;
-        let problems = parse_problems(Path::new("problems.jsonl"), &data).map_err(|e| js_error(&e))?;
-        let (train, held_out) = split(problems, settings.seed, settings.eval_problems);
+        let (train, problems) = settings.split(&data)?;
         if train.is_empty() {
             return Err(JsError::new(&format!(
                 "problems.jsonl: no problems left for training after holding out {}",
                 settings.eval_problems
             )));
         }
+        let held_out = HeldOut::new(problems, &grpo);
+        let run = Run {
+            adapter,
+            trainer: GrpoTrainer::new(grpo).map_err(|e| js_error(&e))?,
+            train,
+            held_out,
+        };
         let state = self.state.clone();
         let stop = self.stop.clone();
         stop.store(false, Ordering::SeqCst);
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut state = state.try_borrow_mut().map_err(|_| JsValue::from(busy()))?;
-            let run = Run {
-                adapter,
-                trainer,
-                train,
-                held_out,
-                eval: EvalSettings {
-                    prompt: PromptStyle {
-                        instruction: settings.instruction.clone(),
-                        answer_prefix: settings.answer_prefix.clone(),
-                    },
-                    max_new_tokens: settings.max_new_tokens,
-                    batch: 16,
-                    extract: settings
-                        .extract
-                        .parse()
-                        .map_err(|e| JsError::new(&format!("{e}")))?,
-                },
-            };
             let report = run.go(&mut state, &stop, &on_event).await?;
             to_js(&report).map_err(JsValue::from)
+        }))
+    }
+
+    /// Evaluate the loaded (or trained) adapter on the held-out problems of `data`, chosen as
+    /// [`Self::train`] holds them out with the same `settings` (the main job's by default, so
+    /// its 32 held-out problems): greedily with the adapter off, then on. `on_event` gets the
+    /// `eval` and `evaluated` events of [`Self::train`]; resolves to `{before, after}`; the
+    /// adapter is left on. [`Self::stop_training`] stops it.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn evaluate(
+        &self,
+        data: Vec<u8>,
+        settings: JsValue,
+        on_event: js_sys::Function,
+    ) -> Result<js_sys::Promise, JsError> {
+        let settings = TrainSettings::from_js(&settings)?;
+        let (_, grpo) = settings
+            .configs()
+            .map_err(|e| JsError::new(&format!("bad evaluation settings: {e}")))?;
+        let (_, problems) = settings.split(&data)?;
+        if problems.is_empty() {
+            return Err(JsError::new("hold out at least one problem to evaluate"));
+        }
+        let held_out = HeldOut::new(problems, &grpo);
+        let state = self.state.clone();
+        let stop = self.stop.clone();
+        stop.store(false, Ordering::SeqCst);
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut state = state.try_borrow_mut().map_err(|_| JsValue::from(busy()))?;
+            if state.adapter.is_none() {
+                return Err(JsError::new("load or train an adapter first").into());
+            }
+            state.model.set_mode(DeltaMode::Off).map_err(|e| js_error(&e))?;
+            let before = held_out.evaluate(&state, "base model", &stop, &on_event).await;
+            // the adapter goes back on whatever became of the first evaluation
+            state
+                .model
+                .set_mode(DeltaMode::Merged)
+                .map_err(|e| js_error(&e))?;
+            let before = before?;
+            let after = held_out
+                .evaluate(&state, "with the adapter", &stop, &on_event)
+                .await?;
+            to_js(&serde_json::json!({ "before": before, "after": after })).map_err(JsValue::from)
         }))
     }
 
@@ -276,13 +318,74 @@ impl Session {
     }
 }
 
+/// Held-out problems and how they are evaluated (as the CLI evaluates a run's).
+struct HeldOut {
+    problems: Vec<Problem>,
+    settings: EvalSettings,
+}
+
+impl HeldOut {
+    fn new(problems: Vec<Problem>, grpo: &GrpoConfig) -> Self {
+        let settings = EvalSettings {
+            prompt: grpo.prompt.clone(),
+            max_new_tokens: grpo.max_new_tokens,
+            batch: 16,
+            extract: grpo.extract,
+        };
+        HeldOut { problems, settings }
+    }
+
+    /// Greedy evaluation with the model as it is; `None` without problems or when stopped.
+    async fn evaluate(
+        &self,
+        state: &State,
+        label: &str,
+        stop: &AtomicBool,
+        on_event: &js_sys::Function,
+    ) -> Result<Option<Evaluation>, JsError> {
+        let problems = self.problems.len();
+        if problems == 0 {
+            return Ok(None);
+        }
+        let progress = |done, tokens| {
+            let event = TrainEvent::Eval {
+                label,
+                done,
+                problems,
+                tokens,
+            };
+            emit(on_event, &event)
+        };
+        let report = evaluate_async(
+            &state.model,
+            &state.file,
+            &self.problems,
+            &self.settings,
+            progress,
+            stop,
+        )
+        .await
+        .map_err(|e| js_error(&e))?;
+        Ok(report.map(|r| {
+            let e = Evaluation {
+                label: label.into(),
+                problems: r.problems,
+                accuracy: r.accuracy,
+                seconds: r.seconds,
+                records: r.records,
+            };
+            emit(on_event, &TrainEvent::Evaluated(&e));
+            e
+        }))
+    }
+}
+
 /// One run in the page, ready to go.
 struct Run {
     adapter: AdapterConfig,
     trainer: GrpoTrainer,
-    train: Vec<tinylora_train::Problem>,
-    held_out: Vec<tinylora_train::Problem>,
-    eval: EvalSettings,
+    train: Vec<Problem>,
+    held_out: HeldOut,
 }
 
 impl Run {
@@ -290,7 +393,7 @@ impl Run {
     async fn go(
         mut self,
         state: &mut State,
-        stop: &std::sync::atomic::AtomicBool,
+        stop: &AtomicBool,
         on_event: &js_sys::Function,
     ) -> Result<TrainReport, JsError> {
         let start = now_ms();
@@ -314,7 +417,10 @@ impl Run {
         state.adapter_file = None;
 
         model.set_mode(DeltaMode::Off).map_err(|e| js_error(&e))?;
-        let before = self.evaluate(state, "base model", stop, on_event).await?;
+        let before = self
+            .held_out
+            .evaluate(state, "base model", stop, on_event)
+            .await?;
         let State { file, model, .. } = state;
         let mut run = AdapterRun {
             file,
@@ -350,7 +456,10 @@ impl Run {
         run.model.set_mode(DeltaMode::Merged).map_err(|e| js_error(&e))?;
         let (taken, values, file) = (run.state.step, run.applied_values(), run.adapter_file());
         state.model.keep_base_weights(false);
-        let after = self.evaluate(state, "with the adapter", stop, on_event).await?;
+        let after = self
+            .held_out
+            .evaluate(state, "with the adapter", stop, on_event)
+            .await?;
         let info = AdapterInfo {
             name: "trained in this tab".into(),
             method: "TinyLoRA".into(),
@@ -373,52 +482,5 @@ impl Run {
             seconds_per_step: step_seconds / taken.max(1) as f64,
             adapter: info,
         })
-    }
-
-    /// Greedy evaluation of the held-out problems with the model as it is; `None` without
-    /// problems or when stopped.
-    async fn evaluate(
-        &self,
-        state: &State,
-        label: &str,
-        stop: &std::sync::atomic::AtomicBool,
-        on_event: &js_sys::Function,
-    ) -> Result<Option<Evaluation>, JsError> {
-        let problems = self.held_out.len();
-        if problems == 0 {
-            return Ok(None);
-        }
-        let progress = |done, tokens| {
-            emit(
-                on_event,
-                &TrainEvent::Eval {
-                    label,
-                    done,
-                    problems,
-                    tokens,
-                },
-            )
-        };
-        let report = evaluate_async(
-            &state.model,
-            &state.file,
-            &self.held_out,
-            &self.eval,
-            progress,
-            stop,
-        )
-        .await
-        .map_err(|e| js_error(&e))?;
-        Ok(report.map(|r| {
-            let e = Evaluation {
-                label: label.into(),
-                problems: r.problems,
-                accuracy: r.accuracy,
-                seconds: r.seconds,
-                records: r.records,
-            };
-            emit(on_event, &TrainEvent::Evaluated(&e));
-            e
-        }))
     }
 }
