@@ -67,10 +67,37 @@ const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
 const WEIGHTS = new URLSearchParams(location.search).get("weights") ?? "f32";
 const baseName = (url) => decodeURIComponent(url.split("/").pop().split("?")[0]);
 
-async function fetchBytes(url) {
+// The bytes at `url`; `onBytes(read, total)` follows the download (total 0 when the server
+// does not say).
+async function fetchBytes(url, onBytes) {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
-  return new Uint8Array(await res.arrayBuffer());
+  const total = Number(res.headers.get("content-length")) || 0;
+  if (!onBytes || !res.body) return new Uint8Array(await res.arrayBuffer());
+  const chunks = [];
+  let read = 0;
+  for (const reader = res.body.getReader(); ;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    read += value.length;
+    onBytes(read, total);
+  }
+  const bytes = new Uint8Array(read);
+  let at = 0;
+  for (const c of chunks) { bytes.set(c, at); at += c.length; }
+  return bytes;
+}
+
+// "Downloading name: 120.3 of 491.4 MB", at most every 100 ms.
+function downloadProgress(name) {
+  let last = 0;
+  return (read, total) => {
+    const now = performance.now();
+    if (now - last < 100 && read !== total) return;
+    last = now;
+    status(`Downloading ${name}: ${mb(read)}${total ? ` of ${mb(total)}` : ""}…`, "busy", true);
+  };
 }
 
 async function readFiles(fileList) {
@@ -445,7 +472,8 @@ async function main() {
     const url = $("model-url").value.trim();
     try {
       status(`Downloading ${url}…`, "busy");
-      await loadModel(baseName(url), { [baseName(url)]: await fetchBytes(url) });
+      const bytes = await fetchBytes(url, downloadProgress(baseName(url)));
+      await loadModel(baseName(url), { [baseName(url)]: bytes });
     } catch (e) { fail("Could not fetch the model", e); }
   });
   $("adapter-load").addEventListener("click", async () => {

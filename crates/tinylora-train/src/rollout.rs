@@ -43,8 +43,9 @@ pub struct Rollouts {
 
 /// Sample G completions of each of `problems` at step `step` (0-based), the first of them
 /// the step's problem number `first` (0 unless the step's problems are split across
-/// processes), awaiting the device. Every sample's stream is seeded by (seed, step) and its index in the step's
-/// whole batch, so a resumed run, or the same batch split across processes, draws the same.
+/// processes), awaiting the device. Every sample's stream is seeded by (seed, step) and its
+/// index in the step's whole batch, so a resumed run, or the same batch split across
+/// processes, draws the same.
 pub async fn generate(
     model: &Transformer,
     file: &ModelFile,
