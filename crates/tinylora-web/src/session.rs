@@ -14,6 +14,24 @@ use wasm_bindgen::prelude::*;
 
 use crate::device::webgpu_device;
 
+/// The most bytes of model files a session loads: wasm32's 4 GiB address space holds the file
+/// (kept for the embedding and the adapter's SVDs) beside the rest of the module's memory.
+pub const MAX_MODEL_FILE_BYTES: u64 = 3 << 30;
+
+/// Refuse model files of `total` bytes that cannot fit in the module's memory.
+fn check_model_bytes(name: &str, total: u64) -> Result<(), String> {
+    if total <= MAX_MODEL_FILE_BYTES {
+        return Ok(());
+    }
+    Err(format!(
+        "{name}: the model's files are {:.2} GB; a browser tab's WebAssembly memory holds at most \
+         4 GiB and keeps the file, so at most {:.2} GB fit: pick a smaller model or a more \
+         quantized file (e.g. Q4_K_M)",
+        total as f64 / 1e9,
+        MAX_MODEL_FILE_BYTES as f64 / 1e9
+    ))
+}
+
 /// A model on the browser's GPU with an optional adapter that can be switched on (merged into
 /// the weights) and off (unmerged) without reloading anything.
 #[wasm_bindgen]
@@ -199,7 +217,7 @@ impl Session {
             None => WeightFormat::Auto,
         };
         let device = webgpu_device().await.map_err(|e| js_error(&e))?;
-        let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut arrays = Vec::new();
         for entry in js_sys::Object::entries(&files).iter() {
             let pair: js_sys::Array = entry.into();
             let key = pair.get(0).as_string().unwrap_or_default();
@@ -207,8 +225,13 @@ impl Session {
             if !value.is_instance_of::<js_sys::Uint8Array>() {
                 return Err(JsError::new(&format!("{name}: file {key} is not a Uint8Array")));
             }
-            bytes.insert(key, js_sys::Uint8Array::from(value).to_vec());
+            arrays.push((key, js_sys::Uint8Array::from(value)));
         }
+        // the files are copied into the module's memory and kept there: refuse what cannot
+        // fit before copying anything
+        let total = arrays.iter().map(|(_, a)| u64::from(a.length())).sum();
+        check_model_bytes(&name, total).map_err(|e| JsError::new(&e))?;
+        let mut bytes: HashMap<String, Vec<u8>> = arrays.into_iter().map(|(k, a)| (k, a.to_vec())).collect();
         let gguf = bytes.keys().find(|k| k.ends_with(".gguf")).cloned();
         let file = match gguf {
             Some(key) if bytes.len() == 1 => {
@@ -430,4 +453,23 @@ async fn generate(
         tokens_per_s: n as f64 / (total_ms / 1e3),
         decode_tokens_per_s: n.saturating_sub(1) as f64 / ((total_ms - first_token_ms) / 1e3),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+    #[wasm_bindgen_test::wasm_bindgen_test]
+    fn model_files_past_the_module_memory_are_refused_by_name() {
+        assert!(check_model_bytes("m.gguf", 491_400_064).is_ok());
+        assert!(check_model_bytes("m.gguf", MAX_MODEL_FILE_BYTES).is_ok());
+        let e = check_model_bytes("Qwen2.5-7B.gguf", 15_200_000_000).unwrap_err();
+        assert!(
+            e.starts_with("Qwen2.5-7B.gguf: the model's files are 15.20 GB"),
+            "{e}"
+        );
+        assert!(e.contains("at most 3.22 GB fit"), "{e}");
+    }
 }
