@@ -232,6 +232,8 @@ impl Session {
         let (adapter, grpo) = settings
             .configs()
             .map_err(|e| JsError::new(&format!("bad training settings: {e}")))?;
+        let eval = HeldOut::new(Vec::new(), &grpo);
+        let trainer = GrpoTrainer::new(grpo).map_err(|e| js_error(&e))?;
         let (train, problems) = settings.split(&data)?;
         if train.is_empty() {
             return Err(JsError::new(&format!(
@@ -239,20 +241,24 @@ impl Session {
                 settings.eval_problems
             )));
         }
-        let held_out = HeldOut::new(problems, &grpo);
         let run = Run {
             adapter,
-            trainer: GrpoTrainer::new(grpo).map_err(|e| js_error(&e))?,
+            trainer,
             train,
-            held_out,
+            held_out: HeldOut { problems, ..eval },
         };
         let state = self.state.clone();
         let stop = self.stop.clone();
         stop.store(false, Ordering::SeqCst);
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut state = state.try_borrow_mut().map_err(|_| JsValue::from(busy()))?;
-            let report = run.go(&mut state, &stop, &on_event).await?;
-            to_js(&report).map_err(JsValue::from)
+            let report = run.go(&mut state, &stop, &on_event).await;
+            if report.is_err() {
+                // a failed run leaves the base model, as the page then says
+                state.model.detach();
+                state.model.keep_base_weights(false);
+            }
+            to_js(&report?).map_err(JsValue::from)
         }))
     }
 

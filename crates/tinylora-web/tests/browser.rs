@@ -217,4 +217,47 @@ async fn bad_files_reach_javascript_as_readable_errors() {
         "{e}"
     );
     assert!(!session.adapter_on(), "a refused adapter leaves the base model");
+
+    // training and comparing: bad settings and problem files are refused before anything runs
+    let never = js_sys::Function::new_no_args("");
+    let problems = b"{\"question\": \"What is 1 + 1?\", \"answer\": \"2\"}\n".to_vec();
+    let settings = |json: &str| js_sys::JSON::parse(json).unwrap();
+    for (data, json, want) in [
+        (&b"not json\n"[..], "{}", "problems.jsonl:1: not JSON"),
+        (
+            &problems[..],
+            r#"{"group_size": 1}"#,
+            "group size must be at least 2",
+        ),
+        (&problems[..], r#"{"grup_size": 4}"#, "unknown field `grup_size`"),
+        (&problems[..], r#"{"tying": "knotted"}"#, "knotted"),
+        (
+            &problems[..],
+            r#"{"eval_problems": 5}"#,
+            "no problems left for training",
+        ),
+    ] {
+        let e = message(
+            session
+                .train(data.to_vec(), settings(json), never.clone())
+                .err()
+                .unwrap(),
+        );
+        assert!(e.contains(want), "{json}: {e}");
+    }
+    let e = message(
+        session
+            .evaluate(
+                problems.clone(),
+                settings(r#"{"eval_problems": 0}"#),
+                never.clone(),
+            )
+            .err()
+            .unwrap(),
+    );
+    assert!(e.contains("hold out at least one problem"), "{e}");
+    assert!(
+        session.adapter_file().unwrap().is_none(),
+        "no adapter file without an adapter"
+    );
 }
