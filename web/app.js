@@ -317,7 +317,7 @@ function showExamples(before, after) {
 
 function onTrainEvent(e) {
   const run = page.training;
-  run.events.push(e.kind === "evaluated" ? { ...e, records: e.records.length } : e);
+  if (e.kind !== "eval") run.events.push(e.kind === "evaluated" ? { ...e, records: e.records.length } : e);
   if (e.kind === "svd") {
     status(`Training: SVD of module ${e.done} of ${e.total}…`, "busy", e.done % 50 !== 0);
   } else if (e.kind === "eval") {
@@ -336,15 +336,24 @@ function onTrainEvent(e) {
   }
 }
 
-// The problems: the picked file, else the URL's.
+// The problems: the picked file, else the URL's; with a name for messages.
 async function trainingData() {
   const picked = $("train-data-file").files[0];
-  try {
-    return picked ? new Uint8Array(await picked.arrayBuffer()) : await fetchBytes($("train-data-url").value.trim());
-  } catch (e) {
-    fail("Could not read the problems", e);
-    return null;
-  }
+  if (picked) return { name: picked.name, data: new Uint8Array(await picked.arrayBuffer()) };
+  const url = $("train-data-url").value.trim();
+  return { name: baseName(url), data: await fetchBytes(url) };
+}
+
+// After a refused or failed request: show the adapter the worker holds (a run replaces the
+// loaded adapter only once it begins), and offer it again.
+async function resyncAdapter() {
+  const a = await call("adapterInfo").catch(() => null);
+  page.adapter = null;
+  $("adapter-info").textContent = "No adapter loaded.";
+  if (!a) return;
+  showAdapter(a, "kept");
+  const bytes = await call("adapterFile").catch(() => null);
+  if (bytes) offerAdapter(a.name.endsWith(".safetensors") ? a.name : "adapter.safetensors", bytes);
 }
 
 // "base model 46.9% → with the adapter 53.1% on 32 problems" under the run's extraction mode.
@@ -357,15 +366,17 @@ function accuracyLine(settings, before, after) {
 
 async function train() {
   if (!page.model) return fail("Training", new Error("load a model first"));
-  const data = await trainingData();
-  if (!data) return;
   const settings = trainSettings();
   page.training = { settings, events: [], steps: [], running: true, report: null };
-  drawChart([], settings.steps);
-  $("train-examples").hidden = true;
   await withBusy(async () => {
-    status("Training: SVD of the target weights…", "busy");
+    let source = "the problems";
     try {
+      status("Reading the problems…", "busy");
+      const { name, data } = await trainingData();
+      source = name;
+      drawChart([], settings.steps);
+      $("train-examples").hidden = true;
+      status("Training: SVD of the target weights…", "busy");
       page.adapter = null;
       $("adapter-share").hidden = true;
       $("adapter-info").textContent = "Training an adapter…";
@@ -380,8 +391,8 @@ async function train() {
       showExamples(report.before, report.after);
       status("Trained: the adapter is on. Generate to compare, or share it.", "trained");
     } catch (e) {
-      $("adapter-info").textContent = "No adapter loaded.";
-      fail("Training failed", e);
+      await resyncAdapter();
+      fail(`Training on ${source} failed`, e);
     } finally {
       page.training.running = false;
     }
@@ -390,18 +401,20 @@ async function train() {
 
 // The loaded adapter, off and on, on the held-out problems the panel's settings choose.
 async function compare() {
-  const data = await trainingData();
-  if (!data) return;
   const settings = trainSettings();
   page.comparison = { settings, events: [], running: true, report: null };
-  $("train-examples").hidden = true;
   await withBusy(async () => {
-    status("Answering the held-out problems with the adapter off, then on…", "busy");
+    let source = "the problems";
     try {
+      status("Reading the problems…", "busy");
+      const { name, data } = await trainingData();
+      source = name;
+      $("train-examples").hidden = true;
+      status("Answering the held-out problems with the adapter off, then on…", "busy");
       const report = await call("evaluate", { data, settings }, {
         transfer: [data.buffer],
         onProgress: (e) => {
-          page.comparison.events.push(e.kind === "evaluated" ? { ...e, records: e.records.length } : e);
+          if (e.kind === "evaluated") page.comparison.events.push({ ...e, records: e.records.length });
           if (e.kind === "eval") {
             status(`Evaluating (${e.label}): ${e.done} of ${e.problems} held-out problems…`, "busy", true);
           }
@@ -412,7 +425,7 @@ async function compare() {
       showExamples(report.before, report.after);
       status("Compared: the adapter is on.", "compared");
     } catch (e) {
-      fail("Comparison failed", e);
+      fail(`Comparison on ${source} failed`, e);
     } finally {
       page.comparison.running = false;
     }
@@ -421,7 +434,10 @@ async function compare() {
 
 async function stopTraining() {
   $("train-stop").disabled = true;
-  status("Stopping after this step (Stop again during the last evaluation skips it)…", "busy");
+  status(page.training?.running
+    ? "Stopping after the current step, which may take a while on a slow GPU (Stop again during " +
+      "the last evaluation skips it)…"
+    : "Stopping after the current batch of problems…", "busy");
   await call("stop");
   setTimeout(refreshButtons, 0);
 }

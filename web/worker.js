@@ -4,7 +4,7 @@
 //
 // Protocol (structured-clone messages):
 //   page → worker  {id, op, args}         op: hello | load | loadAdapter | setAdapter | generate
-//                                         | train | evaluate | adapterFile | stop
+//                                         | train | evaluate | adapterFile | adapterInfo | stop
 //   worker → page  {id, ok: true, result} or {id, ok: false, error}: the answer to request id
 //                  {id, progress: {...}}  while request id runs: {done, total} of an adapter's
 //                                         modules; {piece, token} of a generation; a training
@@ -53,6 +53,9 @@ const ops = {
   },
   adapterFile() {
     return current().adapter_file() ?? null;
+  },
+  adapterInfo() {
+    return current().adapter_info();
   },
 };
 

@@ -343,6 +343,7 @@ test("GRPO in the page's worker trains like the native CLI, and Stop keeps what 
       assert.equal(g.step, w.step, "step numbers");
       assert.equal(g.reward_mean, w.reward_mean, `step ${w.step}: the same samples, the same mean reward`);
       assert.equal(g.zero_variance_groups, w.zero_variance_groups, `step ${w.step}: same flat groups`);
+      assert.equal(g.values.length, w.values.length, `step ${w.step}: as many values as native`);
       const worst = Math.max(...g.values.map((v, k) => Math.abs(v - w.values[k])));
       assert.ok(worst <= VALUE_TOLERANCE, `step ${w.step}: values within ${VALUE_TOLERANCE} of native (worst ${worst}): ` +
         `${g.values} vs ${w.values}`);
@@ -373,6 +374,17 @@ test("GRPO in the page's worker trains like the native CLI, and Stop keeps what 
         `compare ${which}: the training run's held-out answers`);
       assert.deepEqual(compared[which].accuracy, got.run.report[which].accuracy, `compare ${which}: accuracy`);
     }
+
+    // a run refused before it begins (every problem held out) keeps the trained adapter
+    await setControls(page, { "train-eval": 8 });
+    await page.click("#train-start");
+    await until(page, "error", MINUTE);
+    assert.match(await page.$eval("#status", (e) => e.textContent),
+      /Training on problems\.jsonl failed: .*no problems left for training after holding out 8/);
+    const kept = await page.evaluate(() => ({ adapter: window.tinylora.adapter,
+      compare: !document.getElementById("train-compare").disabled }));
+    assert.equal(kept.adapter?.name, "trained in this tab", "the trained adapter is still shown");
+    assert.ok(kept.compare, "and can still be compared");
 
     // a long run, stopped after its first step: the steps taken are kept
     await setControls(page, { "train-steps": 500, "train-eval": 2 });

@@ -378,6 +378,9 @@ impl AdaptedModel {
             .iter()
             .map(|t| t.grad(grads).unwrap_or_else(|| t.clone().inner().zeros_like()))
             .collect();
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
         Ok(read_f32_async(Tensor::cat(parts, 0), "adapter gradient").await?)
     }
 }

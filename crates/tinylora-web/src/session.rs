@@ -195,7 +195,10 @@ pub(crate) fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
 }
 
 pub(crate) fn busy() -> JsError {
-    JsError::new("the model is busy with another request (wait for the generation to finish)")
+    JsError::new(
+        "the model is busy with another request (a generation, a training run or a comparison): \
+         wait for it to finish",
+    )
 }
 
 #[wasm_bindgen]

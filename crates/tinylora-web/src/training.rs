@@ -120,6 +120,9 @@ impl TrainSettings {
         .validated()
         .map_err(|e| e.to_string())?;
         let extract: ExtractMode = self.extract.parse().map_err(|e| format!("{e}"))?;
+        if self.steps == 0 {
+            return Err("steps must be at least 1".into());
+        }
         let grpo = GrpoConfig {
             group_size: self.group_size,
             prompts_per_step: self.prompts_per_step,
@@ -216,9 +219,10 @@ impl Session {
     /// `{kind: "eval", label, done, problems, tokens}`, `{kind: "evaluated", label, problems,
     /// accuracy: [strict, flexible, boxed], seconds, records}`, `{kind: "step", steps,
     /// metrics}` (a line of `metrics.jsonl`). [`Self::stop_training`] ends the steps early,
-    /// keeping what was learned; a second stop skips the evaluation after. Resolves to a
-    /// report: steps, the evaluations before and after, the values, seconds per step. The
-    /// trained adapter replaces any loaded one and is on.
+    /// keeping what was learned (a second stop skips the evaluation after; a stop before the
+    /// first step ends the run with an error, without an adapter). Resolves to a
+    /// report: steps, the evaluations before and after, the values, seconds per step. The run
+    /// replaces any loaded adapter as it begins; the trained one is on at the end.
     // The exclusive borrow is held across the awaits on purpose: while it lives, every other
     // request is refused as busy instead of touching the model mid-run.
     #[allow(clippy::await_holding_refcell_ref)]
@@ -249,12 +253,13 @@ impl Session {
         };
         let state = self.state.clone();
         let stop = self.stop.clone();
-        stop.store(false, Ordering::SeqCst);
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut state = state.try_borrow_mut().map_err(|_| JsValue::from(busy()))?;
+            // a stop asked for before this run began was meant for the one before
+            stop.store(false, Ordering::SeqCst);
             let report = run.go(&mut state, &stop, &on_event).await;
             if report.is_err() {
-                // a failed run leaves the base model, as the page then says
+                // the run replaced any adapter as it began: a failed one leaves the base model
                 state.model.detach();
                 state.model.keep_base_weights(false);
             }
@@ -285,9 +290,9 @@ impl Session {
         let held_out = HeldOut::new(problems, &grpo);
         let state = self.state.clone();
         let stop = self.stop.clone();
-        stop.store(false, Ordering::SeqCst);
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut state = state.try_borrow_mut().map_err(|_| JsValue::from(busy()))?;
+            stop.store(false, Ordering::SeqCst);
             if state.adapter.is_none() {
                 return Err(JsError::new("load or train an adapter first").into());
             }
@@ -403,6 +408,10 @@ impl Run {
         on_event: &js_sys::Function,
     ) -> Result<TrainReport, JsError> {
         let start = now_ms();
+        // the run replaces any adapter from its start (the page says so as it begins)
+        state.model.detach();
+        state.adapter = None;
+        state.adapter_file = None;
         let State { file, model, .. } = state;
         let p = plan(&file.config, &self.adapter);
         let values = initial_values(&file.config, &self.adapter);
@@ -419,8 +428,6 @@ impl Run {
         model.attach(parts).map_err(|e| js_error(&e))?;
         // as the CLI's run: every merge is exactly W + ΔW of the current values
         model.keep_base_weights(true);
-        state.adapter = None;
-        state.adapter_file = None;
 
         model.set_mode(DeltaMode::Off).map_err(|e| js_error(&e))?;
         let before = self
@@ -454,6 +461,13 @@ impl Run {
                 .map_err(|e| js_error(&e))?;
             step_seconds += m.rollout_s + m.train_s;
             emit(on_event, &TrainEvent::Step { steps, metrics: &m });
+        }
+        // a stop during the last step ends nothing more; the evaluation after still runs
+        interrupted |= stop.swap(false, Ordering::SeqCst);
+        if interrupted && run.state.step == 0 {
+            return Err(JsError::new(
+                "training stopped before its first step: the model has no adapter",
+            ));
         }
         // the model holds the values the last update started from: upload the final ones
         run.model
