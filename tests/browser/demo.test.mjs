@@ -6,7 +6,7 @@
 // and generates greedily with the adapter off and on; each answer (token ids and text) must
 // equal the native `tinylora generate` output with the adapter file. A link whose adapter
 // names another base model is refused, and so is a malformed one pasted into the same tab.
-// Saves a screenshot and the page's timing reports.
+// Saves screenshots (demo.png, train.png) and the page's timing reports.
 //
 // Training in the tab: the tests' digit task (examples/digit_model.rs) trained 3 GRPO steps in
 // the page's worker gives the native `tinylora train grpo` run's rewards and values step by
@@ -338,6 +338,8 @@ test("GRPO in the page's worker trains like the native CLI, and Stop keeps what 
       info: document.getElementById("train-info").textContent,
     }));
     assert.equal(got.run.steps.length, 3, "three steps in the page");
+    fs.mkdirSync(out, { recursive: true });
+    await page.screenshot({ path: path.join(out, "train.png"), fullPage: true });
     for (const [i, w] of want.entries()) {
       const g = got.run.steps[i];
       assert.equal(g.step, w.step, "step numbers");
