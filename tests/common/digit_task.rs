@@ -6,9 +6,7 @@ use std::path::Path;
 
 use tinylora::formats::Architecture;
 use tinylora::train::prompt::PromptStyle;
-use tinylora::train::{
-    Aggregation, ExtractMode, GrpoConfig, ImportanceSampling, LossConfig, Problem, ScaleRewards,
-};
+use tinylora::train::{ExtractMode, GrpoConfig, LossConfig, Problem, ScaleRewards};
 
 use super::tiny_model::{random_weights, tiny_config, write_tiny_hf_dir};
 
@@ -66,13 +64,7 @@ pub fn grpo_config(seed: u64, steps: usize) -> GrpoConfig {
         weight_decay: 0.0,
         scale_rewards: ScaleRewards::Group,
         mask_truncated: false,
-        loss: LossConfig {
-            eps_low: 0.2,
-            eps_high: 0.28,
-            beta: 0.0,
-            aggregation: Aggregation::Grpo,
-            importance_sampling: ImportanceSampling::Token,
-        },
+        loss: LossConfig::default(),
         rewards: vec!["correct:1".parse().unwrap()],
         format_pattern: None,
         reward_cmd: None,

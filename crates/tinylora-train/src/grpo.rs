@@ -153,6 +153,20 @@ pub struct LossConfig {
     pub importance_sampling: ImportanceSampling,
 }
 
+impl Default for LossConfig {
+    /// TRL's defaults (and the CLI's): ε_low 0.2, ε_high 0.28, no KL term, GRPO's
+    /// aggregation, token-level ratios.
+    fn default() -> Self {
+        LossConfig {
+            eps_low: 0.2,
+            eps_high: 0.28,
+            beta: 0.0,
+            aggregation: Aggregation::Grpo,
+            importance_sampling: ImportanceSampling::Token,
+        }
+    }
+}
+
 /// The batch loss and what it is made of.
 #[derive(Debug, Clone)]
 pub struct LossParts {

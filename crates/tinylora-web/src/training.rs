@@ -15,9 +15,8 @@ use tinylora_train::optim::AdamW;
 use tinylora_train::prompt::PromptStyle;
 use tinylora_train::reward::RewardSpec;
 use tinylora_train::{
-    AdapterRun, Aggregation, EvalRecord, EvalSettings, ExtractMode, GrpoConfig, GrpoTrainer,
-    ImportanceSampling, LossConfig, Problem, ScaleRewards, Single, StepMetrics, TrainState, evaluate_async,
-    parse_problems, split,
+    AdapterRun, EvalRecord, EvalSettings, ExtractMode, GrpoConfig, GrpoTrainer, LossConfig, Problem,
+    ScaleRewards, Single, StepMetrics, TrainState, evaluate_async, parse_problems, split,
 };
 use wasm_bindgen::prelude::*;
 
@@ -137,13 +136,7 @@ impl TrainSettings {
             scale_rewards: ScaleRewards::Group,
             mask_truncated: false,
             // the CLI's defaults: TRL's clipping, no KL term, the `correct` reward alone
-            loss: LossConfig {
-                eps_low: 0.2,
-                eps_high: 0.28,
-                beta: 0.0,
-                aggregation: Aggregation::Grpo,
-                importance_sampling: ImportanceSampling::Token,
-            },
+            loss: LossConfig::default(),
             rewards: vec![RewardSpec::from_str("correct:1").expect("a valid reward")],
             format_pattern: None,
             reward_cmd: None,
