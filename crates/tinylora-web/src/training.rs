@@ -229,7 +229,6 @@ impl Session {
         let (adapter, grpo) = settings
             .configs()
             .map_err(|e| JsError::new(&format!("bad training settings: {e}")))?;
-        let eval = HeldOut::new(Vec::new(), &grpo);
         let trainer = GrpoTrainer::new(grpo).map_err(|e| js_error(&e))?;
         let (train, problems) = settings.split(&data)?;
         if train.is_empty() {
@@ -239,10 +238,10 @@ impl Session {
             )));
         }
         let run = Run {
+            held_out: HeldOut::new(problems, trainer.settings()),
             adapter,
             trainer,
             train,
-            held_out: HeldOut { problems, ..eval },
         };
         let state = self.state.clone();
         let stop = self.stop.clone();
