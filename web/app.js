@@ -364,71 +364,69 @@ function accuracyLine(settings, before, after) {
     `${acc(after)}` + (before ? ` on ${before.problems} problems.` : ".");
 }
 
-async function train() {
-  if (!page.model) return fail("Training", new Error("load a model first"));
-  const settings = trainSettings();
-  page.training = { settings, events: [], steps: [], running: true, report: null };
+// While busy, read the problems (hiding the last examples) and run `job(data)` for the request
+// `run` (page.training or page.comparison) named `what`; on a failure, `recover()`, then a
+// message naming the problems file.
+async function withProblems(run, what, job, recover = async () => {}) {
   await withBusy(async () => {
     let source = "the problems";
     try {
       status("Reading the problems…", "busy");
       const { name, data } = await trainingData();
       source = name;
-      drawChart([], settings.steps);
       $("train-examples").hidden = true;
-      status("Training: SVD of the target weights…", "busy");
-      page.adapter = null;
-      $("adapter-share").hidden = true;
-      $("adapter-info").textContent = "Training an adapter…";
-      const report = await call("train", { data, settings },
-        { transfer: [data.buffer], onProgress: onTrainEvent });
-      page.training.report = report;
-      showAdapter(report.adapter, `trained here in ${report.steps} steps ` +
-        `(${report.seconds_per_step.toFixed(1)} s a step)${report.interrupted ? ", stopped early" : ""}`);
-      offerAdapter("adapter.safetensors", await call("adapterFile"));
-      $("train-info").textContent = `${report.steps} steps, ${report.seconds_per_step.toFixed(1)} s each` +
-        `${report.interrupted ? " (stopped early)" : ""}. ${accuracyLine(settings, report.before, report.after)}`;
-      showExamples(report.before, report.after);
-      status("Trained: the adapter is on. Generate to compare, or share it.", "trained");
+      await job(data);
     } catch (e) {
-      await resyncAdapter();
-      fail(`Training on ${source} failed`, e);
+      await recover();
+      fail(`${what} on ${source} failed`, e);
     } finally {
-      page.training.running = false;
+      run.running = false;
     }
   });
+}
+
+async function train() {
+  if (!page.model) return fail("Training", new Error("load a model first"));
+  const settings = trainSettings();
+  page.training = { settings, events: [], steps: [], running: true, report: null };
+  await withProblems(page.training, "Training", async (data) => {
+    drawChart([], settings.steps);
+    status("Training: SVD of the target weights…", "busy");
+    page.adapter = null;
+    $("adapter-share").hidden = true;
+    $("adapter-info").textContent = "Training an adapter…";
+    const report = await call("train", { data, settings },
+      { transfer: [data.buffer], onProgress: onTrainEvent });
+    page.training.report = report;
+    showAdapter(report.adapter, `trained here in ${report.steps} steps ` +
+      `(${report.seconds_per_step.toFixed(1)} s a step)${report.interrupted ? ", stopped early" : ""}`);
+    offerAdapter("adapter.safetensors", await call("adapterFile"));
+    $("train-info").textContent = `${report.steps} steps, ${report.seconds_per_step.toFixed(1)} s each` +
+      `${report.interrupted ? " (stopped early)" : ""}. ${accuracyLine(settings, report.before, report.after)}`;
+    showExamples(report.before, report.after);
+    status("Trained: the adapter is on. Generate to compare, or share it.", "trained");
+  }, resyncAdapter);
 }
 
 // The loaded adapter, off and on, on the held-out problems the panel's settings choose.
 async function compare() {
   const settings = trainSettings();
   page.comparison = { settings, events: [], running: true, report: null };
-  await withBusy(async () => {
-    let source = "the problems";
-    try {
-      status("Reading the problems…", "busy");
-      const { name, data } = await trainingData();
-      source = name;
-      $("train-examples").hidden = true;
-      status("Answering the held-out problems with the adapter off, then on…", "busy");
-      const report = await call("evaluate", { data, settings }, {
-        transfer: [data.buffer],
-        onProgress: (e) => {
-          if (e.kind === "evaluated") page.comparison.events.push({ ...e, records: e.records.length });
-          if (e.kind === "eval") {
-            status(`Evaluating (${e.label}): ${e.done} of ${e.problems} held-out problems…`, "busy", true);
-          }
-        },
-      });
-      page.comparison.report = report;
-      $("train-info").textContent = accuracyLine(settings, report.before, report.after);
-      showExamples(report.before, report.after);
-      status("Compared: the adapter is on.", "compared");
-    } catch (e) {
-      fail(`Comparison on ${source} failed`, e);
-    } finally {
-      page.comparison.running = false;
-    }
+  await withProblems(page.comparison, "Comparison", async (data) => {
+    status("Answering the held-out problems with the adapter off, then on…", "busy");
+    const report = await call("evaluate", { data, settings }, {
+      transfer: [data.buffer],
+      onProgress: (e) => {
+        if (e.kind === "evaluated") page.comparison.events.push({ ...e, records: e.records.length });
+        if (e.kind === "eval") {
+          status(`Evaluating (${e.label}): ${e.done} of ${e.problems} held-out problems…`, "busy", true);
+        }
+      },
+    });
+    page.comparison.report = report;
+    $("train-info").textContent = accuracyLine(settings, report.before, report.after);
+    showExamples(report.before, report.after);
+    status("Compared: the adapter is on.", "compared");
   });
 }
 
