@@ -24,6 +24,17 @@ pub fn cpu_device() -> Device {
     Device::flex()
 }
 
+/// Whether `device` is burn's Flex CPU backend.
+pub fn is_cpu(device: &Device) -> bool {
+    #[cfg(not(target_family = "wasm"))]
+    return *device == Device::flex();
+    #[cfg(target_family = "wasm")]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// The CPU backend allocates every op's output afresh, many of them megabytes large. glibc's
 /// defaults hand blocks above a small, adaptive threshold to `mmap` and give freed memory at the
 /// heap's top back to the OS, so each such buffer is page-faulted and zeroed again on every op:

@@ -11,14 +11,27 @@ use crate::delta::{DeltaMode, LowRankDelta};
 /// (lavapipe and WebGPU both cap a binding at 128 MiB); bigger weights are split by columns.
 pub const MAX_BINDING_BYTES: usize = 64 << 20;
 
+/// Output columns of one chunk of a weight with rows `d_in` wide: [`MAX_BINDING_BYTES`] worth
+/// on a GPU; the whole weight on the CPU backend, which has no binding limit and where a split
+/// only costs a copy of every output (the chunks' products are concatenated: the LM head's
+/// logits, 400 MB for a 16 × 128-token SmolLM2 forward).
+fn chunk_cols(d_in: usize, device: &Device) -> usize {
+    if crate::device::is_cpu(device) {
+        usize::MAX
+    } else {
+        (MAX_BINDING_BYTES / 4 / d_in).max(1)
+    }
+}
+
 /// How W is held on the device.
 #[derive(Debug, Clone)]
 pub enum FrozenWeight {
-    /// Wᵀ in f32, split along d_out: each `[d_in, d_out_chunk]`, at most [`MAX_BINDING_BYTES`].
+    /// Wᵀ in f32, split along d_out on a GPU: each `[d_in, d_out_chunk]`, at most
+    /// [`MAX_BINDING_BYTES`].
     /// A delta can be merged into it.
     Dense(Vec<Tensor<2>>),
-    /// W in its ggml blocks (half precision or quantized), split into row chunks whose f32
-    /// decoding stays under [`MAX_BINDING_BYTES`]. A delta always runs on the activation path.
+    /// W in its ggml blocks (half precision or quantized), split on a GPU into row chunks whose
+    /// f32 decoding stays under [`MAX_BINDING_BYTES`]. A delta always runs on the activation path.
     Blocks(Vec<DeviceBlocks>),
 }
 
@@ -50,7 +63,7 @@ impl Linear {
     /// Build from a PyTorch-layout weight `[d_out, d_in]` and optional bias `[d_out]`.
     pub fn new(weight: &HostTensor, bias: Option<&HostTensor>, device: &Device) -> Self {
         let (d_out, d_in) = (weight.shape[0], weight.shape[1]);
-        let chunk = (MAX_BINDING_BYTES / 4 / d_in).max(1);
+        let chunk = chunk_cols(d_in, device).min(d_out.max(1));
         let mut weight_t = Vec::new();
         for start in (0..d_out).step_by(chunk) {
             let end = (start + chunk).min(d_out);
@@ -81,7 +94,7 @@ impl Linear {
             };
             return Self::new(&w, bias, device);
         }
-        let chunk = (MAX_BINDING_BYTES / 4 / d_in).max(1);
+        let chunk = chunk_cols(d_in, device).min(d_out.max(1));
         let blocks = (0..d_out)
             .step_by(chunk)
             .map(|start| DeviceBlocks::upload(weight, start..(start + chunk).min(d_out), device))

@@ -3,11 +3,12 @@
 //! Shapes: B batch, T new tokens, S cached + new tokens, H hidden, F MLP width,
 //! n_h query heads, n_kv key/value heads, r = n_h / n_kv, d_h head width, V vocabulary.
 
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::{
     BlockMatrix, FormatError, HostTensor, ModelConfig, ModelFile, ModuleKind, WeightFormat,
 };
+use tinylora_kernels::{rms_norm, swiglu};
 
 use crate::delta::DeltaMode;
 use crate::kv_cache::KvCache;
@@ -24,10 +25,10 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// x `[B, T, H]` → `[B, T, H]`.
+    /// x `[B, T, H]` → `[B, T, H]` (one fused op: `tinylora_kernels::rms_norm`).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let inv_rms = (x.clone().square().mean_dim(2) + self.eps).sqrt().recip(); // [B, T, 1]
-        x * inv_rms * self.weight.clone().unsqueeze::<3>()
+        let [b, t, h] = x.dims();
+        rms_norm(x.reshape([b * t, h]), self.weight.clone(), self.eps).reshape([b, t, h])
     }
 }
 
@@ -96,7 +97,9 @@ pub struct Mlp {
 impl Mlp {
     /// x `[B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, x: Tensor<3>, d: DeltaMode) -> Tensor<3> {
-        let h = silu(self.gate_proj.forward(x.clone(), d)) * self.up_proj.forward(x, d); // [B, T, F]
+        let (gate, up) = (self.gate_proj.forward(x.clone(), d), self.up_proj.forward(x, d)); // [B, T, F]
+        let [b, t, f] = gate.dims();
+        let h = swiglu(gate.reshape([b * t, f]), up.reshape([b * t, f])).reshape([b, t, f]); // silu(gate) ⊙ up
         self.down_proj.forward(h, d)
     }
 }

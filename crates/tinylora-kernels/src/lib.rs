@@ -18,6 +18,9 @@ mod blocks;
 mod blocks_avx2;
 #[cfg(not(target_family = "wasm"))]
 mod blocks_cpu;
+mod fused;
+#[cfg(not(target_family = "wasm"))]
+mod fused_cpu;
 mod halves;
 mod lane_sums;
 mod launch;
@@ -36,6 +39,7 @@ use tinylora_formats::BlockMatrix;
 use tinylora_formats::quant::GgmlType;
 
 pub use blocks::MATVEC_MAX_ROWS;
+pub use fused::{FusedBackend, rms_norm, swiglu};
 pub use lane_sums::lane_sums;
 pub use launch::MAX_RANK;
 
