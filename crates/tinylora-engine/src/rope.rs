@@ -3,16 +3,18 @@
 //! For position p and i < d_h/2: θ_i = base^(−2i/d_h), and
 //! rope(x)[i] = x[i] cos(pθ_i) − x[i + d_h/2] sin(pθ_i),
 //! rope(x)[i + d_h/2] = x[i + d_h/2] cos(pθ_i) + x[i] sin(pθ_i).
+//!
+//! The rotation itself is one fused op, `tinylora_kernels::rope`; this module builds its tables.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// cos/sin tables for a batch of positions, `[B, 1, T, d_h]` each (halves duplicated).
+/// cos/sin tables for a batch of positions, `[B, T, d_h]` each (halves duplicated).
 #[derive(Debug, Clone)]
 pub struct RopeBatch {
-    /// cos(p θ), `[B, 1, T, d_h]`.
-    pub cos: Tensor<4>,
-    /// sin(p θ), `[B, 1, T, d_h]`.
-    pub sin: Tensor<4>,
+    /// cos(p θ), `[B, T, d_h]`.
+    pub cos: Tensor<3>,
+    /// sin(p θ), `[B, T, d_h]`.
+    pub sin: Tensor<3>,
 }
 
 /// Build the tables for `positions[b][t]`.
@@ -35,18 +37,9 @@ pub fn rope_tables(positions: &[Vec<usize>], head_dim: usize, theta: f32, device
             }
         }
     }
-    let shape = [b, 1, t, head_dim];
+    let shape = [b, t, head_dim];
     RopeBatch {
         cos: Tensor::from_data(TensorData::new(cos, shape), device),
         sin: Tensor::from_data(TensorData::new(sin, shape), device),
     }
-}
-
-/// Apply RoPE to x `[B, heads, T, d_h]`.
-pub fn apply_rope(x: Tensor<4>, rope: &RopeBatch) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * rope.cos.clone() + rotated * rope.sin.clone()
 }

@@ -8,12 +8,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::{
     BlockMatrix, FormatError, HostTensor, ModelConfig, ModelFile, ModuleKind, WeightFormat,
 };
-use tinylora_kernels::{rms_norm, swiglu};
+use tinylora_kernels::{rms_norm, rope, swiglu};
 
 use crate::delta::DeltaMode;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
-use crate::rope::{RopeBatch, apply_rope};
+use crate::rope::RopeBatch;
 
 /// RMSNorm: y = x / sqrt(mean(x²) + ε) · w.
 #[derive(Debug, Clone)]
@@ -64,16 +64,23 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, step: &StepInputs, cache: &mut KvCache, layer: usize) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, dh) = (self.n_heads, self.n_kv, self.head_dim);
-        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, dh]).swap_dims(1, 2); // [B, n, T, d_h]
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, dh]); // [B, T, n, d_h]
         let d = step.delta;
-        let q = apply_rope(heads(self.q_proj.forward(x.clone(), d), nh), &step.rope);
-        let k = apply_rope(heads(self.k_proj.forward(x.clone(), d), nkv), &step.rope);
-        let v = heads(self.v_proj.forward(x, d), nkv);
+        let (cos, sin) = (step.rope.cos.clone(), step.rope.sin.clone());
+        // RoPE (queries pre-scaled by 1/√d_h) → [B, n, T, d_h]
+        let q = rope(
+            heads(self.q_proj.forward(x.clone(), d), nh),
+            cos.clone(),
+            sin.clone(),
+            1.0 / (dh as f32).sqrt(),
+        );
+        let k = rope(heads(self.k_proj.forward(x.clone(), d), nkv), cos, sin, 1.0);
+        let v = heads(self.v_proj.forward(x, d), nkv).swap_dims(1, 2);
         let (k, v) = cache.append(layer, k, v); // [B, n_kv, S, d_h]
         // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
         let rep = nh / nkv;
         let q = q.reshape([b, nkv, rep * t, dh]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f32).sqrt()) + step.mask.clone(); // [B, n_kv, r·T, S]
+        let scores = q.matmul(k.swap_dims(2, 3)) + step.mask.clone(); // [B, n_kv, r·T, S]
         let out = softmax(scores, 3).matmul(v); // [B, n_kv, r·T, d_h]
         let out = out
             .reshape([b, nh, t, dh])

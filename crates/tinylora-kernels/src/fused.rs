@@ -5,6 +5,11 @@
 //!   Backward (w frozen): with ĝ = g ⊙ w, ∂L/∂x = r ĝ − x r³ (Σⱼ ĝⱼ xⱼ) / H.
 //! - SwiGLU gate of a, u `[F]`: s = σ(a), y = a s ⊙ u (silu(a) ⊙ u).
 //!   Backward: ∂L/∂a = g ⊙ u ⊙ s (1 + a (1 − s)), ∂L/∂u = g ⊙ a s.
+//! - RoPE of one head's x `[d_h]` at a position with tables c, s `[d_h]` ("rotate half", h = d_h/2),
+//!   times a scale σ (the attention's 1/√d_h for queries, 1 for keys), for i < h:
+//!   yᵢ = σ (xᵢ cᵢ − xᵢ₊ₕ sᵢ), yᵢ₊ₕ = σ (xᵢ₊ₕ cᵢ₊ₕ + xᵢ sᵢ₊ₕ); the heads axis moves before the
+//!   tokens axis in the same pass (`[B, T, n, d_h]` → `[B, n, T, d_h]`).
+//!   Backward: ∂L/∂xᵢ = σ (gᵢ cᵢ + gᵢ₊ₕ sᵢ₊ₕ), ∂L/∂xᵢ₊ₕ = σ (gᵢ₊ₕ cᵢ₊ₕ − gᵢ sᵢ).
 //!
 //! As stock burn ops each of these is five to seven elementwise passes with a fresh buffer
 //! each, and burn's Flex CPU backend runs elementwise ops on one core: on a 16 × 128-token
@@ -21,7 +26,7 @@ use burn::backend::autodiff::{
 };
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::{Backend, Dispatch, Scalar, TensorMetadata, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::{Shape, Slice, Tensor};
 use burn_cubecl::CubeBackend;
 
 /// Backend extension: the fused elementwise steps of a decoder layer.
@@ -33,6 +38,15 @@ pub trait FusedBackend: burn::backend::Backend {
 
     /// y = silu(a) ⊙ u `[N, F]` for a, u `[N, F]`; differentiable in both.
     fn swiglu(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// y `[B, n, T, d_h]` = σ · RoPE(x) for x `[B, T, n, d_h]` and tables cos, sin `[B, T, d_h]`
+    /// (see the module); differentiable in x (the tables are constants).
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
 }
 
 /// The backwards of [`FusedBackend`]'s ops.
@@ -51,6 +65,14 @@ pub trait FusedGradBackend: Backend {
         u: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// ∂L/∂x `[B, T, n, d_h]` of [`FusedBackend::rope`] from g = ∂L/∂y `[B, n, T, d_h]`.
+    fn rope_backward(
+        g: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
 }
 
 /// x `[N, H]`, w `[H]` → RMSNorm(x) ⊙ w `[N, H]`; differentiable in x.
@@ -61,6 +83,17 @@ pub fn rms_norm(x: Tensor<2>, w: Tensor<1>, eps: f32) -> Tensor<2> {
 /// a, u `[N, F]` → silu(a) ⊙ u `[N, F]`; differentiable in both.
 pub fn swiglu(a: Tensor<2>, u: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::swiglu(a.into_dispatch(), u.into_dispatch()))
+}
+
+/// x `[B, T, n, d_h]` → σ · RoPE(x) `[B, n, T, d_h]` with tables cos, sin `[B, T, d_h]`;
+/// differentiable in x.
+pub fn rope(x: Tensor<4>, cos: Tensor<3>, sin: Tensor<3>, scale: f32) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::rope(
+        x.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        scale,
+    ))
 }
 
 // ---- stock burn ops (the cube backend) ----
@@ -77,6 +110,24 @@ fn stock_rms<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, eps: f32) -> (Flo
     (r, B::float_reshape(w, Shape::from([1, h])))
 }
 
+/// [−x₂, x₁] of x = [x₁, x₂] split in halves along the last axis (of 4).
+fn stock_rotate_half<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let d = x.shape().dims::<4>();
+    let half = |range: std::ops::Range<usize>| {
+        let mut ranges = d.map(|n| Slice::from(0..n));
+        ranges[3] = Slice::from(range);
+        B::float_slice(x.clone(), &ranges)
+    };
+    let (x1, x2) = (half(0..d[3] / 2), half(d[3] / 2..d[3]));
+    B::float_cat(vec![B::float_neg(x2), x1], 3)
+}
+
+/// A `[B, T, d_h]` table as `[B, 1, T, d_h]`, broadcasting over the heads.
+fn stock_table<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let [b, tt, dh] = t.shape().dims();
+    B::float_reshape(t, Shape::from([b, 1, tt, dh]))
+}
+
 impl FusedBackend for CubeBackend {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
         let (r, w) = stock_rms::<Self>(x.clone(), w, eps);
@@ -86,6 +137,24 @@ impl FusedBackend for CubeBackend {
     fn swiglu(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
         let silu = Self::float_mul(a.clone(), Self::sigmoid(a));
         Self::float_mul(silu, u)
+    }
+
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let x = Self::float_swap_dims(x, 1, 2); // [B, n, T, d_h]
+        let y = Self::float_add(
+            Self::float_mul(x.clone(), stock_table::<Self>(cos)),
+            Self::float_mul(stock_rotate_half::<Self>(x), stock_table::<Self>(sin)),
+        );
+        if scale == 1.0 {
+            y
+        } else {
+            Self::float_mul_scalar(y, scalar(scale))
+        }
     }
 }
 
@@ -119,6 +188,26 @@ impl FusedGradBackend for CubeBackend {
             Self::float_add_scalar(Self::float_mul(a, one_minus_s), scalar(1.0)),
         );
         (Self::float_mul(Self::float_mul(g, u), slope), du)
+    }
+
+    fn rope_backward(
+        g: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        // σ (g c + rotᵀ(g s)), rotᵀ([z₁, z₂]) = [z₂, −z₁] = −rotate_half(z)
+        let gs = Self::float_mul(g.clone(), stock_table::<Self>(sin));
+        let dx = Self::float_sub(
+            Self::float_mul(g, stock_table::<Self>(cos)),
+            stock_rotate_half::<Self>(gs),
+        );
+        let dx = if scale == 1.0 {
+            dx
+        } else {
+            Self::float_mul_scalar(dx, scalar(scale))
+        };
+        Self::float_swap_dims(dx, 1, 2) // [B, T, n, d_h]
     }
 }
 
@@ -169,6 +258,30 @@ impl<B: FusedGradBackend> Backward<B, 2> for SwigluBackward {
     }
 }
 
+#[derive(Debug)]
+struct RopeBackward;
+
+/// What the RoPE backward keeps: the tables (handles) and the scale.
+#[derive(Debug, Clone)]
+struct RopeState<B: Backend> {
+    cos: FloatTensor<B>,
+    sin: FloatTensor<B>,
+    scale: f32,
+}
+
+impl<B: FusedGradBackend> Backward<B, 1> for RopeBackward {
+    type State = RopeState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let g = grads.consume::<B>(&ops.node); // [B, n, T, d_h]
+        if let Some(node) = node_x {
+            let RopeState { cos, sin, scale } = ops.state;
+            grads.register::<B>(node.id, B::rope_backward(g, cos, sin, scale));
+        }
+    }
+}
+
 impl<B: FusedBackend + FusedGradBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
         let prep = RmsNormBackward
@@ -197,6 +310,23 @@ impl<B: FusedBackend + FusedGradBackend, C: CheckpointStrategy> FusedBackend for
                 prep.finish((a, u), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::swiglu(a, u)),
+        }
+    }
+
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let prep = RopeBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let (x, cos, sin) = (x.into_primitive(), cos.into_primitive(), sin.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::rope(x, cos.clone(), sin.clone(), scale);
+                prep.finish(RopeState { cos, sin, scale }, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin, scale)),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The fused elementwise ops (`crate::fused`) on burn's Flex CPU backend: one pass each, rows
+//! The fused ops (`crate::fused`) on burn's Flex CPU backend: one pass each, rows
 //! split over the cores, loops the compiler vectorizes (with AVX2 + FMA where the CPU has
 //! them), and e^x by a polynomial instead of libm's scalar `expf`.
 
@@ -122,6 +122,30 @@ macro_rules! kernels {
                     *da = g * u * s * (1.0 + a * (1.0 - s));
                 }
             }
+
+            /// One head's row: y = σ RoPE(x) with the tables c, s (see `crate::fused`).
+            $(#[target_feature(enable = $feature)])?
+            pub(super) fn rope_row(x: &[f32], c: &[f32], s: &[f32], scale: f32, y: &mut [f32]) {
+                let h = x.len() / 2;
+                let ((x1, x2), (c1, c2), (s1, s2)) = (x.split_at(h), c.split_at(h), s.split_at(h));
+                let (y1, y2) = y.split_at_mut(h);
+                for i in 0..h {
+                    y1[i] = scale * (x1[i] * c1[i] - x2[i] * s1[i]);
+                    y2[i] = scale * (x2[i] * c2[i] + x1[i] * s2[i]);
+                }
+            }
+
+            /// One head's row of the backward: ∂L/∂x from g.
+            $(#[target_feature(enable = $feature)])?
+            pub(super) fn rope_backward_row(g: &[f32], c: &[f32], s: &[f32], scale: f32, dx: &mut [f32]) {
+                let h = g.len() / 2;
+                let ((g1, g2), (c1, c2), (s1, s2)) = (g.split_at(h), c.split_at(h), s.split_at(h));
+                let (d1, d2) = dx.split_at_mut(h);
+                for i in 0..h {
+                    d1[i] = scale * (g1[i] * c1[i] + g2[i] * s2[i]);
+                    d2[i] = scale * (g2[i] * c2[i] - g1[i] * s1[i]);
+                }
+            }
         }
     };
 }
@@ -156,6 +180,40 @@ fn swiglu_values(a: &[f32], u: &[f32], y: &mut [f32]) {
 
 fn swiglu_backward_values(a: &[f32], u: &[f32], g: &[f32], da: &mut [f32], du: &mut [f32]) {
     best!(swiglu_backward(a, u, g, da, du))
+}
+
+fn rope_row(x: &[f32], c: &[f32], s: &[f32], scale: f32, y: &mut [f32]) {
+    best!(rope_row(x, c, s, scale, y))
+}
+
+fn rope_backward_row(g: &[f32], c: &[f32], s: &[f32], scale: f32, dx: &mut [f32]) {
+    best!(rope_backward_row(g, c, s, scale, dx))
+}
+
+/// The RoPE operands checked: (x or g contiguous, cos, sin, [B, T, n, d_h]) where `heads_first`
+/// says whether the first operand is `[B, n, T, d_h]` (the backward's g) or `[B, T, n, d_h]`.
+fn rope_inputs(
+    x: &FlexTensor,
+    cos: &FlexTensor,
+    sin: &FlexTensor,
+    heads_first: bool,
+    op: &str,
+) -> (FlexTensor, FlexTensor, FlexTensor, [usize; 4]) {
+    let ((x, shape), (cos, cos_shape), (sin, sin_shape)) = (values(x, op), values(cos, op), values(sin, op));
+    assert!(
+        shape.num_dims() == 4,
+        "{op}: x must be 4-D, not {:?}",
+        shape.as_slice()
+    );
+    let [b, a1, a2, dh] = shape.dims();
+    let (t, n) = if heads_first { (a2, a1) } else { (a1, a2) };
+    assert!(
+        cos_shape.as_slice() == [b, t, dh] && sin_shape == cos_shape && dh % 2 == 0,
+        "{op}: tables must be [{b}, {t}, {dh}] (d_h even), not {:?} and {:?}",
+        cos_shape.as_slice(),
+        sin_shape.as_slice()
+    );
+    (x, cos, sin, [b, t, n, dh])
 }
 
 /// Check that x's rows are as wide as w, and return (contiguous x, w, its shape, H).
@@ -198,6 +256,26 @@ impl FusedBackend for Flex {
             .for_each(|(y, (a, u))| swiglu_values(a, u, y));
         tensor(y, shape)
     }
+
+    fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, scale: f32) -> FlexTensor {
+        let (x, cos, sin, [b, t, n, dh]) = rope_inputs(&x, &cos, &sin, false, "rope");
+        let (x, cos, sin) = (x.storage::<f32>(), cos.storage::<f32>(), sin.storage::<f32>());
+        // y [B, n, T, d_h] in tasks of whole (batch row, head) blocks of T rows
+        let block = t * dh;
+        let mut y = vec![0.0f32; x.len()];
+        y.par_chunks_mut(task_rows(block) * block)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                for (i, y) in chunk.chunks_exact_mut(dh).enumerate() {
+                    let row = task * task_rows(block) * t + i; // (bi · n + head) · T + ti
+                    let (bi, head, ti) = (row / (n * t), row / t % n, row % t);
+                    let at = (bi * t + ti) * dh; // the tables' row
+                    let x = &x[((bi * t + ti) * n + head) * dh..][..dh];
+                    rope_row(x, &cos[at..at + dh], &sin[at..at + dh], scale, y);
+                }
+            });
+        tensor(y, Shape::from([b, n, t, dh]))
+    }
 }
 
 impl FusedGradBackend for Flex {
@@ -226,6 +304,27 @@ impl FusedGradBackend for Flex {
             .zip(a.par_chunks(n).zip(u.par_chunks(n)).zip(g.par_chunks(n)))
             .for_each(|((da, du), ((a, u), g))| swiglu_backward_values(a, u, g, da, du));
         (tensor(da, shape.clone()), tensor(du, shape))
+    }
+
+    fn rope_backward(g: FlexTensor, cos: FlexTensor, sin: FlexTensor, scale: f32) -> FlexTensor {
+        let (g, cos, sin, [b, t, n, dh]) = rope_inputs(&g, &cos, &sin, true, "rope_backward");
+        let (g, cos, sin) = (g.storage::<f32>(), cos.storage::<f32>(), sin.storage::<f32>());
+        // ∂L/∂x [B, T, n, d_h] in tasks of whole (batch row, token) blocks of n heads
+        let block = n * dh;
+        let mut dx = vec![0.0f32; g.len()];
+        dx.par_chunks_mut(task_rows(block) * block)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                for (i, dx) in chunk.chunks_exact_mut(dh).enumerate() {
+                    let row = task * task_rows(block) * n + i; // (bi · T + ti) · n + head
+                    let (bt, head) = (row / n, row % n);
+                    let (bi, ti) = (bt / t, bt % t);
+                    let at = bt * dh;
+                    let g = &g[((bi * n + head) * t + ti) * dh..][..dh];
+                    rope_backward_row(g, &cos[at..at + dh], &sin[at..at + dh], scale, dx);
+                }
+            });
+        tensor(dx, Shape::from([b, t, n, dh]))
     }
 }
 
