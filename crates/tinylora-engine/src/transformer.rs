@@ -3,12 +3,11 @@
 //! Shapes: B batch, T new tokens, S cached + new tokens, H hidden, F MLP width,
 //! n_h query heads, n_kv key/value heads, r = n_h / n_kv, d_h head width, V vocabulary.
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::{
     BlockMatrix, FormatError, HostTensor, ModelConfig, ModelFile, ModuleKind, WeightFormat,
 };
-use tinylora_kernels::{rms_norm, rope, swiglu};
+use tinylora_kernels::{masked_softmax, rms_norm, rope, swiglu};
 
 use crate::delta::DeltaMode;
 use crate::kv_cache::KvCache;
@@ -80,8 +79,8 @@ impl Attention {
         // Query heads of one group are adjacent: [B, n_h, T, d_h] = [B, n_kv, r·T, d_h].
         let rep = nh / nkv;
         let q = q.reshape([b, nkv, rep * t, dh]);
-        let scores = q.matmul(k.swap_dims(2, 3)) + step.mask.clone(); // [B, n_kv, r·T, S]
-        let out = softmax(scores, 3).matmul(v); // [B, n_kv, r·T, d_h]
+        let scores = q.matmul(k.swap_dims(2, 3)); // [B, n_kv, r·T, S]
+        let out = masked_softmax(scores, step.mask.clone()).matmul(v); // [B, n_kv, r·T, d_h]
         let out = out
             .reshape([b, nh, t, dh])
             .swap_dims(1, 2)

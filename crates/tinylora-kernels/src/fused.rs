@@ -1,5 +1,5 @@
-//! The transformer's elementwise steps as single ops: RMSNorm and the SwiGLU gate, each with
-//! its backward written out.
+//! The transformer's elementwise steps as single ops: RMSNorm, the SwiGLU gate, RoPE and the
+//! attention's masked softmax, each with its backward written out.
 //!
 //! - RMSNorm of a row x `[H]`: r = (Σⱼ xⱼ² / H + ε)^(−1/2), y = x r ⊙ w.
 //!   Backward (w frozen): with ĝ = g ⊙ w, ∂L/∂x = r ĝ − x r³ (Σⱼ ĝⱼ xⱼ) / H.
@@ -10,6 +10,8 @@
 //!   yᵢ = σ (xᵢ cᵢ − xᵢ₊ₕ sᵢ), yᵢ₊ₕ = σ (xᵢ₊ₕ cᵢ₊ₕ + xᵢ sᵢ₊ₕ); the heads axis moves before the
 //!   tokens axis in the same pass (`[B, T, n, d_h]` → `[B, n, T, d_h]`).
 //!   Backward: ∂L/∂xᵢ = σ (gᵢ cᵢ + gᵢ₊ₕ sᵢ₊ₕ), ∂L/∂xᵢ₊ₕ = σ (gᵢ₊ₕ cᵢ₊ₕ − gᵢ sᵢ).
+//! - Attention weights of a row of scores z `[S]` with an additive mask m `[S]` (0 or −1e9):
+//!   y = softmax(z + m). Backward: ∂L/∂z = y ⊙ (g − Σⱼ gⱼ yⱼ).
 //!
 //! As stock burn ops each of these is five to seven elementwise passes with a fresh buffer
 //! each, and burn's Flex CPU backend runs elementwise ops on one core: on a 16 × 128-token
@@ -47,6 +49,10 @@ pub trait FusedBackend: burn::backend::Backend {
         sin: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self>;
+
+    /// y = softmax(z + m) over the last axis `[B, h, R, S]` for scores z `[B, h, R, S]` and an
+    /// additive mask m `[B, 1, R, S]` shared by the h heads; differentiable in z.
+    fn masked_softmax(z: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The backwards of [`FusedBackend`]'s ops.
@@ -73,6 +79,10 @@ pub trait FusedGradBackend: Backend {
         sin: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self>;
+
+    /// ∂L/∂z `[B, h, R, S]` of [`FusedBackend::masked_softmax`] from its output y and
+    /// g = ∂L/∂y.
+    fn masked_softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// x `[N, H]`, w `[H]` → RMSNorm(x) ⊙ w `[N, H]`; differentiable in x.
@@ -94,6 +104,11 @@ pub fn rope(x: Tensor<4>, cos: Tensor<3>, sin: Tensor<3>, scale: f32) -> Tensor<
         sin.into_dispatch(),
         scale,
     ))
+}
+
+/// Scores z `[B, h, R, S]`, mask `[B, 1, R, S]` → softmax(z + mask) over S; differentiable in z.
+pub fn masked_softmax(z: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::masked_softmax(z.into_dispatch(), mask.into_dispatch()))
 }
 
 // ---- stock burn ops (the cube backend) ----
@@ -156,6 +171,10 @@ impl FusedBackend for CubeBackend {
             Self::float_mul_scalar(y, scalar(scale))
         }
     }
+
+    fn masked_softmax(z: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::softmax(Self::float_add(z, mask), 3)
+    }
 }
 
 impl FusedGradBackend for CubeBackend {
@@ -208,6 +227,11 @@ impl FusedGradBackend for CubeBackend {
             Self::float_mul_scalar(dx, scalar(scale))
         };
         Self::float_swap_dims(dx, 1, 2) // [B, T, n, d_h]
+    }
+
+    fn masked_softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let dot = Self::float_sum_dim(Self::float_mul(g.clone(), y.clone()), 3); // Σ g y [B, h, R, 1]
+        Self::float_mul(y, Self::float_sub(g, dot))
     }
 }
 
@@ -282,6 +306,22 @@ impl<B: FusedGradBackend> Backward<B, 1> for RopeBackward {
     }
 }
 
+#[derive(Debug)]
+struct MaskedSoftmaxBackward;
+
+impl<B: FusedGradBackend> Backward<B, 1> for MaskedSoftmaxBackward {
+    /// The output y (a handle).
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_z] = ops.parents;
+        let g = grads.consume::<B>(&ops.node); // [B, h, R, S]
+        if let Some(node) = node_z {
+            grads.register::<B>(node.id, B::masked_softmax_backward(ops.state, g));
+        }
+    }
+}
+
 impl<B: FusedBackend + FusedGradBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
         let prep = RmsNormBackward
@@ -327,6 +367,21 @@ impl<B: FusedBackend + FusedGradBackend, C: CheckpointStrategy> FusedBackend for
                 prep.finish(RopeState { cos, sin, scale }, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin, scale)),
+        }
+    }
+
+    fn masked_softmax(z: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = MaskedSoftmaxBackward
+            .prepare::<C>([z.node()])
+            .compute_bound()
+            .stateful();
+        let (z, mask) = (z.into_primitive(), mask.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::masked_softmax(z, mask);
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::masked_softmax(z, mask)),
         }
     }
 }

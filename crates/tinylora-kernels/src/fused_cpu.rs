@@ -40,11 +40,13 @@ fn task_rows(width: usize) -> usize {
 }
 
 /// e^x to a few units in the last place (Cephes' `expf`): x = n ln 2 + r with n an integer
-/// and |r| ≤ ln 2 / 2, e^r by a degree-6 polynomial, 2ⁿ built in the exponent bits. x is
-/// clamped to [−87, 88] (results between 1.6e-38 and 1.7e38); NaN stays NaN.
+/// and |r| ≤ ln 2 / 2, e^r by a degree-6 polynomial, 2ⁿ built in the exponent bits. Below
+/// x = −87 the result is 0 (e^−87 = 1.6e-38: a masked attention score gets no weight at all),
+/// above 88 it is e^88; NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: x + ROUND − ROUND rounds x to an integer
+    let underflow = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4; // ln 2 in two parts
@@ -55,7 +57,22 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let e = er * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if underflow { 0.0 } else { e }
+}
+
+/// Σ x with sixteen independent partial sums (vectorized by the compiler).
+#[inline(always)]
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// σ(a) = 1 / (1 + e^(−a)).
@@ -146,6 +163,36 @@ macro_rules! kernels {
                     d2[i] = scale * (g2[i] * c2[i] - g1[i] * s1[i]);
                 }
             }
+
+            /// One row of attention weights: y = softmax(z + m).
+            $(#[target_feature(enable = $feature)])?
+            pub(super) fn masked_softmax_row(z: &[f32], m: &[f32], y: &mut [f32]) {
+                let mut max = f32::NEG_INFINITY;
+                for ((y, &z), &m) in y.iter_mut().zip(z).zip(m) {
+                    *y = z + m;
+                    max = max.max(*y);
+                }
+                for y in y.iter_mut() {
+                    *y = exp(*y - max);
+                }
+                let inv = 1.0 / sum(y);
+                for y in y.iter_mut() {
+                    *y *= inv;
+                }
+            }
+
+            /// Rows of the backward: ∂L/∂z = y ⊙ (g − Σ g y), rows of `width` values.
+            $(#[target_feature(enable = $feature)])?
+            pub(super) fn masked_softmax_backward_rows(y: &[f32], g: &[f32], width: usize, dz: &mut [f32]) {
+                let rows = y.chunks_exact(width).zip(g.chunks_exact(width));
+                for ((y, g), dz) in rows.zip(dz.chunks_exact_mut(width)) {
+                    let (acc, tail) = lane_sums::<f32, 16>(g, y);
+                    let dot = acc.iter().sum::<f32>() + tail;
+                    for ((d, &y), &g) in dz.iter_mut().zip(y).zip(g) {
+                        *d = y * (g - dot);
+                    }
+                }
+            }
         }
     };
 }
@@ -188,6 +235,14 @@ fn rope_row(x: &[f32], c: &[f32], s: &[f32], scale: f32, y: &mut [f32]) {
 
 fn rope_backward_row(g: &[f32], c: &[f32], s: &[f32], scale: f32, dx: &mut [f32]) {
     best!(rope_backward_row(g, c, s, scale, dx))
+}
+
+fn masked_softmax_row(z: &[f32], m: &[f32], y: &mut [f32]) {
+    best!(masked_softmax_row(z, m, y))
+}
+
+fn masked_softmax_backward_rows(y: &[f32], g: &[f32], width: usize, dz: &mut [f32]) {
+    best!(masked_softmax_backward_rows(y, g, width, dz))
 }
 
 /// The RoPE operands checked: (x or g contiguous, cos, sin, [B, T, n, d_h]) where `heads_first`
@@ -276,6 +331,41 @@ impl FusedBackend for Flex {
             });
         tensor(y, Shape::from([b, n, t, dh]))
     }
+
+    fn masked_softmax(z: FlexTensor, mask: FlexTensor) -> FlexTensor {
+        let ((z, shape), (mask, mask_shape)) =
+            (values(&z, "masked_softmax"), values(&mask, "masked_softmax"));
+        assert!(
+            shape.num_dims() == 4,
+            "masked_softmax: scores must be 4-D, not {:?}",
+            shape.as_slice()
+        );
+        let [b, h, r, s] = shape.dims();
+        assert!(
+            mask_shape.as_slice() == [b, 1, r, s],
+            "masked_softmax: the mask must be [{b}, 1, {r}, {s}], not {:?}",
+            mask_shape.as_slice()
+        );
+        let (z, mask) = (z.storage::<f32>(), mask.storage::<f32>());
+        let mut y = vec![0.0f32; z.len()];
+        let chunk = row_chunk(s);
+        y.par_chunks_mut(chunk)
+            .zip(z.par_chunks(chunk))
+            .enumerate()
+            .for_each(|(task, (y, z))| {
+                for (i, (y, z)) in y.chunks_exact_mut(s).zip(z.chunks_exact(s)).enumerate() {
+                    let row = task * (chunk / s) + i; // (bi · h + head) · R + ri
+                    let m = (row / (h * r) * r + row % r) * s; // the mask's row (bi, ri)
+                    masked_softmax_row(z, &mask[m..m + s], y);
+                }
+            });
+        tensor(y, shape)
+    }
+}
+
+/// Rows of `s` values in the tasks of a parallel pass (whole rows, enough values a task).
+fn row_chunk(s: usize) -> usize {
+    task_rows(s) * s
 }
 
 impl FusedGradBackend for Flex {
@@ -326,6 +416,18 @@ impl FusedGradBackend for Flex {
             });
         tensor(dx, Shape::from([b, t, n, dh]))
     }
+
+    fn masked_softmax_backward(y: FlexTensor, g: FlexTensor) -> FlexTensor {
+        let (y, g, shape) = pair_inputs(&y, &g, "masked_softmax_backward");
+        let s = shape[shape.num_dims() - 1];
+        let (y, g) = (y.storage::<f32>(), g.storage::<f32>());
+        let mut dz = vec![0.0f32; y.len()];
+        let chunk = row_chunk(s);
+        dz.par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk).zip(g.par_chunks(chunk)))
+            .for_each(|(dz, (y, g))| masked_softmax_backward_rows(y, g, s, dz));
+        tensor(dz, shape)
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +446,10 @@ mod tests {
         }
         assert!(worst < 4.0 * f32::EPSILON as f64, "relative error {worst:e}");
         assert!(exp(f32::NAN).is_nan());
-        assert_eq!(exp(-1000.0), exp(-87.0));
+        assert_eq!(
+            (exp(-87.5), exp(-1000.0), exp(f32::NEG_INFINITY)),
+            (0.0, 0.0, 0.0)
+        );
+        assert_eq!(exp(1000.0), exp(88.0));
     }
 }

@@ -39,7 +39,7 @@ use tinylora_formats::BlockMatrix;
 use tinylora_formats::quant::GgmlType;
 
 pub use blocks::MATVEC_MAX_ROWS;
-pub use fused::{FusedBackend, rms_norm, rope, swiglu};
+pub use fused::{FusedBackend, masked_softmax, rms_norm, rope, swiglu};
 pub use lane_sums::lane_sums;
 pub use launch::MAX_RANK;
 
