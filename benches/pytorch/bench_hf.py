@@ -20,8 +20,9 @@ measures, each after a warm-up, medians of --reps (CUDA timings synchronize):
   gives decode tokens/s without the prefill (tinylora's engine bench does the same);
 - --train ROWSxTOKENS:uU:tW (repeatable, comma-separated): PEFT TinyLoRA (r = --rank, u = U,
   weight_tying = W: 0 untied, 1 one group for the whole model) on q,k,v,o,gate,up,down:
-  the setup (get_peft_model: the frozen SVDs) and one forward + backward (cross-entropy on
-  the tokens themselves) of ROWS sequences of TOKENS tokens. Without TinyLoRA in the
+  the setup (get_peft_model: the frozen SVDs), one forward without gradient (the logits of
+  every position) and one forward + backward (cross-entropy on the tokens themselves) of
+  ROWS sequences of TOKENS tokens. Without TinyLoRA in the
   installed PEFT it times LoRA r = --rank instead and says so in `method`;
 - --bandwidth (CUDA): a device-to-device copy of 4 GiB (bytes read + written / time), the
   bandwidth that bounds decoding (weight bytes / bandwidth per step).
@@ -156,9 +157,9 @@ def measure(args, torch, timer, base, dtype_name, trains, peft):
             for p in pm.parameters():
                 p.grad = None
 
-        def forward():
+        def forward():  # logits of every position, as GRPO's scoring pass and tinylora's bench
             with torch.no_grad():
-                pm(input_ids=x, logits_to_keep=1)
+                pm(input_ids=x)
 
         fwd_bwd = timer.median(args.reps, step)
         fwd = timer.median(args.reps, forward)
