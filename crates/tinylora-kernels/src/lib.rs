@@ -11,7 +11,8 @@
 //!
 //! so that M = Σᵢ vᵢ P̃ᵢ and ΔW = U M Vᵀ. Each op launches a `.wgsl` file from `shaders/` on
 //! burn's cube backend; its backward on `Autodiff<B, C>` launches the gradient kernels again.
-//! Natively, burn's Flex CPU backend runs the same math as stock burn ops (`stock.rs`).
+//! Natively, burn's Flex CPU backend runs the same math in Rust and stock burn ops
+//! (`lowrank_flex.rs`).
 
 mod blocks;
 #[cfg(target_arch = "x86_64")]
@@ -25,10 +26,12 @@ mod halves;
 mod lane_sums;
 mod launch;
 mod lowrank;
+#[cfg(not(target_family = "wasm"))]
+mod lowrank_cpu;
+#[cfg(not(target_family = "wasm"))]
+mod lowrank_flex;
 mod merge;
 mod shapes;
-#[cfg(not(target_family = "wasm"))]
-mod stock;
 
 use burn::backend::{
     Dispatch, backend_extension,

@@ -1,5 +1,6 @@
-//! The same ops written as stock burn ops, for backends that run no WGSL: burn's Flex CPU
-//! backend (`--device cpu`). The math is that of the kernels, line for line (see
+//! The low-rank ops on burn's Flex CPU backend (`--device cpu`), which runs no WGSL: the
+//! update and its gradient's token-by-token work in Rust (`crate::lowrank_cpu`), the merge
+//! and ∂L/∂v as stock burn ops. The math is that of the kernels, line for line (see
 //! [`crate::lowrank`]); the backward on `Autodiff<Flex>` is the shared one, calling these.
 
 use burn::backend::ops::FloatTensorOps;
@@ -8,6 +9,7 @@ use burn::tensor::{Shape, Slice};
 
 use crate::LowRankBackend;
 use crate::lowrank::{LowRankGradBackend, core};
+use crate::lowrank_cpu;
 
 /// (U `[d_out, r]`, V `[d_in, r]`) from factors `[d_out + d_in, r]` = [U; V].
 fn split<B: Backend>(factors: FloatTensor<B>, d_out: usize) -> (FloatTensor<B>, FloatTensor<B>) {
@@ -18,22 +20,6 @@ fn split<B: Backend>(factors: FloatTensor<B>, d_out: usize) -> (FloatTensor<B>, 
     (part(0..d_out), part(d_out..rows))
 }
 
-/// (y = base + (z Mᵀ) Uᵀ `[T, d_out]`, z = x V `[T, r]`) for x `[T, d_in]`.
-fn update<B: Backend>(
-    x: FloatTensor<B>,
-    base: FloatTensor<B>,
-    factors: FloatTensor<B>,
-    basis: FloatTensor<B>,
-    coef: FloatTensor<B>,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let [_, d_out] = base.shape().dims();
-    let (u, v) = split::<B>(factors, d_out);
-    let m = core::<B>(basis, coef); // [r, r]
-    let z = B::float_matmul(x, v); // [T, r]
-    let q = B::float_matmul(z.clone(), B::float_transpose(m)); // [T, r]
-    (B::float_add(base, B::float_matmul(q, B::float_transpose(u))), z)
-}
-
 impl LowRankBackend for Flex {
     fn lowrank_update(
         x: FloatTensor<Self>,
@@ -42,7 +28,7 @@ impl LowRankBackend for Flex {
         basis: FloatTensor<Self>,
         coef: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        update::<Self>(x, base, factors, basis, coef).0
+        lowrank_cpu::update(&x, &base, &factors, &basis, &coef).0
     }
 
     /// Untracked: nothing to do (the update is in the weights).
@@ -90,7 +76,7 @@ impl LowRankGradBackend for Flex {
         basis: FloatTensor<Self>,
         coef: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        update::<Self>(x, base, factors, basis, coef)
+        lowrank_cpu::update(&x, &base, &factors, &basis, &coef)
     }
 
     /// (∂L/∂x = (w M) Vᵀ `[T, d_in]`, w = G U `[T, r]`).
@@ -100,34 +86,27 @@ impl LowRankGradBackend for Flex {
         basis: FloatTensor<Self>,
         coef: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let [_, d_out] = g.shape().dims();
-        let (u, v) = split::<Self>(factors, d_out);
-        let w = Self::float_matmul(g, u);
-        let wm = Self::float_matmul(w.clone(), core::<Self>(basis, coef));
-        (Self::float_matmul(wm, Self::float_transpose(v)), w)
+        lowrank_cpu::backward(&g, &factors, &basis, &coef)
     }
 
     /// z = x V `[T, r]`.
     fn lowrank_project_input(
         x: FloatTensor<Self>,
         factors: FloatTensor<Self>,
-        _basis: FloatTensor<Self>,
-        _coef: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let [_, d_in] = x.shape().dims();
-        let [rows, _] = factors.shape().dims();
-        Self::float_matmul(x, split::<Self>(factors, rows - d_in).1)
+        lowrank_cpu::project_input(&x, &factors, &basis, &coef)
     }
 
     /// w = G U `[T, r]`.
     fn lowrank_project_grad(
         g: FloatTensor<Self>,
         factors: FloatTensor<Self>,
-        _basis: FloatTensor<Self>,
-        _coef: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let [_, d_out] = g.shape().dims();
-        Self::float_matmul(g, split::<Self>(factors, d_out).0)
+        lowrank_cpu::project_grad(&g, &factors, &basis, &coef)
     }
 
     /// ∂L/∂vᵢ = ⟨P̃ᵢ, wᵀ z⟩: basis `[n_v, r·r]` times (wᵀ z) `[r·r, 1]`.

@@ -1,0 +1,242 @@
+//! The low-rank update's token-by-token work on burn's Flex CPU backend, in Rust: with r ≤ 16
+//! the products x V, z Mᵀ, q Uᵀ and G U are r dot products or r scaled additions a token,
+//! which as separate matmuls (and an addition to `base`) cost more in calls, buffers and
+//! one-core passes than in arithmetic. Here each token is one pass, tokens split over the
+//! cores; the math is `crate::lowrank`'s, line for line:
+//!
+//! - forward: zₜ = xₜ V `[r]`, qₜ = zₜ Mᵀ, yₜ = baseₜ + qₜ Uᵀ;
+//! - backward: wₜ = gₜ U `[r]`, ∂L/∂xₜ = (wₜ M) Vᵀ.
+//!
+//! U and V are first copied as Uᵀ `[r, d_out]` and Vᵀ `[r, d_in]` (rows the loops read
+//! contiguously), M = Σᵢ vᵢ P̃ᵢ `[r, r]` is summed on the host.
+
+use burn::backend::TensorMetadata;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::{Bytes, DType, Shape};
+use rayon::prelude::*;
+
+use crate::lane_sums::lane_sums;
+
+/// Values of x (or G) one task handles at least.
+const VALUES_PER_TASK: usize = 1 << 14;
+
+/// A contiguous f32 tensor's values (copied only when its layout is not contiguous).
+fn contiguous(t: &FlexTensor, op: &str, name: &str) -> FlexTensor {
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "{op}: {name} must be f32, not {:?}",
+        t.dtype()
+    );
+    t.to_contiguous()
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::from(shape)),
+        DType::F32,
+    )
+}
+
+/// The module's frozen and trained parts in the loops' layout.
+struct Factors {
+    /// Uᵀ `[r, d_out]`.
+    u_t: Vec<f32>,
+    /// Vᵀ `[r, d_in]`.
+    v_t: Vec<f32>,
+    /// M `[r, r]`.
+    m: Vec<f32>,
+    r: usize,
+    d_in: usize,
+}
+
+impl Factors {
+    /// From factors `[d_out + d_in, r]` = [U; V], basis `[n_v, r, r]` and coef `[n_v]`.
+    fn new(factors: &FlexTensor, basis: &FlexTensor, coef: &FlexTensor, d_out: usize, op: &str) -> Self {
+        let [rows, r] = factors.shape().dims();
+        let [n_v, br, bc] = basis.shape().dims();
+        assert!(
+            rows > d_out && br == r && bc == r && coef.shape().dims::<1>() == [n_v],
+            "{op}: factors [{rows}, {r}], basis [{n_v}, {br}, {bc}] and coef {:?} do not fit d_out = {d_out}",
+            coef.shape().as_slice()
+        );
+        let d_in = rows - d_out;
+        let f = contiguous(factors, op, "factors");
+        let f = f.storage::<f32>();
+        let transposed = |first: usize, n: usize| -> Vec<f32> {
+            (0..r)
+                .flat_map(|k| (first..first + n).map(move |i| f[i * r + k]))
+                .collect()
+        };
+        let (basis, coef) = (contiguous(basis, op, "basis"), contiguous(coef, op, "coef"));
+        let (basis, coef) = (basis.storage::<f32>(), coef.storage::<f32>());
+        let mut m = vec![0.0f32; r * r];
+        for (p, &c) in basis.chunks_exact(r * r).zip(coef) {
+            for (m, &p) in m.iter_mut().zip(p) {
+                *m += c * p;
+            }
+        }
+        Factors {
+            u_t: transposed(0, d_out),
+            v_t: transposed(d_out, d_in),
+            m,
+            r,
+            d_in,
+        }
+    }
+}
+
+/// a · b over equal lengths (sixteen partial sums, vectorized by the compiler).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (acc, tail) = lane_sums::<f32, 16>(a, b);
+    acc.iter().sum::<f32>() + tail
+}
+
+/// out += s · row.
+#[inline(always)]
+fn add_scaled(out: &mut [f32], s: f32, row: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o += s * v;
+    }
+}
+
+/// `into[k]` = ⟨x, rowsₖ⟩ for the r rows of `rows_t` `[r, n]`.
+#[inline(always)]
+fn project(x: &[f32], rows_t: &[f32], into: &mut [f32]) {
+    let n = x.len();
+    for (k, z) in into.iter_mut().enumerate() {
+        *z = dot(x, &rows_t[k * n..(k + 1) * n]);
+    }
+}
+
+/// Tokens a task takes for rows of `width` values.
+fn tokens_per_task(width: usize) -> usize {
+    VALUES_PER_TASK.div_ceil(width.max(1))
+}
+
+/// (y = base + (x V Mᵀ) Uᵀ `[T, d_out]`, z = x V `[T, r]`) for x `[T, d_in]`.
+pub(crate) fn update(
+    x: &FlexTensor,
+    base: &FlexTensor,
+    factors: &FlexTensor,
+    basis: &FlexTensor,
+    coef: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let [t, d_out] = base.shape().dims();
+    let f = Factors::new(factors, basis, coef, d_out, "lowrank_update");
+    let (x, base) = (
+        contiguous(x, "lowrank_update", "x"),
+        contiguous(base, "lowrank_update", "base"),
+    );
+    assert_eq!(
+        x.shape().dims::<2>(),
+        [t, f.d_in],
+        "lowrank_update: x and base disagree"
+    );
+    let (x, base) = (x.storage::<f32>(), base.storage::<f32>());
+    let (r, d_in) = (f.r, f.d_in);
+    let mut y = base.to_vec();
+    let mut z = vec![0.0f32; t * r];
+    let n = tokens_per_task(d_in + d_out);
+    y.par_chunks_mut(n * d_out)
+        .zip(z.par_chunks_mut(n * r))
+        .zip(x.par_chunks(n * d_in))
+        .for_each(|((y, z), x)| {
+            let mut q = vec![0.0f32; r];
+            for ((y, z), x) in y
+                .chunks_exact_mut(d_out)
+                .zip(z.chunks_exact_mut(r))
+                .zip(x.chunks_exact(d_in))
+            {
+                project(x, &f.v_t, z); // zₜ = xₜ V
+                for (a, q) in q.iter_mut().enumerate() {
+                    *q = dot(z, &f.m[a * r..(a + 1) * r]); // (zₜ Mᵀ)_a = Σ_b z_b M_ab
+                }
+                for (k, &q) in q.iter().enumerate() {
+                    add_scaled(y, q, &f.u_t[k * d_out..(k + 1) * d_out]); // + qₜ Uᵀ
+                }
+            }
+        });
+    (tensor(y, [t, d_out]), tensor(z, [t, r]))
+}
+
+/// rows_t `[r, n]`-projections of the tokens of a `[T, n]` tensor: `[T, r]`.
+fn project_all(a: &FlexTensor, rows_t: &[f32], r: usize, op: &str) -> FlexTensor {
+    let a = contiguous(a, op, "input");
+    let [t, n] = a.shape().dims();
+    let a = a.storage::<f32>();
+    let mut out = vec![0.0f32; t * r];
+    let per = tokens_per_task(n);
+    out.par_chunks_mut(per * r)
+        .zip(a.par_chunks(per * n))
+        .for_each(|(out, a)| {
+            for (o, a) in out.chunks_exact_mut(r).zip(a.chunks_exact(n)) {
+                project(a, rows_t, o);
+            }
+        });
+    tensor(out, [t, r])
+}
+
+/// z = x V `[T, r]`.
+pub(crate) fn project_input(
+    x: &FlexTensor,
+    factors: &FlexTensor,
+    basis: &FlexTensor,
+    coef: &FlexTensor,
+) -> FlexTensor {
+    let [_, d_in] = x.shape().dims();
+    let [rows, _] = factors.shape().dims();
+    let f = Factors::new(factors, basis, coef, rows - d_in, "lowrank_project_input");
+    project_all(x, &f.v_t, f.r, "lowrank_project_input")
+}
+
+/// w = G U `[T, r]`.
+pub(crate) fn project_grad(
+    g: &FlexTensor,
+    factors: &FlexTensor,
+    basis: &FlexTensor,
+    coef: &FlexTensor,
+) -> FlexTensor {
+    let [_, d_out] = g.shape().dims();
+    let f = Factors::new(factors, basis, coef, d_out, "lowrank_project_grad");
+    project_all(g, &f.u_t, f.r, "lowrank_project_grad")
+}
+
+/// (∂L/∂x = (w M) Vᵀ `[T, d_in]`, w = G U `[T, r]`) for G `[T, d_out]`.
+pub(crate) fn backward(
+    g: &FlexTensor,
+    factors: &FlexTensor,
+    basis: &FlexTensor,
+    coef: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let [t, d_out] = g.shape().dims();
+    let f = Factors::new(factors, basis, coef, d_out, "lowrank_backward");
+    let g = contiguous(g, "lowrank_backward", "g");
+    let g = g.storage::<f32>();
+    let (r, d_in) = (f.r, f.d_in);
+    let mut dx = vec![0.0f32; t * d_in];
+    let mut w = vec![0.0f32; t * r];
+    let n = tokens_per_task(d_in + d_out);
+    dx.par_chunks_mut(n * d_in)
+        .zip(w.par_chunks_mut(n * r))
+        .zip(g.par_chunks(n * d_out))
+        .for_each(|((dx, w), g)| {
+            let mut wm = vec![0.0f32; r];
+            for ((dx, w), g) in dx
+                .chunks_exact_mut(d_in)
+                .zip(w.chunks_exact_mut(r))
+                .zip(g.chunks_exact(d_out))
+            {
+                project(g, &f.u_t, w); // wₜ = gₜ U
+                for (b, wm) in wm.iter_mut().enumerate() {
+                    *wm = (0..r).map(|a| w[a] * f.m[a * r + b]).sum(); // (wₜ M)_b = Σ_a w_a M_ab
+                }
+                for (k, &s) in wm.iter().enumerate() {
+                    add_scaled(dx, s, &f.v_t[k * d_in..(k + 1) * d_in]); // (wₜ M) Vᵀ
+                }
+            }
+        });
+    (tensor(dx, [t, d_in]), tensor(w, [t, r]))
+}
