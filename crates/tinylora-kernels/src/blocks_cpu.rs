@@ -4,10 +4,10 @@
 //! that stays in the core's cache), rows of W spread over the cores. More rows: W decoded to
 //! f32 once per call (in parallel) and Flex's own matmul.
 
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Flex, TensorMetadata};
-use burn::tensor::{Bytes, DType, Shape};
+use burn::tensor::DType;
 use rayon::prelude::*;
 use tinylora_formats::quant::{GgmlType, dequantize_into};
 
@@ -15,7 +15,7 @@ use crate::BlockBackend;
 use crate::blocks::{block_type, check_row_words};
 #[cfg(target_arch = "x86_64")]
 use crate::blocks_avx2;
-use crate::lane_sums::lane_sums;
+use crate::flex_f32::{dot, tensor};
 
 /// Most rows of x the row-by-row product takes on the CPU (more: W decoded whole, then Flex's
 /// matmul). Measured on Qwen2.5-Coder-0.5B, decoding 16 sequences (benches/README.md).
@@ -123,21 +123,6 @@ fn has_avx2() -> bool {
     has!("avx2") && has!("fma") && has!("f16c")
 }
 
-/// Σ a_k b_k with sixteen independent partial sums (vectorized by the compiler).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (acc, tail) = lane_sums::<f32, 16>(a, b);
-    acc.iter().sum::<f32>() + tail
-}
-
-fn f32_tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(values),
-        Layout::contiguous(Shape::from(shape)),
-        DType::F32,
-    )
-}
-
 /// yᵀ rows `first..` (`out` holds N values a row): each row of W decoded into `buf` (it
 /// stays in the core's cache), then dotted with the N rows of x.
 #[inline(always)]
@@ -210,7 +195,7 @@ fn matvec(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
             y[t * w.rows + r] = v;
         }
     }
-    f32_tensor(y, [n, w.rows])
+    tensor(y, [n, w.rows])
 }
 
 impl BlockBackend for Flex {
@@ -226,13 +211,13 @@ impl BlockBackend for Flex {
             let x = x.to_contiguous();
             return matvec(x.storage::<f32>(), n, &w);
         }
-        let wt = f32_tensor(w.decode_all(), [w.rows, d_in]);
+        let wt = tensor(w.decode_all(), [w.rows, d_in]);
         Self::float_matmul(x, Self::float_transpose(wt))
     }
 
     fn block_decode(blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
         let w = Rows::new(&blocks, ty, d_in);
-        f32_tensor(w.decode_all(), [w.rows, d_in])
+        tensor(w.decode_all(), [w.rows, d_in])
     }
 }
 

@@ -2,41 +2,23 @@
 //! split over the cores, loops the compiler vectorizes (with AVX2 + FMA where the CPU has
 //! them), and e^x by a polynomial instead of libm's scalar `expf`.
 
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::{Flex, TensorMetadata};
-use burn::tensor::{Bytes, DType, Shape};
+use burn::tensor::Shape;
 use rayon::prelude::*;
 
+use crate::flex_f32::{VALUES_PER_TASK, contiguous, dot, task_rows, tensor};
 use crate::fused::{FusedBackend, FusedGradBackend};
-use crate::lane_sums::lane_sums;
 
-/// Values one task handles at least (smaller work is not worth a task of its own).
-const VALUES_PER_TASK: usize = 1 << 14;
-
-/// x's values in row-major order, and its shape.
+/// x as a contiguous f32 tensor, and its shape.
 fn values(x: &FlexTensor, op: &str) -> (FlexTensor, Shape) {
-    assert_eq!(
-        x.dtype(),
-        DType::F32,
-        "{op}: f32 tensors only, not {:?}",
-        x.dtype()
-    );
-    (x.to_contiguous(), x.shape())
-}
-
-fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
+    (contiguous(x, op), x.shape())
 }
 
 /// (rows, width) of a tensor whose last axis is the row.
 fn rows_of(shape: &Shape) -> (usize, usize) {
     let width = shape[shape.num_dims() - 1];
     (shape.num_elements() / width.max(1), width)
-}
-
-/// Whole rows of `width` values per task.
-fn task_rows(width: usize) -> usize {
-    VALUES_PER_TASK.div_ceil(width.max(1))
 }
 
 /// e^x to a few units in the last place (Cephes' `expf`): x = n ln 2 + r with n an integer
@@ -84,8 +66,7 @@ fn sigmoid(a: f32) -> f32 {
 /// r = (Σ x² / H + ε)^(−1/2) of one row.
 #[inline(always)]
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let (acc, tail) = lane_sums::<f32, 16>(x, x);
-    let mean_sq = (acc.iter().sum::<f32>() + tail) / x.len() as f32;
+    let mean_sq = dot(x, x) / x.len() as f32;
     1.0 / (mean_sq + eps).sqrt()
 }
 
@@ -115,8 +96,7 @@ macro_rules! kernels {
                     for ((d, &g), &w) in dx.iter_mut().zip(g).zip(w) {
                         *d = g * w;
                     }
-                    let (acc, tail) = lane_sums::<f32, 16>(dx, x);
-                    let k = r * r * r * (acc.iter().sum::<f32>() + tail) / h as f32;
+                    let k = r * r * r * dot(dx, x) / h as f32;
                     for (d, &x) in dx.iter_mut().zip(x) {
                         *d = r * *d - x * k;
                     }
@@ -186,10 +166,9 @@ macro_rules! kernels {
             pub(super) fn masked_softmax_backward_rows(y: &[f32], g: &[f32], width: usize, dz: &mut [f32]) {
                 let rows = y.chunks_exact(width).zip(g.chunks_exact(width));
                 for ((y, g), dz) in rows.zip(dz.chunks_exact_mut(width)) {
-                    let (acc, tail) = lane_sums::<f32, 16>(g, y);
-                    let dot = acc.iter().sum::<f32>() + tail;
+                    let gy = dot(g, y);
                     for ((d, &y), &g) in dz.iter_mut().zip(y).zip(g) {
-                        *d = y * (g - dot);
+                        *d = y * (g - gy);
                     }
                 }
             }

@@ -19,6 +19,8 @@ mod blocks;
 mod blocks_avx2;
 #[cfg(not(target_family = "wasm"))]
 mod blocks_cpu;
+#[cfg(not(target_family = "wasm"))]
+mod flex_f32;
 mod fused;
 #[cfg(not(target_family = "wasm"))]
 mod fused_cpu;

@@ -11,33 +11,10 @@
 //! contiguously), M = Σᵢ vᵢ P̃ᵢ `[r, r]` is summed on the host.
 
 use burn::backend::TensorMetadata;
-use burn::backend::flex::{FlexTensor, Layout};
-use burn::tensor::{Bytes, DType, Shape};
+use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::lane_sums::lane_sums;
-
-/// Values of x (or G) one task handles at least.
-const VALUES_PER_TASK: usize = 1 << 14;
-
-/// A contiguous f32 tensor's values (copied only when its layout is not contiguous).
-fn contiguous(t: &FlexTensor, op: &str, name: &str) -> FlexTensor {
-    assert_eq!(
-        t.dtype(),
-        DType::F32,
-        "{op}: {name} must be f32, not {:?}",
-        t.dtype()
-    );
-    t.to_contiguous()
-}
-
-fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(values),
-        Layout::contiguous(Shape::from(shape)),
-        DType::F32,
-    )
-}
+use crate::flex_f32::{contiguous, dot, task_rows, tensor};
 
 /// The module's frozen and trained parts in the loops' layout.
 struct Factors {
@@ -62,14 +39,14 @@ impl Factors {
             coef.shape().as_slice()
         );
         let d_in = rows - d_out;
-        let f = contiguous(factors, op, "factors");
+        let f = contiguous(factors, op);
         let f = f.storage::<f32>();
         let transposed = |first: usize, n: usize| -> Vec<f32> {
             (0..r)
                 .flat_map(|k| (first..first + n).map(move |i| f[i * r + k]))
                 .collect()
         };
-        let (basis, coef) = (contiguous(basis, op, "basis"), contiguous(coef, op, "coef"));
+        let (basis, coef) = (contiguous(basis, op), contiguous(coef, op));
         let (basis, coef) = (basis.storage::<f32>(), coef.storage::<f32>());
         let mut m = vec![0.0f32; r * r];
         for (p, &c) in basis.chunks_exact(r * r).zip(coef) {
@@ -85,13 +62,6 @@ impl Factors {
             d_in,
         }
     }
-}
-
-/// a · b over equal lengths (sixteen partial sums, vectorized by the compiler).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (acc, tail) = lane_sums::<f32, 16>(a, b);
-    acc.iter().sum::<f32>() + tail
 }
 
 /// out += s · row.
@@ -111,11 +81,6 @@ fn project(x: &[f32], rows_t: &[f32], into: &mut [f32]) {
     }
 }
 
-/// Tokens a task takes for rows of `width` values.
-fn tokens_per_task(width: usize) -> usize {
-    VALUES_PER_TASK.div_ceil(width.max(1))
-}
-
 /// (y = base + (x V Mᵀ) Uᵀ `[T, d_out]`, z = x V `[T, r]`) for x `[T, d_in]`.
 pub(crate) fn update(
     x: &FlexTensor,
@@ -127,8 +92,8 @@ pub(crate) fn update(
     let [t, d_out] = base.shape().dims();
     let f = Factors::new(factors, basis, coef, d_out, "lowrank_update");
     let (x, base) = (
-        contiguous(x, "lowrank_update", "x"),
-        contiguous(base, "lowrank_update", "base"),
+        contiguous(x, "lowrank_update"),
+        contiguous(base, "lowrank_update"),
     );
     assert_eq!(
         x.shape().dims::<2>(),
@@ -139,7 +104,7 @@ pub(crate) fn update(
     let (r, d_in) = (f.r, f.d_in);
     let mut y = base.to_vec();
     let mut z = vec![0.0f32; t * r];
-    let n = tokens_per_task(d_in + d_out);
+    let n = task_rows(d_in + d_out);
     y.par_chunks_mut(n * d_out)
         .zip(z.par_chunks_mut(n * r))
         .zip(x.par_chunks(n * d_in))
@@ -164,11 +129,11 @@ pub(crate) fn update(
 
 /// rows_t `[r, n]`-projections of the tokens of a `[T, n]` tensor: `[T, r]`.
 fn project_all(a: &FlexTensor, rows_t: &[f32], r: usize, op: &str) -> FlexTensor {
-    let a = contiguous(a, op, "input");
+    let a = contiguous(a, op);
     let [t, n] = a.shape().dims();
     let a = a.storage::<f32>();
     let mut out = vec![0.0f32; t * r];
-    let per = tokens_per_task(n);
+    let per = task_rows(n);
     out.par_chunks_mut(per * r)
         .zip(a.par_chunks(per * n))
         .for_each(|(out, a)| {
@@ -213,12 +178,12 @@ pub(crate) fn backward(
 ) -> (FlexTensor, FlexTensor) {
     let [t, d_out] = g.shape().dims();
     let f = Factors::new(factors, basis, coef, d_out, "lowrank_backward");
-    let g = contiguous(g, "lowrank_backward", "g");
+    let g = contiguous(g, "lowrank_backward");
     let g = g.storage::<f32>();
     let (r, d_in) = (f.r, f.d_in);
     let mut dx = vec![0.0f32; t * d_in];
     let mut w = vec![0.0f32; t * r];
-    let n = tokens_per_task(d_in + d_out);
+    let n = task_rows(d_in + d_out);
     dx.par_chunks_mut(n * d_in)
         .zip(w.par_chunks_mut(n * r))
         .zip(g.par_chunks(n * d_out))
