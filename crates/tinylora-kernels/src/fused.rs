@@ -13,12 +13,12 @@
 //! - Attention weights of a row of scores z `[S]` with an additive mask m `[S]` (0 or −1e9):
 //!   y = softmax(z + m). Backward: ∂L/∂z = y ⊙ (g − Σⱼ gⱼ yⱼ).
 //!
-//! As stock burn ops each of these is five to seven elementwise passes with a fresh buffer
-//! each, and burn's Flex CPU backend runs elementwise ops on one core: on a 16 × 128-token
-//! SmolLM2 forward they were a third of the wall time while the second core waited. On Flex
-//! each op is one pass with the rows split over the cores (`crate::fused_cpu`); on the cube
-//! backend they are the same stock ops as before (burn's), and the backward on `Autodiff` is
-//! the formulas above in either case.
+//! As stock burn ops each of these is several elementwise passes with a fresh buffer each, and
+//! burn's Flex CPU backend runs elementwise ops on one core (in a 16 × 128-token SmolLM2
+//! forward + backward, 28 % of the samples, the other core waiting: benches/README.md). On
+//! Flex each op is one pass with the rows split over the cores (`crate::fused_cpu`); on the
+//! cube backend it is the stock burn ops' composition; the backward on `Autodiff` is the
+//! formulas above in either case.
 
 use burn::backend::autodiff::{
     Autodiff,
