@@ -81,6 +81,38 @@ fn project(x: &[f32], rows_t: &[f32], into: &mut [f32]) {
     }
 }
 
+/// The shape the forward and the backward share, token by token, tokens over the cores: the r
+/// projections keptₜ = ⟨inₜ, downₖ⟩ (`down_t` `[r, n_in]`), mixed by `core` (row a gives
+/// pₐ = ⟨keptₜ, coreₐ⟩, `[r, r]`), then outₜ += Σₐ pₐ upₐ (`up_t` `[r, n_out]`).
+fn down_core_up(
+    input: &[f32],
+    down_t: &[f32],
+    core: &[f32],
+    up_t: &[f32],
+    r: usize,
+    out: &mut [f32],
+    kept: &mut [f32],
+) {
+    let (n_in, n_out) = (down_t.len() / r, up_t.len() / r);
+    let n = task_rows(n_in + n_out);
+    out.par_chunks_mut(n * n_out)
+        .zip(kept.par_chunks_mut(n * r))
+        .zip(input.par_chunks(n * n_in))
+        .for_each(|((out, kept), input)| {
+            let mut p = vec![0.0f32; r];
+            let rows = out.chunks_exact_mut(n_out).zip(kept.chunks_exact_mut(r));
+            for ((out, kept), input) in rows.zip(input.chunks_exact(n_in)) {
+                project(input, down_t, kept);
+                for (a, p) in p.iter_mut().enumerate() {
+                    *p = dot(kept, &core[a * r..(a + 1) * r]);
+                }
+                for (a, &p) in p.iter().enumerate() {
+                    add_scaled(out, p, &up_t[a * n_out..(a + 1) * n_out]);
+                }
+            }
+        });
+}
+
 /// (y = base + (x V Mᵀ) Uᵀ `[T, d_out]`, z = x V `[T, r]`) for x `[T, d_in]`.
 pub(crate) fn update(
     x: &FlexTensor,
@@ -101,30 +133,11 @@ pub(crate) fn update(
         "lowrank_update: x and base disagree"
     );
     let (x, base) = (x.storage::<f32>(), base.storage::<f32>());
-    let (r, d_in) = (f.r, f.d_in);
     let mut y = base.to_vec();
-    let mut z = vec![0.0f32; t * r];
-    let n = task_rows(d_in + d_out);
-    y.par_chunks_mut(n * d_out)
-        .zip(z.par_chunks_mut(n * r))
-        .zip(x.par_chunks(n * d_in))
-        .for_each(|((y, z), x)| {
-            let mut q = vec![0.0f32; r];
-            for ((y, z), x) in y
-                .chunks_exact_mut(d_out)
-                .zip(z.chunks_exact_mut(r))
-                .zip(x.chunks_exact(d_in))
-            {
-                project(x, &f.v_t, z); // zₜ = xₜ V
-                for (a, q) in q.iter_mut().enumerate() {
-                    *q = dot(z, &f.m[a * r..(a + 1) * r]); // (zₜ Mᵀ)_a = Σ_b z_b M_ab
-                }
-                for (k, &q) in q.iter().enumerate() {
-                    add_scaled(y, q, &f.u_t[k * d_out..(k + 1) * d_out]); // + qₜ Uᵀ
-                }
-            }
-        });
-    (tensor(y, [t, d_out]), tensor(z, [t, r]))
+    let mut z = vec![0.0f32; t * f.r];
+    // zₜ = xₜ V; (zₜ Mᵀ)_a = Σ_b z_b M_ab; yₜ += (zₜ Mᵀ) Uᵀ
+    down_core_up(x, &f.v_t, &f.m, &f.u_t, f.r, &mut y, &mut z);
+    (tensor(y, [t, d_out]), tensor(z, [t, f.r]))
 }
 
 /// rows_t `[r, n]`-projections of the tokens of a `[T, n]` tensor: `[T, r]`.
@@ -183,25 +196,8 @@ pub(crate) fn backward(
     let (r, d_in) = (f.r, f.d_in);
     let mut dx = vec![0.0f32; t * d_in];
     let mut w = vec![0.0f32; t * r];
-    let n = task_rows(d_in + d_out);
-    dx.par_chunks_mut(n * d_in)
-        .zip(w.par_chunks_mut(n * r))
-        .zip(g.par_chunks(n * d_out))
-        .for_each(|((dx, w), g)| {
-            let mut wm = vec![0.0f32; r];
-            for ((dx, w), g) in dx
-                .chunks_exact_mut(d_in)
-                .zip(w.chunks_exact_mut(r))
-                .zip(g.chunks_exact(d_out))
-            {
-                project(g, &f.u_t, w); // wₜ = gₜ U
-                for (b, wm) in wm.iter_mut().enumerate() {
-                    *wm = (0..r).map(|a| w[a] * f.m[a * r + b]).sum(); // (wₜ M)_b = Σ_a w_a M_ab
-                }
-                for (k, &s) in wm.iter().enumerate() {
-                    add_scaled(dx, s, &f.v_t[k * d_in..(k + 1) * d_in]); // (wₜ M) Vᵀ
-                }
-            }
-        });
+    // wₜ = gₜ U; (wₜ M)_b = Σ_a w_a M_ab, row b of Mᵀ; ∂L/∂xₜ = (wₜ M) Vᵀ
+    let m_t: Vec<f32> = (0..r * r).map(|i| f.m[i % r * r + i / r]).collect();
+    down_core_up(g, &f.u_t, &m_t, &f.v_t, r, &mut dx, &mut w);
     (tensor(dx, [t, d_in]), tensor(w, [t, r]))
 }
