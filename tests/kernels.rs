@@ -490,3 +490,40 @@ fn fused_masked_softmax_matches_stock_burn_ops_and_autodiff() {
         }
     }
 }
+
+/// The frozen weight's product (a one-row matrix–vector product on the CPU, else a matmul)
+/// against burn's matmul, its ∂L/∂x against burn's autodiff of it; rows 1 and more, widths
+/// around the CPU kernel's 4096-column panels.
+#[test]
+fn frozen_matmul_matches_stock_matmul_and_autodiff() {
+    use tinylora::kernels::frozen_matmul;
+    for (device, dev) in devices() {
+        for (n, d_in, d_out) in [
+            (1, 5, 3),
+            (1, 576, 4099),
+            (1, 64, 9000),
+            (3, 576, 192),
+            (17, 33, 65),
+        ] {
+            let what = format!("{device} x [{n}, {d_in}], Wᵀ [{d_in}, {d_out}]");
+            let x = Tensor::<2>::random([n, d_in], Distribution::Normal(0.0, 1.0), &dev);
+            let wt = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.1), &dev);
+            let probe = Tensor::<2>::random([n, d_out], Distribution::Normal(0.0, 1.0), &dev);
+            let want = x.clone().matmul(wt.clone());
+            assert_close(frozen_matmul(x.clone(), wt.clone()), want, 1e-5, &what);
+
+            let (xk, xr) = (x.clone().autodiff().require_grad(), x.autodiff().require_grad());
+            let (wt, probe) = (wt.autodiff(), probe.autodiff());
+            let gk = (frozen_matmul(xk.clone(), wt.clone()) * probe.clone())
+                .sum()
+                .backward();
+            let gr = (xr.clone().matmul(wt) * probe).sum().backward();
+            assert_close(
+                xk.grad(&gk).unwrap(),
+                xr.grad(&gr).unwrap(),
+                1e-5,
+                &format!("{what}: dx"),
+            );
+        }
+    }
+}

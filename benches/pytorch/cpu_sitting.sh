@@ -25,10 +25,10 @@ tag=$(basename "$MODEL" .gguf)
 for i in $(seq 1 "$ROUNDS"); do
   echo "round $i of $ROUNDS: PyTorch ($(date +%T))"
   "$PYTHON" benches/pytorch/bench_hf.py --model "$MODEL" --device cpu --dtype f32 --threads 2 \
-    --batches 1,16 --new-tokens 32 --prompt-tokens 256 --train 16x128:u13:t1 --reps "$REPS" \
+    --batches 1,16,64 --new-tokens 32 --prompt-tokens 256 --train 16x128:u13:t1 --reps "$REPS" \
     --out "$OUT/hf-$tag-$i.json" 2> "$OUT/hf-$tag-$i.log"
   echo "round $i of $ROUNDS: tinylora ($(date +%T))"
-  cargo bench --profile release --bench engine -- --device cpu --new-tokens 32 --batches 1,16 \
+  cargo bench --profile release --bench engine -- --device cpu --new-tokens 32 --batches 1,16,64 \
     --weights f32,auto --model "$MODEL" > "$OUT/engine-$tag-$i.txt"
   cargo bench --profile release --bench adapter -- --training-only --device cpu --rows 16 \
     --tokens 128 --reps "$REPS" --u 13 --tying full --model "$MODEL" > "$OUT/adapter-$tag-$i.txt"

@@ -3,7 +3,9 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_formats::quant::GgmlType;
 use tinylora_formats::{BlockMatrix, HostTensor};
-use tinylora_kernels::{DeviceBlocks, block_matmul, lowrank_merge, lowrank_update, lowrank_update_merged};
+use tinylora_kernels::{
+    DeviceBlocks, block_matmul, frozen_matmul, lowrank_merge, lowrank_update, lowrank_update_merged,
+};
 
 use crate::delta::{DeltaMode, LowRankDelta};
 
@@ -154,7 +156,10 @@ impl Linear {
     /// x Wᵀ + b with the weights as they are (merged or not).
     fn forward_frozen(&self, x: Tensor<2>) -> Tensor<2> {
         let mut parts: Vec<Tensor<2>> = match &self.weight {
-            FrozenWeight::Dense(chunks) => chunks.iter().map(|w| x.clone().matmul(w.clone())).collect(),
+            FrozenWeight::Dense(chunks) => chunks
+                .iter()
+                .map(|w| frozen_matmul(x.clone(), w.clone()))
+                .collect(),
             FrozenWeight::Blocks(chunks) => chunks.iter().map(|w| block_matmul(x.clone(), w)).collect(),
         };
         let y = if parts.len() == 1 {

@@ -21,6 +21,9 @@ mod blocks_avx2;
 mod blocks_cpu;
 #[cfg(not(target_family = "wasm"))]
 mod flex_f32;
+mod frozen_matmul;
+#[cfg(not(target_family = "wasm"))]
+mod frozen_matmul_cpu;
 mod fused;
 #[cfg(not(target_family = "wasm"))]
 mod fused_cpu;
@@ -44,6 +47,7 @@ use tinylora_formats::BlockMatrix;
 use tinylora_formats::quant::GgmlType;
 
 pub use blocks::MATVEC_MAX_ROWS;
+pub use frozen_matmul::{FrozenMatmulBackend, frozen_matmul};
 pub use fused::{FusedBackend, masked_softmax, rms_norm, rope, swiglu};
 pub use lane_sums::lane_sums;
 pub use launch::MAX_RANK;
