@@ -157,12 +157,13 @@ fn compare_gradients(c: &Case, op: Op, train_factors: bool, what: &str) -> (Opti
     let tol = 1e-5;
     let base = (bk.grad(&gk).unwrap(), br.grad(&gr).unwrap());
     assert_close(base.0, base.1, tol, &format!("{what}: dbase"));
-    // ∂L/∂vᵢ = Σₜ Σₐᵦ P̃ᵢ[a, b] wₜ[a] zₜ[b] (w = G U, z = x V): terms that can cancel
+    // ∂L/∂vᵢ = Σₜ Σₐᵦ P̃ᵢ[a, b] wₜ[a] zₜ[b] (w = G U, z = x V): terms that can cancel, in the
+    // outer sum and inside w and z, so rounding scales with Σ |P̃| (|G| |U|) (|x| |V|)
     let (u, v) = (
-        c.factors.clone().slice(0..c.d_out),
-        c.factors.clone().slice(c.d_out..),
+        c.factors.clone().slice(0..c.d_out).abs(),
+        c.factors.clone().slice(c.d_out..).abs(),
     );
-    let (w, z) = (probe_plain.matmul(u).abs(), c.x.clone().matmul(v).abs()); // [T, r]
+    let (w, z) = (probe_plain.abs().matmul(u), c.x.clone().abs().matmul(v)); // [T, r]
     let terms: f32 = (w.transpose().matmul(z).sum() * c.basis.clone().abs().max()).into_scalar();
     let coef = (ck.grad(&gk).unwrap(), cr.grad(&gr).unwrap());
     assert_close_at(coef.0, coef.1, tol, terms, &format!("{what}: dcoef"));
