@@ -1,5 +1,6 @@
 //! What the Rust ops on burn's Flex CPU backend share: f32 tensors in and out, the size of a
-//! parallel task, and the dot product the compiler vectorizes.
+//! parallel task, the loops the compiler vectorizes (a dot product, a scaled addition), and
+//! the choice between a kernel's AVX2 + FMA build and its portable one.
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape};
@@ -40,3 +41,25 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (acc, tail) = lane_sums::<f32, 16>(a, b);
     acc.iter().sum::<f32>() + tail
 }
+
+/// out += s · row.
+#[inline(always)]
+pub(crate) fn add_scaled(out: &mut [f32], s: f32, row: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o += s * v;
+    }
+}
+
+/// Call the AVX2 + FMA build of a kernel (`avx2::kernel`, beside the call) where the CPU has
+/// them, else the portable one (`portable::kernel`).
+macro_rules! best {
+    ($kernel:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected
+            return unsafe { avx2::$kernel($($arg),*) };
+        }
+        portable::$kernel($($arg),*)
+    }};
+}
+pub(crate) use best;

@@ -10,7 +10,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use rayon::prelude::*;
 
-use crate::flex_f32::{VALUES_PER_TASK, contiguous, tensor};
+use crate::flex_f32::{VALUES_PER_TASK, best, contiguous, tensor};
 use crate::frozen_matmul::FrozenMatmulBackend;
 
 /// Output columns of a panel: its partial y (16 KiB) stays in the L1 cache.
@@ -26,10 +26,7 @@ macro_rules! kernels {
             pub(super) fn axpy_rows(x: &[f32], wt: &[f32], n: usize, c0: usize, ks: std::ops::Range<usize>, acc: &mut [f32]) {
                 let cols = acc.len();
                 for k in ks {
-                    let (xk, w) = (x[k], &wt[k * n + c0..k * n + c0 + cols]);
-                    for (a, &w) in acc.iter_mut().zip(w) {
-                        *a += xk * w;
-                    }
+                    crate::flex_f32::add_scaled(acc, x[k], &wt[k * n + c0..k * n + c0 + cols]);
                 }
             }
         }
@@ -41,12 +38,7 @@ kernels!(portable);
 kernels!(avx2, "avx2,fma");
 
 fn axpy_rows(x: &[f32], wt: &[f32], n: usize, c0: usize, ks: std::ops::Range<usize>, acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected
-        return unsafe { avx2::axpy_rows(x, wt, n, c0, ks, acc) };
-    }
-    portable::axpy_rows(x, wt, n, c0, ks, acc)
+    best!(axpy_rows(x, wt, n, c0, ks, acc))
 }
 
 /// y = x Wᵀ `[n]` for one row x `[k]` and Wᵀ `[k, n]` row-major.

@@ -7,7 +7,7 @@ use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::Shape;
 use rayon::prelude::*;
 
-use crate::flex_f32::{VALUES_PER_TASK, contiguous, dot, task_rows, tensor};
+use crate::flex_f32::{VALUES_PER_TASK, best, contiguous, dot, task_rows, tensor};
 use crate::fused::{FusedBackend, FusedGradBackend};
 
 /// x as a contiguous f32 tensor, and its shape.
@@ -179,18 +179,6 @@ macro_rules! kernels {
 kernels!(portable);
 #[cfg(target_arch = "x86_64")]
 kernels!(avx2, "avx2,fma");
-
-/// Call the AVX2 + FMA build of a kernel where the CPU has them, else the portable one.
-macro_rules! best {
-    ($kernel:ident($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected
-            return unsafe { avx2::$kernel($($arg),*) };
-        }
-        portable::$kernel($($arg),*)
-    }};
-}
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     best!(rms_norm(x, w, eps, y))

@@ -14,7 +14,7 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::flex_f32::{contiguous, dot, task_rows, tensor};
+use crate::flex_f32::{add_scaled, contiguous, dot, task_rows, tensor};
 
 /// The module's frozen and trained parts in the loops' layout.
 struct Factors {
@@ -61,14 +61,6 @@ impl Factors {
             r,
             d_in,
         }
-    }
-}
-
-/// out += s · row.
-#[inline(always)]
-fn add_scaled(out: &mut [f32], s: f32, row: &[f32]) {
-    for (o, &v) in out.iter_mut().zip(row) {
-        *o += s * v;
     }
 }
 
