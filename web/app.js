@@ -11,7 +11,7 @@
 // (the browser test reads them).
 
 const $ = (id) => document.getElementById(id);
-const page = { model: null, reports: {}, busy: false, frames: 0 };
+const page = { model: null, reports: {}, busy: false, frames: 0, loading: null };
 window.tinylora = page;
 
 // The worker and its requests: `call(op, args)` resolves to the worker's answer; `onProgress`
@@ -19,8 +19,12 @@ window.tinylora = page;
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
 const pending = new Map();
 let nextId = 1;
+// Why the worker's module stopped for good (a Rust panic), once it has: later requests are
+// refused with the same words.
+let stopped = null;
 worker.onmessage = (e) => {
   const m = e.data;
+  if ("panic" in m) return workerStopped(m.panic);
   const p = pending.get(m.id);
   if (!p) return;
   if ("progress" in m) return p.onProgress?.(m.progress);
@@ -34,13 +38,33 @@ worker.onerror = (e) => {
   for (const p of pending.values()) p.reject(err);
   pending.clear();
 };
+// A panic in the worker (its module cannot run again): every request waiting, and every later
+// one, fails with what happened and what to do. wgpu raises a GPU out of memory this way.
+function workerStopped(panic) {
+  // "panicked at file:line:col:" then the message
+  const why = panic.split("\n").slice(1).map((l) => l.trim()).filter(Boolean).join(" ") || panic;
+  const loading = page.loading ? ` while loading ${page.loading.name} (${mb(page.loading.bytes)}, weights ${WEIGHTS})` : "";
+  const advice = /out of ?memory/i.test(panic)
+    ? `the GPU ran out of memory${loading}: ${WEIGHTS === "f32"
+      ? "open the page with ?weights=auto to keep the file's quantized blocks on the GPU (a Q4 file takes a fifth of f32's memory), or " : ""}` +
+      "pick a smaller model or a more quantized file"
+    : `the worker stopped on an internal error${loading}`;
+  stopped = `${advice}; reload the page to go on (${why})`;
+  for (const p of pending.values()) p.reject(new Error(stopped));
+  pending.clear();
+  page.busy = false;
+  refreshButtons();
+  status(stopped, "error");
+}
 function call(op, args = {}, { onProgress, transfer = [] } = {}) {
   const id = nextId++;
+  if (stopped) return Promise.reject(new Error(stopped));
   return new Promise((resolve, reject) => {
     pending.set(id, { resolve, reject, onProgress });
     worker.postMessage({ id, op, args }, transfer);
   });
 }
+page.call = call; // the browser test sends a request of its own (`panic`)
 // Frames painted so far (the browser test checks the page keeps painting while the worker works).
 const countFrames = () => { page.frames += 1; requestAnimationFrame(countFrames); };
 requestAnimationFrame(countFrames);
@@ -129,11 +153,14 @@ async function loadModel(name, files) {
     try {
       page.model = null;
       page.adapter = null;
+      page.loading = { name, bytes: size };
       info = await call("load", { name, files, weights: WEIGHTS },
         { transfer: Object.values(files).map((b) => b.buffer) });
     } catch (e) {
       $("model-info").textContent = "No model loaded.";
       return fail(`Could not load ${name}`, e);
+    } finally {
+      page.loading = null;
     }
     page.model = info;
     $("model-info").textContent = `${info.name}: ${info.architecture}, ${info.layers} layers, ` +

@@ -5,14 +5,17 @@
 // Protocol (structured-clone messages):
 //   page → worker  {id, op, args}         op: hello | load | loadAdapter | setAdapter | generate
 //                                         | train | evaluate | adapterFile | adapterInfo | stop
+//                                         | panic
 //   worker → page  {id, ok: true, result} or {id, ok: false, error}: the answer to request id
 //                  {id, progress: {...}}  while request id runs: {done, total} of an adapter's
 //                                         modules; {piece, token} of a generation; a training
 //                                         run's events ({kind: "svd" | "eval" | "evaluated" |
 //                                         "step", ...}, see Session.train)
+//   worker → page  {panic: message}       the module panicked and cannot run again (the Rust
+//                                         panic hook posts it; see tinylora-web's lib.rs)
 // Requests run one at a time, in the order they arrive; `stop` alone is answered at once (it
 // asks the training run in progress to stop after its step).
-import init, { Session } from "./pkg/tinylora_web.js";
+import init, { Session, panic_with } from "./pkg/tinylora_web.js";
 
 let session = null;
 let queue = Promise.resolve();
@@ -56,6 +59,13 @@ const ops = {
   },
   adapterInfo() {
     return current().adapter_info();
+  },
+  // A panic raised from the worker's event loop, as wgpu raises its uncaptured errors (a GPU
+  // out of memory among them): the browser test checks what the page then says with it.
+  async panic({ message }) {
+    await started;
+    setTimeout(() => panic_with(String(message)));
+    return null;
   },
 };
 

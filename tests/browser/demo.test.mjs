@@ -283,6 +283,25 @@ test("without WebGPU the page says so plainly and offers nothing broken", { time
   }
 });
 
+test("a panic in the worker (how wgpu reports a GPU out of memory) reaches the page with what to do", { timeout: 5 * MINUTE }, async () => {
+  const server = await serve();
+  const browser = await chromium();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    await until(page, "ready", MINUTE);
+    await page.evaluate(() => window.tinylora.call("panic", { message: "wgpu error: Out of Memory" }));
+    await until(page, "error", MINUTE);
+    const shown = await page.$eval("#status", (e) => e.textContent);
+    assert.match(shown, /^the GPU ran out of memory: open the page with \?weights=auto .* pick a smaller model .*; reload the page to go on \(wgpu error: Out of Memory\)$/);
+    const later = await page.evaluate(() => window.tinylora.call("adapterInfo").then(() => "answered", (e) => e.message));
+    assert.equal(later, shown, "later requests are refused with the same words");
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
+
 // The digit task's GRPO settings (tests/common/digit_task.rs), as the page's controls and as
 // the CLI's flags.
 const DIGIT_RUN = { "train-group": 8, "train-steps": 3, "train-lr": 0.3, "train-eval": 2,
