@@ -1,10 +1,12 @@
 // The page's own figures on a real model (not a test: run by hand after `scripts/web.sh
 // --build-only`; headless Chromium, WebGPU on whatever the machine has, here SwiftShader):
 // load time, then a greedy generation (time to first token, tokens/s), then GRPO steps of the
-// main job's settings (the page's defaults: single-digit arithmetic, 13 parameters). Prints JSON.
+// main job's settings (the page's defaults: single-digit arithmetic, 13 parameters). With
+// --compare, the page's default adapter (the main job's) is applied instead and "Compare" answers
+// the default held-out problems with it off and on: the page's showcase. Prints JSON.
 //
 //   node tests/browser/bench_page.mjs [--model FILE] [--weights f32|auto|q8|q4]
-//        [--new-tokens N (4)] [--steps N (1; 0: no training)] [--eval N (0)]
+//        [--new-tokens N (4)] [--steps N (1; 0: no training)] [--eval N (0)] [--compare]
 //
 // FILE is under models/ (default SmolLM2-135M-Instruct.Q4_1.gguf).
 import fs from "node:fs";
@@ -22,6 +24,7 @@ const { values: opt } = parseArgs({
     "new-tokens": { type: "string", default: "4" },
     steps: { type: "string", default: "1" },
     eval: { type: "string", default: "0" },
+    compare: { type: "boolean", default: false },
   },
 });
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm" };
@@ -66,7 +69,25 @@ try {
     await state("done");
     result.generate = await page.evaluate(() => window.tinylora.reports.base);
   }
-  if (Number(opt.steps) > 0) {
+  if (opt.compare) {
+    t0 = Date.now();
+    await page.click("#adapter-load");
+    await state("adapter");
+    result.adapter_s = (Date.now() - t0) / 1e3;
+    t0 = Date.now();
+    await page.click("#train-compare");
+    await state("compared");
+    const report = await page.evaluate(() => window.tinylora.comparison.report);
+    const right = (r) => r.records.map((x) => x.correct);
+    const [off, on] = [right(report.before), right(report.after)];
+    result.compare = {
+      seconds: (Date.now() - t0) / 1e3,
+      problems: off.length,
+      accuracy_off: report.before.accuracy, accuracy_on: report.after.accuracy,
+      right_only_on: on.filter((c, i) => c && !off[i]).length,
+      right_only_off: off.filter((c, i) => c && !on[i]).length,
+    };
+  } else if (Number(opt.steps) > 0) {
     await page.evaluate((s, e) => {
       document.getElementById("train-steps").value = s;
       document.getElementById("train-eval").value = e;

@@ -491,6 +491,19 @@ fn train_with(
             100.0 * b.accuracy(c.extract),
             100.0 * a.accuracy(c.extract)
         );
+        // one process holds every record (under MPI each holds its share's)
+        if b.records.len() == b.problems && a.records.len() == a.problems {
+            let changed = |from: bool| {
+                let flips = b.records.iter().zip(&a.records);
+                flips.filter(|(b, a)| b.correct == from && a.correct != from).count()
+            };
+            println!(
+                "held-out changes: right only with the adapter {}, right only without it {} (of {})",
+                changed(false),
+                changed(true),
+                b.problems
+            );
+        }
     }
     println!("wall time {:.1} min", started.elapsed().as_secs_f64() / 60.0);
     Ok(())

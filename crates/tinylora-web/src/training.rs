@@ -66,11 +66,11 @@ pub struct TrainSettings {
 impl Default for TrainSettings {
     fn default() -> Self {
         Self {
-            group_size: 6,
-            prompts_per_step: 2,
+            group_size: 8,
+            prompts_per_step: 8,
             max_new_tokens: 4,
-            steps: 12,
-            lr: 0.005,
+            steps: 60,
+            lr: 0.01,
             warmup: 2,
             max_grad_norm: 1.0,
             temperature: 1.0,
@@ -78,7 +78,7 @@ impl Default for TrainSettings {
             u: 13,
             tying: "full".into(),
             n_tie: 1,
-            eval_problems: 32,
+            eval_problems: 63,
             extract: "flexible".into(),
             instruction: String::new(),
             answer_prefix: "The answer is".into(),
@@ -261,7 +261,7 @@ impl Session {
 
     /// Evaluate the loaded (or trained) adapter on the held-out problems of `data`, chosen as
     /// [`Self::train`] holds them out with the same `settings` (the main job's by default, so
-    /// its 32 held-out problems): greedily with the adapter off, then on. `on_event` gets the
+    /// its 63 held-out problems): greedily with the adapter off, then on. `on_event` gets the
     /// `eval` and `evaluated` events of [`Self::train`]; resolves to `{before, after}`; the
     /// adapter is left on. [`Self::stop_training`] stops it.
     #[allow(clippy::await_holding_refcell_ref)]
