@@ -495,7 +495,9 @@ fn train_with(
         if b.records.len() == b.problems && a.records.len() == a.problems {
             let changed = |from: bool| {
                 let flips = b.records.iter().zip(&a.records);
-                flips.filter(|(b, a)| b.correct == from && a.correct != from).count()
+                flips
+                    .filter(|(b, a)| b.correct == from && a.correct != from)
+                    .count()
             };
             println!(
                 "held-out changes: right only with the adapter {}, right only without it {} (of {})",
