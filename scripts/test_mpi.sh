@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training over MPI, end to end on the CPU device (run by scripts/test.sh, so by
-# CI): installs Open MPI, builds the CLI with `--features mpi`, and checks on the default job
-# (SmolLM2, 2 prompts × 6 samples a step) that
+# CI): installs Open MPI, builds the CLI with `--features mpi`, and checks on a short job
+# (SmolLM2, the arithmetic task, 2 prompts × 6 samples a step) that
 #   1. `mpirun -np 2` (one prompt per rank) ends with the values of one process running the
 #      same global batch (within 1e-6: the gradient's sum is ordered differently, see below),
 #      the same reward at every step, the same held-out accuracies (the evaluation is sharded),

@@ -7,6 +7,9 @@
 //
 //   node tests/browser/bench_page.mjs [--model FILE] [--weights f32|auto|q8|q4]
 //        [--new-tokens N (4)] [--steps N (1; 0: no training)] [--eval N (0)] [--compare]
+//        [--group N] [--prompts N] (the panel's group size and prompts a step; its defaults,
+//        the main job's 8 × 8, take hours a step on SwiftShader: --group 6 --prompts 2 is the
+//        earlier main job's step the README times)
 //
 // FILE is under models/ (default SmolLM2-135M-Instruct.Q4_1.gguf).
 import fs from "node:fs";
@@ -25,6 +28,8 @@ const { values: opt } = parseArgs({
     steps: { type: "string", default: "1" },
     eval: { type: "string", default: "0" },
     compare: { type: "boolean", default: false },
+    group: { type: "string" },
+    prompts: { type: "string" },
   },
 });
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm" };
@@ -88,10 +93,12 @@ try {
       right_only_off: off.filter((c, i) => c && !on[i]).length,
     };
   } else if (Number(opt.steps) > 0) {
-    await page.evaluate((s, e) => {
+    await page.evaluate((s, e, g, p) => {
       document.getElementById("train-steps").value = s;
       document.getElementById("train-eval").value = e;
-    }, opt.steps, opt.eval);
+      if (g) document.getElementById("train-group").value = g;
+      if (p) document.getElementById("train-prompts").value = p;
+    }, opt.steps, opt.eval, opt.group ?? "", opt.prompts ?? "");
     t0 = Date.now();
     await page.click("#train-start");
     await state("trained");

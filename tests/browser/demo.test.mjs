@@ -296,6 +296,8 @@ test("a panic in the worker (how wgpu reports a GPU out of memory) reaches the p
     assert.match(shown, /^the GPU ran out of memory: open the page with \?weights=auto .* pick a smaller model .*; reload the page to go on \(wgpu error: Out of Memory\)$/);
     const later = await page.evaluate(() => window.tinylora.call("adapterInfo").then(() => "answered", (e) => e.message));
     assert.equal(later, shown, "later requests are refused with the same words");
+    const enabled = await page.$$eval("button", (bs) => bs.filter((b) => !b.disabled).map((b) => b.id));
+    assert.deepEqual(enabled, [], "no button offers work to the stopped worker");
   } finally {
     await browser.close();
     server.close();
