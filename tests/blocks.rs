@@ -112,10 +112,15 @@ fn decode_and_products_match_the_host_decoder() {
 #[test]
 fn backward_is_the_gradient_times_the_weights() {
     for (device, dev) in devices() {
-        for ty in [GgmlType::Q4_1, GgmlType::Q6_K] {
-            let cols = 2 * ty.block_size();
+        for ty in [GgmlType::Q4_1, GgmlType::Q6_K, GgmlType::F16] {
+            // 45 rows and (for halves) 37 columns: partial tiles along both sides of W
+            let cols = if ty.block_size() == 1 {
+                37
+            } else {
+                2 * ty.block_size()
+            };
             let (w, blocks) = upload(ty, 45, cols, &dev);
-            for n in [2, 20] {
+            for n in [2, 20, 40] {
                 let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev)
                     .autodiff()
                     .require_grad();

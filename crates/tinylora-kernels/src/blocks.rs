@@ -2,10 +2,11 @@
 //! without W ever held in f32 at rest.
 //!
 //! On the cube backend: a few rows of x (decoding) go through `block_matvec.wgsl`, which
-//! decodes W in registers; more rows (prefill, training) decode W to f32 once per call with
-//! `block_decode.wgsl` and use the stock tiled matmul, the decoded copy living only for that
-//! product. On Flex (CPU) the same split, in Rust (`crate::blocks_cpu`). The backward is
-//! ∂L/∂x = G W through the same decoding (W gets no gradient: it is frozen).
+//! decodes W in registers; more rows (prefill, training) go through `block_tiled.wgsl`, which
+//! decodes W tile by tile into workgroup memory inside the product. The backward
+//! ∂L/∂x = G W is the same tiled kernel with W untransposed (W gets no gradient: it is
+//! frozen). On Flex (CPU), in Rust (`crate::blocks_cpu`): the matrix–vector product on the
+//! blocks, and a decoded copy of W for a stock matmul beyond it.
 
 use burn::backend::autodiff::{
     Autodiff,
@@ -13,7 +14,6 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::{
     AutodiffBackend, Backend,
     tensor::{FloatTensor, IntTensor},
@@ -112,6 +112,45 @@ fn matvec(x: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeT
     y
 }
 
+/// y = x Wᵀ `[N, rows]` (`transpose` false, `a` = x `[N, d_in]`) or y = g W `[N, d_in]`
+/// (`transpose` true, `a` = g `[N, rows]`), W decoded inside the product
+/// (`block_tiled.wgsl`).
+fn tiled(a: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize, transpose: bool) -> CubeTensor {
+    let op = if transpose {
+        "block_matmul_w"
+    } else {
+        "block_matmul"
+    };
+    let (rows, words) = block_dims(op, &blocks, ty, d_in);
+    let [n, c] = dims(&a)[..] else {
+        panic!("{op}: the left operand must be 2-D, not {:?}", dims(&a))
+    };
+    let (c_len, o_len) = if transpose { (rows, d_in) } else { (d_in, rows) };
+    assert!(
+        c == c_len,
+        "{op}: the left operand must be [N, {c_len}], not [{n}, {c}]"
+    );
+    let (a, blocks) = (
+        crate::launch::input(a, op, "the left operand"),
+        into_contiguous(blocks),
+    );
+    let y = empty(&a, vec![n, o_len]);
+    let mut values = decode_values(ty);
+    values.push(("transpose", u32::from(transpose).to_string()));
+    let kernel = Wgsl {
+        source: include_str!("../../../shaders/block_tiled.wgsl"),
+        values,
+    };
+    let info = [n as u32, rows as u32, d_in as u32, words as u32];
+    // one workgroup per 32 × 32 tile of y
+    let groups = n.div_ceil(TILE) * o_len.div_ceil(TILE);
+    launch(kernel, groups, &[&a, &blocks, &y], &info);
+    y
+}
+
+/// Side of the square tile of y a workgroup of `block_tiled.wgsl` computes.
+const TILE: usize = 32;
+
 impl BlockBackend for CubeBackend {
     fn block_matmul(x: CubeTensor, blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
         let ty = block_type(ty);
@@ -123,8 +162,11 @@ impl BlockBackend for CubeBackend {
         if xd[0] <= MATVEC_MAX_ROWS {
             return matvec(x, blocks, ty, d_in);
         }
-        let w = decode(blocks, ty, d_in); // [rows, d_in]
-        Self::float_matmul(x, Self::float_transpose(w))
+        tiled(x, blocks, ty, d_in, false)
+    }
+
+    fn block_matmul_w(g: CubeTensor, blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
+        tiled(g, blocks, block_type(ty), d_in, true)
     }
 
     fn block_decode(blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
@@ -152,8 +194,7 @@ impl<B: BlockBackend> Backward<B, 1> for BlockMatmulBackward {
         let g = grads.consume::<B>(&ops.node); // [N, rows]
         if let Some(node) = node_x {
             let BlockState { blocks, ty, d_in } = ops.state;
-            let w = B::block_decode(blocks, ty, d_in); // [rows, d_in]
-            grads.register::<B>(node.id, B::float_matmul(g, w));
+            grads.register::<B>(node.id, B::block_matmul_w(g, blocks, ty, d_in)); // [N, d_in]
         }
     }
 }
@@ -176,6 +217,20 @@ impl<B: BlockBackend, C: CheckpointStrategy> BlockBackend for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::block_matmul(x.into_primitive(), blocks, ty, d_in)),
         }
+    }
+
+    fn block_matmul_w(
+        g: FloatTensor<Self>,
+        blocks: IntTensor<Self>,
+        ty: u32,
+        d_in: usize,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::block_matmul_w(
+            <Self as AutodiffBackend>::inner(g),
+            blocks,
+            ty,
+            d_in,
+        ))
     }
 
     fn block_decode(blocks: IntTensor<Self>, ty: u32, d_in: usize) -> FloatTensor<Self> {

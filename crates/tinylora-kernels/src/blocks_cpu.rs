@@ -215,6 +215,11 @@ impl BlockBackend for Flex {
         Self::float_matmul(x, Self::float_transpose(wt))
     }
 
+    fn block_matmul_w(g: FlexTensor, blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
+        let w = Self::block_decode(blocks, ty, d_in); // [rows, d_in]
+        Self::float_matmul(g, w)
+    }
+
     fn block_decode(blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
         let w = Rows::new(&blocks, ty, d_in);
         tensor(w.decode_all(), [w.rows, d_in])

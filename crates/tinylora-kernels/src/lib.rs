@@ -57,9 +57,19 @@ pub use launch::MAX_RANK;
 pub trait BlockBackend: burn::backend::Backend {
     /// y = x Wᵀ `[N, rows]` for x `[N, d_in]` and W `[rows, d_in]` of ggml type `ty` (its id),
     /// `blocks` `[rows, words]` holding each row's blocks in whole 32-bit words;
-    /// differentiable in x (`shaders/block_matvec.wgsl`, or `block_decode.wgsl` and a matmul).
+    /// differentiable in x (`shaders/block_matvec.wgsl` for a few rows of x, else
+    /// `block_tiled.wgsl`).
     fn block_matmul(x: FloatTensor<Self>, blocks: IntTensor<Self>, ty: u32, d_in: usize)
     -> FloatTensor<Self>;
+
+    /// y = g W `[N, d_in]` for g `[N, rows]`: the backward of [`Self::block_matmul`]
+    /// (`shaders/block_tiled.wgsl`, W untransposed); not differentiable.
+    fn block_matmul_w(
+        g: FloatTensor<Self>,
+        blocks: IntTensor<Self>,
+        ty: u32,
+        d_in: usize,
+    ) -> FloatTensor<Self>;
 
     /// W `[rows, d_in]` as f32 (`shaders/block_decode.wgsl`).
     fn block_decode(blocks: IntTensor<Self>, ty: u32, d_in: usize) -> FloatTensor<Self>;
