@@ -8,8 +8,9 @@
 // Output:  y      [N, rows]        f32
 //
 // TY = {{ ty }}, QK = {{ qk }}, TS = {{ ts }} (see `block_value.wgsl`), NMAX = {{ nmax }},
-// WG = {{ wg }}. One workgroup per row of W: its invocations split the row's values, keep N
-// partial sums each, and add them up in workgroup memory.
+// WG = {{ wg }}, LANES = {{ lanes }}. A workgroup takes WG / LANES rows of W, LANES invocations
+// each: they split the row's quads of values (`value4()`), keep N partial sums each, and add
+// them up in workgroup memory.
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> blocks: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -19,8 +20,16 @@
 
 const NMAX: u32 = {{ nmax }}u;
 const WGS: u32 = {{ wg }}u;
+const LANES: u32 = {{ lanes }}u;
 
+// partial[t * WGS + lid]: the partial sum of row t of x of invocation `lid`
 var<workgroup> partial: array<f32, {{ wg_nmax }}>;
+
+// x[t, k .. k + 4] (k + 4 ≤ d_in)
+fn x4(t: u32, k: u32, d_in: u32) -> vec4<f32> {
+    let i = t * d_in + k;
+    return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+}
 
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
@@ -32,15 +41,28 @@ fn main(
     let rows = info[1];
     let d_in = info[2];
     let words = info[3];
-    let row = wid.x + wid.y * nwg.x;
-    // every invocation of a workgroup takes the same branch: the barriers below stay uniform
-    let live = row < rows;
+    let lane = lid % LANES;
+    let row = (wid.x + wid.y * nwg.x) * (WGS / LANES) + lid / LANES;
     var acc: array<f32, {{ nmax }}>;
-    if (live) {
-        for (var k = lid; k < d_in; k += WGS) {
-            let w = value(row * words * 4u, k);
-            for (var t = 0u; t < n; t++) {
-                acc[t] = fma(w, x[t * d_in + k], acc[t]);
+    // no barrier inside: invocations of rows past the end skip it
+    if (row < rows) {
+        let row0 = row * words * 4u;
+        let whole = d_in & ~3u;
+        for (var k = 4u * lane; k < whole; k += 4u * LANES) {
+            let w = value4(row0, k);
+            for (var t = 0u; t < NMAX; t++) {
+                if (t < n) {
+                    acc[t] += dot(w, x4(t, k, d_in));
+                }
+            }
+        }
+        // the tail of a row of halves whose length is not a multiple of 4
+        for (var k = whole + lane; k < d_in; k += LANES) {
+            let w = value(row0, k);
+            for (var t = 0u; t < NMAX; t++) {
+                if (t < n) {
+                    acc[t] = fma(w, x[t * d_in + k], acc[t]);
+                }
             }
         }
     }
@@ -48,15 +70,15 @@ fn main(
         partial[t * WGS + lid] = acc[t];
     }
     workgroupBarrier();
-    for (var s = WGS / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
+    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
             for (var t = 0u; t < NMAX; t++) {
                 partial[t * WGS + lid] += partial[t * WGS + lid + s];
             }
         }
         workgroupBarrier();
     }
-    if (live && lid < n) {
-        y[lid * rows + row] = partial[lid * WGS];
+    if (row < rows && lane < n) {
+        y[lane * rows + row] = partial[lane * WGS + lid - lane];
     }
 }

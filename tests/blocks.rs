@@ -1,7 +1,8 @@
 //! Products with weights kept in ggml blocks (`shaders/block_*.wgsl` on lavapipe, the Rust
 //! twin on the CPU) against the host decoder of `tinylora_formats::quant` and stock burn
-//! matmuls, for every block type, both product paths (decoding-sized batches and the tiled
-//! one) and rows that are not a multiple of the workgroup; and the backward ∂L/∂x = G W.
+//! matmuls, for every block type, every product path (the matrix–vector one, the tiled one and
+//! the decoded copy, by rows of x) and rows that are not a multiple of the workgroup; and the
+//! backward ∂L/∂x = G W on both of its paths.
 
 mod common;
 
@@ -9,7 +10,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::devices;
 use tinylora::formats::BlockMatrix;
 use tinylora::formats::quant::{GgmlType, dequantize};
-use tinylora::kernels::{DeviceBlocks, MATVEC_MAX_ROWS, block_decode, block_matmul};
+use tinylora::kernels::{DeviceBlocks, MATVEC_MAX_ROWS, TILED_MAX_ROWS, block_decode, block_matmul};
 
 /// Byte offsets of a block's f16 scale fields (kept finite and small; every other byte is
 /// random, so every code of every field occurs).
@@ -95,7 +96,9 @@ fn decode_and_products_match_the_host_decoder() {
                 values(w.clone()),
                 "{what}: decoded values"
             );
-            for n in [1, 3, MATVEC_MAX_ROWS, MATVEC_MAX_ROWS + 1, 33] {
+            // each product path, its edges, and a partial second tile of the tiled one
+            let (m, t) = (MATVEC_MAX_ROWS, TILED_MAX_ROWS);
+            for n in [1, 3, m, m + 1, 20, t, t + 1] {
                 let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev);
                 let want = values(x.clone().matmul(w.clone().transpose()));
                 assert_close(
@@ -120,7 +123,7 @@ fn backward_is_the_gradient_times_the_weights() {
                 2 * ty.block_size()
             };
             let (w, blocks) = upload(ty, 45, cols, &dev);
-            for n in [2, 20, 40] {
+            for n in [2, 20, TILED_MAX_ROWS + 8] {
                 let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev)
                     .autodiff()
                     .require_grad();

@@ -1,12 +1,18 @@
 //! Products with a frozen weight kept in ggml blocks (`shaders/block_value.wgsl`): y = x Wᵀ
 //! without W ever held in f32 at rest.
 //!
-//! On the cube backend: a few rows of x (decoding) go through `block_matvec.wgsl`, which
-//! decodes W in registers; more rows (prefill, training) go through `block_tiled.wgsl`, which
-//! decodes W tile by tile into workgroup memory inside the product. The backward
-//! ∂L/∂x = G W is the same tiled kernel with W untransposed (W gets no gradient: it is
-//! frozen). On Flex (CPU), in Rust (`crate::blocks_cpu`): the matrix–vector product on the
-//! blocks, and a decoded copy of W for a stock matmul beyond it.
+//! On the cube backend, by the rows N of the other operand:
+//! - N ≤ [`MATVEC_MAX_ROWS`] (decoding): `block_matvec.wgsl`, W decoded in registers;
+//! - N ≤ [`TILED_MAX_ROWS`] (decoding larger batches, short prompts): `block_tiled.wgsl`, W
+//!   decoded tile by tile into workgroup memory inside the product;
+//! - more (prefill, training): W decoded to f32 once for this product (`block_decode.wgsl`)
+//!   and the stock tiled matmul, which is faster where the product is bound by arithmetic; the
+//!   decoded copy lives only for that product.
+//!
+//! The backward ∂L/∂x = G W takes the same split: `block_tiled.wgsl` with W untransposed, or
+//! the decoded copy (W gets no gradient: it is frozen). On Flex (CPU), in Rust
+//! (`crate::blocks_cpu`): the matrix–vector product on the blocks, and a decoded copy of W for a
+//! stock matmul beyond it.
 
 use burn::backend::autodiff::{
     Autodiff,
@@ -14,6 +20,7 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{
     AutodiffBackend, Backend,
     tensor::{FloatTensor, IntTensor},
@@ -26,6 +33,10 @@ use crate::launch::{WG, Wgsl, dims, empty, launch};
 
 /// Most rows of x the register-decoding product takes (decoding batches up to this size).
 pub const MATVEC_MAX_ROWS: usize = 8;
+
+/// Invocations that share a row of W in `block_matvec.wgsl` (a power of two, at least
+/// [`MATVEC_MAX_ROWS`]: the row's first MATVEC_MAX_ROWS invocations write its results).
+const MATVEC_LANES: usize = 16;
 
 /// The template values of a type: its ggml id, values and bytes a block, and the shared
 /// decoding functions.
@@ -102,13 +113,15 @@ fn matvec(x: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeT
     let mut values = decode_values(ty);
     values.push(("nmax", MATVEC_MAX_ROWS.to_string()));
     values.push(("wg_nmax", (WG as usize * MATVEC_MAX_ROWS).to_string()));
+    values.push(("lanes", MATVEC_LANES.to_string()));
     let kernel = Wgsl {
         source: include_str!("../../../shaders/block_matvec.wgsl"),
         values,
     };
     let info = [n as u32, rows as u32, d_in as u32, words as u32];
-    // one workgroup per row: `launch` counts workgroups of WG invocations
-    launch(kernel, rows, &[&x, &blocks, &y], &info);
+    // MATVEC_LANES invocations a row: `launch` counts workgroups of WG invocations
+    let groups = rows.div_ceil(WG as usize / MATVEC_LANES);
+    launch(kernel, groups, &[&x, &blocks, &y], &info);
     y
 }
 
@@ -135,21 +148,57 @@ fn tiled(a: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize, transpose
         into_contiguous(blocks),
     );
     let y = empty(&a, vec![n, o_len]);
+    let t = &TILED;
+    let (nq, oq) = (t.inv_n * t.rq, t.inv_o * t.oq_i);
     let mut values = decode_values(ty);
-    values.push(("transpose", u32::from(transpose).to_string()));
+    values.extend([
+        ("transpose", u32::from(transpose).to_string()),
+        ("tk", t.tk.to_string()),
+        ("inv_n", t.inv_n.to_string()),
+        ("inv_o", t.inv_o.to_string()),
+        ("rq", t.rq.to_string()),
+        ("oq_i", t.oq_i.to_string()),
+        ("acc_len", (4 * t.rq * t.oq_i).to_string()),
+        ("tk_nq", (t.tk * nq).to_string()),
+        ("tk_oq", (t.tk * oq).to_string()),
+    ]);
     let kernel = Wgsl {
         source: include_str!("../../../shaders/block_tiled.wgsl"),
         values,
     };
     let info = [n as u32, rows as u32, d_in as u32, words as u32];
-    // one workgroup per 32 × 32 tile of y
-    let groups = n.div_ceil(TILE) * o_len.div_ceil(TILE);
+    // one workgroup per tile of y: 4 nq rows × 4 oq outputs
+    let groups = n.div_ceil(4 * nq) * o_len.div_ceil(4 * oq);
     launch(kernel, groups, &[&a, &blocks, &y], &info);
     y
 }
 
-/// Side of the square tile of y a workgroup of `block_tiled.wgsl` computes.
-const TILE: usize = 32;
+/// The tiling of `block_tiled.wgsl`: invocations inv_n × inv_o (= WG), each computing rq × oq_i
+/// quads of y, tk contraction indices staged a step.
+struct TiledShape {
+    tk: usize,
+    inv_n: usize,
+    inv_o: usize,
+    rq: usize,
+    oq_i: usize,
+}
+
+/// Tiles of 16 rows × 128 outputs, each invocation 4 rows × 8 outputs: of the shapes tried on
+/// lavapipe for 9–32 rows (4 × 4 a piece in 16 × 64 tiles, 8 × 4 in 16 × 128, 8 × 8 in
+/// 64 × 64), the fastest (benches/README.md, "Compressed weights"). Workgroup memory: 16 × 4 +
+/// 16 × 32 quads, 9 KiB.
+const TILED: TiledShape = TiledShape {
+    tk: 16,
+    inv_n: 4,
+    inv_o: 16,
+    rq: 1,
+    oq_i: 2,
+};
+
+/// Most rows of the other operand `block_tiled.wgsl` takes; beyond them the product is bound by
+/// arithmetic rather than by reading W, and W decoded once for the stock tiled matmul is faster
+/// (on lavapipe: benches/README.md, "Compressed weights").
+pub const TILED_MAX_ROWS: usize = 32;
 
 impl BlockBackend for CubeBackend {
     fn block_matmul(x: CubeTensor, blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
@@ -159,14 +208,22 @@ impl BlockBackend for CubeBackend {
             xd.len() == 2 && xd[1] == d_in,
             "block_matmul: x must be [N, {d_in}], not {xd:?}"
         );
-        if xd[0] <= MATVEC_MAX_ROWS {
-            return matvec(x, blocks, ty, d_in);
+        match xd[0] {
+            n if n <= MATVEC_MAX_ROWS => matvec(x, blocks, ty, d_in),
+            n if n <= TILED_MAX_ROWS => tiled(x, blocks, ty, d_in, false),
+            _ => {
+                let w = decode(blocks, ty, d_in); // [rows, d_in]
+                Self::float_matmul(x, Self::float_transpose(w))
+            }
         }
-        tiled(x, blocks, ty, d_in, false)
     }
 
     fn block_matmul_w(g: CubeTensor, blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
-        tiled(g, blocks, block_type(ty), d_in, true)
+        let ty = block_type(ty);
+        if dims(&g)[0] <= TILED_MAX_ROWS {
+            return tiled(g, blocks, ty, d_in, true);
+        }
+        Self::float_matmul(g, decode(blocks, ty, d_in))
     }
 
     fn block_decode(blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {

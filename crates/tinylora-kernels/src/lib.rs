@@ -46,7 +46,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use tinylora_formats::BlockMatrix;
 use tinylora_formats::quant::GgmlType;
 
-pub use blocks::MATVEC_MAX_ROWS;
+pub use blocks::{MATVEC_MAX_ROWS, TILED_MAX_ROWS};
 pub use frozen_matmul::{FrozenMatmulBackend, frozen_matmul};
 pub use fused::{FusedBackend, masked_softmax, rms_norm, rope, swiglu};
 pub use lane_sums::lane_sums;
@@ -57,13 +57,14 @@ pub use launch::MAX_RANK;
 pub trait BlockBackend: burn::backend::Backend {
     /// y = x Wᵀ `[N, rows]` for x `[N, d_in]` and W `[rows, d_in]` of ggml type `ty` (its id),
     /// `blocks` `[rows, words]` holding each row's blocks in whole 32-bit words;
-    /// differentiable in x (`shaders/block_matvec.wgsl` for a few rows of x, else
-    /// `block_tiled.wgsl`).
+    /// differentiable in x (`shaders/block_matvec.wgsl` or `block_tiled.wgsl` for up to
+    /// [`TILED_MAX_ROWS`] rows of x, else `block_decode.wgsl` and the stock matmul).
     fn block_matmul(x: FloatTensor<Self>, blocks: IntTensor<Self>, ty: u32, d_in: usize)
     -> FloatTensor<Self>;
 
     /// y = g W `[N, d_in]` for g `[N, rows]`: the backward of [`Self::block_matmul`]
-    /// (`shaders/block_tiled.wgsl`, W untransposed); not differentiable.
+    /// (`shaders/block_tiled.wgsl` with W untransposed, or W decoded and the stock matmul); not
+    /// differentiable.
     fn block_matmul_w(
         g: FloatTensor<Self>,
         blocks: IntTensor<Self>,
