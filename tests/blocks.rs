@@ -10,7 +10,9 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::devices;
 use tinylora::formats::BlockMatrix;
 use tinylora::formats::quant::{GgmlType, dequantize};
-use tinylora::kernels::{DeviceBlocks, MATVEC_MAX_ROWS, TILED_MAX_ROWS, block_decode, block_matmul};
+use tinylora::kernels::{
+    DeviceBlocks, MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS, block_decode, block_matmul, block_matmul_fused,
+};
 
 /// Byte offsets of a block's f16 scale fields (kept finite and small; every other byte is
 /// random, so every code of every field occurs).
@@ -96,17 +98,18 @@ fn decode_and_products_match_the_host_decoder() {
                 values(w.clone()),
                 "{what}: decoded values"
             );
-            // each product path, its edges, and a partial second tile of the tiled one
-            let (m, t) = (MATVEC_MAX_ROWS, TILED_MAX_ROWS);
-            for n in [1, 3, m, m + 1, 20, t, t + 1] {
+            // each product path and its edges, partial second tiles of both tilings, and (on
+            // lavapipe) the decoded copy beyond SOFTWARE_TILED_MAX_ROWS
+            let (m, t) = (MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS);
+            for n in [1, 3, m, m + 1, 20, t, t + 1, 70] {
                 let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev);
                 let want = values(x.clone().matmul(w.clone().transpose()));
-                assert_close(
-                    &values(block_matmul(x, &blocks)),
-                    &want,
-                    1e-5,
-                    &format!("{what} N={n}"),
-                );
+                let what = format!("{what} N={n}");
+                assert_close(&values(block_matmul(x.clone(), &blocks)), &want, 1e-5, &what);
+                if n > t {
+                    let fused = values(block_matmul_fused(x, &blocks, false));
+                    assert_close(&fused, &want, 1e-5, &format!("{what} fused"));
+                }
             }
         }
     }
@@ -123,7 +126,7 @@ fn backward_is_the_gradient_times_the_weights() {
                 2 * ty.block_size()
             };
             let (w, blocks) = upload(ty, 45, cols, &dev);
-            for n in [2, 20, TILED_MAX_ROWS + 8] {
+            for n in [2, 20, SOFTWARE_TILED_MAX_ROWS + 8, 70] {
                 let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev)
                     .autodiff()
                     .require_grad();
@@ -131,8 +134,12 @@ fn backward_is_the_gradient_times_the_weights() {
                 let loss = (block_matmul(x.clone(), &blocks) * probe.clone().autodiff()).sum();
                 let grads = loss.backward();
                 let got = values(x.grad(&grads).expect("x gets a gradient"));
-                let want = values(probe.matmul(w.clone()));
-                assert_close(&got, &want, 1e-5, &format!("{device} {ty:?} N={n}: ∂L/∂x"));
+                let want = values(probe.clone().matmul(w.clone()));
+                let what = format!("{device} {ty:?} N={n}: ∂L/∂x");
+                assert_close(&got, &want, 1e-5, &what);
+                // the decoded copy took it on lavapipe beyond SOFTWARE_TILED_MAX_ROWS
+                let fused = values(block_matmul_fused(probe, &blocks, true));
+                assert_close(&fused, &want, 1e-5, &format!("{what} fused"));
             }
         }
     }

@@ -3,11 +3,11 @@
 //!
 //! On the cube backend, by the rows N of the other operand:
 //! - N ≤ [`MATVEC_MAX_ROWS`] (decoding): `block_matvec.wgsl`, W decoded in registers;
-//! - N ≤ [`TILED_MAX_ROWS`] (decoding larger batches, short prompts): `block_tiled.wgsl`, W
-//!   decoded tile by tile into workgroup memory inside the product;
-//! - more (prefill, training): W decoded to f32 once for this product (`block_decode.wgsl`)
-//!   and the stock tiled matmul, which is faster where the product is bound by arithmetic; the
-//!   decoded copy lives only for that product.
+//! - more (decoding larger batches, prefill, training): `block_tiled.wgsl`, W decoded tile by
+//!   tile into workgroup memory inside the product;
+//! - except on a software rasterizer beyond [`SOFTWARE_TILED_MAX_ROWS`] rows: W decoded to f32
+//!   once for this product (`block_decode.wgsl`) and the stock tiled matmul, the decoded copy
+//!   living only for that product.
 //!
 //! The backward ∂L/∂x = G W takes the same split: `block_tiled.wgsl` with W untransposed, or
 //! the decoded copy (W gets no gradient: it is frozen). On Flex (CPU), in Rust
@@ -148,7 +148,7 @@ fn tiled(a: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize, transpose
         into_contiguous(blocks),
     );
     let y = empty(&a, vec![n, o_len]);
-    let t = &TILED;
+    let t = TiledShape::for_rows(n);
     let (nq, oq) = (t.inv_n * t.rq, t.inv_o * t.oq_i);
     let mut values = decode_values(ty);
     values.extend([
@@ -183,47 +183,80 @@ struct TiledShape {
     oq_i: usize,
 }
 
-/// Tiles of 16 rows × 128 outputs, each invocation 4 rows × 8 outputs: of the shapes tried on
-/// lavapipe for 9–32 rows (4 × 4 a piece in 16 × 64 tiles, 8 × 4 in 16 × 128, 8 × 8 in
-/// 64 × 64), the fastest (benches/README.md, "Compressed weights"). Workgroup memory: 16 × 4 +
-/// 16 × 32 quads, 9 KiB.
-const TILED: TiledShape = TiledShape {
-    tk: 16,
-    inv_n: 4,
-    inv_o: 16,
-    rq: 1,
-    oq_i: 2,
-};
+impl TiledShape {
+    /// Up to 32 rows: tiles of 16 rows × 128 outputs, each invocation 4 × 8 (of the pieces tried
+    /// on lavapipe for 9–32 rows, 4 × 4 in tiles of 16 × 64 and 8 × 4 or 4 × 8 in 16 × 128, the
+    /// fastest; benches/README.md, "Compressed weights"). Beyond: 64 × 64, each invocation
+    /// 8 × 8, so that W is decoded once for every 64 rows. Workgroup memory at most
+    /// 2 × 16 × 64 × 4 bytes, within WebGPU's 16 KiB.
+    fn for_rows(n: usize) -> Self {
+        if n <= 32 {
+            TiledShape {
+                tk: 16,
+                inv_n: 4,
+                inv_o: 16,
+                rq: 1,
+                oq_i: 2,
+            }
+        } else {
+            TiledShape {
+                tk: 16,
+                inv_n: 8,
+                inv_o: 8,
+                rq: 2,
+                oq_i: 2,
+            }
+        }
+    }
+}
 
-/// Most rows of the other operand `block_tiled.wgsl` takes; beyond them the product is bound by
-/// arithmetic rather than by reading W, and W decoded once for the stock tiled matmul is faster
-/// (on lavapipe: benches/README.md, "Compressed weights").
-pub const TILED_MAX_ROWS: usize = 32;
+/// Most rows of the other operand for which a software rasterizer (lavapipe, SwiftShader: a
+/// device with no card behind it) decodes W inside the product; beyond them, W decoded once for
+/// the stock tiled matmul was faster on lavapipe, the product being bound by arithmetic there
+/// (benches/README.md, "Compressed weights"). A GPU always decodes inside the product: the
+/// decoded copy's extra launch, its 4 bytes a value written and read back, cost more there (on
+/// the H200, `auto` prefilled at a third of f32's speed with the decoded copy).
+pub const SOFTWARE_TILED_MAX_ROWS: usize = 32;
+
+/// Whether W is decoded inside the product for `n` rows of the other operand on `like`'s
+/// device, rather than decoded to f32 for the stock matmul.
+fn decode_inside(like: &CubeTensor, n: usize) -> bool {
+    n <= SOFTWARE_TILED_MAX_ROWS || like.client.properties().identity.physical.is_some()
+}
 
 impl BlockBackend for CubeBackend {
     fn block_matmul(x: CubeTensor, blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
-        let ty = block_type(ty);
         let xd = dims(&x);
         assert!(
             xd.len() == 2 && xd[1] == d_in,
             "block_matmul: x must be [N, {d_in}], not {xd:?}"
         );
-        match xd[0] {
-            n if n <= MATVEC_MAX_ROWS => matvec(x, blocks, ty, d_in),
-            n if n <= TILED_MAX_ROWS => tiled(x, blocks, ty, d_in, false),
-            _ => {
-                let w = decode(blocks, ty, d_in); // [rows, d_in]
-                Self::float_matmul(x, Self::float_transpose(w))
-            }
+        if decode_inside(&x, xd[0]) {
+            return Self::block_matmul_fused(x, blocks, ty, d_in, false);
         }
+        let w = decode(blocks, block_type(ty), d_in); // [rows, d_in]
+        Self::float_matmul(x, Self::float_transpose(w))
     }
 
     fn block_matmul_w(g: CubeTensor, blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
-        let ty = block_type(ty);
-        if dims(&g)[0] <= TILED_MAX_ROWS {
-            return tiled(g, blocks, ty, d_in, true);
+        if decode_inside(&g, dims(&g)[0]) {
+            return Self::block_matmul_fused(g, blocks, ty, d_in, true);
         }
-        Self::float_matmul(g, decode(blocks, ty, d_in))
+        Self::float_matmul(g, decode(blocks, block_type(ty), d_in))
+    }
+
+    fn block_matmul_fused(
+        a: CubeTensor,
+        blocks: CubeTensor,
+        ty: u32,
+        d_in: usize,
+        transpose: bool,
+    ) -> CubeTensor {
+        let ty = block_type(ty);
+        if !transpose && dims(&a).first().is_some_and(|&n| n <= MATVEC_MAX_ROWS) {
+            return matvec(a, blocks, ty, d_in);
+        }
+        tiled(a, blocks, ty, d_in, transpose)
     }
 
     fn block_decode(blocks: CubeTensor, ty: u32, d_in: usize) -> CubeTensor {
@@ -288,6 +321,17 @@ impl<B: BlockBackend, C: CheckpointStrategy> BlockBackend for Autodiff<B, C> {
             ty,
             d_in,
         ))
+    }
+
+    fn block_matmul_fused(
+        a: FloatTensor<Self>,
+        blocks: IntTensor<Self>,
+        ty: u32,
+        d_in: usize,
+        transpose: bool,
+    ) -> FloatTensor<Self> {
+        let a = <Self as AutodiffBackend>::inner(a);
+        <Self as AutodiffBackend>::from_inner(B::block_matmul_fused(a, blocks, ty, d_in, transpose))
     }
 
     fn block_decode(blocks: IntTensor<Self>, ty: u32, d_in: usize) -> FloatTensor<Self> {

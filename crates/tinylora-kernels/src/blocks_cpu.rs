@@ -220,6 +220,20 @@ impl BlockBackend for Flex {
         Self::float_matmul(g, w)
     }
 
+    fn block_matmul_fused(
+        a: FlexTensor,
+        blocks: FlexTensor,
+        ty: u32,
+        d_in: usize,
+        transpose: bool,
+    ) -> FlexTensor {
+        if transpose {
+            Self::block_matmul_w(a, blocks, ty, d_in)
+        } else {
+            Self::block_matmul(a, blocks, ty, d_in)
+        }
+    }
+
     fn block_decode(blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
         let w = Rows::new(&blocks, ty, d_in);
         tensor(w.decode_all(), [w.rows, d_in])

@@ -46,7 +46,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use tinylora_formats::BlockMatrix;
 use tinylora_formats::quant::GgmlType;
 
-pub use blocks::{MATVEC_MAX_ROWS, TILED_MAX_ROWS};
+pub use blocks::{MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS};
 pub use frozen_matmul::{FrozenMatmulBackend, frozen_matmul};
 pub use fused::{FusedBackend, masked_softmax, rms_norm, rope, swiglu};
 pub use lane_sums::lane_sums;
@@ -57,19 +57,33 @@ pub use launch::MAX_RANK;
 pub trait BlockBackend: burn::backend::Backend {
     /// y = x Wᵀ `[N, rows]` for x `[N, d_in]` and W `[rows, d_in]` of ggml type `ty` (its id),
     /// `blocks` `[rows, words]` holding each row's blocks in whole 32-bit words;
-    /// differentiable in x (`shaders/block_matvec.wgsl` or `block_tiled.wgsl` for up to
-    /// [`TILED_MAX_ROWS`] rows of x, else `block_decode.wgsl` and the stock matmul).
+    /// differentiable in x (`shaders/block_matvec.wgsl` or `block_tiled.wgsl`; on a software
+    /// rasterizer, beyond [`SOFTWARE_TILED_MAX_ROWS`] rows of x, `block_decode.wgsl` and the
+    /// stock matmul).
     fn block_matmul(x: FloatTensor<Self>, blocks: IntTensor<Self>, ty: u32, d_in: usize)
     -> FloatTensor<Self>;
 
     /// y = g W `[N, d_in]` for g `[N, rows]`: the backward of [`Self::block_matmul`]
-    /// (`shaders/block_tiled.wgsl` with W untransposed, or W decoded and the stock matmul); not
-    /// differentiable.
+    /// (`shaders/block_tiled.wgsl` with W untransposed, or W decoded and the stock matmul as
+    /// [`Self::block_matmul`] chooses); not differentiable.
     fn block_matmul_w(
         g: FloatTensor<Self>,
         blocks: IntTensor<Self>,
         ty: u32,
         d_in: usize,
+    ) -> FloatTensor<Self>;
+
+    /// The product of [`Self::block_matmul`] (`transpose` false: `a` = x) or of
+    /// [`Self::block_matmul_w`] (`transpose` true: `a` = g) with W decoded inside the product
+    /// whatever the rows of `a` (`shaders/block_matvec.wgsl`, `block_tiled.wgsl`), where those
+    /// two choose by the device and the rows; on Flex, those two. Not differentiable: it lets
+    /// tests and benchmarks reach every kernel on any device.
+    fn block_matmul_fused(
+        a: FloatTensor<Self>,
+        blocks: IntTensor<Self>,
+        ty: u32,
+        d_in: usize,
+        transpose: bool,
     ) -> FloatTensor<Self>;
 
     /// W `[rows, d_in]` as f32 (`shaders/block_decode.wgsl`).
@@ -122,6 +136,20 @@ pub fn block_matmul(x: Tensor<2>, w: &DeviceBlocks) -> Tensor<2> {
         w.words.clone().into_dispatch(),
         w.ty.id(),
         w.d_in,
+    ))
+}
+
+/// [`block_matmul`] (`transpose` false: `a` = x `[N, d_in]` → `[N, rows]`) or its backward's
+/// product g W (`transpose` true: `a` = g `[N, rows]` → `[N, d_in]`), with W decoded inside the
+/// product whatever N and the device (see [`BlockBackend::block_matmul_fused`]); not
+/// differentiable.
+pub fn block_matmul_fused(a: Tensor<2>, w: &DeviceBlocks, transpose: bool) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::block_matmul_fused(
+        a.into_dispatch(),
+        w.words.clone().into_dispatch(),
+        w.ty.id(),
+        w.d_in,
+        transpose,
     ))
 }
 
