@@ -1,0 +1,66 @@
+//! Products with weights kept in ggml blocks, one matrix at a time: the path `block_matmul`
+//! takes on this device, the decoding kernels forced (`block_matmul_fused`), W decoded to f32
+//! and the stock matmul, and the stock matmul on f32 weights, at each row count of x.
+//!
+//!     cargo bench --profile release --bench blocks [-- --device gpu|cpu] [--rows 9,16,32,256]
+//!
+//! Matrices: SmolLM2's 1536 × 576 (Q4_1) and Qwen2.5-0.5B's 4864 × 896 (Q8_0), random values.
+//! Each figure is the mean of 10 products summed on the device and read back once (the sum and
+//! the read are included, alike for every column).
+
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+use tinylora::engine::{cpu_device, default_device};
+use tinylora::formats::BlockMatrix;
+use tinylora::formats::quant::GgmlType;
+use tinylora::kernels::{DeviceBlocks, block_decode, block_matmul, block_matmul_fused};
+
+/// The value after `flag` on the command line.
+fn arg(flag: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != flag).nth(1)
+}
+
+/// Milliseconds a product takes, over `reps` products summed on the device.
+fn time(reps: usize, f: &dyn Fn() -> Tensor<2>) -> f64 {
+    let _: f32 = f().sum().into_scalar(); // compile, autotune
+    let start = Instant::now();
+    let mut acc = f();
+    for _ in 1..reps {
+        acc = acc + f();
+    }
+    let _: f32 = acc.sum().into_scalar();
+    start.elapsed().as_secs_f64() * 1e3 / reps as f64
+}
+
+fn main() {
+    let device = match arg("--device").as_deref() {
+        Some("cpu") => cpu_device(),
+        _ => default_device(),
+    };
+    let rows: Vec<usize> = arg("--rows")
+        .unwrap_or_else(|| "9,16,32,256".into())
+        .split(',')
+        .map(|r| r.parse().expect("--rows: a comma-separated list of row counts"))
+        .collect();
+    println!("ms a product (mean of 10)     path   fused  decoded+matmul  f32 matmul");
+    for (ty, out, d_in) in [(GgmlType::Q4_1, 1536, 576), (GgmlType::Q8_0, 4864, 896)] {
+        let values: Vec<f32> = (0..out * d_in)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+            .collect();
+        let m = BlockMatrix::quantize(ty, &values, out, d_in).expect("whole blocks");
+        let w = DeviceBlocks::upload(&m, 0..out, &device);
+        let w32 = block_decode(&w);
+        for &n in &rows {
+            let x = Tensor::<2>::random([n, d_in], Distribution::Normal(0.0, 1.0), &device);
+            let path = time(10, &|| block_matmul(x.clone(), &w));
+            let fused = time(10, &|| block_matmul_fused(x.clone(), &w, false));
+            let decoded = time(10, &|| x.clone().matmul(block_decode(&w).transpose()));
+            let f32_ = time(10, &|| x.clone().matmul(w32.clone().transpose()));
+            println!(
+                "{:<28} {path:>7.2} {fused:>7.2} {decoded:>15.2} {f32_:>11.2}",
+                format!("{ty:?} {out}×{d_in}, N = {n}")
+            );
+        }
+    }
+}
