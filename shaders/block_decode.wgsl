@@ -1,7 +1,8 @@
-// Decode a weight matrix kept in ggml blocks to f32, for the tiled product on the device
-// (prefill, training, the backward's ∂L/∂x = G W). The layouts are ggml's (`ggml-common.h`),
-// as `crates/tinylora-formats/src/quant.rs` decodes them on the host: the same formulas in the
-// same order, so both give the same numbers.
+// Decode a weight matrix kept in ggml blocks to f32, for the stock tiled matmul where a software
+// rasterizer takes it (more than 32 rows of the other operand: prefill, training, the backward's
+// ∂L/∂x = G W; see `block_tiled.wgsl` for the product that decodes inside). The layouts are
+// ggml's (`ggml-common.h`), as `crates/tinylora-formats/src/quant.rs` decodes them on the host:
+// the same formulas in the same order, so both give the same numbers.
 //
 // Inputs:  blocks [rows, words]    u32 words, each row d_in / QK blocks of TS bytes, padded
 //                                  to whole words
