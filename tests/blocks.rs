@@ -81,6 +81,13 @@ fn upload(ty: GgmlType, rows: usize, cols: usize, dev: &Device) -> (Tensor<2>, D
     (w, DeviceBlocks::upload(&m, 0..rows, dev))
 }
 
+/// The first `n` rows of the `size × size` identity.
+fn one_hot(n: usize, size: usize, dev: &Device) -> Tensor<2> {
+    let mut v = vec![0f32; n * size];
+    (0..n).for_each(|i| v[i * size + i] = 1.0);
+    Tensor::from_data(TensorData::new(v, [n, size]), dev)
+}
+
 #[test]
 fn decode_and_products_match_the_host_decoder() {
     for (device, dev) in devices() {
@@ -98,6 +105,18 @@ fn decode_and_products_match_the_host_decoder() {
                 values(w.clone()),
                 "{what}: decoded values"
             );
+            // the kernels decode exactly the host decoder's numbers: one-hot rows of x (or of g)
+            // pick W's columns (or rows) exactly, in the matrix–vector kernel and both tilings
+            let wt = values(w.clone().transpose());
+            for n in [MATVEC_MAX_ROWS, 20, cols] {
+                let got = values(block_matmul_fused(one_hot(n, cols, &dev), &blocks, false));
+                assert_eq!(got, wt[..n * 67], "{what} N={n}: one-hot rows of x");
+            }
+            let wv = values(w.clone());
+            for n in [20, 67] {
+                let got = values(block_matmul_fused(one_hot(n, 67, &dev), &blocks, true));
+                assert_eq!(got, wv[..n * cols], "{what} N={n}: one-hot rows of g");
+            }
             // each product path and its edges, partial second tiles of both tilings, and (on
             // lavapipe) the decoded copy beyond SOFTWARE_TILED_MAX_ROWS
             let (m, t) = (MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS);

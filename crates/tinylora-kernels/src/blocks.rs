@@ -104,7 +104,10 @@ fn decode(blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeTensor {
 /// y = x Wᵀ `[N, rows]` for N ≤ [`MATVEC_MAX_ROWS`] (`block_matvec.wgsl`).
 fn matvec(x: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeTensor {
     let (rows, words) = block_dims("block_matmul", &blocks, ty, d_in);
-    let n = dims(&x)[0];
+    let [n, c] = dims(&x)[..] else {
+        panic!("block_matmul: x must be 2-D, not {:?}", dims(&x))
+    };
+    assert!(c == d_in, "block_matmul: x must be [N, {d_in}], not [{n}, {c}]");
     let (x, blocks) = (
         crate::launch::input(x, "block_matmul", "x"),
         into_contiguous(blocks),
@@ -187,8 +190,8 @@ impl TiledShape {
     /// Up to 32 rows: tiles of 16 rows × 128 outputs, each invocation 4 × 8 (of the pieces tried
     /// on lavapipe for 9–32 rows, 4 × 4 in tiles of 16 × 64 and 8 × 4 or 4 × 8 in 16 × 128, the
     /// fastest; benches/README.md, "Compressed weights"). Beyond: 64 × 64, each invocation
-    /// 8 × 8, so that W is decoded once for every 64 rows. Workgroup memory at most
-    /// 2 × 16 × 64 × 4 bytes, within WebGPU's 16 KiB.
+    /// 8 × 8, so that W is decoded once for every 64 rows. Workgroup memory: 16 × (4 + 32)
+    /// and 16 × (16 + 16) quads, 9 and 8 KiB, within WebGPU's 16 KiB.
     fn for_rows(n: usize) -> Self {
         if n <= 32 {
             TiledShape {
@@ -213,9 +216,10 @@ impl TiledShape {
 /// Most rows of the other operand for which a software rasterizer (lavapipe, SwiftShader: a
 /// device with no card behind it) decodes W inside the product; beyond them, W decoded once for
 /// the stock tiled matmul was faster on lavapipe, the product being bound by arithmetic there
-/// (benches/README.md, "Compressed weights"). A GPU always decodes inside the product: the
-/// decoded copy's extra launch, its 4 bytes a value written and read back, cost more there (on
-/// the H200, `auto` prefilled at a third of f32's speed with the decoded copy).
+/// (benches/README.md, "Compressed weights"). A GPU always decodes inside the product: on the
+/// H200 the decoded copy (its extra launch, 4 bytes a value written and read back) had `auto`
+/// prefill at a third of f32's speed; the kernel that replaces it there is not yet measured on
+/// a GPU (the GPU kit's engine bench will).
 pub const SOFTWARE_TILED_MAX_ROWS: usize = 32;
 
 /// Whether W is decoded inside the product for `n` rows of the other operand on `like`'s
