@@ -36,8 +36,10 @@ fn arg(flag: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != flag).nth(1)
 }
 
-/// One device's figures: (label, value, unit) rows.
+/// One column's figures: (label, value, unit) rows, each also printed to stderr as soon as it is
+/// measured (a column of a big model takes many minutes on lavapipe).
 fn measure(
+    column: &str,
     file: &ModelFile,
     device: &Device,
     weights: WeightFormat,
@@ -77,43 +79,55 @@ fn measure(
             })
             .collect();
         let _ = model.generate(&prompts, &greedy(2), |_, _| {}).unwrap(); // compile this batch's shapes
-        let (_, short) = timed(|| model.generate(&prompts, &greedy(1), |_, _| {}).unwrap());
-        let (gens, long) = timed(|| model.generate(&prompts, &greedy(new_tokens), |_, _| {}).unwrap());
+        // the decoding steps after the first token (which ends the prefill): from the first
+        // step's last token on
+        let (mut seen, mut after_first) = (0, None);
+        let gens = model
+            .generate(&prompts, &greedy(new_tokens), |_, _| {
+                seen += 1;
+                if seen == batch {
+                    after_first = Some(Instant::now());
+                }
+            })
+            .unwrap();
+        let steps = after_first.expect("a first step").elapsed();
         let tokens: usize = gens.iter().map(|g| g.output_ids.len() - 1).sum();
-        tokens as f64 / long.saturating_sub(short).as_secs_f64().max(1e-9)
+        tokens as f64 / steps.as_secs_f64().max(1e-9)
     };
-    vec![
-        ("load (read, convert, upload)".into(), load.as_secs_f64(), "s"),
-        (
-            "weight matrices on the device".into(),
-            model.weight_bytes().0 as f64 / 1e6,
-            "MB",
-        ),
-        (
-            "first forward, 8 tokens (compile)".into(),
-            first.as_secs_f64(),
-            "s",
-        ),
-        (
-            "first 256-token prefill (compile)".into(),
-            first_prefill.as_secs_f64(),
-            "s",
-        ),
-        (
-            "prefill, 256-token prompt".into(),
-            256.0 / prefill.as_secs_f64(),
-            "tokens/s",
-        ),
-    ]
-    .into_iter()
-    .chain(batches.iter().map(|&b| {
-        (
+    let mut rows = Vec::new();
+    let mut record = |label: String, value: f64, unit: &'static str| {
+        eprintln!("{column}: {label}: {value:.2} {unit}");
+        rows.push((label, value, unit));
+    };
+    record("load (read, convert, upload)".into(), load.as_secs_f64(), "s");
+    record(
+        "weight matrices on the device".into(),
+        model.weight_bytes().0 as f64 / 1e6,
+        "MB",
+    );
+    record(
+        "first forward, 8 tokens (compile)".into(),
+        first.as_secs_f64(),
+        "s",
+    );
+    record(
+        "first 256-token prefill (compile)".into(),
+        first_prefill.as_secs_f64(),
+        "s",
+    );
+    record(
+        "prefill, 256-token prompt".into(),
+        256.0 / prefill.as_secs_f64(),
+        "tokens/s",
+    );
+    for &b in batches {
+        record(
             format!("decode, batch {b} × {new_tokens} new tokens"),
             decode(b),
             "tokens/s",
-        )
-    }))
-    .collect()
+        );
+    }
+    rows
 }
 
 fn main() {
@@ -146,7 +160,7 @@ fn main() {
         .collect();
     let figures: Vec<Vec<(String, f64, &str)>> = columns
         .iter()
-        .map(|(_, device, w)| measure(&file, device, *w, new_tokens, &batches))
+        .map(|(name, device, w)| measure(name, &file, device, *w, new_tokens, &batches))
         .collect();
 
     println!(

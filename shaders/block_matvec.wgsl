@@ -58,7 +58,7 @@ fn main(
         }
         // the tail of a row of halves whose length is not a multiple of 4
         for (var k = whole + lane; k < d_in; k += LANES) {
-            let w = value(row0, k);
+            let w = half_value(row0, k);
             for (var t = 0u; t < NMAX; t++) {
                 if (t < n) {
                     acc[t] = fma(w, x[t * d_in + k], acc[t]);

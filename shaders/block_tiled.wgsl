@@ -69,7 +69,7 @@ fn quad(row: u32, k: u32, rows: u32, d_in: u32, words: u32) -> vec4<f32> {
     var v = vec4<f32>();
     for (var i = 0u; i < 4u; i++) {
         if (k + i < d_in) {
-            v[i] = value(row0, k + i);
+            v[i] = half_value(row0, k + i);
         }
     }
     return v;

@@ -2,10 +2,13 @@
 // `block_tiled.wgsl` (not a kernel of its own). `blocks` is the u32 array the including kernel
 // binds.
 //
-// value(row0, k):  W[row, k] for the row whose first byte is `row0` (4-byte aligned), k < d_in.
-// value4(row0, k): W[row, k .. k + 4] for k a multiple of 4 and k + 4 ≤ d_in: the four values
-//                  share their block's (or sub-block's) scales, read once, and their codes come
-//                  from one 32-bit read.
+// value4(row0, k):     W[row, k .. k + 4] for the row whose first byte is `row0` (4-byte
+//                      aligned), k a multiple of 4 and k + 4 ≤ d_in: the four values share their
+//                      block's (or sub-block's) scales, read once, and their codes come from one
+//                      32-bit read. Blocks hold whole quads, so this covers every value of a
+//                      block type.
+// half_value(row0, k): W[row, k] of a row of halves, for the partial quad at the end of a row
+//                      whose length is not a multiple of 4.
 // The formulas and their order are those of `crates/tinylora-formats/src/quant.rs`: both
 // functions give the host decoder's numbers exactly.
 
@@ -44,17 +47,6 @@ fn i8_at(off: u32) -> f32 {
     return f32(i32(byte_at(off) << 24u) >> 24u);
 }
 
-// The low (j < 16) or high nibble of qs[j % 16] in a 32-value block.
-fn nibble32(qs: u32, j: u32) -> u32 {
-    let q = byte_at(qs + (j % 16u));
-    return select(q >> 4u, q & 0xFu, j < 16u);
-}
-
-// The fifth bit of value j of a Q5_0 / Q5_1 block, from the 32-bit qh at `qh`.
-fn bit5(qh: u32, j: u32) -> u32 {
-    return (byte_at(qh + j / 8u) >> (j % 8u)) & 1u;
-}
-
 // The 6-bit scale (c = 0) or min (c = 1) of sub-block j of a Q4_K / Q5_K block.
 fn scale_min_k4(s: u32, j: u32, c: u32) -> f32 {
     if (j < 4u) {
@@ -66,63 +58,14 @@ fn scale_min_k4(s: u32, j: u32, c: u32) -> f32 {
     return f32((byte_at(s + j + 4u) >> 4u) | ((byte_at(s + j) >> 6u) << 4u));
 }
 
-fn value(row0: u32, k: u32) -> f32 {
-    let b = row0 + (k / QK) * TS;
-    let j = k % QK;
-    switch TY {
-        case 1u: { // F16
-            return f16_at(b);
-        }
-        case 30u: { // BF16
-            return bitcast<f32>(u16_at(b) << 16u);
-        }
-        case 2u: { // Q4_0: d (q − 8)
-            return f16_at(b) * (f32(nibble32(b + 2u, j)) - 8.0);
-        }
-        case 3u: { // Q4_1: d q + m
-            return f16_at(b) * f32(nibble32(b + 4u, j)) + f16_at(b + 2u);
-        }
-        case 6u: { // Q5_0: d (q5 − 16)
-            let q = nibble32(b + 6u, j) | (bit5(b + 2u, j) << 4u);
-            return f16_at(b) * (f32(q) - 16.0);
-        }
-        case 7u: { // Q5_1: d q5 + m
-            let q = nibble32(b + 8u, j) | (bit5(b + 4u, j) << 4u);
-            return f16_at(b) * f32(q) + f16_at(b + 2u);
-        }
-        case 8u: { // Q8_0: d q
-            return f16_at(b) * i8_at(b + 2u + j);
-        }
-        case 12u, 13u: { // Q4_K / Q5_K: d·sc·q − dmin·m, sub-blocks of 32
-            let pair = j / 64u;
-            let l = j % 32u;
-            let hi = (j % 64u) >= 32u;
-            let s = 2u * pair + u32(hi);
-            let qs = select(b + 16u, b + 48u, TY == 13u);
-            let v = byte_at(qs + 32u * pair + l);
-            var q = select(v & 0xFu, v >> 4u, hi);
-            if (TY == 13u) {
-                q = q | (((byte_at(b + 16u + l) >> s) & 1u) << 4u);
-            }
-            let d1 = f16_at(b) * scale_min_k4(b + 4u, s, 0u);
-            let m1 = f16_at(b + 2u) * scale_min_k4(b + 4u, s, 1u);
-            return d1 * f32(q) - m1;
-        }
-        case 14u: { // Q6_K: d·sc·(q6 − 32), sub-blocks of 16
-            let half = j / 128u;
-            let quarter = (j % 128u) / 32u;
-            let l = j % 32u;
-            let lo = byte_at(b + 64u * half + l + 32u * (quarter & 1u));
-            let nib = select(lo & 0xFu, lo >> 4u, quarter >= 2u);
-            let hib = (byte_at(b + 128u + 32u * half + l) >> (2u * quarter)) & 3u;
-            let q = i32(nib | (hib << 4u)) - 32;
-            let sc = i8_at(b + 192u + 8u * half + l / 16u + 2u * quarter);
-            return f16_at(b + 208u) * sc * f32(q);
-        }
-        default: {
-            return 0.0;
-        }
+// W[row, k] of a row of halves (F16, BF16): the last, partial quad of a row whose length is not
+// a multiple of 4 (block types hold whole quads, and `value4` covers them).
+fn half_value(row0: u32, k: u32) -> f32 {
+    let h = u16_at(row0 + 2u * k);
+    if (TY == 1u) {
+        return unpack2x16float(h).x;
     }
+    return bitcast<f32>(h << 16u);
 }
 
 fn value4(row0: u32, k: u32) -> vec4<f32> {

@@ -120,7 +120,8 @@ fn decode_and_products_match_the_host_decoder() {
             // each product path and its edges, partial second tiles of both tilings, and (on
             // lavapipe) the decoded copy beyond SOFTWARE_TILED_MAX_ROWS
             let (m, t) = (MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS);
-            for n in [1, 3, m, m + 1, 20, t, t + 1, 70] {
+            // (32 and 33: either side of the tiled kernel's change of tiling)
+            for n in [1, 3, m, m + 1, t, t + 1, 20, 32, 33, 70] {
                 let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev);
                 let want = values(x.clone().matmul(w.clone().transpose()));
                 let what = format!("{what} N={n}");
@@ -162,4 +163,20 @@ fn backward_is_the_gradient_times_the_weights() {
             }
         }
     }
+}
+
+/// More than 65,535 workgroups (the most along one side of the grid) take a 2-D grid; the
+/// kernels must read their workgroup's index from both sides. 262,148 rows of W: 65,537
+/// workgroups of 4 rows for the matrix–vector kernel, and of 64 quads for the decoding one.
+#[test]
+fn grids_beyond_one_side_cover_every_row() {
+    let (_, dev) = &devices()[0];
+    let rows = 262_148;
+    let (w, blocks) = upload(GgmlType::Q8_0, rows, 64, dev);
+    let (got, want) = (values(block_decode(&blocks)), values(w.clone()));
+    let wrong = got.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(wrong.is_none(), "decoded values differ from value {wrong:?} on");
+    let x = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 1.0), dev);
+    let want = values(x.clone().matmul(w.transpose()));
+    assert_close(&values(block_matmul(x, &blocks)), &want, 1e-5, "N=3");
 }

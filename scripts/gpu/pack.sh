@@ -69,9 +69,9 @@ for line in sys.stdin:
 CARGO_FLAGS=(--message-format=json-render-diagnostics)
 note "building (release; the first build of burn takes ~20 min, later ones seconds)"
 cargo build --release -p tinylora-cli "${CARGO_FLAGS[@]}" | executables bin >"$STAGING/cli.tsv"
-cargo test --release --no-run --test kernels --test adapter --test engine "${CARGO_FLAGS[@]}" \
+cargo test --release --no-run --test kernels --test blocks --test adapter --test engine "${CARGO_FLAGS[@]}" \
   | executables test >"$STAGING/tests.tsv"
-cargo bench --profile release --no-run --bench engine --bench adapter "${CARGO_FLAGS[@]}" \
+cargo bench --profile release --no-run --bench engine --bench adapter --bench blocks "${CARGO_FLAGS[@]}" \
   | executables bench >"$STAGING/bench.tsv"
 rm -rf "$KIT/artifacts"
 mkdir -p "$KIT/artifacts"
@@ -112,8 +112,8 @@ pack_bins() {
   rm -rf "$dir"
 }
 pids=()
-pack_bins bin-tests test- "$STAGING/tests.tsv" kernels adapter engine & pids+=($!)
-pack_bins bin-bench bench- "$STAGING/bench.tsv" engine adapter & pids+=($!)
+pack_bins bin-tests test- "$STAGING/tests.tsv" kernels blocks adapter engine & pids+=($!)
+pack_bins bin-bench bench- "$STAGING/bench.tsv" engine adapter blocks & pids+=($!)
 pack_bins bin-cli "" "$STAGING/cli.tsv" tinylora & pids+=($!)
 for p in "${pids[@]}"; do wait "$p" || die "packing the binaries failed (see above)"; done
 

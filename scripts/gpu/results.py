@@ -167,9 +167,20 @@ def parse_kernels(text):
 
 
 def parse_engine_bench(text):
-    """engine bench: a header with the device names, then `label  v1 [v2] unit` rows."""
+    """engine bench: a header with the device names, then `label  v1 [v2] unit` rows; without
+    the table (the bench was stopped), the `column: label: value unit` lines it prints to stderr
+    as it measures."""
     lines = text.splitlines()
     devices, rows = [], {}
+    for m in re.finditer(r"^((?:gpu|cpu)/\w+): (.+): (-?[\d.]+) (\S+)$", text, re.M):
+        if m.group(1) not in devices:
+            devices.append(m.group(1))
+        rows.setdefault(m.group(2), dict(unit=m.group(4)))[m.group(1)] = float(m.group(3))
+    if rows:
+        partial = dict(devices=devices, rows=rows)
+        devices, rows = [], {}
+    else:
+        partial = None
     for line in lines:
         # the column header: device/weights names alone ("gpu/f32  gpu/auto")
         if line.split() and all(re.fullmatch(r"(gpu|cpu)(/\w+)?", w) for w in line.split()):
@@ -187,7 +198,21 @@ def parse_engine_bench(text):
             continue
         label = " ".join(parts[: len(parts) - n - 1])
         rows[label] = dict(zip(devices, values), unit=parts[-1])
+    if not rows and partial:
+        return partial
     return dict(devices=devices, rows=rows)
+
+
+def parse_blocks_bench(text):
+    """blocks bench: `Q4_1 1536×576, N = 9   5.80  5.49  6.45  4.73` (ms a product: the chosen
+    path, the decoding kernels forced, the decoded copy + stock matmul, f32 weights)."""
+    rows = []
+    for m in re.finditer(r"^(\w+) (\d+)×(\d+), N = (\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$",
+                         text, re.M):
+        rows.append(dict(type=m.group(1), rows=int(m.group(2)), d_in=int(m.group(3)), n=int(m.group(4)),
+                         ms=dict(path=float(m.group(5)), fused=float(m.group(6)),
+                                 decoded_matmul=float(m.group(7)), f32=float(m.group(8)))))
+    return rows
 
 
 def parse_training_bench(text):
@@ -292,6 +317,9 @@ def cmd_stage2(a):
     if os.path.exists(os.path.join(w, "engine_bench.log")):
         tl["engine_bench"] = parse_engine_bench(read(os.path.join(w, "engine_bench.log"), ""))
         need_ok.append("engine_bench")
+    if os.path.exists(os.path.join(w, "blocks_bench.log")):
+        tl["blocks_bench"] = parse_blocks_bench(read(os.path.join(w, "blocks_bench.log"), ""))
+        need_ok.append("blocks_bench")
     for name in ("training_bench", "training16_bench"):
         if os.path.exists(os.path.join(w, name + ".log")):
             tl[name] = parse_training_bench(read(os.path.join(w, name + ".log"), ""))
@@ -403,6 +431,8 @@ def cmd_stage2(a):
     # output the parsers did not understand (a bench's format changed)
     if "engine_bench" in tl and not tl["engine_bench"]["rows"]:
         missing.append("engine bench: no rows understood in engine_bench.log")
+    if "blocks_bench" in tl and not tl["blocks_bench"]:
+        missing.append("blocks bench: no rows understood in blocks_bench.log")
     missing += [f"{n}: header not understood" for n in ("training_bench", "training16_bench")
                 if n in tl and "batch" not in tl[n]]
     hf_ok = "runs" in hf

@@ -157,7 +157,7 @@ step() {
 stage1() {
   local state="$STASH/state/stage1.json" suite bin todo rc
   mkdir -p "$STASH/state"
-  for suite in kernels adapter engine; do
+  for suite in kernels blocks adapter engine; do
     bin="$BIN_TESTS/test-$suite"
     "$bin" --list --format terse >"$W/stage1-$suite.list" 2>&1 || die "$bin --list failed: $(tail -3 "$W/stage1-$suite.list")"
     python3 "$GPU/results.py" stage1-todo --state "$state" --suite "$suite" --list "$W/stage1-$suite.list" \
@@ -218,6 +218,12 @@ stage2_model() { # KEY FILE
     else
       step engine_bench 120 "$BIN_BENCH/bench-engine" --device gpu --new-tokens 128 --weights f32,auto
     fi
+  fi
+  # products with compressed weights one matrix at a time (benches/blocks.rs: the chosen path, the
+  # decoding kernels, the decoded copy, f32), on synthetic matrices of SmolLM2's and Qwen's
+  # shapes: once a visit, in Qwen's stage; in the dry run, in SmolLM2's
+  if [[ "$key" == qwen05 || "$DRY" == 1 ]]; then
+    step blocks_bench 60 "$BIN_BENCH/bench-blocks" --rows "$([[ "$DRY" == 1 ]] && echo 9,64 || echo 1,8,9,16,32,64,256)"
   fi
   for b in "${batches[@]}"; do
     for n in "${lengths[@]}"; do

@@ -92,12 +92,9 @@ fn decode(blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeTensor {
         values: decode_values(ty),
     };
     let info = [rows as u32, d_in as u32, words as u32];
-    launch(
-        kernel,
-        (rows * d_in).div_ceil(WG as usize),
-        &[&blocks, &out],
-        &info,
-    );
+    // one invocation per quad of a row
+    let invocations = rows * d_in.div_ceil(4);
+    launch(kernel, invocations.div_ceil(WG as usize), &[&blocks, &out], &info);
     out
 }
 
@@ -215,12 +212,12 @@ impl TiledShape {
 
 /// Most rows of the other operand for which a software rasterizer (lavapipe, SwiftShader: a
 /// device with no card behind it) decodes W inside the product; beyond them, W decoded once for
-/// the stock tiled matmul was faster on lavapipe, the product being bound by arithmetic there
-/// (benches/README.md, "Compressed weights"). A GPU always decodes inside the product: on the
+/// the stock tiled matmul was faster on lavapipe (by about 5% at 24–32 rows, 2× at 256), the
+/// product being bound by arithmetic there (benches/README.md, "Compressed weights"). A GPU always decodes inside the product: on the
 /// H200 the decoded copy (its extra launch, 4 bytes a value written and read back) had `auto`
 /// prefill at a third of f32's speed; the kernel that replaces it there is not yet measured on
 /// a GPU (the GPU kit's engine bench will).
-pub const SOFTWARE_TILED_MAX_ROWS: usize = 32;
+pub const SOFTWARE_TILED_MAX_ROWS: usize = 16;
 
 /// Whether W is decoded inside the product for `n` rows of the other operand on `like`'s
 /// device, rather than decoded to f32 for the stock matmul.
