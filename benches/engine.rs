@@ -132,6 +132,7 @@ fn measure(
 
 fn main() {
     let new_tokens: usize = arg("--new-tokens").map_or(128, |v| v.parse().expect("--new-tokens N"));
+    assert!(new_tokens >= 2, "--new-tokens {new_tokens}: at least 2 (decoding is timed after the first)");
     let devices: Vec<(&str, Device)> = match arg("--device").as_deref() {
         None => vec![("gpu", default_device()), ("cpu", cpu_device())],
         Some("gpu") => vec![("gpu", default_device())],
@@ -143,6 +144,7 @@ fn main() {
             .map(|b| b.parse().expect("--batches N,N,..."))
             .collect()
     });
+    assert!(!batches.contains(&0), "--batches: every batch needs a prompt");
     let model_path = arg("--model").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
         std::path::PathBuf::from,
