@@ -132,7 +132,10 @@ fn measure(
 
 fn main() {
     let new_tokens: usize = arg("--new-tokens").map_or(128, |v| v.parse().expect("--new-tokens N"));
-    assert!(new_tokens >= 2, "--new-tokens {new_tokens}: at least 2 (decoding is timed after the first)");
+    assert!(
+        new_tokens >= 2,
+        "--new-tokens {new_tokens}: at least 2 (decoding is timed after the first)"
+    );
     let devices: Vec<(&str, Device)> = match arg("--device").as_deref() {
         None => vec![("gpu", default_device()), ("cpu", cpu_device())],
         Some("gpu") => vec![("gpu", default_device())],
