@@ -1,5 +1,5 @@
 // Decode a weight matrix kept in ggml blocks to f32, for the stock tiled matmul where a software
-// rasterizer takes it (more than 32 rows of the other operand: prefill, training, the backward's
+// rasterizer takes it (more than 16 rows of the other operand: prefill, training, the backward's
 // ∂L/∂x = G W; see `block_tiled.wgsl` for the product that decodes inside). The layouts are
 // ggml's (`ggml-common.h`), as `crates/tinylora-formats/src/quant.rs` decodes them on the host:
 // the same formulas in the same order, so both give the same numbers.

@@ -39,7 +39,7 @@ MIB = 1 << 20
 ARTIFACTS = [
     ("tools", "tools.tar", "tar", None),  # Vulkan loader .debs + vkinfo
     ("bin-tests", "bin-tests.tar.xz", "tar", None),  # kernels, blocks, adapter, engine test binaries
-    ("bin-bench", "bin-bench.tar.xz", "tar", None),  # engine and adapter bench binaries
+    ("bin-bench", "bin-bench.tar.xz", "tar", None),  # engine, adapter and blocks bench binaries
     ("bin-cli", "bin-cli.tar.xz", "tar", None),  # the tinylora CLI
     ("wheels", "wheels.tar", "tar", None),  # gguf (and peft with TinyLoRA) for python 3.12
     ("data", "data.tar.xz", "tar", None),  # GSM8K train + test
@@ -61,7 +61,7 @@ STAGES = {
                     expected=400, budget=520,
                     what="speed on SmolLM2-135M: tinylora vs PyTorch f32/bf16 (training step, decode, prefill, SVD setup)"),
     "stage2b": dict(needs=["tools", "bin-bench", "bin-cli", "wheels", "qwen05"], expected=425, budget=560,
-                    what="speed on Qwen2.5-Coder-0.5B: tinylora vs PyTorch f32/bf16 (training step, decode)"),
+                    what="speed on Qwen2.5-Coder-0.5B: tinylora vs PyTorch f32/bf16 (training step, decode); compressed-weight products (bench-blocks)"),
     "stage3": dict(needs=["tools", "bin-cli", "data", "qwen05"], expected=540, budget=540,
                    what="GSM8K reproduction (GRPO, 13 parameters) + SFT baseline, resumable"),
 }

@@ -169,7 +169,7 @@ def parse_kernels(text):
 def parse_engine_bench(text):
     """engine bench: a header with the device names, then `label  v1 [v2] unit` rows; without
     the table (the bench was stopped), the `column: label: value unit` lines it prints to stderr
-    as it measures."""
+    as it measures, marked partial."""
     lines = text.splitlines()
     devices, rows = [], {}
     for m in re.finditer(r"^((?:gpu|cpu)/\w+): (.+): (-?[\d.]+) (\S+)$", text, re.M):
@@ -177,7 +177,7 @@ def parse_engine_bench(text):
             devices.append(m.group(1))
         rows.setdefault(m.group(2), dict(unit=m.group(4)))[m.group(1)] = float(m.group(3))
     if rows:
-        partial = dict(devices=devices, rows=rows)
+        partial = dict(devices=devices, rows=rows, partial=True)
         devices, rows = [], {}
     else:
         partial = None

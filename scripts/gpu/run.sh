@@ -221,7 +221,7 @@ stage2_model() { # KEY FILE
   fi
   # products with compressed weights one matrix at a time (benches/blocks.rs: the chosen path, the
   # decoding kernels, the decoded copy, f32), on synthetic matrices of SmolLM2's and Qwen's
-  # shapes: once a visit, in Qwen's stage; in the dry run, in SmolLM2's
+  # shapes: once a visit on the GPU, in Qwen's stage; in the dry run, in both models' stages
   if [[ "$key" == qwen05 || "$DRY" == 1 ]]; then
     step blocks_bench 60 "$BIN_BENCH/bench-blocks" --rows "$([[ "$DRY" == 1 ]] && echo 9,64 || echo 1,8,9,16,32,64,256)"
   fi

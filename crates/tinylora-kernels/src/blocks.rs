@@ -213,10 +213,11 @@ impl TiledShape {
 /// Most rows of the other operand for which a software rasterizer (lavapipe, SwiftShader: a
 /// device with no card behind it) decodes W inside the product; beyond them, W decoded once for
 /// the stock tiled matmul was faster on lavapipe (by about 5% at 24–32 rows, 2× at 256), the
-/// product being bound by arithmetic there (benches/README.md, "Compressed weights"). A GPU always decodes inside the product: on the
-/// H200 the decoded copy (its extra launch, 4 bytes a value written and read back) had `auto`
-/// prefill at a third of f32's speed; the kernel that replaces it there is not yet measured on
-/// a GPU (the GPU kit's engine bench will).
+/// product being bound by arithmetic there (benches/README.md, "Compressed weights"). A GPU
+/// always decodes inside the product: on the H200 the decoded copy (its extra launch, 4 bytes a
+/// value written and read back) had `auto` prefill at a third of f32's speed; the kernels that
+/// replace it there are not yet measured on a GPU (the GPU kit's visit Q will: `tests/blocks.rs`
+/// in stage 1, `bench-blocks` in stage 2b).
 pub const SOFTWARE_TILED_MAX_ROWS: usize = 16;
 
 /// Whether W is decoded inside the product for `n` rows of the other operand on `like`'s
