@@ -167,21 +167,19 @@ def parse_kernels(text):
 
 
 def parse_engine_bench(text):
-    """engine bench: a header with the device names, then `label  v1 [v2] unit` rows; without
-    the table (the bench was stopped), the `column: label: value unit` lines it prints to stderr
-    as it measures, marked partial."""
-    lines = text.splitlines()
+    """engine bench: its final table; without one (the bench was stopped), the figures it
+    printed as it measured them, marked partial."""
+    table = parse_engine_table(text)
+    if table["rows"]:
+        return table
+    progress = parse_engine_progress(text)
+    return progress if progress["rows"] else table
+
+
+def parse_engine_table(text):
+    """engine bench's table: a header with the device names, then `label  v1 [v2] unit` rows."""
     devices, rows = [], {}
-    for m in re.finditer(r"^((?:gpu|cpu)/\w+): (.+): (-?[\d.]+) (\S+)$", text, re.M):
-        if m.group(1) not in devices:
-            devices.append(m.group(1))
-        rows.setdefault(m.group(2), dict(unit=m.group(4)))[m.group(1)] = float(m.group(3))
-    if rows:
-        partial = dict(devices=devices, rows=rows, partial=True)
-        devices, rows = [], {}
-    else:
-        partial = None
-    for line in lines:
+    for line in text.splitlines():
         # the column header: device/weights names alone ("gpu/f32  gpu/auto")
         if line.split() and all(re.fullmatch(r"(gpu|cpu)(/\w+)?", w) for w in line.split()):
             devices = line.split()
@@ -198,9 +196,17 @@ def parse_engine_bench(text):
             continue
         label = " ".join(parts[: len(parts) - n - 1])
         rows[label] = dict(zip(devices, values), unit=parts[-1])
-    if not rows and partial:
-        return partial
     return dict(devices=devices, rows=rows)
+
+
+def parse_engine_progress(text):
+    """engine bench's `column: label: value unit` lines, printed to stderr as it measures."""
+    devices, rows = [], {}
+    for m in re.finditer(r"^((?:gpu|cpu)/\w+): (.+): (-?[\d.]+) (\S+)$", text, re.M):
+        if m.group(1) not in devices:
+            devices.append(m.group(1))
+        rows.setdefault(m.group(2), dict(unit=m.group(4)))[m.group(1)] = float(m.group(3))
+    return dict(devices=devices, rows=rows, partial=True)
 
 
 def parse_blocks_bench(text):
