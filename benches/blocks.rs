@@ -1,10 +1,13 @@
 //! Products with weights kept in ggml blocks, one matrix at a time: the path `block_matmul`
 //! takes on this device, the decoding kernels forced (`block_matmul_fused`), W decoded to f32
-//! and the stock matmul, and the stock matmul on f32 weights, at each row count of x.
+//! and the stock matmul, and the stock matmul on f32 weights, at each row count of x; for F16
+//! weights also the decoding kernels with W's tile staged as f16 (shader-f16, where the adapter
+//! offers it) and as f32 (what an adapter without it runs), whichever the device's default is.
 //!
 //!     cargo bench --profile release --bench blocks [-- --device gpu|cpu] [--rows 9,16,32,256]
 //!
-//! Matrices: SmolLM2's 1536 × 576 (Q4_1) and Qwen2.5-0.5B's 4864 × 896 (Q8_0), random values.
+//! Matrices: SmolLM2's 1536 × 576 (Q4_1) and Qwen2.5-0.5B's 4864 × 896 (Q8_0 and F16),
+//! random values.
 //! Each figure is the mean of 10 products summed on the device and read back once (the sum and
 //! the read are included, alike for every column).
 
@@ -14,7 +17,10 @@ use burn::tensor::{Distribution, Tensor};
 use tinylora::engine::{cpu_device, default_device};
 use tinylora::formats::BlockMatrix;
 use tinylora::formats::quant::GgmlType;
-use tinylora::kernels::{DeviceBlocks, block_decode, block_matmul, block_matmul_fused};
+use tinylora::kernels::{
+    DeviceBlocks, ShaderF16, block_decode, block_matmul, block_matmul_fused, set_shader_f16,
+    shader_f16_offered,
+};
 
 /// The value after `flag` on the command line.
 fn arg(flag: &str) -> Option<String> {
@@ -43,8 +49,15 @@ fn main() {
         .split(',')
         .map(|r| r.parse().expect("--rows: a comma-separated list of row counts"))
         .collect();
-    println!("ms a product (mean of 10)     path   fused  decoded+matmul  f32 matmul");
-    for (ty, out, d_in) in [(GgmlType::Q4_1, 1536, 576), (GgmlType::Q8_0, 4864, 896)] {
+    let f16 = shader_f16_offered(&device);
+    println!("shader-f16: {}", if f16 { "offered" } else { "not offered" });
+    println!("ms a product (mean of 10)     path   fused  decoded+matmul  f32 matmul  f16 tile  f32 tile");
+    let matrices = [
+        (GgmlType::Q4_1, 1536, 576),
+        (GgmlType::Q8_0, 4864, 896),
+        (GgmlType::F16, 4864, 896),
+    ];
+    for (ty, out, d_in) in matrices {
         let values: Vec<f32> = (0..out * d_in)
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
             .collect();
@@ -57,9 +70,21 @@ fn main() {
             let fused = time(10, &|| block_matmul_fused(x.clone(), &w, false));
             let decoded = time(10, &|| x.clone().matmul(block_decode(&w).transpose()));
             let f32_ = time(10, &|| x.clone().matmul(w32.clone().transpose()));
+            // the decoding kernels with W's tile in f16, then in f32 (F16 weights only)
+            let tiles = [ShaderF16::Always, ShaderF16::Never].map(|choice| {
+                if ty != GgmlType::F16 || (choice == ShaderF16::Always && !f16) {
+                    return "-".to_string();
+                }
+                set_shader_f16(choice);
+                let ms = time(10, &|| block_matmul_fused(x.clone(), &w, false));
+                set_shader_f16(ShaderF16::Auto);
+                format!("{ms:.2}")
+            });
             println!(
-                "{:<28} {path:>7.2} {fused:>7.2} {decoded:>15.2} {f32_:>11.2}",
-                format!("{ty:?} {out}×{d_in}, N = {n}")
+                "{:<28} {path:>7.2} {fused:>7.2} {decoded:>15.2} {f32_:>11.2} {:>9} {:>9}",
+                format!("{ty:?} {out}×{d_in}, N = {n}"),
+                tiles[0],
+                tiles[1]
             );
         }
     }

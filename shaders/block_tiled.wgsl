@@ -18,7 +18,9 @@
 // products of quads): a workgroup computes a tile of TN = 4 IN RQ rows × TO = 4 IO OQ_I outputs.
 // Every step of the contraction stages TK = {{ tk }} values of it in workgroup memory, as quads:
 // TK × TN values of `a` and TK × TO of W, decoded four at a time with `value4()`. Values outside
-// the matrices are staged as 0.
+// the matrices are staged as 0. W's tile holds WQ = {{ wq }}: f16 for F16 weights where the
+// adapter offers shader-f16 (the same values in half the bytes), else f32; the products are f32.
+{{ enable }}
 @group(0) @binding(0) var<storage, read_write> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> blocks: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -43,7 +45,7 @@ const TO: u32 = 4u * OQ;
 var<workgroup> at: array<vec4<f32>, {{ tk_nq }}>;
 // wt[c * OQ + q] = the factors of outputs o0 + 4q .. o0 + 4q + 4 at contraction index c0 + c:
 // W[o, c] for y = x Wᵀ, W[c, o] for y = g W
-var<workgroup> wt: array<vec4<f32>, {{ tk_oq }}>;
+var<workgroup> wt: array<vec4<{{ wq }}>, {{ tk_oq }}>;
 // steps of the contraction, read from `info` by one invocation and handed to all through
 // workgroupUniformLoad: the loop holding the barriers must be uniform
 var<workgroup> steps_wg: u32;
@@ -124,7 +126,7 @@ fn main(
                 for (var u = lid; u < TK * OQ; u += WGS) {
                     let c = u / OQ;
                     let q = u % OQ;
-                    wt[u] = quad(c0 + c, o0 + 4u * q, rows, d_in, words);
+                    wt[u] = vec4<{{ wq }}>(quad(c0 + c, o0 + 4u * q, rows, d_in, words));
                 }
             } else {
                 // W rows o0 + 4q .. + 4 along the outputs: a 4 × 4 piece (4 rows, a quad of
@@ -137,10 +139,10 @@ fn main(
                     let w1 = quad(o + 1u, c0 + c, rows, d_in, words);
                     let w2 = quad(o + 2u, c0 + c, rows, d_in, words);
                     let w3 = quad(o + 3u, c0 + c, rows, d_in, words);
-                    wt[c * OQ + q] = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
-                    wt[(c + 1u) * OQ + q] = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
-                    wt[(c + 2u) * OQ + q] = vec4<f32>(w0.z, w1.z, w2.z, w3.z);
-                    wt[(c + 3u) * OQ + q] = vec4<f32>(w0.w, w1.w, w2.w, w3.w);
+                    wt[c * OQ + q] = vec4<{{ wq }}>(vec4<f32>(w0.x, w1.x, w2.x, w3.x));
+                    wt[(c + 1u) * OQ + q] = vec4<{{ wq }}>(vec4<f32>(w0.y, w1.y, w2.y, w3.y));
+                    wt[(c + 2u) * OQ + q] = vec4<{{ wq }}>(vec4<f32>(w0.z, w1.z, w2.z, w3.z));
+                    wt[(c + 3u) * OQ + q] = vec4<{{ wq }}>(vec4<f32>(w0.w, w1.w, w2.w, w3.w));
                 }
             }
         }
@@ -148,7 +150,7 @@ fn main(
         if (live) {
             for (var c = 0u; c < TK; c++) {
                 for (var qo = 0u; qo < OQ_I; qo++) {
-                    wv[qo] = wt[c * OQ + to + IO * qo];
+                    wv[qo] = vec4<f32>(wt[c * OQ + to + IO * qo]);
                 }
                 for (var qi = 0u; qi < RQ; qi++) {
                     let av = at[c * NQ + tn + IN * qi];

@@ -11,7 +11,8 @@ use common::devices;
 use tinylora::formats::BlockMatrix;
 use tinylora::formats::quant::{GgmlType, dequantize};
 use tinylora::kernels::{
-    DeviceBlocks, MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS, block_decode, block_matmul, block_matmul_fused,
+    DeviceBlocks, MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS, ShaderF16, block_decode, block_matmul,
+    block_matmul_fused, set_shader_f16, shader_f16_offered,
 };
 
 /// Byte offsets of a block's f16 scale fields (kept finite and small; every other byte is
@@ -179,4 +180,36 @@ fn grids_beyond_one_side_cover_every_row() {
     let x = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 1.0), dev);
     let want = values(x.clone().matmul(w.transpose()));
     assert_close(&values(block_matmul(x, &blocks)), &want, 1e-5, "N=3");
+}
+
+/// With shader-f16 (lavapipe offers it), the tiled kernel can stage F16 weights in workgroup
+/// memory as f16: the same values as the f32 staging, so both give bit-equal products, forward
+/// and backward, in both tilings.
+#[test]
+fn f16_staging_gives_the_f32_stagings_numbers() {
+    let (device, dev) = &devices()[0];
+    assert!(
+        shader_f16_offered(dev),
+        "{device}: the adapter (lavapipe in CI) should offer shader-f16, or the f16 path goes untested"
+    );
+    let (_, blocks) = upload(GgmlType::F16, 70, 37, dev);
+    // x [N, 37] (y = x Wᵀ) and g [N, 70] (y = g W), in both tilings (N ≤ 32 and beyond)
+    let operands = [(20, 37, false), (70, 37, false), (20, 70, true), (70, 70, true)].map(|(n, c, t)| {
+        (
+            Tensor::<2>::random([n, c], Distribution::Normal(0.0, 1.0), dev),
+            t,
+        )
+    });
+    let products = |choice| {
+        set_shader_f16(choice);
+        let out = operands
+            .clone()
+            .map(|(a, t)| values(block_matmul_fused(a, &blocks, t)));
+        set_shader_f16(ShaderF16::Auto);
+        out
+    };
+    let (f16, f32_) = (products(ShaderF16::Always), products(ShaderF16::Never));
+    for (i, (a, b)) in f16.iter().zip(&f32_).enumerate() {
+        assert_eq!(a, b, "{device}: product {i}, f16 staging against f32 staging");
+    }
 }

@@ -210,14 +210,19 @@ def parse_engine_progress(text):
 
 
 def parse_blocks_bench(text):
-    """blocks bench: `Q4_1 1536×576, N = 9   5.80  5.49  6.45  4.73` (ms a product: the chosen
-    path, the decoding kernels forced, the decoded copy + stock matmul, f32 weights)."""
+    """blocks bench: `Q4_1 1536×576, N = 9   5.80  5.49  6.45  4.73  -  -` (ms a product: the
+    chosen path, the decoding kernels forced, the decoded copy + stock matmul, f32 weights, and for
+    F16 the decoding kernels with W's tile in f16 and in f32; `-` where not measured)."""
     rows = []
-    for m in re.finditer(r"^(\w+) (\d+)×(\d+), N = (\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$",
-                         text, re.M):
-        rows.append(dict(type=m.group(1), rows=int(m.group(2)), d_in=int(m.group(3)), n=int(m.group(4)),
-                         ms=dict(path=float(m.group(5)), fused=float(m.group(6)),
-                                 decoded_matmul=float(m.group(7)), f32=float(m.group(8)))))
+    num = r"\s+([\d.]+)"
+    opt = r"(?:\s+([\d.]+|-))?"
+    for m in re.finditer(r"^(\w+) (\d+)×(\d+), N = (\d+)" + 4 * num + 2 * opt + r"\s*$", text, re.M):
+        ms = dict(path=float(m.group(5)), fused=float(m.group(6)),
+                  decoded_matmul=float(m.group(7)), f32=float(m.group(8)))
+        for key, g in (("fused_f16_tile", 9), ("fused_f32_tile", 10)):
+            if m.group(g) not in (None, "-"):
+                ms[key] = float(m.group(g))
+        rows.append(dict(type=m.group(1), rows=int(m.group(2)), d_in=int(m.group(3)), n=int(m.group(4)), ms=ms))
     return rows
 
 

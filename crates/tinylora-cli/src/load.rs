@@ -7,7 +7,11 @@ use burn::tensor::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinylora_adapter::AdaptedModel;
-use tinylora_engine::{Transformer, cpu_device, default_device, gpu_device, hardware_gpu_available};
+use tinylora_engine::{
+    Transformer, cpu_device, default_device, device::is_cpu, gpu_device, hardware_gpu_available,
+    shader_f16_offered, stages_f16,
+};
+use tinylora_formats::quant::GgmlType;
 use tinylora_formats::{ModelFile, WeightFormat};
 
 /// Where the model runs (`--device`).
@@ -115,17 +119,27 @@ pub fn load_model_checked<T>(
     let model = Transformer::load_with(&file, &device, device_args.weights)?;
     spinner.finish_and_clear();
     let (on_device, embedding) = model.weight_bytes();
-    let plan: Vec<String> = tinylora_formats::storage_plan(&file.tensor_summaries(), device_args.weights)
-        .iter()
-        .map(|l| l.choice())
-        .collect();
+    let plan = tinylora_formats::storage_plan(&file.tensor_summaries(), device_args.weights);
+    let choices: Vec<String> = plan.iter().map(|l| l.choice()).collect();
     eprintln!(
         "weights ({}): {}; {:.0} MB on {name}, embedding {:.0} MB in host memory",
         device_args.weights,
-        plan.join(", "),
+        choices.join(", "),
         on_device as f64 / 1e6,
         embedding as f64 / 1e6
     );
+    if !is_cpu(&device) && plan.iter().any(|l| l.kept == GgmlType::F16) {
+        eprintln!(
+            "F16 weights staged in the products as {}",
+            if stages_f16(&device) {
+                "f16 (shader-f16)"
+            } else if shader_f16_offered(&device) {
+                "f32 (a software rasterizer: its shader-f16 converts in software, slower)"
+            } else {
+                "f32 (the adapter offers no shader-f16)"
+            }
+        );
+    }
     eprintln!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.1}s",
         path.display(),

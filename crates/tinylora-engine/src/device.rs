@@ -64,3 +64,8 @@ fn keep_freed_memory() {
 pub fn hardware_gpu_available() -> bool {
     <cubecl::wgpu::WgpuRuntime as cubecl_runtime::runtime::Runtime>::is_available()
 }
+
+/// Whether `device`'s adapter offers shader-f16, and whether products with F16 weights stage
+/// them as f16 there (not on a software rasterizer), else as f32: the same numbers.
+#[cfg(not(target_family = "wasm"))]
+pub use tinylora_kernels::{shader_f16_offered, stages_f16};

@@ -27,6 +27,8 @@ pub use device::default_device;
 pub use device::gpu_device;
 #[cfg(not(target_family = "wasm"))]
 pub use device::hardware_gpu_available;
+#[cfg(not(target_family = "wasm"))]
+pub use device::{shader_f16_offered, stages_f16};
 pub use error::{EngineError, read_f32, read_f32_async, read_scalar};
 pub use generate::{FinishReason, GenerateOptions, Generation};
 pub use linear::{FrozenWeight, Linear};

@@ -25,7 +25,10 @@ use burn::backend::{
     AutodiffBackend, Backend,
     tensor::{FloatTensor, IntTensor},
 };
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use burn_cubecl::{CubeBackend, kernel::into_contiguous, tensor::CubeTensor};
+use cubecl::ir::{ElemType, FloatKind};
 use tinylora_formats::quant::GgmlType;
 
 use crate::BlockBackend;
@@ -150,8 +153,11 @@ fn tiled(a: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize, transpose
     let y = empty(&a, vec![n, o_len]);
     let t = TiledShape::for_rows(n);
     let (nq, oq) = (t.inv_n * t.rq, t.inv_o * t.oq_i);
+    let f16_tile = ty == GgmlType::F16 && f16_staging(a.client.properties());
     let mut values = decode_values(ty);
     values.extend([
+        ("enable", if f16_tile { "enable f16;" } else { "" }.into()),
+        ("wq", if f16_tile { "f16" } else { "f32" }.into()),
         ("transpose", u32::from(transpose).to_string()),
         ("tk", t.tk.to_string()),
         ("inv_n", t.inv_n.to_string()),
@@ -171,6 +177,67 @@ fn tiled(a: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize, transpose
     let groups = n.div_ceil(4 * nq) * o_len.div_ceil(4 * oq);
     launch(kernel, groups, &[&a, &blocks, &y], &info);
     y
+}
+
+/// When `block_tiled.wgsl` stages F16 weights in workgroup memory as f16 (WGSL's `enable f16`,
+/// which needs the adapter's shader-f16: Vulkan's shaderFloat16 with 16-bit storage, Metal,
+/// DX12 with SM 6.2; cubecl requests every feature an adapter has). f16 holds the same values
+/// as the f32 staging in half the bytes, so every choice gives the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShaderF16 {
+    /// On a hardware adapter that offers shader-f16 (the default). A software rasterizer
+    /// stages f32: lavapipe offers shader-f16 but converts halves in software, and staging f16
+    /// made the tiled product 3–15% slower there (benches/README.md, "Compressed weights").
+    Auto,
+    /// On every adapter that offers shader-f16.
+    Always,
+    /// Never: f32 staging, the halves decoded with core WGSL's `unpack2x16float` (what an
+    /// adapter without shader-f16, such as the browser's SwiftShader, always runs).
+    Never,
+}
+
+/// The process-wide [`ShaderF16`] choice, as its index.
+static SHADER_F16: AtomicU8 = AtomicU8::new(0);
+
+/// Set when the kernels stage F16 weights as f16 (process-wide; lets tests and benchmarks run
+/// both stagings on one device).
+pub fn set_shader_f16(choice: ShaderF16) {
+    SHADER_F16.store(choice as u8, Ordering::Relaxed);
+}
+
+/// Whether `block_tiled.wgsl` stages F16 weights as f16 on a device with `props`.
+fn f16_staging(props: &cubecl::ir::DeviceProperties) -> bool {
+    let offered = props.supports_type(ElemType::Float(FloatKind::F16));
+    match SHADER_F16.load(Ordering::Relaxed) {
+        0 => offered && props.identity.physical.is_some(),
+        1 => offered,
+        _ => false,
+    }
+}
+
+/// `f` of the properties of `device` when it is a wgpu device.
+#[cfg(not(target_family = "wasm"))]
+fn on_wgpu(device: &burn::tensor::Device, f: impl FnOnce(&cubecl::ir::DeviceProperties) -> bool) -> bool {
+    use burn::backend::DispatchDevice;
+    use cubecl::wgpu::WgpuRuntime;
+    use cubecl_runtime::runtime::Runtime;
+    match device.as_dispatch().clone().inner() {
+        DispatchDevice::Cube(cubecl::Device::Wgpu(d)) => f(<WgpuRuntime as Runtime>::client(&d).properties()),
+        _ => false,
+    }
+}
+
+/// Whether `device` is a wgpu device whose adapter offers shader-f16.
+#[cfg(not(target_family = "wasm"))]
+pub fn shader_f16_offered(device: &burn::tensor::Device) -> bool {
+    on_wgpu(device, |p| p.supports_type(ElemType::Float(FloatKind::F16)))
+}
+
+/// Whether the products stage F16 weights as f16 on `device` (a wgpu device that offers
+/// shader-f16, as [`set_shader_f16`] chooses); what the load line reports.
+#[cfg(not(target_family = "wasm"))]
+pub fn stages_f16(device: &burn::tensor::Device) -> bool {
+    on_wgpu(device, f16_staging)
 }
 
 /// The tiling of `block_tiled.wgsl`: invocations inv_n × inv_o (= WG), each computing rq × oq_i

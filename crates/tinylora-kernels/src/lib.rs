@@ -46,7 +46,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use tinylora_formats::BlockMatrix;
 use tinylora_formats::quant::GgmlType;
 
-pub use blocks::{MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS};
+pub use blocks::{MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS, ShaderF16, set_shader_f16};
+#[cfg(not(target_family = "wasm"))]
+pub use blocks::{shader_f16_offered, stages_f16};
 pub use frozen_matmul::{FrozenMatmulBackend, frozen_matmul};
 pub use fused::{FusedBackend, masked_softmax, rms_norm, rope, swiglu};
 pub use lane_sums::lane_sums;
