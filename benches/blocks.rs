@@ -7,14 +7,16 @@
 //!     cargo bench --profile release --bench blocks [-- --device gpu|cpu] [--rows 9,16,32,256]
 //!
 //! Matrices: SmolLM2's 1536 × 576 (Q4_1) and Qwen2.5-0.5B's 4864 × 896 (Q8_0 and F16),
-//! random values.
+//! random values. Then the Q8_0 matrix as burn's own quantized tensor (`QuantScheme`) against
+//! `block_matmul`.
 //! Each figure is the mean of 10 products summed on the device and read back once (the sum and
 //! the read are included, alike for every column).
 
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor};
-use tinylora::engine::{cpu_device, default_device};
+use burn::tensor::quantization::{QuantScheme, QuantValue, ScaleDtype};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use tinylora::engine::{cpu_device, default_device, device::is_cpu};
 use tinylora::formats::BlockMatrix;
 use tinylora::formats::quant::GgmlType;
 use tinylora::kernels::{
@@ -72,7 +74,7 @@ fn main() {
             let f32_ = time(10, &|| x.clone().matmul(w32.clone().transpose()));
             // the decoding kernels with W's tile in f16, then in f32 (F16 weights only)
             let tiles = [ShaderF16::Always, ShaderF16::Never].map(|choice| {
-                if ty != GgmlType::F16 || (choice == ShaderF16::Always && !f16) {
+                if ty != GgmlType::F16 || is_cpu(&device) || (choice == ShaderF16::Always && !f16) {
                     return "-".to_string();
                 }
                 set_shader_f16(choice);
@@ -87,5 +89,61 @@ fn main() {
                 tiles[1]
             );
         }
+    }
+    burn_quantized(&device, &rows);
+}
+
+/// Q8_0 as burn's own quantized tensor: `QuantScheme` Q8S (value = scale · q, q in ±127) in
+/// blocks of 32 along a row with f16 scales holds Q8_0's numbers exactly. Times its matmul (burn
+/// dequantizes inside it on cube backends) against `block_matmul`, and prints the largest
+/// difference of each from the product with W decoded to f32.
+fn burn_quantized(device: &Device, rows: &[usize]) {
+    let (out, d_in) = (4864, 896);
+    let values: Vec<f32> = (0..out * d_in)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+        .collect();
+    let m = BlockMatrix::quantize(GgmlType::Q8_0, &values, out, d_in).expect("whole blocks");
+    let w = DeviceBlocks::upload(&m, 0..out, device);
+    let w32 = block_decode(&w); // [out, d_in]
+    // the same numbers as burn's tensor, built on the host: each 34-byte block's f16 scale d and
+    // its 32 codes. (`Tensor::quantize` handed these scales gave other numbers on wgpu: 4.2M of
+    // the 4.4M values differed, each block scaled by another block's scale.)
+    let (mut codes, mut scales) = (
+        Vec::with_capacity(out * d_in),
+        Vec::with_capacity(out * d_in / 32),
+    );
+    for b in m.bytes.chunks_exact(34) {
+        scales.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+        codes.extend(b[2..].iter().map(|&c| c as i8));
+    }
+    let scheme = QuantScheme::default()
+        .with_value(QuantValue::Q8S)
+        .per_block([32], ScaleDtype::F16);
+    let data = TensorData::quantized(codes, [out, d_in], scheme, &scales, None);
+    let wq = Tensor::<2>::from_data(data, device); // [out, d_in]
+    let codes_exact = wq
+        .clone()
+        .dequantize()
+        .equal(w32.clone())
+        .all()
+        .into_scalar::<bool>();
+    println!(
+        "\nburn's QuantScheme Q8S, blocks of 32, f16 scales, holding Q8_0 {out}×{d_in} (exact: {codes_exact})"
+    );
+    println!(
+        "ms a product (mean of 10)   block_matmul  burn quantized matmul  max |diff| from f32: ours, burn's"
+    );
+    for &n in rows {
+        let x = Tensor::<2>::random([n, d_in], Distribution::Normal(0.0, 1.0), device);
+        let want = x.clone().matmul(w32.clone().transpose());
+        let ours = time(10, &|| block_matmul(x.clone(), &w));
+        let burns = time(10, &|| x.clone().matmul(wq.clone().transpose()));
+        let diff = |y: Tensor<2>| (y - want.clone()).abs().max().into_scalar::<f32>();
+        println!(
+            "{:<28} {ours:>12.2} {burns:>22.2}   {:.1e}, {:.1e}",
+            format!("N = {n}"),
+            diff(block_matmul(x.clone(), &w)),
+            diff(x.clone().matmul(wq.clone().transpose()))
+        );
     }
 }

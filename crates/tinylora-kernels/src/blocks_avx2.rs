@@ -1,5 +1,5 @@
-//! ggml blocks decoded on AVX2, 32 values at a time in four 8-lane vectors, for the CPU block
-//! products (`blocks_cpu.rs`). Every value is the f32 that `tinylora_formats::quant`'s decoder
+//! ggml blocks (and rows of halves) decoded on AVX2, 32 values at a time in four 8-lane vectors,
+//! for the CPU block products (`blocks_cpu.rs`). Every value is the f32 that `tinylora_formats::quant`'s decoder
 //! gives (the same operations in the same order: d·q + m, d·(q − 8), (d·sc)·(q − 32), ...), so
 //! a product reads exactly the numbers the file holds. The codes are unpacked with byte
 //! operations on 16 or 32 bytes at once, widened to i32 and converted, never stored: a decoding
@@ -62,10 +62,16 @@ impl QuadSink for Store {
     }
 }
 
-/// Whether rows of `ty` are decoded here (the other types take the portable decoder).
-pub(crate) fn supports(ty: GgmlType) -> bool {
+/// Whether rows of `d_in` values of `ty` are decoded here (the others take the portable
+/// decoder): every block type, and rows of halves whose length is a multiple of 32 (every
+/// model's widths; the quads cover a row exactly).
+pub(crate) fn supports(ty: GgmlType, d_in: usize) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
+    match ty {
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K => true,
+        F16 | BF16 => d_in.is_multiple_of(32),
+        _ => false,
+    }
 }
 
 /// out_t = Σ_k x[t, k] w[k] for the N rows of `x` (`[N, d_in]`, row-major) and one row w of
@@ -73,8 +79,8 @@ pub(crate) fn supports(ty: GgmlType) -> bool {
 /// to hide the FMAs' latency, few enough to stay in the 16 vector registers).
 ///
 /// # Safety
-/// AVX2, FMA and F16C (see the module's note); `supports(ty)`; `row` holds whole blocks of `d_in`
-/// values.
+/// AVX2, FMA and F16C (see the module's note); `supports(ty, d_in)`; `row` holds whole blocks of
+/// `d_in` values.
 #[inline(always)]
 pub(crate) unsafe fn row_dots<const N: usize, const C: usize>(
     ty: GgmlType,
@@ -138,6 +144,18 @@ unsafe fn for_each_quad(ty: GgmlType, row: &[u8], f: &mut impl QuadSink) {
         }
         use GgmlType::*;
         match ty {
+            // 32 halves (64 bytes) a quad
+            F16 | BF16 => {
+                for (k, c) in row.chunks_exact(64).enumerate() {
+                    let p = c.as_ptr();
+                    let q = if ty == F16 {
+                        [f16x8(p), f16x8(p.add(16)), f16x8(p.add(32)), f16x8(p.add(48))]
+                    } else {
+                        [bf16x8(p), bf16x8(p.add(16)), bf16x8(p.add(32)), bf16x8(p.add(48))]
+                    };
+                    f.take(32 * k, q);
+                }
+            }
             Q4_0 => each_block!(q4_0),
             Q4_1 => each_block!(q4_1),
             Q5_0 => each_block!(q5_0),
@@ -156,6 +174,21 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     unsafe {
         let bits = u16::from_le_bytes([*p, *p.add(1)]);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+}
+
+/// The eight f16 values at `p` as f32 (exact: F16C's conversion).
+#[inline(always)]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+}
+
+/// The eight bf16 values at `p` as f32 (exact: a bf16 is the top half of an f32).
+#[inline(always)]
+unsafe fn bf16x8(p: *const u8) -> __m256 {
+    unsafe {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
     }
 }
 

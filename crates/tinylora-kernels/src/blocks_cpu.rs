@@ -96,7 +96,7 @@ fn decode_rows(w: &Rows, first: usize, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn decode_rows_avx2(w: &Rows, first: usize, out: &mut [f32]) {
-    if !blocks_avx2::supports(w.ty) {
+    if !blocks_avx2::supports(w.ty, w.d_in) {
         return decode_rows(w, first, out);
     }
     for (i, row) in out.chunks_exact_mut(w.d_in).enumerate() {
@@ -146,7 +146,7 @@ fn matvec_rows(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matvec_rows_avx2(x: &[f32], n: usize, w: &Rows, first: usize, out: &mut [f32], buf: &mut [f32]) {
-    if !blocks_avx2::supports(w.ty) {
+    if !blocks_avx2::supports(w.ty, w.d_in) {
         return matvec_rows(x, n, w, first, out, buf);
     }
     let d = w.d_in;
@@ -257,6 +257,8 @@ mod tests {
         let n = rows * ty.bytes_for(d_in).unwrap();
         let mut bytes: Vec<u8> = (0..n).map(|_| next() as u8).collect();
         let fields: &[usize] = match ty {
+            // halves: every value is a field
+            GgmlType::F16 | GgmlType::BF16 => &[0],
             GgmlType::Q6_K => &[208],
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
             _ => &[0, 2],
@@ -278,9 +280,10 @@ mod tests {
             return;
         }
         use GgmlType::*;
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
-            assert!(blocks_avx2::supports(ty));
-            let (rows, d_in) = (7, 3 * ty.block_size());
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16] {
+            // three blocks, or three quads of halves
+            let (rows, d_in) = (7, 3 * ty.block_size().max(32));
+            assert!(blocks_avx2::supports(ty, d_in));
             let bytes = random_blocks(ty, rows, d_in, ty.id() as u64);
             let row_len = ty.bytes_for(d_in).unwrap();
             let w = Rows {
