@@ -7,8 +7,8 @@
 //          info   [4] u32          N, rows, d_in, words (per row)
 // Output:  y      [N, rows]        f32
 //
-// TY = {{ ty }}, QK = {{ qk }}, TS = {{ ts }} (see `block_value.wgsl`), NMAX = {{ nmax }},
-// WG = {{ wg }}, LANES = {{ lanes }}. A workgroup takes WG / LANES rows of W, LANES invocations
+// TY = {{ ty }}, QK = {{ qk }}, TS = {{ ts }} (see `block_value.wgsl`), NMAX = {{ nmax }} (N
+// rounded up to a power of two, at most 8), WG = {{ wg }}, LANES = {{ lanes }}. A workgroup takes WG / LANES rows of W, LANES invocations
 // each: they split the row's quads of values (`value4()`), keep N partial sums each, and add
 // them up in workgroup memory.
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;

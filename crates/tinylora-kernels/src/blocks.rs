@@ -113,9 +113,12 @@ fn matvec(x: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize) -> CubeT
         into_contiguous(blocks),
     );
     let y = empty(&x, vec![n, rows]);
+    // compiled for N rounded up to a power of two (1, 2, 4 or 8): the partial sums kept, written
+    // to workgroup memory and reduced are N's, not MATVEC_MAX_ROWS's
+    let nmax = n.next_power_of_two().min(MATVEC_MAX_ROWS);
     let mut values = decode_values(ty);
-    values.push(("nmax", MATVEC_MAX_ROWS.to_string()));
-    values.push(("wg_nmax", (WG as usize * MATVEC_MAX_ROWS).to_string()));
+    values.push(("nmax", nmax.to_string()));
+    values.push(("wg_nmax", (WG as usize * nmax).to_string()));
     values.push(("lanes", MATVEC_LANES.to_string()));
     let kernel = Wgsl {
         source: include_str!("../../../shaders/block_matvec.wgsl"),
