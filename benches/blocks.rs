@@ -5,10 +5,11 @@
 //! offers it) and as f32 (what an adapter without it runs), whichever the device's default is.
 //!
 //!     cargo bench --profile release --bench blocks [-- --device gpu|cpu] [--rows 9,16,32,256]
+//!         [--burn-rows 1,16,256]
 //!
 //! Matrices: SmolLM2's 1536 × 576 (Q4_1) and Qwen2.5-0.5B's 4864 × 896 (Q8_0 and F16),
 //! random values. Then the Q8_0 matrix as burn's own quantized tensor (`QuantScheme`) against
-//! `block_matmul`.
+//! `block_matmul`, at `--burn-rows` (default: `--rows`; each new shape autotunes burn's matmul).
 //! Each figure is the mean of 10 products summed on the device and read back once (the sum and
 //! the read are included, alike for every column).
 
@@ -90,7 +91,17 @@ fn main() {
             );
         }
     }
-    burn_quantized(&device, &rows);
+    let burn_rows: Vec<usize> = match arg("--burn-rows") {
+        Some(list) => list
+            .split(',')
+            .map(|r| {
+                r.parse()
+                    .expect("--burn-rows: a comma-separated list of row counts")
+            })
+            .collect(),
+        None => rows,
+    };
+    burn_quantized(&device, &burn_rows);
 }
 
 /// Q8_0 as burn's own quantized tensor: `QuantScheme` Q8S (value = scale · q, q in ±127) in

@@ -122,7 +122,8 @@ fn decode_and_products_match_the_host_decoder() {
             // lavapipe) the decoded copy beyond SOFTWARE_TILED_MAX_ROWS
             let (m, t) = (MATVEC_MAX_ROWS, SOFTWARE_TILED_MAX_ROWS);
             // (32 and 33: either side of the tiled kernel's change of tiling)
-            for n in [1, 3, m, m + 1, t, t + 1, 20, 32, 33, 70] {
+            // (1, 2, 3 and 8: the matrix–vector kernel's variants for 1, 2, 4 and 8 rows)
+            for n in [1, 2, 3, m, m + 1, t, t + 1, 20, 32, 33, 70] {
                 let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev);
                 let want = values(x.clone().matmul(w.clone().transpose()));
                 let what = format!("{what} N={n}");

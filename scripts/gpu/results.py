@@ -226,6 +226,20 @@ def parse_blocks_bench(text):
     return rows
 
 
+def parse_burn_quant_bench(text):
+    """blocks bench, its last table: `N = 1   17.73   3.60   5.7e-6, 0.0e0` (ms a product:
+    block_matmul, burn's QuantScheme matmul on the same Q8_0 numbers; the largest difference of
+    each from the f32 product), after the line naming burn's QuantScheme."""
+    head = re.search(r"^burn's QuantScheme.*\(exact: (\w+)\)$", text, re.M)
+    if not head:
+        return None
+    rows = [dict(n=int(m.group(1)), ms=dict(block_matmul=float(m.group(2)), burn=float(m.group(3))),
+                 max_diff=dict(block_matmul=float(m.group(4)), burn=float(m.group(5))))
+            for m in re.finditer(r"^N = (\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.e+-]+), ([\d.e+-]+)\s*$",
+                                 text[head.end():], re.M)]
+    return dict(exact=head.group(1) == "true", rows=rows)
+
+
 def parse_training_bench(text):
     """adapter bench --training-only: `label   0.123 s  (…)` rows."""
     rows = {}
@@ -329,7 +343,9 @@ def cmd_stage2(a):
         tl["engine_bench"] = parse_engine_bench(read(os.path.join(w, "engine_bench.log"), ""))
         need_ok.append("engine_bench")
     if os.path.exists(os.path.join(w, "blocks_bench.log")):
-        tl["blocks_bench"] = parse_blocks_bench(read(os.path.join(w, "blocks_bench.log"), ""))
+        text = read(os.path.join(w, "blocks_bench.log"), "")
+        tl["blocks_bench"] = parse_blocks_bench(text)
+        tl["blocks_bench_burn_quant"] = parse_burn_quant_bench(text)
         need_ok.append("blocks_bench")
     for name in ("training_bench", "training16_bench"):
         if os.path.exists(os.path.join(w, name + ".log")):

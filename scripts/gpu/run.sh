@@ -220,10 +220,15 @@ stage2_model() { # KEY FILE
     fi
   fi
   # products with compressed weights one matrix at a time (benches/blocks.rs: the chosen path, the
-  # decoding kernels, the decoded copy, f32), on synthetic matrices of SmolLM2's and Qwen's
-  # shapes: once a visit on the GPU, in Qwen's stage; in the dry run, in both models' stages
+  # decoding kernels, the decoded copy, f32; F16 with its tile in f16 and in f32; Q8_0 as burn's
+  # own quantized tensor at three sizes, each autotuned), on synthetic matrices of SmolLM2's and
+  # Qwen's shapes: once a visit on the GPU, in Qwen's stage; in the dry run, in both models' stages
   if [[ "$key" == qwen05 || "$DRY" == 1 ]]; then
-    step blocks_bench 60 "$BIN_BENCH/bench-blocks" --rows "$([[ "$DRY" == 1 ]] && echo 9,64 || echo 1,8,9,16,32,64,256)"
+    if [[ "$DRY" == 1 ]]; then
+      step blocks_bench 120 "$BIN_BENCH/bench-blocks" --rows 9,64 --burn-rows 9
+    else
+      step blocks_bench 90 "$BIN_BENCH/bench-blocks" --rows 1,8,9,16,32,64,256 --burn-rows 1,16,256
+    fi
   fi
   for b in "${batches[@]}"; do
     for n in "${lengths[@]}"; do
