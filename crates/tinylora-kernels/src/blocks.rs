@@ -14,6 +14,8 @@
 //! (`crate::blocks_cpu`): the matrix–vector product on the blocks, and a decoded copy of W for a
 //! stock matmul beyond it.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use burn::backend::autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -25,8 +27,6 @@ use burn::backend::{
     AutodiffBackend, Backend,
     tensor::{FloatTensor, IntTensor},
 };
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use burn_cubecl::{CubeBackend, kernel::into_contiguous, tensor::CubeTensor};
 use cubecl::ir::{ElemType, FloatKind};
 use tinylora_formats::quant::GgmlType;
@@ -190,7 +190,7 @@ fn tiled(a: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize, transpose
 pub enum ShaderF16 {
     /// On a hardware adapter that offers shader-f16 (the default). A software rasterizer
     /// stages f32: lavapipe offers shader-f16 but converts halves in software, and staging f16
-    /// made the tiled product 3–15% slower there (benches/README.md, "Compressed weights").
+    /// made the tiled product 1–23% slower there (benches/README.md, "Compressed weights").
     Auto,
     /// On every adapter that offers shader-f16.
     Always,
@@ -199,8 +199,8 @@ pub enum ShaderF16 {
     Never,
 }
 
-/// The process-wide [`ShaderF16`] choice, as its index.
-static SHADER_F16: AtomicU8 = AtomicU8::new(0);
+/// The process-wide [`ShaderF16`] choice, as its discriminant.
+static SHADER_F16: AtomicU8 = AtomicU8::new(ShaderF16::Auto as u8);
 
 /// Set when the kernels stage F16 weights as f16 (process-wide; lets tests and benchmarks run
 /// both stagings on one device).
@@ -212,9 +212,9 @@ pub fn set_shader_f16(choice: ShaderF16) {
 fn f16_staging(props: &cubecl::ir::DeviceProperties) -> bool {
     let offered = props.supports_type(ElemType::Float(FloatKind::F16));
     match SHADER_F16.load(Ordering::Relaxed) {
-        0 => offered && props.identity.physical.is_some(),
-        1 => offered,
-        _ => false,
+        c if c == ShaderF16::Always as u8 => offered,
+        c if c == ShaderF16::Never as u8 => false,
+        _ => offered && props.identity.physical.is_some(),
     }
 }
 
