@@ -21,7 +21,7 @@ use tinylora::engine::{cpu_device, default_device, device::is_cpu};
 use tinylora::formats::BlockMatrix;
 use tinylora::formats::quant::GgmlType;
 use tinylora::kernels::{
-    DeviceBlocks, ShaderF16, block_decode, block_matmul, block_matmul_fused, set_shader_f16,
+    DeviceBlocks, MATVEC_MAX_ROWS, ShaderF16, block_decode, block_matmul, block_matmul_fused, set_shader_f16,
     shader_f16_offered,
 };
 
@@ -75,7 +75,12 @@ fn main() {
             let f32_ = time(10, &|| x.clone().matmul(w32.clone().transpose()));
             // the decoding kernels with W's tile in f16, then in f32 (F16 weights only)
             let tiles = [ShaderF16::Always, ShaderF16::Never].map(|choice| {
-                if ty != GgmlType::F16 || is_cpu(&device) || (choice == ShaderF16::Always && !f16) {
+                // (up to MATVEC_MAX_ROWS rows the matrix–vector kernel runs: no tile)
+                if ty != GgmlType::F16
+                    || n <= MATVEC_MAX_ROWS
+                    || is_cpu(&device)
+                    || (choice == ShaderF16::Always && !f16)
+                {
                     return "-".to_string();
                 }
                 set_shader_f16(choice);

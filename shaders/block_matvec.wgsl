@@ -8,9 +8,9 @@
 // Output:  y      [N, rows]        f32
 //
 // TY = {{ ty }}, QK = {{ qk }}, TS = {{ ts }} (see `block_value.wgsl`), NMAX = {{ nmax }} (N
-// rounded up to a power of two, at most 8), WG = {{ wg }}, LANES = {{ lanes }}. A workgroup takes WG / LANES rows of W, LANES invocations
-// each: they split the row's quads of values (`value4()`), keep N partial sums each, and add
-// them up in workgroup memory.
+// rounded up to a power of two, at most 8), WG = {{ wg }}, LANES = {{ lanes }}. A workgroup
+// takes WG / LANES rows of W, LANES invocations each: they split the row's quads of values
+// (`value4()`), keep NMAX partial sums each, and add them up in workgroup memory.
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> blocks: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;

@@ -185,7 +185,9 @@ fn grids_beyond_one_side_cover_every_row() {
 
 /// With shader-f16 (lavapipe offers it), the tiled kernel can stage F16 weights in workgroup
 /// memory as f16: the same values as the f32 staging, so both give bit-equal products, forward
-/// and backward, in both tilings.
+/// and backward, in both tilings, and one-hot rows pick W's values exactly, subnormal halves
+/// and ±65504 included (an adapter that flushed f16 denormals would fail here).
+/// (The only test that sets the process-wide choice; both choices give the same numbers.)
 #[test]
 fn f16_staging_gives_the_f32_stagings_numbers() {
     let (device, dev) = &devices()[0];
@@ -193,24 +195,70 @@ fn f16_staging_gives_the_f32_stagings_numbers() {
         shader_f16_offered(dev),
         "{device}: the adapter (lavapipe in CI) should offer shader-f16, or the f16 path goes untested"
     );
-    let (_, blocks) = upload(GgmlType::F16, 70, 37, dev);
-    // x [N, 37] (y = x Wᵀ) and g [N, 70] (y = g W), in both tilings (N ≤ 32 and beyond)
-    let operands = [(20, 37, false), (70, 37, false), (20, 70, true), (70, 70, true)].map(|(n, c, t)| {
+    let (rows, cols) = (70, 37);
+    let special = [
+        half::f16::from_bits(0x0001), // the smallest subnormal
+        half::f16::from_bits(0x03FF), // the largest subnormal
+        half::f16::from_bits(0x8155), // a negative subnormal
+        half::f16::MAX,
+        half::f16::MIN,
+    ];
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| match i % 5 {
+            0 => special[(i / 5) % special.len()].to_f32(),
+            _ => half::f16::from_f32(((i * 7919 % 1000) as f32 - 500.0) * 1e-3).to_f32(),
+        })
+        .collect();
+    let m = BlockMatrix::quantize(GgmlType::F16, &w, rows, cols).unwrap();
+    assert!(
+        dequantize(GgmlType::F16, &m.bytes).unwrap() == w,
+        "the halves hold w exactly"
+    );
+    let blocks = DeviceBlocks::upload(&m, 0..rows, dev);
+    // x [N, 37] (y = x Wᵀ) and g [N, 70] (y = g W), in both tilings (N ≤ 32 and beyond), random
+    // and one-hot
+    let mut operands: Vec<(Tensor<2>, bool)> = [
+        (20, cols, false),
+        (40, cols, false),
+        (20, rows, true),
+        (40, rows, true),
+    ]
+    .map(|(n, c, t)| {
         (
             Tensor::<2>::random([n, c], Distribution::Normal(0.0, 1.0), dev),
             t,
         )
-    });
+    })
+    .into();
+    operands.push((one_hot(cols, cols, dev), false));
+    operands.push((one_hot(rows, rows, dev), true));
     let products = |choice| {
         set_shader_f16(choice);
-        let out = operands
-            .clone()
-            .map(|(a, t)| values(block_matmul_fused(a, &blocks, t)));
+        let out: Vec<Vec<f32>> = operands
+            .iter()
+            .map(|(a, t)| values(block_matmul_fused(a.clone(), &blocks, *t)))
+            .collect();
         set_shader_f16(ShaderF16::Auto);
         out
     };
     let (f16, f32_) = (products(ShaderF16::Always), products(ShaderF16::Never));
     for (i, (a, b)) in f16.iter().zip(&f32_).enumerate() {
-        assert_eq!(a, b, "{device}: product {i}, f16 staging against f32 staging");
+        let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{device}: product {i}, f16 staging against f32 staging");
     }
+    // one-hot rows of x give Wᵀ, of g give W: bit for bit
+    let wt: Vec<f32> = (0..cols * rows)
+        .map(|i| w[(i % rows) * cols + i / rows])
+        .collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&f16[4]),
+        bits(&wt),
+        "{device}: one-hot rows of x, f16 staging"
+    );
+    assert_eq!(
+        bits(&f16[5]),
+        bits(&w),
+        "{device}: one-hot rows of g, f16 staging"
+    );
 }

@@ -460,6 +460,8 @@ def cmd_stage2(a):
         missing.append("engine bench: no rows understood in engine_bench.log")
     if "blocks_bench" in tl and not tl["blocks_bench"]:
         missing.append("blocks bench: no rows understood in blocks_bench.log")
+    if "blocks_bench" in tl and not (tl.get("blocks_bench_burn_quant") or {}).get("rows"):
+        missing.append("blocks bench: no rows of burn's QuantScheme table in blocks_bench.log (stopped before it?)")
     missing += [f"{n}: header not understood" for n in ("training_bench", "training16_bench")
                 if n in tl and "batch" not in tl[n]]
     hf_ok = "runs" in hf

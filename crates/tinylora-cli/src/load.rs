@@ -130,7 +130,7 @@ pub fn load_model_checked<T>(
     );
     if !is_cpu(&device) && plan.iter().any(|l| l.kept == GgmlType::F16) {
         eprintln!(
-            "F16 weights staged in the products as {}",
+            "F16 weight matrices staged in products of more than 8 rows as {}",
             if stages_f16(&device) {
                 "f16 (shader-f16)"
             } else if shader_f16_offered(&device) {

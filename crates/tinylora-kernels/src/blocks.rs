@@ -38,8 +38,9 @@ use crate::launch::{WG, Wgsl, dims, empty, launch};
 pub const MATVEC_MAX_ROWS: usize = 8;
 
 /// Invocations that share a row of W in `block_matvec.wgsl` (a power of two, at least
-/// [`MATVEC_MAX_ROWS`]: the row's first MATVEC_MAX_ROWS invocations write its results).
+/// [`MATVEC_MAX_ROWS`]: the row's first N invocations write its N results).
 const MATVEC_LANES: usize = 16;
+const _: () = assert!(MATVEC_LANES.is_power_of_two() && MATVEC_LANES >= MATVEC_MAX_ROWS);
 
 /// The template values of a type: its ggml id, values and bytes a block, and the shared
 /// decoding functions.
@@ -184,8 +185,10 @@ fn tiled(a: CubeTensor, blocks: CubeTensor, ty: GgmlType, d_in: usize, transpose
 
 /// When `block_tiled.wgsl` stages F16 weights in workgroup memory as f16 (WGSL's `enable f16`,
 /// which needs the adapter's shader-f16: Vulkan's shaderFloat16 with 16-bit storage, Metal,
-/// DX12 with SM 6.2; cubecl requests every feature an adapter has). f16 holds the same values
-/// as the f32 staging in half the bytes, so every choice gives the same numbers.
+/// DX12 with SM 6.2; cubecl requests every feature an adapter has). Halves are always decoded
+/// with core WGSL's `unpack2x16float`; f16 staging stores those values back as f16, the same
+/// values in half the bytes (subnormals included where the adapter keeps f16 denormals, which
+/// `tests/blocks.rs` checks), so every choice gives the same numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShaderF16 {
     /// On a hardware adapter that offers shader-f16 (the default). A software rasterizer
@@ -194,8 +197,8 @@ pub enum ShaderF16 {
     Auto,
     /// On every adapter that offers shader-f16.
     Always,
-    /// Never: f32 staging, the halves decoded with core WGSL's `unpack2x16float` (what an
-    /// adapter without shader-f16, such as the browser's SwiftShader, always runs).
+    /// Never: f32 staging (what an adapter without shader-f16, such as the browser's
+    /// SwiftShader, always runs).
     Never,
 }
 

@@ -265,8 +265,13 @@ mod tests {
         };
         for block in bytes.chunks_exact_mut(ty.type_size()) {
             for &f in fields {
-                let v = half::f16::from_f32((next() % 1000) as f32 * 1e-4 - 0.05);
-                block[f..f + 2].copy_from_slice(&v.to_le_bytes());
+                let v = (next() % 1000) as f32 * 1e-4 - 0.05;
+                let bits = if ty == GgmlType::BF16 {
+                    half::bf16::from_f32(v).to_le_bytes()
+                } else {
+                    half::f16::from_f32(v).to_le_bytes()
+                };
+                block[f..f + 2].copy_from_slice(&bits);
             }
         }
         bytes
