@@ -30,6 +30,23 @@ fn arg(flag: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != flag).nth(1)
 }
 
+/// The comma-separated row counts after `flag`, if given.
+fn row_counts(flag: &str) -> Option<Vec<usize>> {
+    let list = arg(flag)?;
+    let counts = list
+        .split(',')
+        .map(|r| r.parse().ok())
+        .collect::<Option<Vec<usize>>>();
+    Some(counts.unwrap_or_else(|| panic!("{flag} {list}: a comma-separated list of row counts")))
+}
+
+/// A synthetic `out × d_in` weight matrix, row-major, values in [−0.5, 0.5).
+fn synthetic(out: usize, d_in: usize) -> Vec<f32> {
+    (0..out * d_in)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+        .collect()
+}
+
 /// Milliseconds a product takes, over `reps` products summed on the device.
 fn time(reps: usize, f: &dyn Fn() -> Tensor<2>) -> f64 {
     let _: f32 = f().sum().into_scalar(); // compile, autotune
@@ -47,11 +64,7 @@ fn main() {
         Some("cpu") => cpu_device(),
         _ => default_device(),
     };
-    let rows: Vec<usize> = arg("--rows")
-        .unwrap_or_else(|| "9,16,32,256".into())
-        .split(',')
-        .map(|r| r.parse().expect("--rows: a comma-separated list of row counts"))
-        .collect();
+    let rows = row_counts("--rows").unwrap_or_else(|| vec![9, 16, 32, 256]);
     let f16 = shader_f16_offered(&device);
     println!("shader-f16: {}", if f16 { "offered" } else { "not offered" });
     println!("ms a product (mean of 10)     path   fused  decoded+matmul  f32 matmul  f16 tile  f32 tile");
@@ -61,10 +74,7 @@ fn main() {
         (GgmlType::F16, 4864, 896),
     ];
     for (ty, out, d_in) in matrices {
-        let values: Vec<f32> = (0..out * d_in)
-            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
-            .collect();
-        let m = BlockMatrix::quantize(ty, &values, out, d_in).expect("whole blocks");
+        let m = BlockMatrix::quantize(ty, &synthetic(out, d_in), out, d_in).expect("whole blocks");
         let w = DeviceBlocks::upload(&m, 0..out, &device);
         let w32 = block_decode(&w);
         for &n in &rows {
@@ -96,16 +106,7 @@ fn main() {
             );
         }
     }
-    let burn_rows: Vec<usize> = match arg("--burn-rows") {
-        Some(list) => list
-            .split(',')
-            .map(|r| {
-                r.parse()
-                    .expect("--burn-rows: a comma-separated list of row counts")
-            })
-            .collect(),
-        None => rows,
-    };
+    let burn_rows = row_counts("--burn-rows").unwrap_or(rows);
     burn_quantized(&device, &burn_rows);
 }
 
@@ -115,10 +116,7 @@ fn main() {
 /// difference of each from the product with W decoded to f32.
 fn burn_quantized(device: &Device, rows: &[usize]) {
     let (out, d_in) = (4864, 896);
-    let values: Vec<f32> = (0..out * d_in)
-        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
-        .collect();
-    let m = BlockMatrix::quantize(GgmlType::Q8_0, &values, out, d_in).expect("whole blocks");
+    let m = BlockMatrix::quantize(GgmlType::Q8_0, &synthetic(out, d_in), out, d_in).expect("whole blocks");
     let w = DeviceBlocks::upload(&m, 0..out, device);
     let w32 = block_decode(&w); // [out, d_in]
     // the same numbers as burn's tensor, built on the host: each 34-byte block's f16 scale d and

@@ -211,9 +211,14 @@ pub fn set_shader_f16(choice: ShaderF16) {
     SHADER_F16.store(choice as u8, Ordering::Relaxed);
 }
 
+/// Whether a device with `props` offers shader-f16 (cubecl registers F16 where it does).
+fn offers_f16(props: &cubecl::ir::DeviceProperties) -> bool {
+    props.supports_type(ElemType::Float(FloatKind::F16))
+}
+
 /// Whether `block_tiled.wgsl` stages F16 weights as f16 on a device with `props`.
 fn f16_staging(props: &cubecl::ir::DeviceProperties) -> bool {
-    let offered = props.supports_type(ElemType::Float(FloatKind::F16));
+    let offered = offers_f16(props);
     match SHADER_F16.load(Ordering::Relaxed) {
         c if c == ShaderF16::Always as u8 => offered,
         c if c == ShaderF16::Never as u8 => false,
@@ -236,7 +241,7 @@ fn on_wgpu(device: &burn::tensor::Device, f: impl FnOnce(&cubecl::ir::DeviceProp
 /// Whether `device` is a wgpu device whose adapter offers shader-f16.
 #[cfg(not(target_family = "wasm"))]
 pub fn shader_f16_offered(device: &burn::tensor::Device) -> bool {
-    on_wgpu(device, |p| p.supports_type(ElemType::Float(FloatKind::F16)))
+    on_wgpu(device, offers_f16)
 }
 
 /// Whether the products stage F16 weights as f16 on `device` (a wgpu device that offers

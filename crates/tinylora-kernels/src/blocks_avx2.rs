@@ -1,6 +1,7 @@
 //! ggml blocks (and rows of halves) decoded on AVX2, 32 values at a time in four 8-lane vectors,
-//! for the CPU block products (`blocks_cpu.rs`). Every value is the f32 that `tinylora_formats::quant`'s decoder
-//! gives (the same operations in the same order: d·q + m, d·(q − 8), (d·sc)·(q − 32), ...), so
+//! for the CPU block products (`blocks_cpu.rs`). Every value is the f32 that
+//! `tinylora_formats::quant`'s decoder gives (the same operations in the same order: d·q + m,
+//! d·(q − 8), (d·sc)·(q − 32), ...), so
 //! a product reads exactly the numbers the file holds. The codes are unpacked with byte
 //! operations on 16 or 32 bytes at once, widened to i32 and converted, never stored: a decoding
 //! step dots them with the rows of x as they come out of the registers.
