@@ -528,3 +528,88 @@ fn frozen_matmul_matches_stock_matmul_and_autodiff() {
         }
     }
 }
+
+/// Logits whose choice is known in f64: ties (greedy takes the lowest id), a peak, rows mostly
+/// of −∞ (tokens that must never be drawn), a maximum held twice, and random rows; at a
+/// vocabulary that is no multiple of the 64-wide workgroup and at Qwen's 151,936 tokens.
+/// Greedy must give the f64 argmax exactly; a draw u must land in the chosen id's interval
+/// [P(< id), P(≤ id)) of the f64 CDF (up to 1e-5, the f32 sums' rounding), on a token of
+/// nonzero probability; the log-probabilities within 1e-4 of ln p.
+#[test]
+fn token_choice_matches_an_f64_inverse_cdf() {
+    use burn::tensor::TensorData;
+    use tinylora::kernels::choose_tokens;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let mut rows_of = |v: usize, b: usize| -> Vec<Vec<f32>> {
+        (0..b)
+            .map(|r| {
+                let mut row: Vec<f32> = (0..v).map(|_| 6.0 * uniform() - 3.0).collect();
+                match r {
+                    0 => row.fill(0.25),
+                    1 => row[v / 3] = 30.0,
+                    2 => (0..v)
+                        .filter(|i| i % 3 != 1)
+                        .for_each(|i| row[i] = f32::NEG_INFINITY),
+                    3 => (row[17], row[v - 5]) = (9.0, 9.0),
+                    _ => {}
+                }
+                row
+            })
+            .collect()
+    };
+    let cases = [(3001, rows_of(3001, 9)), (151_936, rows_of(151_936, 5))];
+    let draws: Vec<f32> = [0.0, 0.5, 0.999_999_9, 0.25, 0.75, 0.1, 0.9, 0.33, 0.66].to_vec();
+    for (device, dev) in devices() {
+        for (v, rows) in &cases {
+            let b = rows.len();
+            let flat: Vec<f32> = rows.concat();
+            let logits = Tensor::<2>::from_data(TensorData::new(flat, [b, *v]), &dev);
+            let u = Tensor::<1>::from_data(TensorData::new(draws[..b].to_vec(), [b]), &dev);
+            for temperature in [0.0f32, 0.7, 1.0, 1.3] {
+                let got = choose_tokens(logits.clone(), u.clone(), temperature)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap();
+                for (r, row) in rows.iter().enumerate() {
+                    let what = format!("{device} V = {v} T = {temperature} row {r}");
+                    let (id, logprob) = (got[2 * r] as usize, got[2 * r + 1]);
+                    assert_eq!(got[2 * r], id as f32, "{what}: id {} not an integer", got[2 * r]);
+                    assert!(id < *v, "{what}: id {id} past the vocabulary");
+                    let t = if temperature > 0.0 {
+                        f64::from(temperature)
+                    } else {
+                        1.0
+                    };
+                    let z: Vec<f64> = row.iter().map(|&l| f64::from(l) / t).collect();
+                    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let lse = m + z.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
+                    if temperature == 0.0 {
+                        let want = row.iter().position(|&l| f64::from(l) == m).unwrap();
+                        assert_eq!(id, want, "{what}: greedy id");
+                    } else {
+                        let below: f64 = z[..id].iter().map(|&x| (x - lse).exp()).sum();
+                        let p = (z[id] - lse).exp();
+                        let u = f64::from(draws[r]);
+                        assert!(p > 0.0, "{what}: drew id {id} of probability 0");
+                        assert!(
+                            below - 1e-5 <= u && u < below + p + 1e-5,
+                            "{what}: u = {u} outside id {id}'s interval [{below}, {})",
+                            below + p
+                        );
+                    }
+                    let want = z[id] - lse;
+                    assert!(
+                        (f64::from(logprob) - want).abs() <= 1e-4,
+                        "{what}: log-probability {logprob} against {want}"
+                    );
+                }
+            }
+        }
+    }
+}

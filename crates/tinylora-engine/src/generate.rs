@@ -3,6 +3,9 @@
 //! then the batch shrinks.
 
 use burn::tensor::{Int, Tensor, TensorData};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tinylora_kernels::choose_tokens;
 
 use crate::batch::{attention_mask, left_pad, positions};
 use crate::error::{EngineError, read_f32, read_f32_async};
@@ -168,7 +171,7 @@ impl Transformer {
             return Ok(out);
         }
         let mut rngs: Vec<_> = (0..prompts.len()).map(|i| opts.sampling.rng(i)).collect();
-        let (h, v) = (self.config.hidden_size, self.config.vocab_size);
+        let h = self.config.hidden_size;
         let (mut rows, mut pads) = left_pad(prompts, 0);
         // `active[r]`: index into `prompts` of batch row r, `None` once that sequence ended.
         // Ended rows ride along (their outputs ignored) until at most half the batch is
@@ -183,14 +186,13 @@ impl Transformer {
             };
             let (b, t) = (active.len(), hidden.dims()[1]);
             let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
-            let logits = read_f32_async(self.logits(last), "logits").await?; // [B, V]
+            let choices = choose_next(self.logits(last), &active, &opts.sampling, &mut rngs).await?;
             let mut next_rows = Vec::with_capacity(b);
             for (r, slot) in active.iter_mut().enumerate() {
-                let Some(i) = *slot else {
+                let (Some(i), Some((id, lp))) = (*slot, choices[r]) else {
                     next_rows.push(rows[r].clone());
                     continue;
                 };
-                let (id, lp) = sample(&logits[r * v..(r + 1) * v], &opts.sampling, &mut rngs[i]);
                 let g = &mut out[i];
                 g.output_ids.push(id);
                 g.logprobs.push(lp);
@@ -220,6 +222,41 @@ impl Transformer {
             rows = next_rows;
         }
     }
+}
+
+/// (id, log-probability) of the next token of every live row of the batch (`None` for rows
+/// whose sequence ended) from the logits `[B, V]` of the last positions: chosen on the device,
+/// reading back two numbers a row, unless top-k or top-p need the host's sort of the logits.
+/// Either way a sampled row takes one uniform draw from its sequence's stream.
+async fn choose_next(
+    logits: Tensor<2>,
+    active: &[Option<usize>],
+    sampling: &SamplingParams,
+    rngs: &mut [ChaCha8Rng],
+) -> Result<Vec<Option<(u32, f32)>>, EngineError> {
+    let [b, v] = logits.dims();
+    if sampling.truncates() {
+        let logits = read_f32_async(logits, "logits").await?; // [B, V]
+        return Ok(active
+            .iter()
+            .enumerate()
+            .map(|(r, slot)| slot.map(|i| sample(&logits[r * v..(r + 1) * v], sampling, &mut rngs[i])))
+            .collect());
+    }
+    let draws: Vec<f32> = active
+        .iter()
+        .map(|slot| match slot {
+            Some(i) if sampling.temperature > 0.0 => rngs[*i].random(),
+            _ => 0.0,
+        })
+        .collect();
+    let draws = Tensor::<1>::from_data(TensorData::new(draws, [b]), &logits.device());
+    let chosen = read_f32_async(choose_tokens(logits, draws, sampling.temperature), "tokens").await?; // [B, 2]
+    Ok(active
+        .iter()
+        .zip(chosen.chunks_exact(2))
+        .map(|(slot, c)| slot.map(|_| (c[0] as u32, c[1])))
+        .collect())
 }
 
 /// Every prompt must have a token to condition on.

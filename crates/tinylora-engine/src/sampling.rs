@@ -1,5 +1,7 @@
-//! Token sampling on the host: greedy, temperature, top-k, top-p, with per-sequence seeded
-//! streams so that a sequence's samples do not depend on what else is in the batch.
+//! Token sampling: greedy, temperature, top-k, top-p, with per-sequence seeded streams so that
+//! a sequence's samples do not depend on what else is in the batch. Greedy and plain temperature
+//! sampling run on the device (`tinylora_kernels::choose_tokens`, one uniform draw from the
+//! sequence's stream a token); [`sample`] is the host's sampler, which top-k and top-p need.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,6 +38,11 @@ impl SamplingParams {
     /// Greedy decoding.
     pub fn greedy() -> Self {
         Self::default()
+    }
+    /// Whether top-k or top-p cut the distribution (sampling only): the logits are then sorted
+    /// on the host; otherwise the device chooses (`tinylora_kernels::choose_tokens`).
+    pub fn truncates(&self) -> bool {
+        self.temperature > 0.0 && (self.top_k > 0 || self.top_p < 1.0)
     }
     /// The random stream of sequence `index` of the batch.
     pub fn rng(&self, index: usize) -> ChaCha8Rng {

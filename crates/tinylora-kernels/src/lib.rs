@@ -37,6 +37,9 @@ mod lowrank_cpu;
 mod lowrank_flex;
 mod merge;
 mod shapes;
+mod token_choice;
+#[cfg(not(target_family = "wasm"))]
+mod token_choice_cpu;
 
 use burn::backend::{
     Dispatch, backend_extension,
@@ -53,6 +56,7 @@ pub use frozen_matmul::{FrozenMatmulBackend, frozen_matmul};
 pub use fused::{FusedBackend, masked_softmax, rms_norm, rope, swiglu};
 pub use lane_sums::lane_sums;
 pub use launch::MAX_RANK;
+pub use token_choice::{MAX_VOCAB, TokenChoiceBackend, choose_tokens};
 
 /// Backend extension: products with a frozen weight kept in ggml blocks.
 #[backend_extension(Autodiff, Cube, Flex: cfg(not(target_family = "wasm")))]
