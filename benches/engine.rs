@@ -4,16 +4,19 @@
 //!
 //!     cargo bench --profile release --bench engine [-- --new-tokens 128] [--device gpu|cpu]
 //!         [--model models/Qwen2.5-Coder-0.5B-Instruct.gguf] [--batches 1,16,64]
-//!         [--weights f32,auto,q8]
+//!         [--weights f32,auto,q8] [--temperature 1]
 //!
+//! Decoding is greedy unless `--temperature` (seeded sampling, as GRPO's rollouts).
 //! Every figure of one run comes from the same process, one column per device and `--weights`
 //! choice (default f32), side by side.
 
 use std::time::{Duration, Instant};
 
-use burn::tensor::Device;
-use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, cpu_device, default_device};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use tinylora::engine::sampling::sample;
+use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, cpu_device, default_device, read_f32};
 use tinylora::formats::{ModelFile, WeightFormat};
+use tinylora::kernels::choose_tokens;
 
 const TEXT: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips \
 in May. How many clips did Natalia sell altogether in April and May? Weng earns $12 an hour for babysitting. \
@@ -45,6 +48,7 @@ fn measure(
     weights: WeightFormat,
     new_tokens: usize,
     batches: &[usize],
+    temperature: f32,
 ) -> Vec<(String, f64, &'static str)> {
     let (model, load) = timed(|| Transformer::load_with(file, device, weights).unwrap());
     let ids = file.tokenizer.encode(&TEXT.repeat(3)).unwrap();
@@ -54,6 +58,14 @@ fn measure(
         max_new_tokens: n,
         sampling: SamplingParams::greedy(),
         stop_ids: vec![],
+    };
+    let decoding = |n| GenerateOptions {
+        sampling: SamplingParams {
+            temperature,
+            seed: 1,
+            ..SamplingParams::default()
+        },
+        ..greedy(n)
     };
 
     // first forward in this process: compiles (or loads from Mesa's cache) every shader
@@ -78,12 +90,12 @@ fn measure(
                 ids[start..start + 64 + (i % 16) * 8].to_vec()
             })
             .collect();
-        let _ = model.generate(&prompts, &greedy(2), |_, _| {}).unwrap(); // compile this batch's shapes
+        let _ = model.generate(&prompts, &decoding(2), |_, _| {}).unwrap(); // compile this batch's shapes
         // the decoding steps after the first token (which ends the prefill): from the first
         // step's last token on
         let (mut seen, mut after_first) = (0, None);
         let gens = model
-            .generate(&prompts, &greedy(new_tokens), |_, _| {
+            .generate(&prompts, &decoding(new_tokens), |_, _| {
                 seen += 1;
                 if seen == batch {
                     after_first = Some(Instant::now());
@@ -127,7 +139,45 @@ fn measure(
             "tokens/s",
         );
     }
+    let b = batches.iter().copied().max().unwrap_or(1);
+    let (host, on_device) = token_choice_ms(device, b, file.config.vocab_size, temperature);
+    record(format!("next tokens of {b}: read back, host"), host, "ms");
+    record(format!("next tokens of {b}: on the device"), on_device, "ms");
     rows
+}
+
+/// Median milliseconds of choosing the next tokens of `batch` sequences from random logits
+/// `[batch, V]` on `device`: (read the logits back and sample on the host, choose on the device
+/// and read back `[batch, 2]`), 9 times each, alternating.
+fn token_choice_ms(device: &Device, batch: usize, vocab: usize, temperature: f32) -> (f64, f64) {
+    let logits = Tensor::<2>::random([batch, vocab], Distribution::Normal(0.0, 3.0), device);
+    let _ = read_f32(logits.clone(), "logits").unwrap(); // computed before the clocks start
+    let params = SamplingParams {
+        temperature,
+        seed: 1,
+        ..SamplingParams::default()
+    };
+    let mut rngs: Vec<_> = (0..batch).map(|i| params.rng(i)).collect();
+    let (mut host, mut on_device) = (Vec::new(), Vec::new());
+    for _ in 0..9 {
+        let (_, t) = timed(|| {
+            let l = read_f32(logits.clone(), "logits").unwrap();
+            (0..batch)
+                .map(|r| sample(&l[r * vocab..(r + 1) * vocab], &params, &mut rngs[r]).0)
+                .sum::<u32>()
+        });
+        host.push(t.as_secs_f64() * 1e3);
+        let (_, t) = timed(|| {
+            let draws = Tensor::<1>::from_data(TensorData::new(vec![0.5f32; batch], [batch]), device);
+            read_f32(choose_tokens(logits.clone(), draws, temperature), "tokens").unwrap()
+        });
+        on_device.push(t.as_secs_f64() * 1e3);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(host), median(on_device))
 }
 
 fn main() {
@@ -148,6 +198,11 @@ fn main() {
             .collect()
     });
     assert!(!batches.contains(&0), "--batches: every batch needs a prompt");
+    let temperature: f32 = arg("--temperature").map_or(0.0, |v| v.parse().expect("--temperature T"));
+    assert!(
+        temperature.is_finite() && temperature >= 0.0,
+        "--temperature {temperature}: 0 (greedy) or more"
+    );
     let model_path = arg("--model").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
         std::path::PathBuf::from,
@@ -165,14 +220,19 @@ fn main() {
         .collect();
     let figures: Vec<Vec<(String, f64, &str)>> = columns
         .iter()
-        .map(|(name, device, w)| measure(name, &file, device, *w, new_tokens, &batches))
+        .map(|(name, device, w)| measure(name, &file, device, *w, new_tokens, &batches, temperature))
         .collect();
 
     println!(
-        "{} ({}), {}",
+        "{} ({}), {}, decoding {}",
         file.config.architecture.name(),
         model_path.display(),
-        std::env::consts::ARCH
+        std::env::consts::ARCH,
+        if temperature > 0.0 {
+            format!("at temperature {temperature}")
+        } else {
+            "greedy".into()
+        }
     );
     print!("{:<40}", "");
     for (name, _, _) in &columns {
