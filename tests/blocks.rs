@@ -167,6 +167,28 @@ fn backward_is_the_gradient_times_the_weights() {
     }
 }
 
+/// On the CPU, 17 to 128 rows of x take the panel product: W decoded a panel of rows at a time
+/// (64 rows of 1024 values here), each panel's columns of y by gemm. Ten panels, the last one
+/// partial, at the smallest, a middle and the largest N it takes, and N = 129 past it (W
+/// decoded whole), against the stock matmul on the decoded weights; one-hot rows of x must
+/// give W's columns exactly.
+#[test]
+fn panels_of_w_cover_every_row() {
+    for (device, dev) in devices() {
+        let (rows, cols) = (600, 1024);
+        let (w, blocks) = upload(GgmlType::Q4_1, rows, cols, &dev);
+        let wt = values(w.clone().transpose());
+        for n in [17, 64, 128, 129] {
+            let what = format!("{device} Q4_1 [{rows}, {cols}] N={n}");
+            let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev);
+            let want = values(x.clone().matmul(w.clone().transpose()));
+            assert_close(&values(block_matmul(x, &blocks)), &want, 1e-5, &what);
+            let got = values(block_matmul(one_hot(n, cols, &dev), &blocks));
+            assert_eq!(got, wt[..n * rows], "{what}: one-hot rows of x");
+        }
+    }
+}
+
 /// More than 65,535 workgroups (the most along one side of the grid) take a 2-D grid; the
 /// kernels must read their workgroup's index from both sides. 262,148 rows of W: 65,537
 /// workgroups of 4 rows for the matrix–vector kernel, and of 64 quads for the decoding one.

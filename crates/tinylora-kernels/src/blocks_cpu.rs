@@ -1,8 +1,10 @@
 //! The block products on burn's Flex CPU backend, in Rust: the same split as the WGSL kernels
 //! (`crate::blocks`). A few rows of x: each row of W is decoded in vector registers and dotted
 //! with the rows of x as it is decoded (`blocks_avx2.rs`; without AVX2, decoded into a buffer
-//! that stays in the core's cache), rows of W spread over the cores. More rows: W decoded to
-//! f32 once per call (in parallel) and Flex's own matmul.
+//! that stays in the core's cache), rows of W spread over the cores. Up to
+//! [`CPU_PANEL_MAX_ROWS`] rows: W decoded a panel of rows at a time into a buffer that stays in
+//! the core's cache, and gemm multiplies x with it there (the decoded W never reaches memory).
+//! More rows: W decoded to f32 once per call (in parallel) and Flex's own matmul.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
@@ -17,9 +19,16 @@ use crate::blocks::{block_type, check_row_words};
 use crate::blocks_avx2;
 use crate::flex_f32::{dot, tensor};
 
-/// Most rows of x the row-by-row product takes on the CPU (more: W decoded whole, then Flex's
-/// matmul). Measured on Qwen2.5-Coder-0.5B, decoding 16 sequences (benches/README.md).
+/// Most rows of x the row-by-row product takes on the CPU (more: the panel product). Measured
+/// on Qwen2.5-Coder-0.5B, decoding 16 sequences (benches/README.md).
 const CPU_MATVEC_MAX_ROWS: usize = 16;
+
+/// Most rows of x the panel product takes (more: W decoded whole once per call, then Flex's
+/// matmul, which uses each decoded value for that many rows).
+const CPU_PANEL_MAX_ROWS: usize = 128;
+
+/// Bytes of decoded W in a panel: it stays in a core's L2 cache while gemm reads it.
+const PANEL_BYTES: usize = 256 * 1024;
 
 /// Rows of W one task decodes (a task's share of the work is then large enough to pay for
 /// its scheduling).
@@ -198,6 +207,59 @@ fn matvec(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
     tensor(y, [n, w.rows])
 }
 
+/// A pointer into y shared by the tasks of [`panel_matmul`], which write disjoint columns.
+#[derive(Clone, Copy)]
+struct Columns(*mut f32);
+// SAFETY: each task writes only its own panel's columns of y (see `panel_matmul`)
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+/// y = x Wᵀ `[N, rows]`: W decoded a panel of P rows at a time (P·d_in values, about
+/// [`PANEL_BYTES`]), and y's P columns of the panel = x `[N, d_in]` · panelᵀ `[d_in, P]` by
+/// gemm on the core that decoded it, panels spread over the cores.
+fn panel_matmul(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
+    let d = w.d_in;
+    let p = (PANEL_BYTES / (4 * d)).clamp(ROWS_PER_TASK, 1024);
+    let mut y = vec![0.0f32; n * w.rows];
+    let columns = Columns(y.as_mut_ptr());
+    (0..w.rows.div_ceil(p)).into_par_iter().for_each_init(
+        || vec![0.0f32; p * d],
+        |buf, panel| {
+            let (first, rows) = (panel * p, p.min(w.rows - panel * p));
+            let panel_w = &mut buf[..rows * d];
+            decode_rows_best(w, first, panel_w); // [rows, d_in]
+            let columns = columns;
+            // SAFETY: dst is y's columns first..first + rows of its n rows (row stride w.rows),
+            // inside y and written by this task only; lhs is x [n, d] (row-major), rhs the
+            // panel read as its transpose [d, rows] (element (k, j) at j·d + k)
+            unsafe {
+                gemm::gemm(
+                    n,
+                    rows,
+                    d,
+                    columns.0.add(first),
+                    1,
+                    w.rows as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    d as isize,
+                    panel_w.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            };
+        },
+    );
+    tensor(y, [n, w.rows])
+}
+
 impl BlockBackend for Flex {
     fn block_matmul(x: FlexTensor, blocks: FlexTensor, ty: u32, d_in: usize) -> FlexTensor {
         let w = Rows::new(&blocks, ty, d_in);
@@ -207,9 +269,14 @@ impl BlockBackend for Flex {
             "block_matmul: x must be f32 [N, {d_in}], not [{n}, {xd}] {:?}",
             x.dtype()
         );
-        if n <= CPU_MATVEC_MAX_ROWS {
+        if n <= CPU_PANEL_MAX_ROWS {
             let x = x.to_contiguous();
-            return matvec(x.storage::<f32>(), n, &w);
+            let x = x.storage::<f32>();
+            return if n <= CPU_MATVEC_MAX_ROWS {
+                matvec(x, n, &w)
+            } else {
+                panel_matmul(x, n, &w)
+            };
         }
         let wt = tensor(w.decode_all(), [w.rows, d_in]);
         Self::float_matmul(x, Self::float_transpose(wt))
