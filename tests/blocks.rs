@@ -167,9 +167,9 @@ fn backward_is_the_gradient_times_the_weights() {
     }
 }
 
-/// On the CPU, 17 to 128 rows of x take the panel product: W decoded a panel of rows at a time
+/// On the CPU, 17 to 1024 rows of x take the panel product: W decoded a panel of rows at a time
 /// (64 rows of 1024 values here), each panel's columns of y by gemm. Ten panels, the last one
-/// partial, at the smallest, a middle and the largest N it takes, and N = 129 past it (W
+/// partial, at the smallest, a middle and the largest N it takes, and N = 1025 past it (W
 /// decoded whole), against the stock matmul on the decoded weights; one-hot rows of x must
 /// give W's columns exactly.
 #[test]
@@ -178,7 +178,7 @@ fn panels_of_w_cover_every_row() {
         let (rows, cols) = (600, 1024);
         let (w, blocks) = upload(GgmlType::Q4_1, rows, cols, &dev);
         let wt = values(w.clone().transpose());
-        for n in [17, 64, 128, 129] {
+        for n in [17, 64, 1024, 1025] {
             let what = format!("{device} Q4_1 [{rows}, {cols}] N={n}");
             let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &dev);
             let want = values(x.clone().matmul(w.clone().transpose()));

@@ -24,8 +24,10 @@ use crate::flex_f32::{dot, tensor};
 const CPU_MATVEC_MAX_ROWS: usize = 16;
 
 /// Most rows of x the panel product takes (more: W decoded whole once per call, then Flex's
-/// matmul, which uses each decoded value for that many rows).
-const CPU_PANEL_MAX_ROWS: usize = 128;
+/// matmul, which uses each decoded value for that many rows). Measured as fast or faster than
+/// the whole-W decode up to 1024 rows on SmolLM2's and Qwen's shapes (benches/README.md); it
+/// also never holds W whole in f32 (Qwen2.5-0.5B's LM head: 545 MB).
+const CPU_PANEL_MAX_ROWS: usize = 1024;
 
 /// Bytes of decoded W in a panel: it stays in a core's L2 cache while gemm reads it.
 const PANEL_BYTES: usize = 256 * 1024;
