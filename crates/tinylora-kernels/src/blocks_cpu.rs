@@ -216,6 +216,13 @@ struct Columns(*mut f32);
 unsafe impl Send for Columns {}
 unsafe impl Sync for Columns {}
 
+impl Columns {
+    /// The address of y's column `first` in its first row.
+    fn at(self, first: usize) -> *mut f32 {
+        self.0.wrapping_add(first)
+    }
+}
+
 /// y = x Wᵀ `[N, rows]`: W decoded a panel of P rows at a time (P·d_in values, about
 /// [`PANEL_BYTES`]), and y's P columns of the panel = x `[N, d_in]` · panelᵀ `[d_in, P]` by
 /// gemm on the core that decoded it, panels spread over the cores.
@@ -230,7 +237,6 @@ fn panel_matmul(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
             let (first, rows) = (panel * p, p.min(w.rows - panel * p));
             let panel_w = &mut buf[..rows * d];
             decode_rows_best(w, first, panel_w); // [rows, d_in]
-            let columns = columns;
             // SAFETY: dst is y's columns first..first + rows of its n rows (row stride w.rows),
             // inside y and written by this task only; lhs is x [n, d] (row-major), rhs the
             // panel read as its transpose [d, rows] (element (k, j) at j·d + k)
@@ -239,7 +245,7 @@ fn panel_matmul(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
                     n,
                     rows,
                     d,
-                    columns.0.add(first),
+                    columns.at(first),
                     1,
                     w.rows as isize,
                     false,
