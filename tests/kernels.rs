@@ -613,3 +613,31 @@ fn token_choice_matches_an_f64_inverse_cdf() {
         }
     }
 }
+
+/// Rows that are all NaN (a broken model) or mix NaN with numbers still give an id inside the
+/// vocabulary, greedy and sampled, on both devices: a wrong id would index past the embedding.
+#[test]
+fn token_choice_stays_in_the_vocabulary_on_nan_logits() {
+    use burn::tensor::TensorData;
+    use tinylora::kernels::choose_tokens;
+    let v = 130;
+    let mut rows = vec![f32::NAN; 2 * v];
+    (0..v).step_by(2).for_each(|i| rows[v + i] = i as f32 * 0.01);
+    for (device, dev) in devices() {
+        let logits = Tensor::<2>::from_data(TensorData::new(rows.clone(), [2, v]), &dev);
+        let u = Tensor::<1>::from_data(TensorData::new(vec![0.3f32, 0.999], [2]), &dev);
+        for temperature in [0.0f32, 1.0] {
+            let got = choose_tokens(logits.clone(), u.clone(), temperature)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap();
+            for r in 0..2 {
+                let id = got[2 * r];
+                assert!(
+                    id >= 0.0 && id < v as f32 && id.fract() == 0.0,
+                    "{device} T = {temperature} row {r}: id {id} outside 0..{v}"
+                );
+            }
+        }
+    }
+}
