@@ -529,15 +529,21 @@ fn frozen_matmul_matches_stock_matmul_and_autodiff() {
     }
 }
 
-/// Logits whose choice is known in f64: ties (greedy takes the lowest id), a peak, rows mostly
-/// of −∞ (tokens that must never be drawn), a maximum held twice, and random rows; at a
-/// vocabulary that is no multiple of the 64-wide workgroup and at Qwen's 151,936 tokens.
-/// Greedy must give the f64 argmax exactly; a draw u must land in the chosen id's interval
-/// [P(< id), P(≤ id)) of the f64 CDF (up to 1e-5, the f32 sums' rounding), on a token of
-/// nonzero probability; the log-probabilities within 1e-4 of ln p.
+/// Logits whose choice is known in f64: ties (greedy takes the lowest id), a peak, a row mostly
+/// of −∞ (tokens that must never be drawn) with u = 1 (past every total: the last finite id), a
+/// maximum held twice, and random rows; at 5 tokens (fewer than the workgroup's 64 invocations:
+/// empty chunks), at 3001 (no multiple of 64) and at Qwen's 151,936. Greedy must give the f64
+/// argmax exactly; a draw u must land in the chosen id's interval [P(< id), P(≤ id)) of the f64
+/// CDF (up to 1e-6, the f32 sums' rounding: below the 6.6e-6 of a token among 151,936 equals),
+/// on a token of nonzero probability; the log-probabilities within 1e-4 of ln p. Draws from the
+/// sequences' seeded streams must land in their intervals too, and the host's sampler with the
+/// same streams must pick the same ids but where u is within 1e-6 of an interval's end.
 #[test]
 fn token_choice_matches_an_f64_inverse_cdf() {
     use burn::tensor::TensorData;
+    use rand::Rng;
+    use tinylora::engine::SamplingParams;
+    use tinylora::engine::sampling::sample;
     use tinylora::kernels::choose_tokens;
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let mut uniform = move || {
@@ -556,20 +562,24 @@ fn token_choice_matches_an_f64_inverse_cdf() {
                     2 => (0..v)
                         .filter(|i| i % 3 != 1)
                         .for_each(|i| row[i] = f32::NEG_INFINITY),
-                    3 => (row[17], row[v - 5]) = (9.0, 9.0),
+                    3 => (row[1], row[v - 1]) = (9.0, 9.0),
                     _ => {}
                 }
                 row
             })
             .collect()
     };
-    let cases = [(3001, rows_of(3001, 9)), (151_936, rows_of(151_936, 5))];
-    let draws: Vec<f32> = [0.0, 0.5, 0.999_999_9, 0.25, 0.75, 0.1, 0.9, 0.33, 0.66].to_vec();
+    let cases = [
+        (5, rows_of(5, 5)),
+        (3001, rows_of(3001, 9)),
+        (151_936, rows_of(151_936, 5)),
+    ];
+    let draws: Vec<f32> = [0.0, 0.5, 1.0, 0.25, 0.75, 0.1, 0.9, 0.33, 0.66].to_vec();
     for (device, dev) in devices() {
         for (v, rows) in &cases {
             let b = rows.len();
             let flat: Vec<f32> = rows.concat();
-            let logits = Tensor::<2>::from_data(TensorData::new(flat, [b, *v]), &dev);
+            let logits = Tensor::<2>::from_data(TensorData::new(flat.clone(), [b, *v]), &dev);
             let u = Tensor::<1>::from_data(TensorData::new(draws[..b].to_vec(), [b]), &dev);
             for temperature in [0.0f32, 0.7, 1.0, 1.3] {
                 let got = choose_tokens(logits.clone(), u.clone(), temperature)
@@ -593,12 +603,11 @@ fn token_choice_matches_an_f64_inverse_cdf() {
                         let want = row.iter().position(|&l| f64::from(l) == m).unwrap();
                         assert_eq!(id, want, "{what}: greedy id");
                     } else {
-                        let below: f64 = z[..id].iter().map(|&x| (x - lse).exp()).sum();
-                        let p = (z[id] - lse).exp();
+                        let (below, p) = interval(row, temperature, id);
                         let u = f64::from(draws[r]);
                         assert!(p > 0.0, "{what}: drew id {id} of probability 0");
                         assert!(
-                            below - 1e-5 <= u && u < below + p + 1e-5,
+                            below - 1e-6 <= u && u < below + p + 1e-6,
                             "{what}: u = {u} outside id {id}'s interval [{below}, {})",
                             below + p
                         );
@@ -609,9 +618,56 @@ fn token_choice_matches_an_f64_inverse_cdf() {
                         "{what}: log-probability {logprob} against {want}"
                     );
                 }
+                if temperature == 0.0 {
+                    continue;
+                }
+                // the sequences' own streams: one draw each, as the engine takes them; the
+                // host's sampler (f32 exponentials, f64 sums) picks the same id unless u lies
+                // within 1e-6 of that id's interval's ends, where the f32 exponentials decide
+                let params = SamplingParams {
+                    temperature,
+                    seed: 7,
+                    ..SamplingParams::default()
+                };
+                let streams: Vec<f32> = (0..b).map(|r| params.rng(r).random()).collect();
+                let seeded = Tensor::<1>::from_data(TensorData::new(streams.clone(), [b]), &dev);
+                let got = choose_tokens(logits.clone(), seeded, temperature)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap();
+                for (r, row) in rows.iter().enumerate() {
+                    let what = format!("{device} V = {v} T = {temperature} row {r}, seeded");
+                    let id = got[2 * r] as usize;
+                    let (below, p) = interval(row, temperature, id);
+                    let u = f64::from(streams[r]);
+                    assert!(
+                        p > 0.0 && below - 1e-6 <= u && u < below + p + 1e-6,
+                        "{what}: u = {u} outside id {id}'s interval [{below}, {})",
+                        below + p
+                    );
+                    let (host, _) = sample(row, &params, &mut params.rng(r));
+                    let near_an_end = (u - below).abs() < 1e-6 || (u - below - p).abs() < 1e-6;
+                    assert!(
+                        host as usize == id || near_an_end,
+                        "{what}: the host's sampler took {host}, the device {id}, u = {u} inside [{below}, {})",
+                        below + p
+                    );
+                }
             }
         }
     }
+}
+
+/// (P(< id), p_id) of softmax(row / T) in f64.
+fn interval(row: &[f32], temperature: f32, id: usize) -> (f64, f64) {
+    let z: Vec<f64> = row
+        .iter()
+        .map(|&l| f64::from(l) / f64::from(temperature))
+        .collect();
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + z.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
+    let below = z[..id].iter().map(|&x| (x - lse).exp()).sum();
+    (below, (z[id] - lse).exp())
 }
 
 /// Rows that are all NaN (a broken model) or mix NaN with numbers still give an id inside the

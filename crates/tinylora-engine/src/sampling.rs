@@ -52,9 +52,11 @@ impl SamplingParams {
     }
 }
 
+/// ln Σ exp(x), the sum in f64: summed in f32 one term at a time, a vocabulary of 151,936
+/// drifts by ~1e-5, which moves draws among near-equal tokens.
 fn log_sum_exp(x: impl Iterator<Item = f32> + Clone) -> f32 {
     let m = x.clone().fold(f32::NEG_INFINITY, f32::max);
-    m + x.map(|v| (v - m).exp()).sum::<f32>().ln()
+    m + x.map(|v| f64::from((v - m).exp())).sum::<f64>().ln() as f32
 }
 
 /// Pick a token from `logits` `[V]`; returns the id and its log-probability under the
@@ -97,9 +99,10 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> 
     }
     let lse = log_sum_exp(cand.iter().map(|c| c.1));
     let u: f32 = rng.random();
-    let mut acc = 0.0;
+    // the CDF in f64, as the device's sampler keeps it within 1e-6 of exact
+    let (u, mut acc) = (f64::from(u), 0.0f64);
     for &(id, z) in &cand {
-        acc += (z - lse).exp();
+        acc += f64::from((z - lse).exp());
         if u < acc {
             return (id, z - lse);
         }

@@ -24,12 +24,14 @@ use crate::flex_f32::{dot, tensor};
 const CPU_MATVEC_MAX_ROWS: usize = 16;
 
 /// Most rows of x the panel product takes (more: W decoded whole once per call, then Flex's
-/// matmul, which uses each decoded value for that many rows). Measured as fast or faster than
-/// the whole-W decode up to 1024 rows on SmolLM2's and Qwen's shapes (benches/README.md); it
-/// also never holds W whole in f32 (Qwen2.5-0.5B's LM head: 545 MB).
+/// matmul, which uses each decoded value for that many rows). Measured 30–40% faster than the
+/// whole-W decode up to 64 rows and about even (−4% to +10%, noisy) from 256 to 1024 rows on
+/// SmolLM2's and Qwen's shapes (benches/README.md); it also never holds W whole in f32
+/// (Qwen2.5-0.5B's LM head: 545 MB).
 const CPU_PANEL_MAX_ROWS: usize = 1024;
 
-/// Bytes of decoded W in a panel: it stays in a core's L2 cache while gemm reads it.
+/// Bytes of decoded W in a panel, about a core's L2 cache: it stays there while gemm reads it
+/// (a panel has at least [`ROWS_PER_TASK`] rows, so rows wider than 4096 values make it larger).
 const PANEL_BYTES: usize = 256 * 1024;
 
 /// Rows of W one task decodes (a task's share of the work is then large enough to pay for
@@ -224,11 +226,15 @@ impl Columns {
 }
 
 /// y = x Wᵀ `[N, rows]`: W decoded a panel of P rows at a time (P·d_in values, about
-/// [`PANEL_BYTES`]), and y's P columns of the panel = x `[N, d_in]` · panelᵀ `[d_in, P]` by
-/// gemm on the core that decoded it, panels spread over the cores.
+/// [`PANEL_BYTES`], and small enough that every core gets two panels where W has the rows),
+/// and y's P columns of the panel = x `[N, d_in]` · panelᵀ `[d_in, P]` by gemm on the core
+/// that decoded it, panels spread over the cores.
 fn panel_matmul(x: &[f32], n: usize, w: &Rows) -> FlexTensor {
     let d = w.d_in;
-    let p = (PANEL_BYTES / (4 * d)).clamp(ROWS_PER_TASK, 1024);
+    let per_core = w.rows.div_ceil(2 * rayon::current_num_threads());
+    let p = (PANEL_BYTES / (4 * d).max(1))
+        .min(per_core)
+        .clamp(ROWS_PER_TASK, 1024);
     let mut y = vec![0.0f32; n * w.rows];
     let columns = Columns(y.as_mut_ptr());
     (0..w.rows.div_ceil(p)).into_par_iter().for_each_init(

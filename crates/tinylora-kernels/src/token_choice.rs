@@ -27,7 +27,7 @@ pub const MAX_VOCAB: usize = 1 << 24;
 #[backend_extension(Autodiff, Cube, Flex: cfg(not(target_family = "wasm")))]
 pub trait TokenChoiceBackend: burn::backend::Backend {
     /// `[B, 2]`: per row of `logits` `[B, V]` the chosen id (as an f32) and its log-probability,
-    /// greedy when `temperature` ≤ 0, else drawn with `draws[b]` `[B]` (see the module).
+    /// greedy unless `temperature` > 0, else drawn with `draws[b]` `[B]` (see the module).
     fn choose_tokens(
         logits: FloatTensor<Self>,
         draws: FloatTensor<Self>,
@@ -36,8 +36,8 @@ pub trait TokenChoiceBackend: burn::backend::Backend {
 }
 
 /// Logits `[B, V]` of the last positions and one uniform draw per row `[B]` → `[B, 2]`: the
-/// chosen id (an f32 holding an integer) and its log-probability; greedy when `temperature`
-/// ≤ 0 (the draws are then unused).
+/// chosen id (an f32 holding an integer) and its log-probability; greedy unless `temperature`
+/// > 0 (the draws are then unused).
 pub fn choose_tokens(logits: Tensor<2>, draws: Tensor<1>, temperature: f32) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::choose_tokens(
         logits.into_dispatch(),
@@ -62,9 +62,19 @@ pub(crate) fn check_shapes(logits: &[usize], draws: &[usize]) -> (usize, usize) 
     (b, v)
 }
 
+/// Whether `temperature` means greedy: anything but a positive number (NaN included, as the
+/// engine then draws nothing).
+pub(crate) fn is_greedy(temperature: f32) -> bool {
+    temperature.is_nan() || temperature <= 0.0
+}
+
 /// 1/T, or 1 when greedy.
 pub(crate) fn inverse_temperature(temperature: f32) -> f32 {
-    if temperature > 0.0 { 1.0 / temperature } else { 1.0 }
+    if is_greedy(temperature) {
+        1.0
+    } else {
+        1.0 / temperature
+    }
 }
 
 impl TokenChoiceBackend for CubeBackend {
@@ -80,7 +90,7 @@ impl TokenChoiceBackend for CubeBackend {
         let kernel = Wgsl {
             source: include_str!("../../../shaders/token_choice.wgsl"),
             values: vec![
-                ("greedy", (temperature <= 0.0).to_string()),
+                ("greedy", is_greedy(temperature).to_string()),
                 ("wg", WG.to_string()),
             ],
         };

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::flex_f32::{best, contiguous, tensor};
 use crate::fused_cpu::exp;
-use crate::token_choice::{TokenChoiceBackend, check_shapes, inverse_temperature};
+use crate::token_choice::{TokenChoiceBackend, check_shapes, inverse_temperature, is_greedy};
 
 /// Ids a step of the walk skips at once when their total stays at or below u.
 const BLOCK: usize = 64;
@@ -96,7 +96,7 @@ impl TokenChoiceBackend for Flex {
             contiguous(&draws, "choose_tokens"),
         );
         let (l, u) = (logits.storage::<f32>(), draws.storage::<f32>());
-        let (greedy, inv_t) = (temperature <= 0.0, inverse_temperature(temperature));
+        let (greedy, inv_t) = (is_greedy(temperature), inverse_temperature(temperature));
         let mut chosen = vec![0.0f32; b * 2];
         chosen
             .par_chunks_mut(2)
