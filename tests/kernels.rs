@@ -591,16 +591,10 @@ fn token_choice_matches_an_f64_inverse_cdf() {
                     let (id, logprob) = (got[2 * r] as usize, got[2 * r + 1]);
                     assert_eq!(got[2 * r], id as f32, "{what}: id {} not an integer", got[2 * r]);
                     assert!(id < *v, "{what}: id {id} past the vocabulary");
-                    let t = if temperature > 0.0 {
-                        f64::from(temperature)
-                    } else {
-                        1.0
-                    };
-                    let z: Vec<f64> = row.iter().map(|&l| f64::from(l) / t).collect();
-                    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let lse = m + z.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
+                    let lp = log_softmax64(row, temperature);
                     if temperature == 0.0 {
-                        let want = row.iter().position(|&l| f64::from(l) == m).unwrap();
+                        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let want = row.iter().position(|&l| l == m).unwrap();
                         assert_eq!(id, want, "{what}: greedy id");
                     } else {
                         let (below, p) = interval(row, temperature, id);
@@ -612,7 +606,7 @@ fn token_choice_matches_an_f64_inverse_cdf() {
                             below + p
                         );
                     }
-                    let want = z[id] - lse;
+                    let want = lp[id];
                     assert!(
                         (f64::from(logprob) - want).abs() <= 1e-4,
                         "{what}: log-probability {logprob} against {want}"
@@ -658,16 +652,23 @@ fn token_choice_matches_an_f64_inverse_cdf() {
     }
 }
 
-/// (P(< id), p_id) of softmax(row / T) in f64.
-fn interval(row: &[f32], temperature: f32, id: usize) -> (f64, f64) {
-    let z: Vec<f64> = row
-        .iter()
-        .map(|&l| f64::from(l) / f64::from(temperature))
-        .collect();
+/// ln softmax(row / T) in f64 (T ≤ 0: the row's own log-softmax, as greedy reports).
+fn log_softmax64(row: &[f32], temperature: f32) -> Vec<f64> {
+    let t = if temperature > 0.0 {
+        f64::from(temperature)
+    } else {
+        1.0
+    };
+    let z: Vec<f64> = row.iter().map(|&l| f64::from(l) / t).collect();
     let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let lse = m + z.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
-    let below = z[..id].iter().map(|&x| (x - lse).exp()).sum();
-    (below, (z[id] - lse).exp())
+    z.iter().map(|&x| x - lse).collect()
+}
+
+/// (P(< id), p_id) of softmax(row / T) in f64.
+fn interval(row: &[f32], temperature: f32, id: usize) -> (f64, f64) {
+    let lp = log_softmax64(row, temperature);
+    (lp[..id].iter().map(|&x| x.exp()).sum(), lp[id].exp())
 }
 
 /// Rows that are all NaN (a broken model) or mix NaN with numbers still give an id inside the

@@ -246,7 +246,7 @@ async fn choose_next(
     let draws: Vec<f32> = active
         .iter()
         .map(|slot| match slot {
-            Some(i) if sampling.temperature > 0.0 => rngs[*i].random(),
+            Some(i) if sampling.samples() => rngs[*i].random(),
             _ => 0.0,
         })
         .collect();

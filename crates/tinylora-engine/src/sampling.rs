@@ -39,10 +39,14 @@ impl SamplingParams {
     pub fn greedy() -> Self {
         Self::default()
     }
+    /// Whether tokens are drawn (a positive temperature) rather than greedy (0, or NaN).
+    pub fn samples(&self) -> bool {
+        self.temperature > 0.0
+    }
     /// Whether top-k or top-p cut the distribution (sampling only): the logits are then sorted
     /// on the host; otherwise the device chooses (`tinylora_kernels::choose_tokens`).
     pub fn truncates(&self) -> bool {
-        self.temperature > 0.0 && (self.top_k > 0 || self.top_p < 1.0)
+        self.samples() && (self.top_k > 0 || self.top_p < 1.0)
     }
     /// The random stream of sequence `index` of the batch.
     pub fn rng(&self, index: usize) -> ChaCha8Rng {
@@ -63,7 +67,7 @@ fn log_sum_exp(x: impl Iterator<Item = f32> + Clone) -> f32 {
 /// distribution actually sampled from (after temperature, top-k and top-p; for greedy, the
 /// model's own log-softmax).
 pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32) {
-    if params.temperature <= 0.0 {
+    if !params.samples() {
         let (id, &best) = logits
             .iter()
             .enumerate()
