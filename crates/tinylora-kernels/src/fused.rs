@@ -15,9 +15,11 @@
 //!
 //! As stock burn ops each of these is several elementwise passes with a fresh buffer each, and
 //! burn's Flex CPU backend runs elementwise ops on one core (in a 16 × 128-token SmolLM2
-//! forward + backward, 28 % of the samples, the other core waiting: benches/README.md). On
-//! Flex each op is one pass with the rows split over the cores (`crate::fused_cpu`); on the
-//! cube backend it is the stock burn ops' composition; the backward on `Autodiff` is the
+//! forward + backward, 28 % of the samples, the other core waiting: benches/README.md), and on
+//! the GPU each is several kernel launches (a SmolLM2 decoding step launched ~1100 kernels).
+//! On Flex each op is one pass with the rows split over the cores (`crate::fused_cpu`); on the
+//! cube backend one WGSL kernel each way (`shaders/rms_norm.wgsl`, `swiglu.wgsl`, `rope.wgsl`,
+//! `masked_softmax.wgsl` and their `_backward` twins); the backward on `Autodiff` is the
 //! formulas above in either case.
 
 use burn::backend::autodiff::{
@@ -26,10 +28,11 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
-use burn::backend::{Backend, Dispatch, Scalar, TensorMetadata, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Shape, Slice, Tensor};
-use burn_cubecl::CubeBackend;
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+use burn_cubecl::{CubeBackend, tensor::CubeTensor};
+
+use crate::launch::{WG, Wgsl, dims, empty, input, launch};
 
 /// Backend extension: the fused elementwise steps of a decoder layer.
 #[backend_extension(Autodiff, Cube, Flex: cfg(not(target_family = "wasm")))]
@@ -111,47 +114,99 @@ pub fn masked_softmax(z: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(Dispatch::masked_softmax(z.into_dispatch(), mask.into_dispatch()))
 }
 
-// ---- stock burn ops (the cube backend) ----
+// ---- the cube backend: one WGSL kernel per op (`shaders/`) ----
 
-fn scalar(v: f32) -> Scalar {
-    Scalar::Float(v as f64)
+/// The template values of the fused kernels.
+fn wg_values() -> Vec<(&'static str, String)> {
+    vec![("wg", WG.to_string())]
 }
 
-/// (r `[N, 1]`, w as a row `[1, H]`) of x `[N, H]`.
-fn stock_rms<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, eps: f32) -> (FloatTensor<B>, FloatTensor<B>) {
-    let [_, h] = x.shape().dims();
-    let mean_sq = B::float_mean_dim(B::float_mul(x.clone(), x), 1); // [N, 1]
-    let r = B::float_recip(B::float_sqrt(B::float_add_scalar(mean_sq, scalar(eps))));
-    (r, B::float_reshape(w, Shape::from([1, h])))
+/// `n` as a u32 index, checked.
+fn index(n: usize, op: &str) -> u32 {
+    u32::try_from(n).unwrap_or_else(|_| panic!("{op}: {n} elements are past u32 indices"))
 }
 
-/// [−x₂, x₁] of x = [x₁, x₂] split in halves along the last axis (of 4).
-fn stock_rotate_half<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    let d = x.shape().dims::<4>();
-    let half = |range: std::ops::Range<usize>| {
-        let mut ranges = d.map(|n| Slice::from(0..n));
-        ranges[3] = Slice::from(range);
-        B::float_slice(x.clone(), &ranges)
+/// Launch `source` with one workgroup per row (row kernels) or one invocation per element.
+fn run(source: &'static str, groups: usize, tensors: &[&CubeTensor], info: &[u32]) {
+    launch(
+        Wgsl {
+            source,
+            values: wg_values(),
+        },
+        groups,
+        tensors,
+        info,
+    );
+}
+
+/// Workgroups for one invocation per element of `n`.
+fn element_groups(n: usize) -> usize {
+    n.div_ceil(WG as usize)
+}
+
+/// (N, H) of x `[N, H]` with w `[H]`, checked.
+fn rms_shapes(x: &CubeTensor, w: &CubeTensor) -> (usize, usize) {
+    let (xd, wd) = (dims(x), dims(w));
+    let [n, h] = xd[..] else {
+        panic!("rms_norm: x must be [N, H], not {xd:?}")
     };
-    let (x1, x2) = (half(0..d[3] / 2), half(d[3] / 2..d[3]));
-    B::float_cat(vec![B::float_neg(x2), x1], 3)
+    assert!(wd == [h], "rms_norm: w must be [{h}], not {wd:?}");
+    (n, h)
 }
 
-/// A `[B, T, d_h]` table as `[B, 1, T, d_h]`, broadcasting over the heads.
-fn stock_table<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
-    let [b, tt, dh] = t.shape().dims();
-    B::float_reshape(t, Shape::from([b, 1, tt, dh]))
+/// (B, T, n, d_h) of RoPE's x `[B, T, n, d_h]` (or, `heads_first`, of g `[B, n, T, d_h]`) with
+/// tables `[B, T, d_h]`, checked.
+fn rope_shapes(x: &CubeTensor, cos: &CubeTensor, sin: &CubeTensor, heads_first: bool) -> [usize; 4] {
+    let xd = dims(x);
+    let [b, a1, a2, dh] = xd[..] else {
+        panic!("rope: x must be 4-D, not {xd:?}")
+    };
+    let (t, n) = if heads_first { (a2, a1) } else { (a1, a2) };
+    for (name, table) in [("cos", cos), ("sin", sin)] {
+        let td = dims(table);
+        assert!(
+            td == [b, t, dh],
+            "rope: the {name} table must be [{b}, {t}, {dh}], not {td:?}"
+        );
+    }
+    assert!(dh % 2 == 0, "rope: d_h = {dh} is odd");
+    [b, t, n, dh]
 }
 
 impl FusedBackend for CubeBackend {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
-        let (r, w) = stock_rms::<Self>(x.clone(), w, eps);
-        Self::float_mul(Self::float_mul(x, r), w)
+        let (n, h) = rms_shapes(&x, &w);
+        let (x, w) = (input(x, "rms_norm", "x"), input(w, "rms_norm", "w"));
+        let y = empty(&x, vec![n, h]);
+        index(n * h, "rms_norm");
+        let info = [n as u32, h as u32, eps.to_bits()];
+        run(
+            include_str!("../../../shaders/rms_norm.wgsl"),
+            n,
+            &[&x, &w, &y],
+            &info,
+        );
+        y
     }
 
     fn swiglu(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
-        let silu = Self::float_mul(a.clone(), Self::sigmoid(a));
-        Self::float_mul(silu, u)
+        let shape = dims(&a);
+        assert!(
+            dims(&u) == shape,
+            "swiglu: a {shape:?} and u {:?} differ",
+            dims(&u)
+        );
+        let (a, u) = (input(a, "swiglu", "a"), input(u, "swiglu", "u"));
+        let n: usize = shape.iter().product();
+        let y = empty(&a, shape);
+        let info = [index(n, "swiglu")];
+        run(
+            include_str!("../../../shaders/swiglu.wgsl"),
+            element_groups(n),
+            &[&a, &u, &y],
+            &info,
+        );
+        y
     }
 
     fn rope(
@@ -160,20 +215,41 @@ impl FusedBackend for CubeBackend {
         sin: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let x = Self::float_swap_dims(x, 1, 2); // [B, n, T, d_h]
-        let y = Self::float_add(
-            Self::float_mul(x.clone(), stock_table::<Self>(cos)),
-            Self::float_mul(stock_rotate_half::<Self>(x), stock_table::<Self>(sin)),
+        let [b, t, n, dh] = rope_shapes(&x, &cos, &sin, false);
+        let (x, cos, sin) = (
+            input(x, "rope", "x"),
+            input(cos, "rope", "cos"),
+            input(sin, "rope", "sin"),
         );
-        if scale == 1.0 {
-            y
-        } else {
-            Self::float_mul_scalar(y, scalar(scale))
-        }
+        let y = empty(&x, vec![b, n, t, dh]);
+        let all = index(b * t * n * dh, "rope") as usize;
+        let info = [b as u32, t as u32, n as u32, dh as u32, scale.to_bits()];
+        let source = include_str!("../../../shaders/rope.wgsl");
+        run(source, element_groups(all), &[&x, &cos, &sin, &y], &info);
+        y
     }
 
     fn masked_softmax(z: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::softmax(Self::float_add(z, mask), 3)
+        let zd = dims(&z);
+        let [b, h, r, s] = zd[..] else {
+            panic!("masked_softmax: scores must be 4-D, not {zd:?}")
+        };
+        let md = dims(&mask);
+        assert!(
+            md == [b, 1, r, s],
+            "masked_softmax: the mask must be [{b}, 1, {r}, {s}], not {md:?}"
+        );
+        let (z, mask) = (
+            input(z, "masked_softmax", "z"),
+            input(mask, "masked_softmax", "mask"),
+        );
+        let y = empty(&z, zd);
+        index(b * h * r * s, "masked_softmax");
+        let rows = b * h * r;
+        let info = [rows as u32, (h * r) as u32, r as u32, s as u32];
+        let source = include_str!("../../../shaders/masked_softmax.wgsl");
+        run(source, rows, &[&z, &mask, &y], &info);
+        y
     }
 }
 
@@ -184,13 +260,23 @@ impl FusedGradBackend for CubeBackend {
         eps: f32,
         g: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let [_, h] = x.shape().dims();
-        let (r, w) = stock_rms::<Self>(x.clone(), w, eps);
-        let gw = Self::float_mul(g, w); // ĝ [N, H]
-        let dot = Self::float_sum_dim(Self::float_mul(gw.clone(), x.clone()), 1); // Σ ĝ x [N, 1]
-        let r3 = Self::float_mul(Self::float_mul(r.clone(), r.clone()), r.clone());
-        let k = Self::float_mul_scalar(Self::float_mul(r3, dot), scalar(1.0 / h as f32)); // [N, 1]
-        Self::float_sub(Self::float_mul(gw, r), Self::float_mul(x, k))
+        let (n, h) = rms_shapes(&x, &w);
+        assert!(
+            dims(&g) == [n, h],
+            "rms_norm_backward: g must be [{n}, {h}], not {:?}",
+            dims(&g)
+        );
+        let (x, w, g) = (
+            input(x, "rms_norm_backward", "x"),
+            input(w, "rms_norm_backward", "w"),
+            input(g, "rms_norm_backward", "g"),
+        );
+        let dx = empty(&x, vec![n, h]);
+        index(n * h, "rms_norm_backward");
+        let info = [n as u32, h as u32, eps.to_bits()];
+        let source = include_str!("../../../shaders/rms_norm_backward.wgsl");
+        run(source, n, &[&x, &w, &g, &dx], &info);
+        dx
     }
 
     fn swiglu_backward(
@@ -198,15 +284,25 @@ impl FusedGradBackend for CubeBackend {
         u: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let s = Self::sigmoid(a.clone());
-        let du = Self::float_mul(g.clone(), Self::float_mul(a.clone(), s.clone()));
-        // s (1 + a (1 − s))
-        let one_minus_s = Self::float_add_scalar(Self::float_neg(s.clone()), scalar(1.0));
-        let slope = Self::float_mul(
-            s,
-            Self::float_add_scalar(Self::float_mul(a, one_minus_s), scalar(1.0)),
+        let shape = dims(&a);
+        for (name, t) in [("u", &u), ("g", &g)] {
+            assert!(
+                dims(t) == shape,
+                "swiglu_backward: a {shape:?} and {name} {:?} differ",
+                dims(t)
+            );
+        }
+        let (a, u, g) = (
+            input(a, "swiglu_backward", "a"),
+            input(u, "swiglu_backward", "u"),
+            input(g, "swiglu_backward", "g"),
         );
-        (Self::float_mul(Self::float_mul(g, u), slope), du)
+        let n: usize = shape.iter().product();
+        let (da, du) = (empty(&a, shape.clone()), empty(&a, shape));
+        let info = [index(n, "swiglu_backward")];
+        let source = include_str!("../../../shaders/swiglu_backward.wgsl");
+        run(source, element_groups(n), &[&a, &u, &g, &da, &du], &info);
+        (da, du)
     }
 
     fn rope_backward(
@@ -215,23 +311,38 @@ impl FusedGradBackend for CubeBackend {
         sin: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        // σ (g c + rotᵀ(g s)), rotᵀ([z₁, z₂]) = [z₂, −z₁] = −rotate_half(z)
-        let gs = Self::float_mul(g.clone(), stock_table::<Self>(sin));
-        let dx = Self::float_sub(
-            Self::float_mul(g, stock_table::<Self>(cos)),
-            stock_rotate_half::<Self>(gs),
+        let [b, t, n, dh] = rope_shapes(&g, &cos, &sin, true);
+        let (g, cos, sin) = (
+            input(g, "rope_backward", "g"),
+            input(cos, "rope_backward", "cos"),
+            input(sin, "rope_backward", "sin"),
         );
-        let dx = if scale == 1.0 {
-            dx
-        } else {
-            Self::float_mul_scalar(dx, scalar(scale))
-        };
-        Self::float_swap_dims(dx, 1, 2) // [B, T, n, d_h]
+        let dx = empty(&g, vec![b, t, n, dh]);
+        let all = index(b * t * n * dh, "rope_backward") as usize;
+        let info = [b as u32, t as u32, n as u32, dh as u32, scale.to_bits()];
+        let source = include_str!("../../../shaders/rope_backward.wgsl");
+        run(source, element_groups(all), &[&g, &cos, &sin, &dx], &info);
+        dx
     }
 
     fn masked_softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
-        let dot = Self::float_sum_dim(Self::float_mul(g.clone(), y.clone()), 3); // Σ g y [B, h, R, 1]
-        Self::float_mul(y, Self::float_sub(g, dot))
+        let shape = dims(&y);
+        assert!(
+            shape.len() == 4 && dims(&g) == shape,
+            "masked_softmax_backward: y {shape:?} and g {:?} must be the same 4-D shape",
+            dims(&g)
+        );
+        let (y, g) = (
+            input(y, "masked_softmax_backward", "y"),
+            input(g, "masked_softmax_backward", "g"),
+        );
+        let s = shape[3];
+        let rows = shape[..3].iter().product::<usize>();
+        index(rows * s, "masked_softmax_backward");
+        let dz = empty(&y, shape);
+        let source = include_str!("../../../shaders/masked_softmax_backward.wgsl");
+        run(source, rows, &[&y, &g, &dz], &[rows as u32, s as u32]);
+        dz
     }
 }
 
