@@ -16,7 +16,8 @@
 //! As stock burn ops each of these is several elementwise passes with a fresh buffer each, and
 //! burn's Flex CPU backend runs elementwise ops on one core (in a 16 × 128-token SmolLM2
 //! forward + backward, 28 % of the samples, the other core waiting: benches/README.md), and on
-//! the GPU each is several kernel launches (a SmolLM2 decoding step launched ~1100 kernels).
+//! the GPU each is several kernel launches (a SmolLM2 decoding step launched 1113 kernels, 578
+//! with these ops as one kernel each: shaders/README.md).
 //! On Flex each op is one pass with the rows split over the cores (`crate::fused_cpu`); on the
 //! cube backend one WGSL kernel each way (`shaders/rms_norm.wgsl`, `swiglu.wgsl`, `rope.wgsl`,
 //! `masked_softmax.wgsl` and their `_backward` twins); the backward on `Autodiff` is the
