@@ -320,6 +320,41 @@ fn forward_handles_more_tokens_than_a_grid_row() {
     );
 }
 
+/// The fused ops past one side of the dispatch grid (65,535 workgroups), on the GPU: 65,600
+/// rows for the row kernels (RMSNorm, the masked softmax), 65,535 · 64 + 100 elements for the
+/// element kernels (the SwiGLU gate), against stock burn ops. A kernel that reads only the
+/// grid's first side leaves the last rows unwritten. The softmax bound is two f32 softmaxes'
+/// (each within 16 ε: `fused_masked_softmax_matches_f64_and_autodiff`).
+#[test]
+fn fused_ops_cover_a_two_dimensional_grid() {
+    use burn::tensor::activation::{silu, softmax};
+    use tinylora::kernels::{masked_softmax, rms_norm, swiglu};
+    let dev = default_device();
+    let rows = 65_600;
+    let x = Tensor::<2>::random([rows, 3], Distribution::Normal(0.0, 1.0), &dev);
+    let w = Tensor::<1>::from_floats([1.0, 2.0, 0.5], &dev);
+    let inv_rms = (x.clone().square().mean_dim(1) + 1e-5).sqrt().recip();
+    let want = x.clone() * inv_rms * w.clone().unsqueeze::<2>();
+    assert_close(rms_norm(x.clone(), w, 1e-5), want, 1e-6, "rms_norm, 65600 rows");
+    let z = x.reshape([1, 1, rows, 3]);
+    let mask = Tensor::<4>::zeros([1, 1, rows, 3], &dev);
+    assert_close(
+        masked_softmax(z.clone(), mask),
+        softmax(z, 3),
+        32.0 * f32::EPSILON,
+        "masked_softmax, 65600 rows",
+    );
+    let n = 65_535 * 64 + 100;
+    let a = Tensor::<2>::random([n, 1], Distribution::Normal(0.0, 3.0), &dev);
+    let u = Tensor::<2>::random([n, 1], Distribution::Normal(0.0, 1.0), &dev);
+    assert_close(
+        swiglu(a.clone(), u.clone()),
+        silu(a) * u,
+        1e-6,
+        "swiglu, 4194340 values",
+    );
+}
+
 /// The fused RMSNorm and SwiGLU gate (`tinylora::kernels::{rms_norm, swiglu}`) against the
 /// same math in stock burn ops, forward and gradients through burn's autodiff, on both
 /// devices; rows of odd widths, a gate with values far into both tails of the sigmoid, and a
