@@ -122,9 +122,12 @@ fn wg_values() -> Vec<(&'static str, String)> {
     vec![("wg", WG.to_string())]
 }
 
-/// `n` as a u32 index, checked.
-fn index(n: usize, op: &str) -> u32 {
-    u32::try_from(n).unwrap_or_else(|_| panic!("{op}: {n} elements are past u32 indices"))
+/// Check that `n` elements are within the kernels' u32 indices.
+fn u32_indices(n: usize, op: &str) {
+    assert!(
+        u32::try_from(n).is_ok(),
+        "{op}: {n} elements are past u32 indices"
+    );
 }
 
 /// Launch `source` with one workgroup per row (row kernels) or one invocation per element.
@@ -145,41 +148,52 @@ fn element_groups(n: usize) -> usize {
     n.div_ceil(WG as usize)
 }
 
-/// (N, H) of x `[N, H]` with w `[H]`, checked.
-fn rms_shapes(x: &CubeTensor, w: &CubeTensor) -> (usize, usize) {
-    let (xd, wd) = (dims(x), dims(w));
-    let [n, h] = xd[..] else {
-        panic!("rms_norm: x must be [N, H], not {xd:?}")
-    };
-    assert!(wd == [h], "rms_norm: w must be [{h}], not {wd:?}");
-    (n, h)
+/// H of rows x `[.., H]` with the norm's weight w `[H]`, checked.
+pub(crate) fn norm_width(x: &[usize], w: &[usize], op: &str) -> usize {
+    let h = x.last().copied().unwrap_or(0);
+    assert!(w == [h], "{op}: w must be [{h}], not {w:?}");
+    h
 }
 
-/// (B, T, n, d_h) of RoPE's x `[B, T, n, d_h]` (or, `heads_first`, of g `[B, n, T, d_h]`) with
-/// tables `[B, T, d_h]`, checked.
-fn rope_shapes(x: &CubeTensor, cos: &CubeTensor, sin: &CubeTensor, heads_first: bool) -> [usize; 4] {
-    let xd = dims(x);
-    let [b, a1, a2, dh] = xd[..] else {
-        panic!("rope: x must be 4-D, not {xd:?}")
+/// [B, T, n, d_h] of RoPE's x `[B, T, n, d_h]` (or, `heads_first`, of the backward's g
+/// `[B, n, T, d_h]`) with tables cos, sin `[B, T, d_h]`, d_h even; checked.
+pub(crate) fn rope_dims(
+    x: &[usize],
+    cos: &[usize],
+    sin: &[usize],
+    heads_first: bool,
+    op: &str,
+) -> [usize; 4] {
+    let [b, a1, a2, dh] = x[..] else {
+        panic!("{op}: x must be 4-D, not {x:?}")
     };
     let (t, n) = if heads_first { (a2, a1) } else { (a1, a2) };
-    for (name, table) in [("cos", cos), ("sin", sin)] {
-        let td = dims(table);
-        assert!(
-            td == [b, t, dh],
-            "rope: the {name} table must be [{b}, {t}, {dh}], not {td:?}"
-        );
-    }
-    assert!(dh % 2 == 0, "rope: d_h = {dh} is odd");
+    assert!(
+        cos == [b, t, dh] && sin == cos && dh % 2 == 0,
+        "{op}: tables must be [{b}, {t}, {dh}] (d_h even), not {cos:?} and {sin:?}"
+    );
     [b, t, n, dh]
+}
+
+/// [B, h, R, S] of scores z `[B, h, R, S]` with a mask `[B, 1, R, S]`, checked.
+pub(crate) fn softmax_dims(z: &[usize], mask: &[usize]) -> [usize; 4] {
+    let [b, h, r, s] = z[..] else {
+        panic!("masked_softmax: scores must be 4-D, not {z:?}")
+    };
+    assert!(
+        mask == [b, 1, r, s],
+        "masked_softmax: the mask must be [{b}, 1, {r}, {s}], not {mask:?}"
+    );
+    [b, h, r, s]
 }
 
 impl FusedBackend for CubeBackend {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
-        let (n, h) = rms_shapes(&x, &w);
+        let h = norm_width(&dims(&x), &dims(&w), "rms_norm");
+        let n = dims(&x).iter().product::<usize>() / h.max(1);
         let (x, w) = (input(x, "rms_norm", "x"), input(w, "rms_norm", "w"));
-        let y = empty(&x, vec![n, h]);
-        index(n * h, "rms_norm");
+        let y = empty(&x, dims(&x));
+        u32_indices(n * h, "rms_norm");
         let info = [n as u32, h as u32, eps.to_bits()];
         run(
             include_str!("../../../shaders/rms_norm.wgsl"),
@@ -199,8 +213,9 @@ impl FusedBackend for CubeBackend {
         );
         let (a, u) = (input(a, "swiglu", "a"), input(u, "swiglu", "u"));
         let n: usize = shape.iter().product();
+        u32_indices(n, "swiglu");
         let y = empty(&a, shape);
-        let info = [index(n, "swiglu")];
+        let info = [n as u32];
         run(
             include_str!("../../../shaders/swiglu.wgsl"),
             element_groups(n),
@@ -216,14 +231,15 @@ impl FusedBackend for CubeBackend {
         sin: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let [b, t, n, dh] = rope_shapes(&x, &cos, &sin, false);
+        let [b, t, n, dh] = rope_dims(&dims(&x), &dims(&cos), &dims(&sin), false, "rope");
         let (x, cos, sin) = (
             input(x, "rope", "x"),
             input(cos, "rope", "cos"),
             input(sin, "rope", "sin"),
         );
         let y = empty(&x, vec![b, n, t, dh]);
-        let all = index(b * t * n * dh, "rope") as usize;
+        let all = b * t * n * dh;
+        u32_indices(all, "rope");
         let info = [b as u32, t as u32, n as u32, dh as u32, scale.to_bits()];
         let source = include_str!("../../../shaders/rope.wgsl");
         run(source, element_groups(all), &[&x, &cos, &sin, &y], &info);
@@ -231,21 +247,13 @@ impl FusedBackend for CubeBackend {
     }
 
     fn masked_softmax(z: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
-        let zd = dims(&z);
-        let [b, h, r, s] = zd[..] else {
-            panic!("masked_softmax: scores must be 4-D, not {zd:?}")
-        };
-        let md = dims(&mask);
-        assert!(
-            md == [b, 1, r, s],
-            "masked_softmax: the mask must be [{b}, 1, {r}, {s}], not {md:?}"
-        );
+        let [b, h, r, s] = softmax_dims(&dims(&z), &dims(&mask));
         let (z, mask) = (
             input(z, "masked_softmax", "z"),
             input(mask, "masked_softmax", "mask"),
         );
-        let y = empty(&z, zd);
-        index(b * h * r * s, "masked_softmax");
+        let y = empty(&z, vec![b, h, r, s]);
+        u32_indices(b * h * r * s, "masked_softmax");
         let rows = b * h * r;
         let info = [rows as u32, (h * r) as u32, r as u32, s as u32];
         let source = include_str!("../../../shaders/masked_softmax.wgsl");
@@ -261,19 +269,20 @@ impl FusedGradBackend for CubeBackend {
         eps: f32,
         g: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (n, h) = rms_shapes(&x, &w);
-        assert!(
-            dims(&g) == [n, h],
-            "rms_norm_backward: g must be [{n}, {h}], not {:?}",
-            dims(&g)
+        let h = norm_width(&dims(&x), &dims(&w), "rms_norm_backward");
+        let n = dims(&x).iter().product::<usize>() / h.max(1);
+        assert_eq!(
+            dims(&g),
+            dims(&x),
+            "rms_norm_backward: g and x of different shapes"
         );
         let (x, w, g) = (
             input(x, "rms_norm_backward", "x"),
             input(w, "rms_norm_backward", "w"),
             input(g, "rms_norm_backward", "g"),
         );
-        let dx = empty(&x, vec![n, h]);
-        index(n * h, "rms_norm_backward");
+        let dx = empty(&x, dims(&x));
+        u32_indices(n * h, "rms_norm_backward");
         let info = [n as u32, h as u32, eps.to_bits()];
         let source = include_str!("../../../shaders/rms_norm_backward.wgsl");
         run(source, n, &[&x, &w, &g, &dx], &info);
@@ -300,7 +309,8 @@ impl FusedGradBackend for CubeBackend {
         );
         let n: usize = shape.iter().product();
         let (da, du) = (empty(&a, shape.clone()), empty(&a, shape));
-        let info = [index(n, "swiglu_backward")];
+        u32_indices(n, "swiglu_backward");
+        let info = [n as u32];
         let source = include_str!("../../../shaders/swiglu_backward.wgsl");
         run(source, element_groups(n), &[&a, &u, &g, &da, &du], &info);
         (da, du)
@@ -312,14 +322,15 @@ impl FusedGradBackend for CubeBackend {
         sin: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let [b, t, n, dh] = rope_shapes(&g, &cos, &sin, true);
+        let [b, t, n, dh] = rope_dims(&dims(&g), &dims(&cos), &dims(&sin), true, "rope_backward");
         let (g, cos, sin) = (
             input(g, "rope_backward", "g"),
             input(cos, "rope_backward", "cos"),
             input(sin, "rope_backward", "sin"),
         );
         let dx = empty(&g, vec![b, t, n, dh]);
-        let all = index(b * t * n * dh, "rope_backward") as usize;
+        let all = b * t * n * dh;
+        u32_indices(all, "rope_backward");
         let info = [b as u32, t as u32, n as u32, dh as u32, scale.to_bits()];
         let source = include_str!("../../../shaders/rope_backward.wgsl");
         run(source, element_groups(all), &[&g, &cos, &sin, &dx], &info);
@@ -339,7 +350,7 @@ impl FusedGradBackend for CubeBackend {
         );
         let s = shape[3];
         let rows = shape[..3].iter().product::<usize>();
-        index(rows * s, "masked_softmax_backward");
+        u32_indices(rows * s, "masked_softmax_backward");
         let dz = empty(&y, shape);
         let source = include_str!("../../../shaders/masked_softmax_backward.wgsl");
         run(source, rows, &[&y, &g, &dz], &[rows as u32, s as u32]);

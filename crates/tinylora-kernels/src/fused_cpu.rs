@@ -8,17 +8,11 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use crate::flex_f32::{VALUES_PER_TASK, best, contiguous, dot, task_rows, tensor};
-use crate::fused::{FusedBackend, FusedGradBackend};
+use crate::fused::{FusedBackend, FusedGradBackend, norm_width, rope_dims, softmax_dims};
 
 /// x as a contiguous f32 tensor, and its shape.
 fn values(x: &FlexTensor, op: &str) -> (FlexTensor, Shape) {
     (contiguous(x, op), x.shape())
-}
-
-/// (rows, width) of a tensor whose last axis is the row.
-fn rows_of(shape: &Shape) -> (usize, usize) {
-    let width = shape[shape.num_dims() - 1];
-    (shape.num_elements() / width.max(1), width)
 }
 
 /// e^x to a few units in the last place (Cephes' `expf`): x = n ln 2 + r with n an integer
@@ -222,31 +216,20 @@ fn rope_inputs(
     op: &str,
 ) -> (FlexTensor, FlexTensor, FlexTensor, [usize; 4]) {
     let ((x, shape), (cos, cos_shape), (sin, sin_shape)) = (values(x, op), values(cos, op), values(sin, op));
-    assert!(
-        shape.num_dims() == 4,
-        "{op}: x must be 4-D, not {:?}",
-        shape.as_slice()
-    );
-    let [b, a1, a2, dh] = shape.dims();
-    let (t, n) = if heads_first { (a2, a1) } else { (a1, a2) };
-    assert!(
-        cos_shape.as_slice() == [b, t, dh] && sin_shape == cos_shape && dh % 2 == 0,
-        "{op}: tables must be [{b}, {t}, {dh}] (d_h even), not {:?} and {:?}",
+    let dims = rope_dims(
+        shape.as_slice(),
         cos_shape.as_slice(),
-        sin_shape.as_slice()
+        sin_shape.as_slice(),
+        heads_first,
+        op,
     );
-    (x, cos, sin, [b, t, n, dh])
+    (x, cos, sin, dims)
 }
 
 /// Check that x's rows are as wide as w, and return (contiguous x, w, its shape, H).
 fn norm_inputs(x: &FlexTensor, w: &FlexTensor, op: &str) -> (FlexTensor, FlexTensor, Shape, usize) {
     let ((x, shape), (w, w_shape)) = (values(x, op), values(w, op));
-    let (_, h) = rows_of(&shape);
-    assert!(
-        w_shape.num_dims() == 1 && w_shape[0] == h,
-        "{op}: w must be [{h}], not {:?}",
-        w_shape.as_slice()
-    );
+    let h = norm_width(shape.as_slice(), w_shape.as_slice(), op);
     (x, w, shape, h)
 }
 
@@ -302,17 +285,7 @@ impl FusedBackend for Flex {
     fn masked_softmax(z: FlexTensor, mask: FlexTensor) -> FlexTensor {
         let ((z, shape), (mask, mask_shape)) =
             (values(&z, "masked_softmax"), values(&mask, "masked_softmax"));
-        assert!(
-            shape.num_dims() == 4,
-            "masked_softmax: scores must be 4-D, not {:?}",
-            shape.as_slice()
-        );
-        let [b, h, r, s] = shape.dims();
-        assert!(
-            mask_shape.as_slice() == [b, 1, r, s],
-            "masked_softmax: the mask must be [{b}, 1, {r}, {s}], not {:?}",
-            mask_shape.as_slice()
-        );
+        let [_, h, r, s] = softmax_dims(shape.as_slice(), mask_shape.as_slice());
         let (z, mask) = (z.storage::<f32>(), mask.storage::<f32>());
         let mut y = vec![0.0f32; z.len()];
         let chunk = row_chunk(s);
