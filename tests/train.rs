@@ -273,6 +273,8 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
     };
     let mut two = one.clone();
     two.num_iterations = 2;
+    // in passes of 3 sequences whose gradients add up: the hand-computed loss is the whole batch's
+    two.micro_batch = 3;
     let out = train(
         &file,
         &mut model,
@@ -412,6 +414,100 @@ fn completion_logprobs_equal_the_samplers() {
     assert!(mask.iter().sum::<f32>() == (gens.len() * 5) as f32);
 }
 
+/// The log-probabilities made from the logits a few rows at a time equal stock burn ops on the
+/// whole `[N, V]` logits (`log_softmax` and `gather`, differentiated by burn's autodiff), in
+/// value and in the gradient of the adapter values, on the GPU and on the CPU backend, merged
+/// and on the activation path; uneven chunks (3 rows) cut across sequences.
+#[test]
+fn logprobs_in_chunks_equal_whole_logits_in_value_and_gradient() {
+    use burn::tensor::activation::log_softmax;
+    use burn::tensor::{Int, Tensor, TensorData};
+    use tinylora::engine::cpu_device;
+    use tinylora::train::policy::{CompletionBatch, token_logprobs_in_chunks};
+    let dir = common::temp_dir("train-chunked-logprobs");
+    digit_model(&dir);
+    let file = ModelFile::open(&dir).unwrap();
+    let prompts: Vec<Vec<u32>> = problems()
+        .iter()
+        .map(|p| file.tokenizer.encode(&p.question).unwrap())
+        .collect();
+    // completions of different lengths, so that rows differ in padding and window
+    let completions: Vec<Vec<u32>> = (0..prompts.len())
+        .map(|i| (0..2 + i % 3).map(|j| (7 * i + 3 * j) as u32 % 40 + 1).collect())
+        .collect();
+    let batch = CompletionBatch::new(&prompts, &completions);
+    let (b, w) = (batch.rows.len(), batch.window());
+    // a loss Σ cᵢ ℓᵢ with fixed weights of both signs over the completion positions
+    let weights: Vec<f32> = batch
+        .mask()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m * (((i * 37) % 11) as f32 / 5.0 - 1.0))
+        .collect();
+    let cfg = adapter();
+    let values: Vec<f32> = (0..initial_values(&file.config, &cfg).len())
+        .map(|i| 0.02 * (i as f32 - 6.5))
+        .collect();
+    for device in [default_device(), cpu_device()] {
+        let mut model = AdaptedModel::new(Transformer::load(&file, &device).unwrap());
+        model.attach_adapter(&file, &cfg, &values, &|| {}).unwrap();
+        for mode in [DeltaMode::Merged, DeltaMode::Activation] {
+            let run = |model: &mut AdaptedModel, chunk: Option<usize>| {
+                model.set_values(&values, true).unwrap();
+                model.set_mode(mode).unwrap();
+                let logp = match chunk {
+                    Some(rows) => token_logprobs_in_chunks(model, &batch, 0.7, rows),
+                    None => {
+                        // stock ops on the whole logits [B·W, V]
+                        let hidden = model.hidden_states(&batch.rows, &batch.pads);
+                        let h = hidden.dims()[2];
+                        let hidden = hidden
+                            .slice([0..b, batch.first..batch.len, 0..h])
+                            .reshape([b * w, h]);
+                        let next: Vec<i64> = batch
+                            .rows
+                            .iter()
+                            .flat_map(|r| {
+                                (batch.first..batch.len).map(|t| r.get(t + 1).copied().unwrap_or(0) as i64)
+                            })
+                            .collect();
+                        let idx = Tensor::<2, Int>::from_data(TensorData::new(next, [b * w, 1]), &device);
+                        log_softmax(model.logits(hidden) / 0.7, 1)
+                            .gather(1, idx)
+                            .reshape([b, w])
+                    }
+                };
+                let c = batch.tensor(weights.clone(), &device).autodiff();
+                let loss = (logp.clone() * c).sum();
+                let grads = loss.backward();
+                let g = pollster::block_on(model.gradient(&grads)).unwrap();
+                (logp.into_data().try_into_vec::<f32>().unwrap(), g)
+            };
+            let (want, want_g) = run(&mut model, None);
+            let (got, got_g) = run(&mut model, Some(3));
+            let mask = batch.mask();
+            for i in 0..got.len() {
+                if mask[i] == 1.0 {
+                    assert!(
+                        (got[i] - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0),
+                        "{device:?} {mode:?} position {i}: {} vs whole logits {}",
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+            let scale = want_g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert!(scale > 1e-3, "the loss reaches the adapter values");
+            for (k, (a, e)) in got_g.iter().zip(&want_g).enumerate() {
+                assert!(
+                    (a - e).abs() <= 1e-4 * scale,
+                    "{device:?} {mode:?} ∂L/∂v[{k}]: {a} vs whole logits {e}"
+                );
+            }
+        }
+    }
+}
+
 /// SFT on the gold solution (`t7`, then end-of-sequence) raises the probability of the target
 /// tokens and, with it, the sampled reward.
 #[test]
@@ -427,6 +523,7 @@ fn sft_baseline_learns_the_solution_tokens() {
             warmup: 0,
             max_grad_norm: 0.0,
             weight_decay: 0.0,
+            micro_batch: 3,
             prompt: no_instruction(),
             seed: 0,
         },

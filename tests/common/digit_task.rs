@@ -62,6 +62,7 @@ pub fn grpo_config(seed: u64, steps: usize) -> GrpoConfig {
         warmup: 0,
         max_grad_norm: 0.0,
         weight_decay: 0.0,
+        micro_batch: 0,
         scale_rewards: ScaleRewards::Group,
         mask_truncated: false,
         loss: LossConfig::default(),

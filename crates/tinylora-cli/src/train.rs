@@ -76,6 +76,12 @@ pub struct CommonArgs {
     /// Decoupled weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Most sequences per teacher-forced pass; a step's passes add their gradients up, so this
+    /// bounds memory, not the batch. 0: as many as keep attention's scores and the MLP's
+    /// activations within 64 MiB each (at most 128 MiB bind on lavapipe and in browsers). May
+    /// change on --resume.
+    #[arg(long, default_value_t = 0)]
+    micro_batch: usize,
     #[command(flatten)]
     prompt: PromptArgs,
     /// Most new tokens per sample (rollouts and evaluation).
@@ -198,6 +204,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                 warmup: c.warmup,
                 max_grad_norm: c.max_grad_norm,
                 weight_decay: c.weight_decay,
+                micro_batch: c.micro_batch,
                 scale_rewards: a.scale_rewards,
                 mask_truncated: a.mask_truncated_completions,
                 loss: LossConfig {
@@ -226,6 +233,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                     warmup: c.warmup,
                     max_grad_norm: c.max_grad_norm,
                     weight_decay: c.weight_decay,
+                    micro_batch: c.micro_batch,
                     prompt: c.prompt.style(),
                     seed: c.seed,
                 },

@@ -7,6 +7,7 @@
 //! - [`delta`]: low-rank deltas ΔW = U (Σᵢ cᵢ Bᵢ) Vᵀ on the projections, applied on the
 //!   activation path or merged into the weights ([`DeltaMode`]); adapters build them.
 //! - [`sampling`]: greedy / temperature / top-k / top-p with seeded per-sequence streams.
+//! - [`target_logprobs`]: log-probabilities of given tokens, the logits made in row chunks.
 
 pub mod batch;
 pub mod delta;
@@ -18,6 +19,7 @@ pub mod linear;
 pub mod projections;
 pub mod rope;
 pub mod sampling;
+pub mod target_logprobs;
 pub mod transformer;
 
 pub use delta::{DeltaMode, LowRankDelta};

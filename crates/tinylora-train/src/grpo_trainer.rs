@@ -20,7 +20,7 @@ use crate::extract::ExtractMode;
 use crate::grpo::{BatchSize, LossConfig, ScaleRewards, grpo_loss};
 use crate::metrics::StepMetrics;
 use crate::optim::learning_rate;
-use crate::policy::{CompletionBatch, token_logprobs};
+use crate::policy::{CompletionBatch, passes, token_logprobs};
 use crate::prompt::PromptStyle;
 use crate::reward::{RewardOptions, RewardSpec, Rewards};
 use crate::rollout::{RolloutSettings, Rollouts, Scored, generate, score};
@@ -56,6 +56,10 @@ pub struct GrpoConfig {
     pub mask_truncated: bool,
     /// Clipping, KL, aggregation, importance-sampling level.
     pub loss: LossConfig,
+    /// Most sequences per teacher-forced pass (the gradients of a step's passes add up);
+    /// 0: as many as keep each large buffer within 64 MiB ([`crate::policy::pass_rows`]).
+    #[serde(default)]
+    pub micro_batch: usize,
     /// The rewards, summed with their weights.
     pub rewards: Vec<RewardSpec>,
     /// The `format` reward's regular expression (None: `#### <number>` at the end).
@@ -168,62 +172,85 @@ impl GrpoTrainer {
                 cfg.num_iterations,
             ));
         }
-        let gens: Vec<_> = keep.iter().map(|&i| &r.generations[i]).collect();
-        let batch = CompletionBatch::new(
-            &gens.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>(),
-            &gens.iter().map(|g| g.output_ids.clone()).collect::<Vec<_>>(),
-        );
+        // the kept sequences in passes whose buffers fit (their gradients add up), each with
+        // its π_old, π_ref (the adapter off, once for all μ updates) and advantages
         let device = run.model.device.clone();
-        let mask = batch.tensor(batch.mask(), &device);
-        let old = batch.tensor(
-            batch.scatter(&gens.iter().map(|g| g.logprobs.clone()).collect::<Vec<_>>()),
-            &device,
-        );
-        let reference = if cfg.loss.beta != 0.0 {
+        let longest = keep
+            .iter()
+            .map(|&i| r.generations[i].prompt_ids.len() + r.generations[i].output_ids.len())
+            .max()
+            .unwrap_or(0);
+        if cfg.loss.beta != 0.0 {
             run.model.set_mode(DeltaMode::Off)?;
-            Some(token_logprobs(run.model, &batch, cfg.temperature))
-        } else {
-            None
-        };
-        let adv = Tensor::<1>::from_data(
-            TensorData::new(
-                keep.iter().map(|&i| s.advantages[i]).collect::<Vec<f32>>(),
-                [keep.len()],
-            ),
-            &device,
-        );
+        }
+        let mut parts = Vec::new();
+        for rows in passes(&run.file.config, keep.len(), longest, cfg.micro_batch) {
+            let gens: Vec<_> = keep[rows.clone()].iter().map(|&i| &r.generations[i]).collect();
+            let batch = CompletionBatch::new(
+                &gens.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>(),
+                &gens.iter().map(|g| g.output_ids.clone()).collect::<Vec<_>>(),
+            );
+            let old = batch.scatter(&gens.iter().map(|g| g.logprobs.clone()).collect::<Vec<_>>());
+            let pass = Pass {
+                mask: batch.tensor(batch.mask(), &device).autodiff(),
+                old: batch.tensor(old, &device).autodiff(),
+                reference: (cfg.loss.beta != 0.0).then(|| {
+                    token_logprobs(run.model, &batch, cfg.temperature)
+                        .inner()
+                        .autodiff()
+                }),
+                adv: Tensor::<1>::from_data(
+                    TensorData::new(
+                        keep[rows].iter().map(|&i| s.advantages[i]).collect::<Vec<f32>>(),
+                        [gens.len()],
+                    ),
+                    &device,
+                )
+                .autodiff(),
+                batch,
+            };
+            parts.push(pass);
+        }
         let (mut loss_sum, mut last) = (0.0, [0.0; 3]);
         for _ in 0..cfg.num_iterations {
             // v as tensors that take gradients (uploaded before merging: after the reference
             // pass, with the adapter off, that saves an unmerge and a merge)
             run.model.set_values(&run.state.values, true)?;
             run.model.set_mode(DeltaMode::Merged)?;
-            let logp = token_logprobs(run.model, &batch, cfg.temperature);
-            let parts = grpo_loss(
-                logp,
-                old.clone().autodiff(),
-                reference.clone().map(Tensor::autodiff),
-                adv.clone().autodiff(),
-                mask.clone().autodiff(),
-                &cfg.loss,
-                cfg.max_new_tokens,
-                Some(whole),
-            );
-            // loss, KL and clipped share in one read of the device
-            let scalars = Tensor::cat(
-                vec![
-                    parts.loss.clone().inner(),
-                    parts.kl.inner(),
-                    parts.clipped.inner(),
-                ],
-                0,
-            );
-            let [loss, kl, clipped] = read_f32_async(scalars, "loss, KL and clipped share").await?[..]
-                .try_into()
-                .expect("three scalars");
-            let grad_norm = run.descend_async(parts.loss, loss, cfg.max_grad_norm, lr).await?;
-            loss_sum += loss;
-            last = [kl, clipped, grad_norm];
+            let (mut sums, mut g) = ([0.0; 3], vec![0.0; run.state.values.len()]);
+            for p in &parts {
+                let logp = token_logprobs(run.model, &p.batch, cfg.temperature);
+                let terms = grpo_loss(
+                    logp,
+                    p.old.clone(),
+                    p.reference.clone(),
+                    p.adv.clone(),
+                    p.mask.clone(),
+                    &cfg.loss,
+                    cfg.max_new_tokens,
+                    Some(whole),
+                );
+                // this pass's shares of the loss, KL and clipped share in one read of the device
+                let scalars = Tensor::cat(
+                    vec![
+                        terms.loss.clone().inner(),
+                        terms.kl.inner(),
+                        terms.clipped.inner(),
+                    ],
+                    0,
+                );
+                let [loss, kl, clipped] = read_f32_async(scalars, "loss, KL and clipped share").await?[..]
+                    .try_into()
+                    .expect("three scalars");
+                let share = run.backward_async(terms.loss, loss).await?;
+                g.iter_mut().zip(share).for_each(|(a, b)| *a += b);
+                sums.iter_mut()
+                    .zip([loss, kl, clipped])
+                    .for_each(|(a, b)| *a += b);
+            }
+            let grad_norm = run.apply_gradient(g, cfg.max_grad_norm, lr)?;
+            loss_sum += sums[0];
+            last = [sums[1], sums[2], grad_norm];
         }
         Ok(combine_update_metrics(
             run,
@@ -232,6 +259,21 @@ impl GrpoTrainer {
             cfg.num_iterations,
         ))
     }
+}
+
+/// One teacher-forced pass of a GRPO update: some of the step's sequences and what their loss
+/// needs besides their log-probabilities.
+struct Pass {
+    /// The sequences, left-padded.
+    batch: CompletionBatch,
+    /// Completion positions `[m, W]`.
+    mask: Tensor<2>,
+    /// log π_old (the sampler's) `[m, W]`.
+    old: Tensor<2>,
+    /// log π_ref (the adapter off) `[m, W]`, when the KL term is on.
+    reference: Option<Tensor<2>>,
+    /// Advantages `[m]`.
+    adv: Tensor<1>,
 }
 
 /// (mean loss, KL, clipped share, gradient norm) of the whole batch from this process's

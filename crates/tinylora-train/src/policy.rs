@@ -1,10 +1,37 @@
 //! Log-probabilities of completion tokens under the model, teacher-forced: the quantity GRPO
 //! and SFT differentiate.
 
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::ops::Range;
+
+use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_engine::Transformer;
 use tinylora_engine::batch::left_pad;
+use tinylora_engine::kv_cache::KV_BLOCK;
+use tinylora_engine::target_logprobs::LOGIT_CHUNK_BYTES;
+use tinylora_formats::ModelConfig;
+
+/// Most bytes one buffer of a teacher-forced pass may take: a step's sequences are cut into
+/// passes ([`passes`]) whose attention scores and MLP activations each stay within it.
+pub const PASS_BUFFER_BYTES: usize = LOGIT_CHUNK_BYTES;
+
+/// Sequences per teacher-forced pass when the longest is `len` tokens: `limit` when it is not
+/// 0, else the most whose attention scores `[m, n_h, len, S]` (S: `len` rounded up to the KV
+/// cache's block) and MLP activations `[m·len, F]`, in f32, each stay within
+/// [`PASS_BUFFER_BYTES`]; at least 1.
+pub fn pass_rows(config: &ModelConfig, len: usize, limit: usize) -> usize {
+    if limit > 0 {
+        return limit;
+    }
+    let s = len.div_ceil(KV_BLOCK) * KV_BLOCK;
+    let per_row = 4 * len * (config.num_attention_heads * s).max(config.intermediate_size);
+    (PASS_BUFFER_BYTES / per_row.max(1)).max(1)
+}
+
+/// `n` sequences, the longest `len` tokens, as consecutive ranges of [`pass_rows`] each.
+pub fn passes(config: &ModelConfig, n: usize, len: usize, limit: usize) -> Vec<Range<usize>> {
+    let m = pass_rows(config, len, limit);
+    (0..n).step_by(m).map(|a| a..(a + m).min(n)).collect()
+}
 
 /// Prompts with their completions, left-padded into one batch.
 #[derive(Debug, Clone)]
@@ -78,23 +105,31 @@ impl CompletionBatch {
 
 /// log π(row[t + 1] | row[..=t]) at the window's positions t ∈ first..L, `[B, W]` (the last
 /// column is filler), with the logits divided by `temperature` (the distribution the rollouts
-/// sampled from). The LM head runs on the window only, not on the prompts.
+/// sampled from). The LM head runs on the window only, not on the prompts, and a chunk of rows
+/// at a time ([`Transformer::target_logprobs`]).
 pub fn token_logprobs(model: &Transformer, batch: &CompletionBatch, temperature: f32) -> Tensor<2> {
+    token_logprobs_in_chunks(model, batch, temperature, model.logit_chunk_rows())
+}
+
+/// [`token_logprobs`] with the LM head run on `rows` rows at a time.
+pub fn token_logprobs_in_chunks(
+    model: &Transformer,
+    batch: &CompletionBatch,
+    temperature: f32,
+    rows: usize,
+) -> Tensor<2> {
     let (b, l, w) = (batch.rows.len(), batch.len, batch.window());
     let hidden = model.hidden_states(&batch.rows, &batch.pads); // [B, L, H]
     let h = hidden.dims()[2];
     let hidden = hidden.slice([0..b, batch.first..l, 0..h]).reshape([b * w, h]);
-    let mut logits = model.logits(hidden); // [B·W, V]
-    if temperature != 1.0 {
-        logits = logits / temperature;
-    }
-    let next: Vec<i64> = batch
+    let next: Vec<u32> = batch
         .rows
         .iter()
-        .flat_map(|r| (batch.first..l).map(move |t| r.get(t + 1).copied().unwrap_or(0) as i64))
+        .flat_map(|r| (batch.first..l).map(move |t| r.get(t + 1).copied().unwrap_or(0)))
         .collect();
-    let idx = Tensor::<2, Int>::from_data(TensorData::new(next, [b * w, 1]), &model.device);
-    log_softmax(logits, 1).gather(1, idx).reshape([b, w])
+    model
+        .target_logprobs_in_chunks(hidden, &next, temperature, rows)
+        .reshape([b, w])
 }
 
 #[cfg(test)]
@@ -113,5 +148,32 @@ mod tests {
         assert_eq!(b.mask(), [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]);
         let s = b.scatter(&[vec![0.5, 0.6], vec![0.7, 0.8, 0.9]]);
         assert_eq!(s, [0.0, 0.5, 0.6, 0.0, 0.7, 0.8, 0.9, 0.0]);
+    }
+
+    #[test]
+    fn passes_keep_attention_scores_within_the_buffer_bound() {
+        // Qwen2.5-0.5B's widths: 14 heads, F = 4864; 400 tokens attend to S = 448 slots, so a
+        // sequence's scores take 4 · 400 · 14 · 448 = 10,035,200 bytes: 6 fit in 64 MiB
+        let c = ModelConfig {
+            architecture: tinylora_formats::Architecture::Qwen2,
+            hidden_size: 896,
+            intermediate_size: 4864,
+            num_hidden_layers: 24,
+            num_attention_heads: 14,
+            num_key_value_heads: 2,
+            head_dim: 64,
+            vocab_size: 151_936,
+            rope_theta: 1e6,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings: true,
+            attention_bias: true,
+            max_position_embeddings: 32_768,
+        };
+        assert_eq!(pass_rows(&c, 400, 0), 6);
+        assert_eq!(passes(&c, 16, 400, 0), [0..6, 6..12, 12..16]);
+        // short rows: the MLP's [m·len, F] bounds instead (4 · 10 · 4864 bytes a row)
+        assert_eq!(pass_rows(&c, 10, 0), (64 << 20) / (4 * 10 * 4864));
+        assert_eq!(passes(&c, 5, 400, 2), [0..2, 2..4, 4..5]);
+        assert_eq!(pass_rows(&c, 1 << 20, 0), 1, "at least one");
     }
 }

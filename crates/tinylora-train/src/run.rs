@@ -85,39 +85,20 @@ impl AdapterRun<'_> {
         }
     }
 
-    /// Backpropagate `loss` (whose value is `loss_value`) to the values last uploaded with
-    /// gradients, clip the gradient to `max_norm` and take one AdamW step at `lr`; returns the
-    /// gradient norm before clipping. A non-finite loss, gradient or result is an error and
-    /// leaves the values as they were.
-    pub fn descend(
-        &mut self,
-        loss: Tensor<1>,
-        loss_value: f32,
-        max_norm: f32,
-        lr: f32,
-    ) -> Result<f32, TrainError> {
-        pollster::block_on(self.descend_async(loss, loss_value, max_norm, lr))
-    }
-
-    /// [`Self::descend`] that awaits the gradient's read-back (the browser's only way).
-    pub async fn descend_async(
-        &mut self,
-        loss: Tensor<1>,
-        loss_value: f32,
-        max_norm: f32,
-        lr: f32,
-    ) -> Result<f32, TrainError> {
-        let step = self.state.step + 1;
+    /// ∂`loss`/∂values (group order) by backpropagating `loss` (whose value is `loss_value`) to
+    /// the values last uploaded with gradients: one pass's share of a step's gradient, which
+    /// [`Self::apply_gradient`] then takes summed. A non-finite loss is an error. Awaits the
+    /// gradient's read-back (the browser's only way).
+    pub async fn backward_async(&self, loss: Tensor<1>, loss_value: f32) -> Result<Vec<f32>, TrainError> {
         if !loss_value.is_finite() {
             return Err(TrainError::NonFinite {
-                step,
+                step: self.state.step + 1,
                 what: "loss",
                 value: loss_value,
             });
         }
         let grads = loss.backward();
-        let g = self.model.gradient(&grads).await?;
-        self.apply_gradient(g, max_norm, lr)
+        Ok(self.model.gradient(&grads).await?)
     }
 
     /// Sum this process's share `g` of the gradient of the values with the other processes'

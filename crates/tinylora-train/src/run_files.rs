@@ -22,7 +22,9 @@ use crate::optim::AdamW;
 /// Keys of `config.json` that may differ on `--resume` (everything else must match).
 /// (`model` and `data` are paths: the weights are compared by `model_fingerprint`, the data
 /// file's contents by `data_fingerprint`.)
-pub const MAY_CHANGE_ON_RESUME: [&str; 4] = ["steps", "eval_every", "model", "data"];
+/// (`micro_batch` cuts a step into passes whose gradients add up: the same step, up to the
+/// order of an f32 sum.)
+pub const MAY_CHANGE_ON_RESUME: [&str; 5] = ["steps", "eval_every", "model", "data", "micro_batch"];
 
 /// Keys `config.json` gained after runs were already written with it: absent from a recorded
 /// run, they are not compared, so such a run still resumes (`weights`, how the frozen base is

@@ -11,7 +11,7 @@ use crate::data::Problem;
 use crate::error::TrainError;
 use crate::metrics::StepMetrics;
 use crate::optim::learning_rate;
-use crate::policy::{CompletionBatch, token_logprobs};
+use crate::policy::{CompletionBatch, passes, token_logprobs};
 use crate::prompt::{PromptStyle, render_prompt};
 use crate::run::{AdapterRun, TrainingMethod, check_number, step_problems};
 
@@ -31,6 +31,10 @@ pub struct SftConfig {
     /// AdamW decoupled weight decay.
     #[serde(default)]
     pub weight_decay: f32,
+    /// Most sequences per teacher-forced pass (the gradients of a step's passes add up);
+    /// 0: as many as keep each large buffer within 64 MiB ([`crate::policy::pass_rows`]).
+    #[serde(default)]
+    pub micro_batch: usize,
     /// How questions become prompts (the target continues the prompt).
     pub prompt: PromptStyle,
     /// Seed of the problem order.
@@ -121,24 +125,33 @@ impl TrainingMethod for SftTrainer {
             let g = run.apply_gradient(vec![0.0; run.state.values.len()], cfg.max_grad_norm, lr)?;
             (0.0, 0.0, g)
         } else {
-            let batch = CompletionBatch::new(&prompts, &targets);
-            let mask = batch.tensor(batch.mask(), &run.model.device).autodiff();
             // v as tensors that take gradients (uploaded before merging, so that a model not
             // yet merged is merged once), then training on the merged weights: v's gradient
             // through lowrank_update_merged
             run.model.set_values(&run.state.values, true)?;
             run.model.set_mode(DeltaMode::Merged)?;
-            let logp = token_logprobs(run.model, &batch, 1.0);
             let active = counts[1] as f32;
-            let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active;
-            let prob = (logp.exp() * mask).sum() / active;
-            let loss_value = read_scalar(loss.clone().inner(), "loss")?;
-            let grad_norm = run.descend(loss, loss_value, cfg.max_grad_norm, lr)?;
-            (
-                loss_value,
-                read_scalar(prob.inner(), "target probability")?,
-                grad_norm,
-            )
+            let longest = prompts.iter().zip(&targets).map(|(p, t)| p.len() + t.len()).max();
+            let (mut loss_value, mut prob, mut g) = (0.0, 0.0, vec![0.0; run.state.values.len()]);
+            for rows in passes(
+                &run.file.config,
+                prompts.len(),
+                longest.unwrap_or(0),
+                cfg.micro_batch,
+            ) {
+                let batch = CompletionBatch::new(&prompts[rows.clone()], &targets[rows]);
+                let mask = batch.tensor(batch.mask(), &run.model.device).autodiff();
+                let logp = token_logprobs(run.model, &batch, 1.0);
+                // this pass's share of the mean over the whole batch's target tokens
+                let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active;
+                let p = (logp.exp() * mask).sum() / active;
+                let value = read_scalar(loss.clone().inner(), "loss")?;
+                let share = pollster::block_on(run.backward_async(loss, value))?;
+                g.iter_mut().zip(share).for_each(|(a, b)| *a += b);
+                loss_value += value;
+                prob += read_scalar(p.inner(), "target probability")?;
+            }
+            (loss_value, prob, run.apply_gradient(g, cfg.max_grad_norm, lr)?)
         };
         run.state.step += 1;
         let mut shares = [loss_value, prob];

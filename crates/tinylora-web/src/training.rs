@@ -133,6 +133,7 @@ impl TrainSettings {
             warmup: self.warmup,
             max_grad_norm: self.max_grad_norm,
             weight_decay: 0.0,
+            micro_batch: 0,
             scale_rewards: ScaleRewards::Group,
             mask_truncated: false,
             // the CLI's defaults: TRL's clipping, no KL term, the `correct` reward alone
