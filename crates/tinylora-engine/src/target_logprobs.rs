@@ -42,8 +42,9 @@ impl Transformer {
     /// [`Self::target_logprobs`] with `rows` rows per chunk.
     ///
     /// # Panics
-    /// If `targets` is not one per row of `hidden`, `rows` is 0 or the LM head carries a delta
-    /// (its parameters would get no gradient: deltas go on the seven projections only).
+    /// If `hidden` has no rows, `targets` is not one per row, `rows` is 0 or the LM head
+    /// carries a delta (its parameters would get no gradient: deltas go on the seven
+    /// projections only).
     pub fn target_logprobs_in_chunks(
         &self,
         hidden: Tensor<2>,
@@ -52,6 +53,7 @@ impl Transformer {
         rows: usize,
     ) -> Tensor<1> {
         let [n, h] = hidden.dims();
+        assert!(n > 0, "hidden states of at least one row");
         assert_eq!(targets.len(), n, "one target per row of the hidden states");
         assert!(rows > 0, "chunks of at least one row");
         assert!(self.lm_head.delta.is_none(), "the LM head carries no delta");
