@@ -77,9 +77,9 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
     /// Most sequences per teacher-forced pass; a step's passes add their gradients up, so this
-    /// bounds memory, not the batch. 0: as many as keep attention's scores and the MLP's
-    /// activations within 64 MiB each (at most 128 MiB bind on lavapipe and in browsers). May
-    /// change on --resume.
+    /// bounds the memory of the largest buffers (attention's scores, the MLP's activations,
+    /// and what is kept of them for the backward), not the batch. 0: as many as keep those
+    /// within 64 MiB each (lavapipe and browsers bind at most 128 MiB). May change on --resume.
     #[arg(long, default_value_t = 0)]
     micro_batch: usize,
     #[command(flatten)]

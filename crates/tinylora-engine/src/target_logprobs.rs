@@ -33,8 +33,9 @@ impl Transformer {
     }
 
     /// log softmax(W hᵢ / τ)[targets[i]] for hidden states h `[N, H]` → `[N]`, differentiable
-    /// in h (and through it in whatever h depends on) when h is tracked; the logits are made
-    /// [`Self::logit_chunk_rows`] rows at a time.
+    /// in h (and through it in whatever h depends on) when h is tracked; when it is not, the
+    /// result is a plain tensor (autodiff off). The logits are made [`Self::logit_chunk_rows`]
+    /// rows at a time.
     pub fn target_logprobs(&self, hidden: Tensor<2>, targets: &[u32], temperature: f32) -> Tensor<1> {
         self.target_logprobs_in_chunks(hidden, targets, temperature, self.logit_chunk_rows())
     }
@@ -58,7 +59,7 @@ impl Transformer {
         assert!(rows > 0, "chunks of at least one row");
         assert!(self.lm_head.delta.is_none(), "the LM head carries no delta");
         let tracked = hidden.is_tracked();
-        let plain = hidden.clone().inner(); // h without its graph
+        let plain = hidden.clone().inner(); // h without its graph [N, H]
         let (mut logps, mut dirs) = (Vec::new(), Vec::new());
         for start in (0..n).step_by(rows) {
             let end = (start + rows).min(n);
@@ -82,7 +83,7 @@ impl Transformer {
         }
         let d = Tensor::cat(dirs, 0); // [N, H]
         // ℓ + Σ_H (h − sg(h)) ⊙ d: the value ℓ, the derivative d
-        let tangent = (hidden.clone() - hidden.detach()) * d.autodiff();
+        let tangent = (hidden.clone() - hidden.detach()) * d.autodiff(); // [N, H], all zeros
         logp.autodiff() + tangent.sum_dim(1).reshape([n])
     }
 

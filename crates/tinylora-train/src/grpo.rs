@@ -241,11 +241,9 @@ pub fn grpo_loss(
     };
     let clipped = match cfg.importance_sampling {
         ImportanceSampling::Token => clipped_flag.sum() / active,
-        // one flag per sequence with any active token (TRL's mean over the [B, 1] flags)
-        ImportanceSampling::Sequence => {
-            let any = mask.sum_dim(1).clamp_max(1.0); // [B, 1]
-            (clipped_flag.narrow(1, 0, 1).clamp_max(1.0) * any).sum() / sequences
-        }
+        // one flag per sequence (its ratio, and so its flag, is the same at every active
+        // token): TRL's mean over the [B, 1] flags
+        ImportanceSampling::Sequence => clipped_flag.sum_dim(1).clamp_max(1.0).sum() / sequences,
     };
     LossParts { loss, kl, clipped }
 }
@@ -417,6 +415,84 @@ mod tests {
         assert!(r1 < 0.9, "seq 1's ratio is below the band");
         // clipping takes effect on seq 1 (ρ < 0.9, A < 0): 1 of 2 sequences
         assert!((value(parts.clipped) - 0.5).abs() < 1e-6);
+    }
+
+    /// A step's passes (some of its sequences each, each pass's window starting where its own
+    /// longest completion does, as `CompletionBatch` lays them out) add up to the whole batch:
+    /// loss, KL and clipped share, for every aggregation, ratio level and with the KL term.
+    #[test]
+    fn passes_add_up_to_the_whole_batch() {
+        let dev = default_device();
+        // 4 completions of 4, 2, 3 and 1 tokens, right-aligned in a window of 5 (the last
+        // column is filler)
+        let lens = [4usize, 2, 3, 1];
+        let (b, w) = (4, 5);
+        let mask: Vec<f32> = lens
+            .iter()
+            .flat_map(|&n| (0..w).map(move |t| f32::from(u8::from(t + 1 + n >= w && t + 1 < w))))
+            .collect();
+        let wave = |k: usize, a: f32, f: f32| {
+            (0..b * w)
+                .map(|i| a * ((i + k) as f32 * f).sin())
+                .collect::<Vec<f32>>()
+        };
+        let (logp, old, reference) = (wave(0, 0.3, 1.3), wave(3, 0.3, 0.7), wave(5, 0.2, 2.1));
+        let adv = [1.0f32, -0.5, 0.8, -1.2];
+        let whole = BatchSize {
+            sequences: b,
+            tokens: mask.iter().sum(),
+        };
+        // rows [r0, r1) with the window's first `skip` columns dropped
+        let part = |v: &[f32], rows: std::ops::Range<usize>, skip: usize| {
+            let data: Vec<f32> = rows
+                .clone()
+                .flat_map(|r| v[r * w + skip..(r + 1) * w].to_vec())
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(data, [rows.len(), w - skip]), &dev)
+        };
+        for aggregation in [Aggregation::Grpo, Aggregation::DrGrpo, Aggregation::Dapo] {
+            for importance_sampling in [ImportanceSampling::Token, ImportanceSampling::Sequence] {
+                for beta in [0.0, 0.1] {
+                    let cfg = LossConfig {
+                        eps_low: 0.1,
+                        eps_high: 0.1,
+                        beta,
+                        aggregation,
+                        importance_sampling,
+                    };
+                    let run = |rows: std::ops::Range<usize>, skip: usize| {
+                        let a = Tensor::<1>::from_data(TensorData::from(&adv[rows.clone()]), &dev);
+                        let p = grpo_loss(
+                            part(&logp, rows.clone(), skip),
+                            part(&old, rows.clone(), skip),
+                            Some(part(&reference, rows.clone(), skip)),
+                            a,
+                            part(&mask, rows, skip),
+                            &cfg,
+                            4,
+                            Some(whole),
+                        );
+                        [value(p.loss), value(p.kl), value(p.clipped)]
+                    };
+                    let all = run(0..4, 0);
+                    // passes {0, 1} (window from column 0) and {2, 3} (their longest has 3
+                    // tokens: window from column 1)
+                    let (p1, p2) = (run(0..2, 0), run(2..4, 1));
+                    for k in 0..3 {
+                        assert!(
+                            (p1[k] + p2[k] - all[k]).abs() < 1e-6,
+                            "{aggregation:?} {importance_sampling:?} β = {beta}: term {k}: {} + {} vs {}",
+                            p1[k],
+                            p2[k],
+                            all[k]
+                        );
+                    }
+                    if importance_sampling == ImportanceSampling::Sequence {
+                        assert!(all[2] > 0.0, "some sequence is clipped");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub struct GrpoConfig {
     /// Clipping, KL, aggregation, importance-sampling level.
     pub loss: LossConfig,
     /// Most sequences per teacher-forced pass (the gradients of a step's passes add up);
-    /// 0: as many as keep each large buffer within 64 MiB ([`crate::policy::pass_rows`]).
+    /// 0: as many as keep attention's scores and the MLP's activations within 64 MiB each
+    /// ([`crate::policy::pass_rows`]).
     #[serde(default)]
     pub micro_batch: usize,
     /// The rewards, summed with their weights.
@@ -190,6 +191,7 @@ impl GrpoTrainer {
                 &gens.iter().map(|g| g.prompt_ids.clone()).collect::<Vec<_>>(),
                 &gens.iter().map(|g| g.output_ids.clone()).collect::<Vec<_>>(),
             );
+            // log π_old, host [m·W]
             let old = batch.scatter(&gens.iter().map(|g| g.logprobs.clone()).collect::<Vec<_>>());
             let pass = Pass {
                 mask: batch.tensor(batch.mask(), &device).autodiff(),

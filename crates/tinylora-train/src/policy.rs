@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_engine::Transformer;
-use tinylora_engine::batch::left_pad;
+use tinylora_engine::batch::{PROMPT_BLOCK, left_pad};
 use tinylora_engine::kv_cache::KV_BLOCK;
 use tinylora_engine::target_logprobs::LOGIT_CHUNK_BYTES;
 use tinylora_formats::ModelConfig;
@@ -15,15 +15,17 @@ use tinylora_formats::ModelConfig;
 pub const PASS_BUFFER_BYTES: usize = LOGIT_CHUNK_BYTES;
 
 /// Sequences per teacher-forced pass when the longest is `len` tokens: `limit` when it is not
-/// 0, else the most whose attention scores `[m, n_h, len, S]` (S: `len` rounded up to the KV
-/// cache's block) and MLP activations `[m·len, F]`, in f32, each stay within
-/// [`PASS_BUFFER_BYTES`]; at least 1.
+/// 0, else the most whose attention scores `[m, n_h, L, S]` and MLP activations `[m·L, F]`, in
+/// f32, each stay within [`PASS_BUFFER_BYTES`] (L: `len` padded as `left_pad` pads it, S: L
+/// rounded up to the KV cache's block); at least 1.
 pub fn pass_rows(config: &ModelConfig, len: usize, limit: usize) -> usize {
     if limit > 0 {
         return limit;
     }
-    let s = len.div_ceil(KV_BLOCK) * KV_BLOCK;
-    let per_row = 4 * len * (config.num_attention_heads * s).max(config.intermediate_size);
+    let l = len.div_ceil(PROMPT_BLOCK) * PROMPT_BLOCK;
+    let s = l.div_ceil(KV_BLOCK) * KV_BLOCK;
+    let widest = (config.num_attention_heads.saturating_mul(s)).max(config.intermediate_size);
+    let per_row = l.saturating_mul(widest).saturating_mul(4);
     (PASS_BUFFER_BYTES / per_row.max(1)).max(1)
 }
 
@@ -171,8 +173,9 @@ mod tests {
         };
         assert_eq!(pass_rows(&c, 400, 0), 6);
         assert_eq!(passes(&c, 16, 400, 0), [0..6, 6..12, 12..16]);
-        // short rows: the MLP's [m·len, F] bounds instead (4 · 10 · 4864 bytes a row)
-        assert_eq!(pass_rows(&c, 10, 0), (64 << 20) / (4 * 10 * 4864));
+        // short rows, padded to 16 tokens: the MLP's [m·16, F] bounds instead (4 · 16 · 4864
+        // bytes a row)
+        assert_eq!(pass_rows(&c, 10, 0), (64 << 20) / (4 * 16 * 4864));
         assert_eq!(passes(&c, 5, 400, 2), [0..2, 2..4, 4..5]);
         assert_eq!(pass_rows(&c, 1 << 20, 0), 1, "at least one");
     }

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use tinylora_engine::{DeltaMode, read_scalar};
+use tinylora_engine::{DeltaMode, read_f32};
 use web_time::Instant;
 
 use crate::collective::{shard, sum_f32};
@@ -32,7 +32,8 @@ pub struct SftConfig {
     #[serde(default)]
     pub weight_decay: f32,
     /// Most sequences per teacher-forced pass (the gradients of a step's passes add up);
-    /// 0: as many as keep each large buffer within 64 MiB ([`crate::policy::pass_rows`]).
+    /// 0: as many as keep attention's scores and the MLP's activations within 64 MiB each
+    /// ([`crate::policy::pass_rows`]).
     #[serde(default)]
     pub micro_batch: usize,
     /// How questions become prompts (the target continues the prompt).
@@ -140,16 +141,19 @@ impl TrainingMethod for SftTrainer {
                 cfg.micro_batch,
             ) {
                 let batch = CompletionBatch::new(&prompts[rows.clone()], &targets[rows]);
-                let mask = batch.tensor(batch.mask(), &run.model.device).autodiff();
-                let logp = token_logprobs(run.model, &batch, 1.0);
-                // this pass's share of the mean over the whole batch's target tokens
-                let loss: Tensor<1> = -(logp.clone() * mask.clone()).sum() / active;
-                let p = (logp.exp() * mask).sum() / active;
-                let value = read_scalar(loss.clone().inner(), "loss")?;
-                let share = pollster::block_on(run.backward_async(loss, value))?;
+                let mask = batch.tensor(batch.mask(), &run.model.device); // [m, W]
+                let logp = token_logprobs(run.model, &batch, 1.0); // [m, W]
+                // this pass's shares of the means over the whole batch's target tokens
+                let loss: Tensor<1> = -(logp.clone() * mask.clone().autodiff()).sum() / active;
+                let p = (logp.clone().inner().exp() * mask).sum() / active;
+                let shares = read_f32(
+                    Tensor::cat(vec![loss.clone().inner(), p], 0),
+                    "loss and target probability",
+                )?;
+                let share = pollster::block_on(run.backward_async(loss, shares[0]))?;
                 g.iter_mut().zip(share).for_each(|(a, b)| *a += b);
-                loss_value += value;
-                prob += read_scalar(p.inner(), "target probability")?;
+                loss_value += shares[0];
+                prob += shares[1];
             }
             (loss_value, prob, run.apply_gradient(g, cfg.max_grad_norm, lr)?)
         };
