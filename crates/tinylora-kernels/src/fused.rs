@@ -148,11 +148,11 @@ fn element_groups(n: usize) -> usize {
     n.div_ceil(WG as usize)
 }
 
-/// H of rows x `[.., H]` with the norm's weight w `[H]`, checked.
-pub(crate) fn norm_width(x: &[usize], w: &[usize], op: &str) -> usize {
+/// [rows, H] of rows x `[.., H]` with the norm's weight w `[H]`, checked.
+pub(crate) fn norm_dims(x: &[usize], w: &[usize], op: &str) -> [usize; 2] {
     let h = x.last().copied().unwrap_or(0);
     assert!(w == [h], "{op}: w must be [{h}], not {w:?}");
-    h
+    [x.iter().product::<usize>() / h.max(1), h]
 }
 
 /// [B, T, n, d_h] of RoPE's x `[B, T, n, d_h]` (or, `heads_first`, of the backward's g
@@ -189,8 +189,7 @@ pub(crate) fn softmax_dims(z: &[usize], mask: &[usize]) -> [usize; 4] {
 
 impl FusedBackend for CubeBackend {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
-        let h = norm_width(&dims(&x), &dims(&w), "rms_norm");
-        let n = dims(&x).iter().product::<usize>() / h.max(1);
+        let [n, h] = norm_dims(&dims(&x), &dims(&w), "rms_norm");
         let (x, w) = (input(x, "rms_norm", "x"), input(w, "rms_norm", "w"));
         let y = empty(&x, dims(&x));
         u32_indices(n * h, "rms_norm");
@@ -269,8 +268,7 @@ impl FusedGradBackend for CubeBackend {
         eps: f32,
         g: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let h = norm_width(&dims(&x), &dims(&w), "rms_norm_backward");
-        let n = dims(&x).iter().product::<usize>() / h.max(1);
+        let [n, h] = norm_dims(&dims(&x), &dims(&w), "rms_norm_backward");
         assert_eq!(
             dims(&g),
             dims(&x),

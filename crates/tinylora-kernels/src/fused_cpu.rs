@@ -8,7 +8,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use crate::flex_f32::{VALUES_PER_TASK, best, contiguous, dot, task_rows, tensor};
-use crate::fused::{FusedBackend, FusedGradBackend, norm_width, rope_dims, softmax_dims};
+use crate::fused::{FusedBackend, FusedGradBackend, norm_dims, rope_dims, softmax_dims};
 
 /// x as a contiguous f32 tensor, and its shape.
 fn values(x: &FlexTensor, op: &str) -> (FlexTensor, Shape) {
@@ -229,7 +229,7 @@ fn rope_inputs(
 /// Check that x's rows are as wide as w, and return (contiguous x, w, its shape, H).
 fn norm_inputs(x: &FlexTensor, w: &FlexTensor, op: &str) -> (FlexTensor, FlexTensor, Shape, usize) {
     let ((x, shape), (w, w_shape)) = (values(x, op), values(w, op));
-    let h = norm_width(shape.as_slice(), w_shape.as_slice(), op);
+    let [_, h] = norm_dims(shape.as_slice(), w_shape.as_slice(), op);
     (x, w, shape, h)
 }
 
