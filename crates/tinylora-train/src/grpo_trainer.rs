@@ -244,8 +244,7 @@ impl GrpoTrainer {
                 let [loss, kl, clipped] = read_f32_async(scalars, "loss, KL and clipped share").await?[..]
                     .try_into()
                     .expect("three scalars");
-                let share = run.backward_async(terms.loss, loss).await?;
-                g.iter_mut().zip(share).for_each(|(a, b)| *a += b);
+                run.add_gradient_async(terms.loss, loss, &mut g).await?;
                 sums.iter_mut()
                     .zip([loss, kl, clipped])
                     .for_each(|(a, b)| *a += b);

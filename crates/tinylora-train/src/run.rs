@@ -85,11 +85,16 @@ impl AdapterRun<'_> {
         }
     }
 
-    /// ∂`loss`/∂values (group order) by backpropagating `loss` (whose value is `loss_value`) to
-    /// the values last uploaded with gradients: one pass's share of a step's gradient, which
-    /// [`Self::apply_gradient`] then takes summed. A non-finite loss is an error. Awaits the
-    /// gradient's read-back (the browser's only way).
-    pub async fn backward_async(&self, loss: Tensor<1>, loss_value: f32) -> Result<Vec<f32>, TrainError> {
+    /// Add ∂`loss`/∂values (group order) to `sum` by backpropagating `loss` (whose value is
+    /// `loss_value`) to the values last uploaded with gradients: one pass's share of a step's
+    /// gradient, which [`Self::apply_gradient`] then takes summed. A non-finite loss is an error
+    /// and leaves `sum` as it was. Awaits the gradient's read-back (the browser's only way).
+    pub async fn add_gradient_async(
+        &self,
+        loss: Tensor<1>,
+        loss_value: f32,
+        sum: &mut [f32],
+    ) -> Result<(), TrainError> {
         if !loss_value.is_finite() {
             return Err(TrainError::NonFinite {
                 step: self.state.step + 1,
@@ -98,7 +103,9 @@ impl AdapterRun<'_> {
             });
         }
         let grads = loss.backward();
-        Ok(self.model.gradient(&grads).await?)
+        let g = self.model.gradient(&grads).await?;
+        sum.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+        Ok(())
     }
 
     /// Sum this process's share `g` of the gradient of the values with the other processes'

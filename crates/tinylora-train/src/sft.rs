@@ -150,8 +150,7 @@ impl TrainingMethod for SftTrainer {
                     Tensor::cat(vec![loss.clone().inner(), p], 0),
                     "loss and target probability",
                 )?;
-                let share = pollster::block_on(run.backward_async(loss, shares[0]))?;
-                g.iter_mut().zip(share).for_each(|(a, b)| *a += b);
+                pollster::block_on(run.add_gradient_async(loss, shares[0], &mut g))?;
                 loss_value += shares[0];
                 prob += shares[1];
             }
