@@ -308,8 +308,9 @@ fn sequences_ending_at_different_steps_leave_the_batch_unchanged() {
             vec![42, 43, 44, 45, 46, 47],
         ];
         let free = model.generate(&prompts, &greedy(10, vec![]), |_, _| {}).unwrap();
-        // stop on the 1st token of prompt 0 and the 4th of prompt 2: rows end at different steps,
-        // ride along while most of the batch is live, then the batch shrinks
+        // stop on the 1st token of prompt 0 and the 4th of prompt 2: rows end at different steps;
+        // on the CPU the batch sheds each as it ends, on a GPU they ride along while most of
+        // the batch is live, then the batch shrinks
         let stops = vec![free[0].output_ids[0], free[2].output_ids[3]];
         let batched = model
             .generate(&prompts, &greedy(10, stops.clone()), |_, _| {})

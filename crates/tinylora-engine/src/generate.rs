@@ -1,6 +1,6 @@
 //! Batched generation with a KV cache: one prefill over the left-padded prompts, then one
-//! decode step per new token; ended sequences ride along until at most half the batch is live,
-//! then the batch shrinks.
+//! decode step per new token. On a GPU, ended sequences ride along until at most half the batch
+//! is live, then the batch shrinks; on the CPU it shrinks as soon as one ends.
 
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use tinylora_kernels::choose_tokens;
 
 use crate::batch::{attention_mask, left_pad, positions};
+use crate::device::is_cpu;
 use crate::error::{EngineError, read_f32, read_f32_async};
 use crate::kv_cache::KvCache;
 use crate::rope::rope_tables;
@@ -174,8 +175,11 @@ impl Transformer {
         let h = self.config.hidden_size;
         let (mut rows, mut pads) = left_pad(prompts, 0);
         // `active[r]`: index into `prompts` of batch row r, `None` once that sequence ended.
-        // Ended rows ride along (their outputs ignored) until at most half the batch is
-        // live; then the batch shrinks. Fewer distinct batch sizes, fewer shaders to compile.
+        // On a GPU every new batch size compiles and tunes its own shaders, so ended rows
+        // ride along (their outputs ignored) until at most half the batch is live. The CPU
+        // compiles nothing: there the batch sheds a row as soon as it ends, and a step's
+        // products cost the live rows only.
+        let shrink_at = |b: usize| if is_cpu(&self.device) { b - 1 } else { b / 2 };
         let mut active: Vec<Option<usize>> = (0..prompts.len()).map(Some).collect();
         let mut cache = KvCache::new(self.layers.len());
         loop {
@@ -209,7 +213,7 @@ impl Transformer {
             if live.is_empty() {
                 return Ok(out);
             }
-            if live.len() <= b / 2 {
+            if live.len() <= shrink_at(b) {
                 let idx: Vec<i64> = live.iter().map(|&r| r as i64).collect();
                 cache.retain_rows(Tensor::<1, Int>::from_data(
                     TensorData::new(idx, [live.len()]),
