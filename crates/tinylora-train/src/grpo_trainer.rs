@@ -57,8 +57,8 @@ pub struct GrpoConfig {
     /// Clipping, KL, aggregation, importance-sampling level.
     pub loss: LossConfig,
     /// Most sequences per teacher-forced pass (the gradients of a step's passes add up);
-    /// 0: as many as keep attention's scores and the MLP's activations within 64 MiB each
-    /// ([`crate::policy::pass_rows`]).
+    /// 0: as many as keep attention's scores and the MLP's activations within 64 MiB each and
+    /// what the backward keeps within 2 GiB ([`crate::policy::pass_rows`]).
     #[serde(default)]
     pub micro_batch: usize,
     /// The rewards, summed with their weights.

@@ -14,10 +14,33 @@ use tinylora_formats::ModelConfig;
 /// passes ([`passes`]) whose attention scores and MLP activations each stay within it.
 pub const PASS_BUFFER_BYTES: usize = LOGIT_CHUNK_BYTES;
 
+/// Most bytes a teacher-forced pass may keep for its backward, all layers together
+/// ([`saved_bytes_per_token`]): with Qwen2.5-0.5B's f32 weights (2.5 GB), a training step
+/// stays within an 8 GB GPU.
+pub const PASS_SAVED_BYTES: usize = 2 << 30;
+
+/// An upper estimate of the bytes the backward keeps per token of a pass, all layers
+/// together, when attention spans `s` slots. Per layer, in f32: the two norms' inputs and
+/// outputs (4H), q and the attention's output (2·n_h·d_h), k and v (2·n_kv·d_h), attention's
+/// scores and probabilities (2·n_h·S), and the MLP's gate, up and product (3F).
+pub fn saved_bytes_per_token(c: &ModelConfig, s: usize) -> usize {
+    let per_layer = [
+        4 * c.hidden_size,
+        2 * c.num_attention_heads * c.head_dim,
+        2 * c.num_key_value_heads * c.head_dim,
+        2usize.saturating_mul(c.num_attention_heads).saturating_mul(s),
+        3 * c.intermediate_size,
+    ]
+    .into_iter()
+    .fold(0usize, usize::saturating_add);
+    per_layer.saturating_mul(4).saturating_mul(c.num_hidden_layers)
+}
+
 /// Sequences per teacher-forced pass when the longest is `len` tokens: `limit` when it is not
 /// 0, else the most whose attention scores `[m, n_h, L, S]` and MLP activations `[m·L, F]`, in
-/// f32, each stay within [`PASS_BUFFER_BYTES`] (L: `len` padded as `left_pad` pads it, S: L
-/// rounded up to the KV cache's block); at least 1.
+/// f32, each stay within [`PASS_BUFFER_BYTES`] and whose `m·L` tokens keep at most
+/// [`PASS_SAVED_BYTES`] for the backward (L: `len` padded as `left_pad` pads it, S: L rounded
+/// up to the KV cache's block); at least 1.
 pub fn pass_rows(config: &ModelConfig, len: usize, limit: usize) -> usize {
     if limit > 0 {
         return limit;
@@ -26,7 +49,10 @@ pub fn pass_rows(config: &ModelConfig, len: usize, limit: usize) -> usize {
     let s = l.div_ceil(KV_BLOCK) * KV_BLOCK;
     let widest = (config.num_attention_heads.saturating_mul(s)).max(config.intermediate_size);
     let per_row = l.saturating_mul(widest).saturating_mul(4);
-    (PASS_BUFFER_BYTES / per_row.max(1)).max(1)
+    let saved_per_row = l.saturating_mul(saved_bytes_per_token(config, s));
+    (PASS_BUFFER_BYTES / per_row.max(1))
+        .min(PASS_SAVED_BYTES / saved_per_row.max(1))
+        .max(1)
 }
 
 /// `n` sequences, the longest `len` tokens, as consecutive ranges of [`pass_rows`] each.
@@ -152,11 +178,9 @@ mod tests {
         assert_eq!(s, [0.0, 0.5, 0.6, 0.0, 0.7, 0.8, 0.9, 0.0]);
     }
 
-    #[test]
-    fn passes_keep_attention_scores_within_the_buffer_bound() {
-        // Qwen2.5-0.5B's widths: 14 heads, F = 4864; 400 tokens attend to S = 448 slots, so a
-        // sequence's scores take 4 · 400 · 14 · 448 = 10,035,200 bytes: 6 fit in 64 MiB
-        let c = ModelConfig {
+    /// Qwen2.5-0.5B's widths.
+    fn qwen05() -> ModelConfig {
+        ModelConfig {
             architecture: tinylora_formats::Architecture::Qwen2,
             hidden_size: 896,
             intermediate_size: 4864,
@@ -170,6 +194,17 @@ mod tests {
             tie_word_embeddings: true,
             attention_bias: true,
             max_position_embeddings: 32_768,
+        }
+    }
+
+    #[test]
+    fn passes_keep_attention_scores_within_the_buffer_bound() {
+        // one layer, so that what the backward keeps stays far within its bound: 400 tokens
+        // attend to S = 448 slots, so a sequence's scores take 4 · 400 · 14 · 448 = 10,035,200
+        // bytes: 6 fit in 64 MiB
+        let c = ModelConfig {
+            num_hidden_layers: 1,
+            ..qwen05()
         };
         assert_eq!(pass_rows(&c, 400, 0), 6);
         assert_eq!(passes(&c, 16, 400, 0), [0..6, 6..12, 12..16]);
@@ -178,5 +213,22 @@ mod tests {
         assert_eq!(pass_rows(&c, 10, 0), (64 << 20) / (4 * 16 * 4864));
         assert_eq!(passes(&c, 5, 400, 2), [0..2, 2..4, 4..5]);
         assert_eq!(pass_rows(&c, 1 << 20, 0), 1, "at least one");
+    }
+
+    #[test]
+    fn passes_keep_what_the_backward_saves_within_its_bound() {
+        let c = qwen05();
+        // a token attending to S = 448 slots keeps, per layer, 4·896 + 2·14·64 + 2·2·64 +
+        // 2·14·448 + 3·4864 = 32,768 floats: 24 layers · 4 B · 32,768 = 3 MiB
+        assert_eq!(saved_bytes_per_token(&c, 448), 3 << 20);
+        // a 400-token row keeps 1200 MiB: one a pass (its scores alone would allow 6)
+        assert_eq!(pass_rows(&c, 400, 0), 1);
+        assert_eq!(passes(&c, 3, 400, 0), [0..1, 1..2, 2..3]);
+        // 100-token rows (112 padded, S = 128): 3584 + 1792 + 256 + 3584 + 14,592 = 23,808
+        // floats a layer, 2,285,568 B a token, 255,983,616 B a row: 8 in 2 GiB, where the
+        // MLP's buffer alone would allow 64 MiB / (4 · 112 · 4864) = 30
+        assert_eq!(pass_rows(&c, 100, 0), 8);
+        // an explicit --micro-batch is taken as it is
+        assert_eq!(pass_rows(&c, 400, 4), 4);
     }
 }
