@@ -321,6 +321,12 @@ fn sequences_ending_at_different_steps_leave_the_batch_unchanged() {
                 .unwrap();
             assert_eq!(alone[0].output_ids, b.output_ids);
             assert_eq!(alone[0].finish, b.finish);
+            for (x, y) in alone[0].logprobs.iter().zip(&b.logprobs) {
+                assert!(
+                    (x - y).abs() < 1e-4,
+                    "{device}: log-probability {x} alone, {y} batched"
+                );
+            }
         }
         assert_eq!(batched[0].output_ids.len(), 1, "{device}");
     }

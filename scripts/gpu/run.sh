@@ -280,7 +280,9 @@ stage3() {
     model="$STASH/models/Qwen2.5-Coder-0.5B-Instruct.gguf"; train="$STASH/data/gsm8k/train.jsonl"
     test="$STASH/data/gsm8k/test.jsonl"; limit=200; steps="${KIT_S3_STEPS:-200}"
     common=(--max-new-tokens 256)
-    grpo_extra=(--group-size 8 --prompts-per-step 4); sft_extra=(--batch-size 4); eval_extra=(--batch-size 64)
+    # passes of 8 sequences: the H200's memory is no concern, and fewer passes launch less
+    grpo_extra=(--group-size 8 --prompts-per-step 4 --micro-batch 8); sft_extra=(--batch-size 4)
+    eval_extra=(--batch-size 64)
   fi
   [[ -f "$model" ]] || die "stage3: $model is missing"
   W="$d"  # stage 3 keeps its logs with its runs, which go back and forth between visits

@@ -79,8 +79,8 @@ pub struct CommonArgs {
     /// Most sequences per teacher-forced pass; a step's passes add their gradients up, so this
     /// bounds the memory of the largest buffers (attention's scores, the MLP's activations,
     /// and what is kept of them for the backward), not the batch. 0: as many as keep those
-    /// within 64 MiB each (lavapipe and browsers bind at most 128 MiB) and what the backward
-    /// keeps, all layers together, within 2 GiB (an estimate). May change on --resume.
+    /// within 64 MiB each (lavapipe and browsers bind at most 128 MiB) and the activations of
+    /// all layers within 2 GiB (an estimate). May change on --resume.
     #[arg(long, default_value_t = 0)]
     micro_batch: usize,
     #[command(flatten)]

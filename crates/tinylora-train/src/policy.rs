@@ -14,22 +14,25 @@ use tinylora_formats::ModelConfig;
 /// passes ([`passes`]) whose attention scores and MLP activations each stay within it.
 pub const PASS_BUFFER_BYTES: usize = LOGIT_CHUNK_BYTES;
 
-/// Most bytes a teacher-forced pass may keep for its backward, all layers together
-/// ([`saved_bytes_per_token`]): with Qwen2.5-0.5B's f32 weights (2.5 GB), a training step
-/// stays within an 8 GB GPU.
-pub const PASS_SAVED_BYTES: usize = 2 << 30;
+/// Most bytes the activations of a teacher-forced pass may take, all layers together
+/// ([`activation_bytes_per_token`]). With Qwen2.5-0.5B at GSM8K lengths a training step then
+/// peaks near 6 GB on the CPU, weights included.
+pub const PASS_ACTIVATION_BYTES: usize = 2 << 30;
 
-/// An upper estimate of the bytes the backward keeps per token of a pass, all layers
-/// together, when attention spans `s` slots. Per layer, in f32: the two norms' inputs and
-/// outputs (4H), q and the attention's output (2·n_h·d_h), k and v (2·n_kv·d_h), attention's
-/// scores and probabilities (2·n_h·S), and the MLP's gate, up and product (3F).
-pub fn saved_bytes_per_token(c: &ModelConfig, s: usize) -> usize {
+/// An estimate of a pass's memory per token, all layers together, when attention spans `s`
+/// slots: per layer, one f32 for each per-token activation: the two norms' inputs and outputs
+/// (4H), q and the attention's output (2·n_h·d_h), k and v (2·n_kv·d_h), attention's scores
+/// and probabilities (2·n_h·S), the MLP's gate, up and product (3F). The backward keeps only
+/// some of them (the probabilities, not the scores; a projection's input only when its factors
+/// train), but holds gradients of the same widths while it runs; the CPU's peak RSS grows
+/// with a pass's tokens by about this much (benches/README.md, "Training memory").
+pub fn activation_bytes_per_token(c: &ModelConfig, s: usize) -> usize {
     let per_layer = [
-        4 * c.hidden_size,
-        2 * c.num_attention_heads * c.head_dim,
-        2 * c.num_key_value_heads * c.head_dim,
-        2usize.saturating_mul(c.num_attention_heads).saturating_mul(s),
-        3 * c.intermediate_size,
+        c.hidden_size.saturating_mul(4),
+        c.num_attention_heads.saturating_mul(c.head_dim).saturating_mul(2),
+        c.num_key_value_heads.saturating_mul(c.head_dim).saturating_mul(2),
+        c.num_attention_heads.saturating_mul(s).saturating_mul(2),
+        c.intermediate_size.saturating_mul(3),
     ]
     .into_iter()
     .fold(0usize, usize::saturating_add);
@@ -38,8 +41,8 @@ pub fn saved_bytes_per_token(c: &ModelConfig, s: usize) -> usize {
 
 /// Sequences per teacher-forced pass when the longest is `len` tokens: `limit` when it is not
 /// 0, else the most whose attention scores `[m, n_h, L, S]` and MLP activations `[m·L, F]`, in
-/// f32, each stay within [`PASS_BUFFER_BYTES`] and whose `m·L` tokens keep at most
-/// [`PASS_SAVED_BYTES`] for the backward (L: `len` padded as `left_pad` pads it, S: L rounded
+/// f32, each stay within [`PASS_BUFFER_BYTES`] and whose `m·L` tokens' activations stay
+/// within [`PASS_ACTIVATION_BYTES`] (L: `len` padded as `left_pad` pads it, S: L rounded
 /// up to the KV cache's block); at least 1.
 pub fn pass_rows(config: &ModelConfig, len: usize, limit: usize) -> usize {
     if limit > 0 {
@@ -49,9 +52,9 @@ pub fn pass_rows(config: &ModelConfig, len: usize, limit: usize) -> usize {
     let s = l.div_ceil(KV_BLOCK) * KV_BLOCK;
     let widest = (config.num_attention_heads.saturating_mul(s)).max(config.intermediate_size);
     let per_row = l.saturating_mul(widest).saturating_mul(4);
-    let saved_per_row = l.saturating_mul(saved_bytes_per_token(config, s));
+    let activations_per_row = l.saturating_mul(activation_bytes_per_token(config, s));
     (PASS_BUFFER_BYTES / per_row.max(1))
-        .min(PASS_SAVED_BYTES / saved_per_row.max(1))
+        .min(PASS_ACTIVATION_BYTES / activations_per_row.max(1))
         .max(1)
 }
 
@@ -199,7 +202,7 @@ mod tests {
 
     #[test]
     fn passes_keep_attention_scores_within_the_buffer_bound() {
-        // one layer, so that what the backward keeps stays far within its bound: 400 tokens
+        // one layer, so that the activations stay far within their bound: 400 tokens
         // attend to S = 448 slots, so a sequence's scores take 4 · 400 · 14 · 448 = 10,035,200
         // bytes: 6 fit in 64 MiB
         let c = ModelConfig {
@@ -216,12 +219,12 @@ mod tests {
     }
 
     #[test]
-    fn passes_keep_what_the_backward_saves_within_its_bound() {
+    fn passes_keep_their_activations_within_the_activation_bound() {
         let c = qwen05();
-        // a token attending to S = 448 slots keeps, per layer, 4·896 + 2·14·64 + 2·2·64 +
+        // a token attending to S = 448 slots counts, per layer, 4·896 + 2·14·64 + 2·2·64 +
         // 2·14·448 + 3·4864 = 32,768 floats: 24 layers · 4 B · 32,768 = 3 MiB
-        assert_eq!(saved_bytes_per_token(&c, 448), 3 << 20);
-        // a 400-token row keeps 1200 MiB: one a pass (its scores alone would allow 6)
+        assert_eq!(activation_bytes_per_token(&c, 448), 3 << 20);
+        // a 400-token row counts 1200 MiB: one a pass (its scores alone would allow 6)
         assert_eq!(pass_rows(&c, 400, 0), 1);
         assert_eq!(passes(&c, 3, 400, 0), [0..1, 1..2, 2..3]);
         // 100-token rows (112 padded, S = 128): 3584 + 1792 + 256 + 3584 + 14,592 = 23,808
