@@ -58,7 +58,7 @@ pub struct GrpoConfig {
     pub loss: LossConfig,
     /// Most sequences per teacher-forced pass (the gradients of a step's passes add up);
     /// 0: as many as keep attention's scores and the MLP's activations within 64 MiB each and
-    /// their activations, all layers together, within 2 GiB ([`crate::policy::pass_rows`]).
+    /// the activations of all layers together within 2 GiB ([`crate::policy::pass_rows`]).
     #[serde(default)]
     pub micro_batch: usize,
     /// The rewards, summed with their weights.
