@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
@@ -25,7 +25,7 @@ const SEQS: [[u32; 10]; 2] = [
     [250, 11, 64, 65, 66, 67, 68, 2, 9, 100],
 ];
 
-fn tiny(name: &str) -> (PathBuf, ModelConfig, Weights) {
+fn tiny(name: &str) -> (common::TestDir, ModelConfig, Weights) {
     let dir = common::temp_dir(name);
     let c = tiny_config(Architecture::Llama, true);
     let w = random_weights(&c, 21);

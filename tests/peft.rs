@@ -135,7 +135,7 @@ fn peft_lora_adapter_gives_pefts_logits() {
 }
 
 /// A copy of a fixture adapter with its config edited by `edit`.
-fn edited(name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+fn edited(name: &str, edit: impl Fn(&mut serde_json::Value)) -> common::TestDir {
     let dir = common::temp_dir(&format!("peft-{name}"));
     let src = fixtures().join("tiny-llama-tinylora");
     std::fs::copy(

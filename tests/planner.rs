@@ -22,7 +22,8 @@ const QWEN25_7B: &str = r#"{"architectures": ["Qwen2ForCausalLM"], "model_type":
   "tie_word_embeddings": false}"#;
 
 fn config(name: &str, json: &str) -> tinylora::formats::ModelConfig {
-    let path = common::temp_dir(name).join("config.json");
+    let dir = common::temp_dir(name);
+    let path = dir.join("config.json");
     std::fs::write(&path, json).unwrap();
     read_model_config(&path).unwrap()
 }

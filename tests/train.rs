@@ -129,7 +129,7 @@ fn mean_reward(model: &mut AdaptedModel, file: &ModelFile) -> f64 {
 }
 
 /// The digit model, loaded, with no adapter.
-fn setup(name: &str) -> (std::path::PathBuf, ModelFile, AdaptedModel) {
+fn setup(name: &str) -> (common::TestDir, ModelFile, AdaptedModel) {
     let dir = common::temp_dir(name);
     digit_model(&dir);
     let file = ModelFile::open(&dir).unwrap();

@@ -14,7 +14,6 @@
 // FILE is under models/ (default SmolLM2-135M-Instruct.Q4_1.gguf).
 import fs from "node:fs";
 import http from "node:http";
-import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import puppeteer from "puppeteer-core";
@@ -46,7 +45,6 @@ const server = http.createServer((req, res) => {
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const browser = await puppeteer.launch({
   executablePath: "/usr/bin/chromium", headless: true, protocolTimeout: 0,
-  userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), "tinylora-chromium-")),
   args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--no-first-run"],
 });
 const result = { model: opt.model, weights: opt.weights };

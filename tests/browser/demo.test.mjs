@@ -94,7 +94,6 @@ function chromium() {
     executablePath: "/usr/bin/chromium",
     headless: true,
     protocolTimeout: 30 * MINUTE,
-    userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), "tinylora-chromium-")),
     args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--no-first-run", "--window-size=1200,900"],

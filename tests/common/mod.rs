@@ -8,7 +8,7 @@ pub mod gguf_writer;
 pub mod reference;
 pub mod tiny_model;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Every device the engine runs on natively, named: the GPU through wgpu (lavapipe on machines
 /// without one) and the CPU (burn's Flex backend).
@@ -56,10 +56,38 @@ pub fn gsm8k_test() -> PathBuf {
     path
 }
 
-/// A fresh, empty directory under the system temporary directory, unique to this test process.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tinylora-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty directory under the system temporary directory (`tinylora-test-NAME-…`),
+/// removed when dropped; a test that fails keeps it for inspection and prints its path.
+pub fn temp_dir(name: &str) -> TestDir {
+    TestDir(
+        tempfile::Builder::new()
+            .prefix(&format!("tinylora-test-{name}-"))
+            .tempdir()
+            .unwrap(),
+    )
+}
+
+/// A test's scratch directory: derefs to its path. See [`temp_dir`].
+pub struct TestDir(tempfile::TempDir);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!("test files kept in {}", self.0.path().display());
+        }
+    }
 }

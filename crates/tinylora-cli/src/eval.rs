@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -116,18 +116,22 @@ pub struct EvalArgs {
     out: PathBuf,
 }
 
+/// How often a log without a progress bar hears from a batch still generating.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
 /// The progress callback of [`tinylora_train::evaluate`] drawn on `bar`: problems done as
 /// its position, tokens generated as its message. Where no bar is drawn (stderr is not a
-/// terminal: logs, CI, `nohup`), a line per batch instead.
+/// terminal: logs, CI, `nohup`), a line when a batch has finished and every [`LOG_EVERY`]
+/// within one, so a large batch's minutes of generation do not look like a hang.
 pub fn show_progress(bar: ProgressBar) -> impl FnMut(usize, usize) + Send {
     let start = Instant::now();
-    let mut logged = 0;
+    let mut logged = (0, start);
     move |done, tokens| {
         bar.set_position(done as u64);
         bar.set_message(format!("{tokens} tokens generated"));
-        // called per generated token too: log only when a batch has finished
-        if bar.is_hidden() && done > logged {
-            logged = done;
+        // called per generated token too
+        if bar.is_hidden() && (done > logged.0 || logged.1.elapsed() >= LOG_EVERY) {
+            logged = (done, Instant::now());
             eprintln!(
                 "evaluated {done}/{} problems, {tokens} tokens generated, {:.0} s",
                 bar.length().unwrap_or(0),

@@ -179,7 +179,8 @@ impl Transformer {
         // ride along (their outputs ignored) until at most half the batch is live. The CPU
         // compiles nothing: there the batch sheds a row as soon as it ends, and a step's
         // products cost the live rows only.
-        let shrink_at = |b: usize| if is_cpu(&self.device) { b - 1 } else { b / 2 };
+        let sheds_each_row = is_cpu(&self.device);
+        let shrink_at = |b: usize| if sheds_each_row { b - 1 } else { b / 2 };
         let mut active: Vec<Option<usize>> = (0..prompts.len()).map(Some).collect();
         let mut cache = KvCache::new(self.layers.len());
         loop {
