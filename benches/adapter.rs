@@ -19,19 +19,58 @@
 //! the three backwards in rotating rounds (median times and median ratios), the forwards as
 //! medians of `--reps`.
 
+mod args;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
+use clap::Parser;
 use tinylora::adapter::{AdaptedModel, AdapterConfig, Tying, frozen_modules, plan};
-use tinylora::engine::{DeltaMode, FrozenWeight, Transformer, cpu_device, default_device};
+use tinylora::engine::{DeltaMode, FrozenWeight, Transformer, default_device};
 use tinylora::formats::ModelFile;
 use tinylora::kernels::{lowrank_merge, lowrank_update};
 
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+/// TinyLoRA kernels against stock burn ops, the training cost of a real model with an adapter,
+/// and the frozen SVD's time (see the header of benches/adapter.rs).
+#[derive(Parser)]
+#[command(bin_name = "bench-adapter")]
+struct Args {
+    /// gpu: all three parts; cpu: the training cost only (there the adapter ops are stock ops)
+    #[arg(long, value_enum, default_value_t = args::DeviceChoice::Gpu)]
+    device: args::DeviceChoice,
+    /// The WGSL kernels against stock ops only
+    #[arg(long, conflicts_with_all = ["training_only", "svd_only"])]
+    kernels_only: bool,
+    /// No kernels: the training cost, then (on the GPU) the frozen SVD's time
+    #[arg(long, conflicts_with = "svd_only")]
+    training_only: bool,
+    /// The frozen SVD's time only
+    #[arg(long)]
+    svd_only: bool,
+    /// Sequences of a forward + backward
+    #[arg(long, default_value_t = 1)]
+    rows: usize,
+    /// Tokens per sequence
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    /// Timed runs of each training figure (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Alternating pairs of each kernel against its stock ops
+    #[arg(long, default_value_t = 41)]
+    kernel_reps: usize,
+    /// GGUF file or Hugging Face model directory [default: models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Trainable parameters per tied group (TinyLoRA r = 2 on all seven modules)
+    #[arg(long, default_value_t = 1)]
+    u: usize,
+    /// Weight tying of the adapter
+    #[arg(long, value_parser = ["none", "full"], default_value = "none")]
+    tying: String,
+    #[command(flatten)]
+    cargo: args::CargoBench,
 }
 
 /// Median seconds of `reps` runs of `f` after one warm-up; `f` must finish its GPU work
@@ -195,17 +234,11 @@ fn kernels(reps: usize) {
     }
 }
 
-fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, device_name: &str) {
-    let path = std::env::args()
-        .skip_while(|a| a != "--model")
-        .nth(1)
-        .map_or_else(
-            || {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            },
-            std::path::PathBuf::from,
-        );
+fn training_cost(args: &Args, device: &Device, device_name: &str) {
+    let (rows, tokens, reps) = (args.rows, args.tokens, args.reps);
+    let path = args.model.clone().unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
     let file =
         ModelFile::open(&path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
     let name = path
@@ -215,17 +248,9 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
         .into_owned();
     let mut model = AdaptedModel::new(Transformer::load(&file, device).unwrap());
     // TinyLoRA r = 2 on all seven modules; `--u N` and `--tying none|full` (default 1, none)
-    let tying = std::env::args()
-        .skip_while(|a| a != "--tying")
-        .nth(1)
-        .unwrap_or_else(|| "none".into());
-    assert!(
-        tying == "none" || tying == "full",
-        "--tying none|full, not {tying:?}"
-    );
     let cfg = AdapterConfig {
-        u: arg("--u", 1),
-        tying: Tying::parse(&tying, 1).unwrap_or_else(|e| panic!("--tying: {e}")),
+        u: args.u,
+        tying: Tying::parse(&args.tying, 1).unwrap_or_else(|e| panic!("--tying: {e}")),
         ..AdapterConfig::default()
     };
     let p = plan(&file.config, &cfg);
@@ -286,8 +311,8 @@ fn training_cost(rows: usize, tokens: usize, reps: usize, device: &Device, devic
         unreachable!()
     };
     println!(
-        "\n{name} on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u={} tying {tying} ({} parameters), median of {reps}:",
-        cfg.u, p.params
+        "\n{name} on the {device_name}, {n_rows} × {tokens} tokens, TinyLoRA r=2 u={} tying {} ({} parameters), median of {reps}:",
+        cfg.u, args.tying, p.params
     );
     println!(
         "attach adapter ({} rank-2 SVDs + upload)       {attach:>8.2} s",
@@ -345,35 +370,21 @@ fn svd_time() {
 }
 
 fn main() {
-    let reps = arg("--reps", 5);
-    if std::env::args().any(|a| a == "--svd-only") {
+    let args = Args::parse();
+    if args.svd_only {
         return svd_time();
     }
-    let only = |flag: &str| std::env::args().any(|a| a == flag);
-    let device = std::env::args().skip_while(|a| a != "--device").nth(1);
-    if device.as_deref() == Some("cpu") {
+    if args.device == args::DeviceChoice::Cpu {
         // no WGSL there: only what training costs
-        return training_cost(
-            arg("--rows", 1),
-            arg("--tokens", 128),
-            reps,
-            &cpu_device(),
-            "CPU (Flex)",
-        );
+        return training_cost(&args, &args.device.device(), "CPU (Flex)");
     }
-    if !only("--training-only") {
-        kernels(arg("--kernel-reps", 41));
+    if !args.training_only {
+        kernels(args.kernel_reps);
     }
-    if only("--kernels-only") {
+    if args.kernels_only {
         return;
     }
-    training_cost(
-        arg("--rows", 1),
-        arg("--tokens", 128),
-        reps,
-        &default_device(),
-        "GPU",
-    );
+    training_cost(&args, &args.device.device(), "GPU");
     println!();
     svd_time();
 }

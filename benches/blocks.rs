@@ -13,11 +13,14 @@
 //! Each figure is the mean of 10 products summed on the device and read back once (the sum and
 //! the read are included, alike for every column).
 
+mod args;
+
 use std::time::Instant;
 
 use burn::tensor::quantization::{QuantScheme, QuantValue, ScaleDtype};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use tinylora::engine::{cpu_device, default_device, device::is_cpu};
+use clap::Parser;
+use tinylora::engine::device::is_cpu;
 use tinylora::formats::BlockMatrix;
 use tinylora::formats::quant::GgmlType;
 use tinylora::kernels::{
@@ -25,19 +28,22 @@ use tinylora::kernels::{
     shader_f16_offered,
 };
 
-/// The value after `flag` on the command line.
-fn arg(flag: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != flag).nth(1)
-}
-
-/// The comma-separated row counts after `flag`, if given.
-fn row_counts(flag: &str) -> Option<Vec<usize>> {
-    let list = arg(flag)?;
-    let counts = list
-        .split(',')
-        .map(|r| r.parse().ok())
-        .collect::<Option<Vec<usize>>>();
-    Some(counts.unwrap_or_else(|| panic!("{flag} {list}: a comma-separated list of row counts")))
+/// Products with weights kept in ggml blocks against decoded weights and burn's own quantized
+/// tensor (see the header of benches/blocks.rs).
+#[derive(Parser)]
+#[command(bin_name = "bench-blocks")]
+struct Args {
+    /// Where to run
+    #[arg(long, value_enum, default_value_t = args::DeviceChoice::Gpu)]
+    device: args::DeviceChoice,
+    /// Row counts of x, comma-separated [default: 9,16,32,256]
+    #[arg(long, value_delimiter = ',', default_values_t = [9, 16, 32, 256], hide_default_value = true)]
+    rows: Vec<usize>,
+    /// Row counts for burn's quantized matmul, comma-separated [default: --rows]
+    #[arg(long, value_delimiter = ',')]
+    burn_rows: Option<Vec<usize>>,
+    #[command(flatten)]
+    cargo: args::CargoBench,
 }
 
 /// A synthetic `out × d_in` weight matrix, row-major, values in [−0.5, 0.5).
@@ -60,11 +66,9 @@ fn time(reps: usize, f: &dyn Fn() -> Tensor<2>) -> f64 {
 }
 
 fn main() {
-    let device = match arg("--device").as_deref() {
-        Some("cpu") => cpu_device(),
-        _ => default_device(),
-    };
-    let rows = row_counts("--rows").unwrap_or_else(|| vec![9, 16, 32, 256]);
+    let args = Args::parse();
+    let device = args.device.device();
+    let rows = args.rows;
     let f16 = shader_f16_offered(&device);
     println!("shader-f16: {}", if f16 { "offered" } else { "not offered" });
     println!("ms a product (mean of 10)     path   fused  decoded+matmul  f32 matmul  f16 tile  f32 tile");
@@ -106,7 +110,7 @@ fn main() {
             );
         }
     }
-    let burn_rows = row_counts("--burn-rows").unwrap_or(rows);
+    let burn_rows = args.burn_rows.unwrap_or(rows);
     burn_quantized(&device, &burn_rows);
 }
 

@@ -10,11 +10,15 @@
 //! Every figure of one run comes from the same process, one column per device and `--weights`
 //! choice (default f32), side by side.
 
+mod args;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use clap::Parser;
 use tinylora::engine::sampling::sample;
-use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, cpu_device, default_device, read_f32};
+use tinylora::engine::{GenerateOptions, SamplingParams, Transformer, read_f32};
 use tinylora::formats::{ModelFile, WeightFormat};
 use tinylora::kernels::choose_tokens;
 
@@ -34,9 +38,31 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-/// The value after `flag` on the command line.
-fn arg(flag: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != flag).nth(1)
+/// Engine throughput: shader compilation, prefill and decode, one column per device and
+/// weight format (see the header of benches/engine.rs).
+#[derive(Parser)]
+#[command(bin_name = "bench-engine")]
+struct Args {
+    /// Tokens each sequence generates (at least 2: decoding is timed after the first)
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+    /// Where to run [default: both, the GPU first]
+    #[arg(long, value_enum)]
+    device: Option<args::DeviceChoice>,
+    /// Batch sizes decoded, comma-separated [default: 1,16]
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16], hide_default_value = true)]
+    batches: Vec<usize>,
+    /// 0: greedy; above 0, seeded sampling at this temperature (as GRPO's rollouts)
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// GGUF file or Hugging Face model directory [default: models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Weight formats, comma-separated: a column each
+    #[arg(long, value_delimiter = ',', default_values_t = [WeightFormat::F32])]
+    weights: Vec<WeightFormat>,
+    #[command(flatten)]
+    cargo: args::CargoBench,
 }
 
 /// One column's figures: (label, value, unit) rows, each also printed to stderr as soon as it is
@@ -181,39 +207,32 @@ fn token_choice_ms(device: &Device, batch: usize, vocab: usize, temperature: f32
 }
 
 fn main() {
-    let new_tokens: usize = arg("--new-tokens").map_or(128, |v| v.parse().expect("--new-tokens N"));
+    let args = Args::parse();
+    let new_tokens = args.new_tokens;
     assert!(
         new_tokens >= 2,
         "--new-tokens {new_tokens}: at least 2 (decoding is timed after the first)"
     );
-    let devices: Vec<(&str, Device)> = match arg("--device").as_deref() {
-        None => vec![("gpu", default_device()), ("cpu", cpu_device())],
-        Some("gpu") => vec![("gpu", default_device())],
-        Some("cpu") => vec![("cpu", cpu_device())],
-        Some(other) => panic!("--device {other}: expected gpu or cpu"),
-    };
-    let batches: Vec<usize> = arg("--batches").map_or(vec![1, 16], |v| {
-        v.split(',')
-            .map(|b| b.parse().expect("--batches N,N,..."))
-            .collect()
-    });
+    let devices: Vec<(String, Device)> = match args.device {
+        None => [args::DeviceChoice::Gpu, args::DeviceChoice::Cpu].into(),
+        Some(d) => vec![d],
+    }
+    .into_iter()
+    .map(|d| (d.to_string(), d.device()))
+    .collect();
+    let batches = args.batches;
     assert!(!batches.contains(&0), "--batches: every batch needs a prompt");
-    let temperature: f32 = arg("--temperature").map_or(0.0, |v| v.parse().expect("--temperature T"));
+    let temperature = args.temperature;
     assert!(
         temperature.is_finite() && temperature >= 0.0,
         "--temperature {temperature}: 0 (greedy) or more"
     );
-    let model_path = arg("--model").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        std::path::PathBuf::from,
-    );
+    let model_path = args.model.unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
     let file =
         ModelFile::open(&model_path).unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2)"));
-    let formats: Vec<WeightFormat> = arg("--weights").map_or(vec![WeightFormat::F32], |v| {
-        v.split(',')
-            .map(|w| w.parse().expect("--weights auto,f32,f16,bf16,q8,q4"))
-            .collect()
-    });
+    let formats = args.weights;
     let columns: Vec<(String, &Device, WeightFormat)> = devices
         .iter()
         .flat_map(|(name, device)| formats.iter().map(move |&w| (format!("{name}/{w}"), device, w)))

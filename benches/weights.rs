@@ -9,13 +9,32 @@
 //! probe tokens (as `tests/engine.rs` checks the f32 and auto paths), and over the whole
 //! vocabulary against the f32 path.
 
+mod args;
+
 use std::time::Instant;
 
-use tinylora::engine::{Transformer, cpu_device, default_device};
+use clap::Parser;
+use tinylora::engine::Transformer;
 use tinylora::formats::{ModelFile, WeightFormat};
 
-fn arg(flag: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != flag).nth(1)
+/// What each weight format does to a real model's logits, against numpy's and the f32 path's
+/// (see the header of benches/weights.rs).
+#[derive(Parser)]
+#[command(bin_name = "bench-weights")]
+struct Args {
+    /// Where to run
+    #[arg(long, value_enum, default_value_t = args::DeviceChoice::Cpu)]
+    device: args::DeviceChoice,
+    /// Weight formats, comma-separated [default: f32,auto,f16,q8,q4]
+    #[arg(long, value_delimiter = ',', hide_default_value = true, default_values_t = [
+        WeightFormat::F32, WeightFormat::Auto, WeightFormat::F16, WeightFormat::Q8, WeightFormat::Q4,
+    ])]
+    weights: Vec<WeightFormat>,
+    /// One model only [default: both]
+    #[arg(long, value_parser = ["smollm2", "qwen05"])]
+    model: Option<String>,
+    #[command(flatten)]
+    cargo: args::CargoBench,
 }
 
 fn ids(x: &serde_json::Value) -> Vec<u64> {
@@ -36,26 +55,12 @@ fn argmax(row: &[f32]) -> usize {
 
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let device = match arg("--device").as_deref() {
-        None | Some("cpu") => cpu_device(),
-        Some("gpu") => default_device(),
-        Some(other) => panic!("--device {other}: expected cpu or gpu"),
-    };
-    let formats: Vec<WeightFormat> = arg("--weights").map_or(
-        vec![
-            WeightFormat::F32,
-            WeightFormat::Auto,
-            WeightFormat::F16,
-            WeightFormat::Q8,
-            WeightFormat::Q4,
-        ],
-        |v| {
-            v.split(',')
-                .map(|w| w.parse().expect("--weights auto,f32,f16,bf16,q8,q4"))
-                .collect()
-        },
-    );
-    let names: Vec<String> = arg("--model").map_or(vec!["smollm2".into(), "qwen05".into()], |m| vec![m]);
+    let args = Args::parse();
+    let device = args.device.device();
+    let formats = args.weights;
+    let names: Vec<String> = args
+        .model
+        .map_or(vec!["smollm2".into(), "qwen05".into()], |m| vec![m]);
     for name in names {
         let file_name = match name.as_str() {
             "smollm2" => "SmolLM2-135M-Instruct.Q4_1.gguf",
