@@ -9,7 +9,7 @@ use common::devices;
 use common::reference::reference_logits;
 use common::tiny_model::{random_weights, round_bf16, tiny_config, write_tiny_gguf, write_tiny_hf_dir};
 use tinylora::engine::{GenerateOptions, SamplingParams, Transformer};
-use tinylora::formats::{Architecture, ModelFile, WeightFormat};
+use tinylora::formats::{Architecture, ModelConfig, ModelFile, WeightFormat};
 
 fn load(path: &std::path::Path, dev: &Device) -> (ModelFile, Transformer) {
     let file = ModelFile::open(path).unwrap();
@@ -71,6 +71,48 @@ fn greedy(max_new_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
         max_new_tokens,
         sampling: SamplingParams::greedy(),
         stop_ids,
+    }
+}
+
+/// 48 prompts of 448 tokens: prefilled at once, attention's scores `[48, 4, 448, 448]` f32
+/// would take 147 MiB, past the 128 MiB lavapipe and browsers bind (it failed so:
+/// "can't allocate buffer of size: 154140672"); the prefill takes chunks that fit, and the
+/// first token of three prompts (first, middle, last) is the plain-Rust reference's choice
+/// with its log-probability. One layer with heads 4 wide keeps the work small; lavapipe's
+/// time (~45 s) is mostly compiling and tuning the shapes.
+#[test]
+fn a_batch_too_wide_for_one_prefill_binding_is_prefilled_in_chunks_that_fit() {
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("wide-prefill");
+        let c = ModelConfig {
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            head_dim: 4,
+            ..tiny_config(Architecture::Llama, false)
+        };
+        let w = random_weights(&c, 33);
+        write_tiny_gguf(&dir.join("m.gguf"), &c, &w);
+        let (_, model) = load(&dir.join("m.gguf"), &dev);
+        let prompts: Vec<Vec<u32>> = (0..48u32)
+            .map(|i| (0..448u32).map(|t| (i * 31 + t * 7) % 250 + 3).collect())
+            .collect();
+        let gens = model.generate(&prompts, &greedy(1, vec![]), |_, _| {}).unwrap();
+        for i in [0, 23, 47] {
+            let want = reference_logits(&c, &w, &prompts[i]);
+            let row = &want[prompts[i].len() - 1];
+            let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let id = gens[i].output_ids[0] as usize;
+            assert!(
+                best - row[id] < 1e-3,
+                "{device}: prompt {i} chose {id}, reference best {best}"
+            );
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            assert!(
+                (gens[i].logprobs[0] as f64 - (row[id] - lse)).abs() < 1e-3,
+                "{device}: prompt {i}'s log-probability"
+            );
+        }
     }
 }
 

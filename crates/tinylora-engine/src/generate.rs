@@ -5,12 +5,14 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use tinylora_formats::ModelConfig;
 use tinylora_kernels::choose_tokens;
 
 use crate::batch::{attention_mask, left_pad, positions};
 use crate::device::is_cpu;
 use crate::error::{EngineError, read_f32, read_f32_async};
 use crate::kv_cache::KvCache;
+use crate::linear::MAX_BINDING_BYTES;
 use crate::rope::rope_tables;
 use crate::sampling::{SamplingParams, sample};
 use crate::transformer::{StepInputs, Transformer};
@@ -48,6 +50,19 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
+/// Prompt slots per prefill forward of `b` rows whose cache spans `s` slots once prefilled:
+/// at most `cap` ([`Transformer::prefill_chunk`]), and few enough that attention's scores
+/// `[B, n_h, chunk, S]` and the MLP's activations `[B·chunk, F]`, in f32, each stay within
+/// [`MAX_BINDING_BYTES`] (lavapipe and browsers bind at most 128 MiB); at least 1.
+pub fn prefill_slots(config: &ModelConfig, b: usize, s: usize, cap: usize) -> usize {
+    let widest = config
+        .num_attention_heads
+        .saturating_mul(s)
+        .max(config.intermediate_size);
+    let per_slot = b.saturating_mul(widest).saturating_mul(4);
+    (MAX_BINDING_BYTES / per_slot.max(1)).clamp(1, cap.max(1))
+}
+
 impl Transformer {
     /// Run one forward over new tokens `rows[b][t]` after `cache.len()` cached slots and
     /// return the final hidden states `[B, T, H]`.
@@ -72,12 +87,17 @@ impl Transformer {
         hidden
     }
 
-    /// The prompts' forward in chunks of at most [`Transformer::prefill_chunk`] slots, each
-    /// attending to the cache of the chunks before it, so that attention's scratch is
-    /// `[B, n_kv, r·chunk, S]`, not `[B, n_kv, r·T, T]`; returns the last chunk's hidden states.
+    /// The prompts' forward in chunks of [`prefill_slots`] slots, each attending to the cache
+    /// of the chunks before it, so that attention's scratch is `[B, n_kv, r·chunk, S]`, not
+    /// `[B, n_kv, r·T, T]`; returns the last chunk's hidden states.
     fn prefill(&self, rows: &[Vec<u32>], pads: &[usize], cache: &mut KvCache) -> Tensor<3> {
         let t = rows[0].len();
-        let chunk = self.prefill_chunk.max(1);
+        let chunk = prefill_slots(
+            &self.config,
+            rows.len(),
+            cache.capacity_after(t),
+            self.prefill_chunk,
+        );
         let mut start = 0;
         loop {
             let end = (start + chunk).min(t);
@@ -269,5 +289,49 @@ fn check_prompts(prompts: &[Vec<u32>]) -> Result<(), EngineError> {
     match prompts.iter().position(Vec::is_empty) {
         Some(index) => Err(EngineError::EmptyPrompt { index }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tinylora_formats::{Architecture, ModelConfig};
+
+    use super::prefill_slots;
+
+    /// SmolLM2-135M's widths: 9 heads, F = 1536.
+    fn smollm2() -> ModelConfig {
+        ModelConfig {
+            architecture: Architecture::Llama,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            head_dim: 64,
+            vocab_size: 49152,
+            rope_theta: 100_000.0,
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            max_position_embeddings: 8192,
+        }
+    }
+
+    #[test]
+    fn prefill_chunks_keep_scores_and_activations_within_a_binding() {
+        let c = smollm2();
+        // 64 rows spanning 320 slots: scores take 4 · 64 · 9 · 320 = 737,280 bytes a slot,
+        // 64 MiB / 737,280 = 91.02 → 91 slots
+        assert_eq!(prefill_slots(&c, 64, 320, 512), 91);
+        // one row: 5825 slots fit, the cap (512) holds
+        assert_eq!(prefill_slots(&c, 1, 320, 512), 512);
+        // short spans: the MLP's 1536 floats a token are the widest (9 · 64 = 576 < 1536):
+        // 64 MiB / (4 · 2048 · 1536) = 5.33 → 5
+        assert_eq!(prefill_slots(&c, 2048, 64, 512), 5);
+        // never 0, even when one slot is past the bound; a cap of 0 means 1
+        assert_eq!(prefill_slots(&c, 1 << 20, 8192, 512), 1);
+        assert_eq!(prefill_slots(&c, 1, 64, 0), 1);
+        // sizes from a file that would overflow saturate instead
+        assert_eq!(prefill_slots(&c, usize::MAX, usize::MAX, 512), 1);
     }
 }

@@ -144,7 +144,8 @@ pub struct Transformer {
     /// Whether merging keeps the base weights aside (see [`Transformer::keep_base_weights`]).
     pub(crate) keep_base: bool,
     /// Most prompt slots one prefill forward takes ([`PREFILL_CHUNK`] unless changed): longer
-    /// prompts are prefilled in chunks, bounding attention's scratch memory.
+    /// prompts are prefilled in chunks, bounding attention's scratch memory; a wide batch takes
+    /// fewer, so that each buffer fits a binding ([`crate::generate::prefill_slots`]).
     pub prefill_chunk: usize,
 }
 
