@@ -65,7 +65,7 @@ fn main() {
         let file_name = match name.as_str() {
             "smollm2" => "SmolLM2-135M-Instruct.Q4_1.gguf",
             "qwen05" => "Qwen2.5-Coder-0.5B-Instruct.gguf",
-            other => panic!("--model {other}: expected smollm2 or qwen05"),
+            _ => unreachable!("clap allows smollm2 and qwen05 only"),
         };
         let file = ModelFile::open(&root.join("models").join(file_name))
             .unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2 qwen0.5b)"));

@@ -76,7 +76,8 @@ fn greedy(max_new_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
 
 /// 48 prompts of 448 tokens: prefilled at once, attention's scores `[48, 4, 448, 448]` f32
 /// would take 147 MiB, past the 128 MiB lavapipe and browsers bind (it failed so:
-/// "can't allocate buffer of size: 154140672"); the prefill takes chunks that fit, and the
+/// "can't allocate buffer of size: 154140672"); the prefill takes chunks that fit (192, 192
+/// and 64 positions, at most 54 MiB of scores), and the
 /// first token of three prompts (first, middle, last) is the plain-Rust reference's choice
 /// with its log-probability. One layer with heads 4 wide keeps the work small; lavapipe's
 /// time (~45 s) is mostly compiling and tuning the shapes.

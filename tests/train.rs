@@ -374,7 +374,7 @@ fn two_iterations_per_batch_match_a_hand_computed_loss() {
 #[test]
 fn completion_logprobs_equal_the_samplers() {
     use tinylora::train::policy::{CompletionBatch, token_logprobs};
-    let (_, file, model) = setup("train-logprobs");
+    let (_dir, file, model) = setup("train-logprobs");
     let prompts: Vec<Vec<u32>> = problems()
         .iter()
         .map(|p| file.tokenizer.encode(&p.question).unwrap())

@@ -6,9 +6,15 @@ pub mod adapted;
 pub mod digit_task;
 pub mod gguf_writer;
 pub mod reference;
+#[cfg(not(target_family = "wasm"))]
+mod test_dir;
 pub mod tiny_model;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+#[cfg(not(target_family = "wasm"))]
+#[allow(unused_imports)] // each test binary includes this module; some make no directory
+pub use test_dir::{TestDir, temp_dir};
 
 /// Every device the engine runs on natively, named: the GPU through wgpu (lavapipe on machines
 /// without one) and the CPU (burn's Flex backend).
@@ -54,40 +60,4 @@ pub fn gsm8k_test() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A fresh, empty directory under the system temporary directory (`tinylora-test-NAME-…`),
-/// removed when dropped; a test that fails keeps it for inspection and prints its path.
-pub fn temp_dir(name: &str) -> TestDir {
-    TestDir(
-        tempfile::Builder::new()
-            .prefix(&format!("tinylora-test-{name}-"))
-            .tempdir()
-            .unwrap(),
-    )
-}
-
-/// A test's scratch directory: derefs to its path. See [`temp_dir`].
-pub struct TestDir(tempfile::TempDir);
-
-impl std::ops::Deref for TestDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl AsRef<Path> for TestDir {
-    fn as_ref(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.disable_cleanup(true);
-            eprintln!("test files kept in {}", self.0.path().display());
-        }
-    }
 }

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use tinylora_formats::ModelConfig;
 use tinylora_kernels::choose_tokens;
 
-use crate::batch::{attention_mask, left_pad, positions};
+use crate::batch::{PROMPT_BLOCK, attention_mask, left_pad, positions};
 use crate::device::is_cpu;
 use crate::error::{EngineError, read_f32, read_f32_async};
 use crate::kv_cache::KvCache;
@@ -53,14 +53,20 @@ pub struct Generation {
 /// Prompt slots per prefill forward of `b` rows whose cache spans `s` slots once prefilled:
 /// at most `cap` ([`Transformer::prefill_chunk`]), and few enough that attention's scores
 /// `[B, n_h, chunk, S]` and the MLP's activations `[B·chunk, F]`, in f32, each stay within
-/// [`MAX_BINDING_BYTES`] (lavapipe and browsers bind at most 128 MiB); at least 1.
+/// [`MAX_BINDING_BYTES`] (lavapipe and browsers bind at most 128 MiB); a multiple of
+/// [`PROMPT_BLOCK`] when it is one block or more (fewer shapes to compile), at least 1.
 pub fn prefill_slots(config: &ModelConfig, b: usize, s: usize, cap: usize) -> usize {
     let widest = config
         .num_attention_heads
         .saturating_mul(s)
         .max(config.intermediate_size);
     let per_slot = b.saturating_mul(widest).saturating_mul(4);
-    (MAX_BINDING_BYTES / per_slot.max(1)).clamp(1, cap.max(1))
+    let slots = (MAX_BINDING_BYTES / per_slot.max(1)).clamp(1, cap.max(1));
+    if slots >= PROMPT_BLOCK {
+        slots / PROMPT_BLOCK * PROMPT_BLOCK
+    } else {
+        slots
+    }
 }
 
 impl Transformer {
@@ -321,14 +327,15 @@ mod tests {
     fn prefill_chunks_keep_scores_and_activations_within_a_binding() {
         let c = smollm2();
         // 64 rows spanning 320 slots: scores take 4 · 64 · 9 · 320 = 737,280 bytes a slot,
-        // 64 MiB / 737,280 = 91.02 → 91 slots
-        assert_eq!(prefill_slots(&c, 64, 320, 512), 91);
+        // 64 MiB / 737,280 = 91.02 → 91 slots, 80 as a multiple of 16
+        assert_eq!(prefill_slots(&c, 64, 320, 512), 80);
         // one row: 5825 slots fit, the cap (512) holds
         assert_eq!(prefill_slots(&c, 1, 320, 512), 512);
         // short spans: the MLP's 1536 floats a token are the widest (9 · 64 = 576 < 1536):
         // 64 MiB / (4 · 2048 · 1536) = 5.33 → 5
         assert_eq!(prefill_slots(&c, 2048, 64, 512), 5);
-        // never 0, even when one slot is past the bound; a cap of 0 means 1
+        // fewer than a block stay as they are; never 0, even when one slot is past the bound;
+        // a cap of 0 means 1
         assert_eq!(prefill_slots(&c, 1 << 20, 8192, 512), 1);
         assert_eq!(prefill_slots(&c, 1, 64, 0), 1);
         // sizes from a file that would overflow saturate instead

@@ -145,7 +145,8 @@ pub struct Transformer {
     pub(crate) keep_base: bool,
     /// Most prompt slots one prefill forward takes ([`PREFILL_CHUNK`] unless changed): longer
     /// prompts are prefilled in chunks, bounding attention's scratch memory; a wide batch takes
-    /// fewer, so that each buffer fits a binding ([`crate::generate::prefill_slots`]).
+    /// fewer, so that attention's scores and the MLP's activations each fit a binding
+    /// ([`crate::generate::prefill_slots`]).
     pub prefill_chunk: usize,
 }
 
