@@ -13,7 +13,7 @@ mod args;
 
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tinylora::engine::Transformer;
 use tinylora::formats::{ModelFile, WeightFormat};
 
@@ -31,10 +31,26 @@ struct Args {
     ])]
     weights: Vec<WeightFormat>,
     /// One model only [default: both]
-    #[arg(long, value_parser = ["smollm2", "qwen05"])]
-    model: Option<String>,
+    #[arg(long, value_enum)]
+    model: Option<RealModel>,
     #[command(flatten)]
     cargo: args::CargoBench,
+}
+
+/// The real models with numpy reference logits (`tests/reference/<name>_logits.json`).
+#[derive(Clone, Copy, ValueEnum)]
+enum RealModel {
+    Smollm2,
+    Qwen05,
+}
+
+impl RealModel {
+    fn file_name(self) -> &'static str {
+        match self {
+            RealModel::Smollm2 => "SmolLM2-135M-Instruct.Q4_1.gguf",
+            RealModel::Qwen05 => "Qwen2.5-Coder-0.5B-Instruct.gguf",
+        }
+    }
 }
 
 fn ids(x: &serde_json::Value) -> Vec<u64> {
@@ -58,15 +74,13 @@ fn main() {
     let args = Args::parse();
     let device = args.device.device();
     let formats = args.weights;
-    let names: Vec<String> = args
+    let models = args
         .model
-        .map_or(vec!["smollm2".into(), "qwen05".into()], |m| vec![m]);
-    for name in names {
-        let file_name = match name.as_str() {
-            "smollm2" => "SmolLM2-135M-Instruct.Q4_1.gguf",
-            "qwen05" => "Qwen2.5-Coder-0.5B-Instruct.gguf",
-            _ => unreachable!("clap allows smollm2 and qwen05 only"),
-        };
+        .map_or(vec![RealModel::Smollm2, RealModel::Qwen05], |m| vec![m]);
+    for model in models {
+        // the name `--model` takes
+        let name = model.to_possible_value().expect("no variant is skipped");
+        let (name, file_name) = (name.get_name(), model.file_name());
         let file = ModelFile::open(&root.join("models").join(file_name))
             .unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch_models.sh smollm2 qwen0.5b)"));
         let reference: serde_json::Value = serde_json::from_str(

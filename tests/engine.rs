@@ -7,8 +7,10 @@ mod common;
 use burn::tensor::Device;
 use common::devices;
 use common::reference::reference_logits;
-use common::tiny_model::{random_weights, round_bf16, tiny_config, write_tiny_gguf, write_tiny_hf_dir};
-use tinylora::engine::{GenerateOptions, SamplingParams, Transformer};
+use common::tiny_model::{
+    Weights, random_weights, round_bf16, tiny_config, write_tiny_gguf, write_tiny_hf_dir,
+};
+use tinylora::engine::{GenerateOptions, Generation, SamplingParams, Transformer};
 use tinylora::formats::{Architecture, ModelConfig, ModelFile, WeightFormat};
 
 fn load(path: &std::path::Path, dev: &Device) -> (ModelFile, Transformer) {
@@ -74,6 +76,21 @@ fn greedy(max_new_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
     }
 }
 
+/// `g`'s first token, generated greedily after `prompt`, is the plain-Rust reference's choice
+/// (its logit within 1e-3 of the best) with the reference's log-probability (within 1e-3).
+fn first_token_is_the_references(c: &ModelConfig, w: &Weights, prompt: &[u32], g: &Generation, what: &str) {
+    let want = reference_logits(c, w, prompt);
+    let row = &want[prompt.len() - 1];
+    let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let id = g.output_ids[0] as usize;
+    assert!(best - row[id] < 1e-3, "{what}: chose {id}, reference best {best}");
+    let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+    assert!(
+        (g.logprobs[0] as f64 - (row[id] - lse)).abs() < 1e-3,
+        "{what}: log-probability"
+    );
+}
+
 /// 48 prompts of 448 tokens: prefilled at once, attention's scores `[48, 4, 448, 448]` f32
 /// would take 147 MiB, past the 128 MiB lavapipe and browsers bind (it failed so:
 /// "can't allocate buffer of size: 154140672"); the prefill takes chunks that fit (192, 192
@@ -100,19 +117,7 @@ fn a_batch_too_wide_for_one_prefill_binding_is_prefilled_in_chunks_that_fit() {
             .collect();
         let gens = model.generate(&prompts, &greedy(1, vec![]), |_, _| {}).unwrap();
         for i in [0, 23, 47] {
-            let want = reference_logits(&c, &w, &prompts[i]);
-            let row = &want[prompts[i].len() - 1];
-            let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let id = gens[i].output_ids[0] as usize;
-            assert!(
-                best - row[id] < 1e-3,
-                "{device}: prompt {i} chose {id}, reference best {best}"
-            );
-            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
-            assert!(
-                (gens[i].logprobs[0] as f64 - (row[id] - lse)).abs() < 1e-3,
-                "{device}: prompt {i}'s log-probability"
-            );
+            first_token_is_the_references(&c, &w, &prompts[i], &gens[i], &format!("{device}: prompt {i}"));
         }
     }
 }
@@ -132,19 +137,7 @@ fn chunked_prefill_matches_the_reference_and_the_context_bounds_generation() {
         let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
         let gens = model.generate(&prompts, &greedy(1, vec![]), |_, _| {}).unwrap();
         for (p, g) in prompts.iter().zip(&gens) {
-            let want = reference_logits(&c, &w, p);
-            let row = &want[p.len() - 1];
-            let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let id = g.output_ids[0] as usize;
-            assert!(
-                best - row[id] < 1e-3,
-                "{device}: chose {id}, reference best {best}"
-            );
-            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
-            assert!(
-                (g.logprobs[0] as f64 - (row[id] - lse)).abs() < 1e-3,
-                "{device}: chunked prefill's log-probability"
-            );
+            first_token_is_the_references(&c, &w, p, g, &format!("{device}: chunked prefill"));
         }
         model.config.max_position_embeddings = 12;
         let e = model

@@ -25,7 +25,12 @@ impl DeviceChoice {
 
 impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if *self == DeviceChoice::Gpu { "gpu" } else { "cpu" })
+        // the name `--device` takes
+        f.write_str(
+            self.to_possible_value()
+                .expect("no variant is skipped")
+                .get_name(),
+        )
     }
 }
 
