@@ -50,17 +50,24 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
+/// Floats per token of a forward's widest buffers when attention spans `s` slots: the larger
+/// of attention's scores (`n_h · S`) and the MLP's activations (F). Saturating.
+pub fn widest_floats_per_token(config: &ModelConfig, s: usize) -> usize {
+    config
+        .num_attention_heads
+        .saturating_mul(s)
+        .max(config.intermediate_size)
+}
+
 /// Prompt slots per prefill forward of `b` rows whose cache spans `s` slots once prefilled:
 /// at most `cap` ([`Transformer::prefill_chunk`]), and few enough that attention's scores
 /// `[B, n_h, chunk, S]` and the MLP's activations `[B·chunk, F]`, in f32, each stay within
 /// [`MAX_BINDING_BYTES`] (lavapipe and browsers bind at most 128 MiB); a multiple of
 /// [`PROMPT_BLOCK`] when it is one block or more (fewer shapes to compile), at least 1.
 pub fn prefill_slots(config: &ModelConfig, b: usize, s: usize, cap: usize) -> usize {
-    let widest = config
-        .num_attention_heads
-        .saturating_mul(s)
-        .max(config.intermediate_size);
-    let per_slot = b.saturating_mul(widest).saturating_mul(4);
+    let per_slot = b
+        .saturating_mul(widest_floats_per_token(config, s))
+        .saturating_mul(4);
     let slots = (MAX_BINDING_BYTES / per_slot.max(1)).clamp(1, cap.max(1));
     if slots >= PROMPT_BLOCK {
         slots / PROMPT_BLOCK * PROMPT_BLOCK

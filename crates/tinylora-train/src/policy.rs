@@ -6,6 +6,7 @@ use std::ops::Range;
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora_engine::Transformer;
 use tinylora_engine::batch::{PROMPT_BLOCK, left_pad};
+use tinylora_engine::generate::widest_floats_per_token;
 use tinylora_engine::kv_cache::KV_BLOCK;
 use tinylora_engine::target_logprobs::LOGIT_CHUNK_BYTES;
 use tinylora_formats::ModelConfig;
@@ -50,8 +51,9 @@ pub fn pass_rows(config: &ModelConfig, len: usize, limit: usize) -> usize {
     }
     let l = len.div_ceil(PROMPT_BLOCK) * PROMPT_BLOCK;
     let s = l.div_ceil(KV_BLOCK) * KV_BLOCK;
-    let widest = (config.num_attention_heads.saturating_mul(s)).max(config.intermediate_size);
-    let per_row = l.saturating_mul(widest).saturating_mul(4);
+    let per_row = l
+        .saturating_mul(widest_floats_per_token(config, s))
+        .saturating_mul(4);
     let activations_per_row = l.saturating_mul(activation_bytes_per_token(config, s));
     (PASS_BUFFER_BYTES / per_row.max(1))
         .min(PASS_ACTIVATION_BYTES / activations_per_row.max(1))
