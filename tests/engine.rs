@@ -122,6 +122,55 @@ fn a_batch_too_wide_for_one_prefill_binding_is_prefilled_in_chunks_that_fit() {
     }
 }
 
+/// 768 prompts of 2 tokens, 4 new tokens each, with a vocabulary of 131,072 tokens and 12
+/// key/value heads 64 wide, past the 128 MiB lavapipe and browsers bind twice over: the
+/// next-token logits `[768, 131072]` would take 384 MiB and one layer's cached keys
+/// `[768, 12, 64, 64]` (one block of 64 slots) 144 MiB, in f32 (it failed so on lavapipe:
+/// "can't allocate buffer of size: 402653184", and, with the logits chunked, a cache past
+/// 128 MiB failed the same way). The batch is generated in groups whose cache fits 64 MiB
+/// (three of 256 rows), each group's logits made 128 rows (64 MiB) at a time; every sequence
+/// gets its 4 tokens, streamed under its own index, and the
+/// first token of prompts on both sides of each group and chunk boundary is the plain-Rust
+/// reference's choice with its probability.
+#[test]
+fn a_batch_past_a_binding_is_generated_in_groups_and_chooses_in_row_chunks() {
+    for (device, dev) in devices() {
+        let dir = common::temp_dir("wide-batch");
+        let c = ModelConfig {
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 24,
+            num_key_value_heads: 12,
+            head_dim: 64,
+            vocab_size: 131_072,
+            ..tiny_config(Architecture::Llama, false)
+        };
+        let w = random_weights(&c, 34);
+        write_tiny_hf_dir(&dir, &c, &w, false);
+        let (_, model) = load(&dir, &dev);
+        let prompts: Vec<Vec<u32>> = (0..768u32)
+            .map(|i| vec![i * 97 % 131_072, i * 31 % 250 + 3])
+            .collect();
+        let mut streamed = vec![vec![]; prompts.len()];
+        let gens = model
+            .generate(&prompts, &greedy(4, vec![]), |i, id| streamed[i].push(id))
+            .unwrap();
+        assert!(
+            gens.iter().all(|g| g.output_ids.len() == 4),
+            "{device}: 4 tokens each"
+        );
+        let each_its_own = gens.iter().zip(&streamed).all(|(g, s)| &g.output_ids == s);
+        assert!(
+            each_its_own,
+            "{device}: each token streamed under its prompt's index"
+        );
+        for i in [0, 127, 128, 255, 256, 511, 512, 767] {
+            first_token_is_the_references(&c, &w, &prompts[i], &gens[i], &format!("{device}: prompt {i}"));
+        }
+    }
+}
+
 /// A prompt prefilled in chunks of 3 slots (each attending to the cache of the chunks before)
 /// gives the plain-Rust reference's next-token distribution; a prompt that fills the context is
 /// refused, and generation stops at the context's end.

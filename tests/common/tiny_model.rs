@@ -208,6 +208,7 @@ pub fn tiny_hf_files(c: &ModelConfig, w: &Weights, bf16: bool) -> Vec<(String, V
         "num_hidden_layers": c.num_hidden_layers,
         "num_attention_heads": c.num_attention_heads,
         "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
         "vocab_size": c.vocab_size,
         "rope_theta": c.rope_theta,
         "rms_norm_eps": c.rms_norm_eps,

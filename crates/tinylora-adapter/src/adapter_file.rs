@@ -278,12 +278,6 @@ mod tests {
     use super::*;
     use crate::config::Tying;
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tinylora-adapter-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     fn thirteen(precision: Precision) -> AdapterFile {
         let config = AdapterConfig {
             u: 13,
@@ -305,7 +299,8 @@ mod tests {
     /// must not depend on it.
     #[test]
     fn the_same_adapter_is_the_same_bytes() {
-        let d = dir("bytes");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
         let files: Vec<Vec<u8>> = (0..12)
             .map(|i| {
                 let path = d.join(format!("a{i}.safetensors"));
@@ -317,14 +312,15 @@ mod tests {
         let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
         assert_eq!(n % 8, 0, "header padded to 8 bytes");
         assert_eq!(
-            AdapterFile::parse(&d, &files[0]).unwrap(),
+            AdapterFile::parse(d, &files[0]).unwrap(),
             thirteen(Precision::F32)
         );
     }
 
     #[test]
     fn thirteen_f32_parameters_are_52_bytes_and_round_trip() {
-        let d = dir("rt");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
         for (p, payload) in [(Precision::F32, 52), (Precision::Bf16, 26), (Precision::F16, 26)] {
             let a = thirteen(p);
             let path = d.join("a.safetensors");
@@ -339,7 +335,8 @@ mod tests {
 
     #[test]
     fn wrong_model_and_broken_files_are_reported() {
-        let d = dir("bad");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
         let path = d.join("a.safetensors");
         let a = thirteen(Precision::F32);
         a.save(&path).unwrap();
@@ -363,7 +360,8 @@ mod tests {
 
     #[test]
     fn non_finite_values_are_refused_naming_the_file_and_index() {
-        let d = dir("nan");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
         let path = d.join("nan.safetensors");
         for (p, i, bad, shown) in [
             (Precision::F32, 3, f32::NAN, "NaN"),
@@ -383,12 +381,14 @@ mod tests {
 
     #[test]
     fn a_directory_without_adapter_config_is_not_an_adapter() {
-        let d = dir("empty-peft");
-        let e = AdapterFile::load(&d).unwrap_err().to_string();
-        assert!(
-            e.contains("empty-peft: is a directory but not a PEFT adapter: it has no adapter_config.json"),
-            "{e}"
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let e = AdapterFile::load(d).unwrap_err().to_string();
+        let expected = format!(
+            "{}: is a directory but not a PEFT adapter: it has no adapter_config.json",
+            d.display()
         );
+        assert!(e.contains(&expected), "{e}");
     }
 
     // Property tests of the parser on hostile input: random byte edits (often digits, so that

@@ -587,10 +587,10 @@ mod tests {
     use super::*;
     use safetensors::tensor::TensorView;
 
-    /// A PEFT directory with `config` and tensors `(name, shape, values)` (F32).
-    fn peft_dir(name: &str, config: Value, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tinylora-peft-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// A temporary PEFT directory with `config` and tensors `(name, shape, values)` (F32).
+    fn peft_dir(config: Value, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
         let bytes: Vec<Vec<u8>> = tensors
             .iter()
@@ -606,7 +606,7 @@ mod tests {
             safetensors::serialize(views, None).unwrap(),
         )
         .unwrap();
-        dir
+        tmp
     }
 
     #[test]
@@ -621,14 +621,14 @@ mod tests {
             vec![4, 1],
             v,
         )];
-        let e = PeftAdapter::load(&peft_dir("ia3", ia3, &t))
+        let e = PeftAdapter::load(peft_dir(ia3, &t).path())
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("adapter_config.json: IA3 is not supported (tinylora reads TINYLORA and LORA)"),
             "{e}"
         );
-        let e = PeftAdapter::load(&peft_dir("none", serde_json::json!({"r": 2}), &[]))
+        let e = PeftAdapter::load(peft_dir(serde_json::json!({"r": 2}), &[]).path())
             .unwrap_err()
             .to_string();
         assert!(
@@ -646,7 +646,7 @@ mod tests {
             (a, vec![1, 4], vec![0.5, 0.5, f32::NAN, 0.5]),
             (b, vec![4, 1], vec![0.0; 4]),
         ];
-        let e = PeftAdapter::load(&peft_dir("nan", config, &tensors))
+        let e = PeftAdapter::load(peft_dir(config, &tensors).path())
             .unwrap_err()
             .to_string();
         assert!(

@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn an_adapter_for_another_model_is_refused_before_the_weights_load() {
-        let (model, adapter) = unloadable_model_and_foreign_adapter("eval");
+        let (_tmp, model, adapter) = unloadable_model_and_foreign_adapter();
         let data = adapter.with_file_name("problems.jsonl");
         std::fs::write(&data, "{\"question\": \"a\", \"answer\": \"1\"}\n").unwrap();
         let args = |adapter: Option<PathBuf>| EvalArgs {

@@ -170,9 +170,11 @@ pub(crate) mod tests {
     use tinylora_formats::WeightFormat;
 
     /// A model directory whose configuration and tokenizer open but whose weights cannot load
-    /// (one tensor in all), and an adapter file made for another model, under `dir`.
-    pub(crate) fn unloadable_model_and_foreign_adapter(name: &str) -> (PathBuf, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("tinylora-cli-{}-{name}", std::process::id()));
+    /// (one tensor in all), and an adapter file made for another model, in a temporary
+    /// directory (removed when the first value is dropped).
+    pub(crate) fn unloadable_model_and_foreign_adapter() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let vocab: serde_json::Map<String, Value> = ["a", "b", "c", "d"]
             .iter()
             .enumerate()
@@ -220,7 +222,7 @@ pub(crate) mod tests {
         }
         .save(&adapter)
         .unwrap();
-        (model, adapter)
+        (tmp, model, adapter)
     }
 
     fn args(model: &Path, adapter: Option<&Path>, temperature: f32, top_p: f32) -> GenerateArgs {
@@ -271,7 +273,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_adapter_for_another_model_is_refused_before_the_weights_load() {
-        let (model, adapter) = unloadable_model_and_foreign_adapter("generate");
+        let (_tmp, model, adapter) = unloadable_model_and_foreign_adapter();
         let e = format!("{:#}", run(args(&model, Some(&adapter), 0.0, 1.0)).unwrap_err());
         assert!(
             e.contains("this adapter was made for base model 0123456789abcdef"),

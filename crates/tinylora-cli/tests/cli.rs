@@ -121,8 +121,8 @@ fn generate_json_greedy_and_seeded_sampling() {
 
 #[test]
 fn plan_counts_and_errors() {
-    let dir = std::env::temp_dir().join(format!("tinylora-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let cfg = dir.join("config.json");
     std::fs::write(
         &cfg,
@@ -170,8 +170,8 @@ fn output_ids(out: &Output) -> serde_json::Value {
 #[test]
 fn generate_with_adapter_equals_the_merged_model_and_the_peft_export_and_differs_from_the_base() {
     let model = smollm2();
-    let dir = std::env::temp_dir().join(format!("tinylora-cli-merge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let adapter = dir.join("one.safetensors");
     write_adapter(&adapter, &model, 1.0, None);
     let (m, a) = (model.to_str().unwrap(), adapter.to_str().unwrap());
@@ -276,15 +276,14 @@ fn generate_with_adapter_equals_the_merged_model_and_the_peft_export_and_differs
         err.contains("foreign.safetensors") && err.contains("made for base model"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn eval_reports_accuracies_that_match_its_per_problem_file_and_logs_progress_without_a_terminal() {
     let model = smollm2();
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/arithmetic.jsonl");
-    let dir = std::env::temp_dir().join(format!("tinylora-cli-eval-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let results = dir.join("eval.jsonl");
     let out = tinylora(&[
         "eval",
@@ -346,15 +345,14 @@ fn eval_reports_accuracies_that_match_its_per_problem_file_and_logs_progress_wit
             "{mode}: {right}/20 = {line} not in\n{stdout}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn training_and_evaluation_report_bad_input_clearly() {
     let model = smollm2();
     let m = model.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("tinylora-cli-train-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let bad = dir.join("bad.jsonl");
     std::fs::write(
         &bad,
@@ -525,15 +523,14 @@ fn training_and_evaluation_report_bad_input_clearly() {
         e.contains("reward `cmd` needs a program"),
         "the list reached the flag: {e}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn plot_writes_svg_and_png_of_the_same_chart_and_names_bad_lines() {
     let metrics =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/main-job-lavapipe.metrics.jsonl");
-    let dir = std::env::temp_dir().join(format!("tinylora-cli-plot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let (svg, png) = (dir.join("chart.svg"), dir.join("chart.PNG"));
     for out in [&svg, &png] {
         let run = tinylora(&["plot", metrics.to_str().unwrap(), "-o", out.to_str().unwrap()]);
@@ -575,5 +572,4 @@ fn plot_writes_svg_and_png_of_the_same_chart_and_names_bad_lines() {
     let e = failure(&metrics, "x.jpg");
     assert!(e.contains("x.jpg: the chart is written as .svg or .png"), "{e}");
     assert!(!dir.join("x.png").exists() && !dir.join("x.jpg").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,11 @@
 //! Batched generation with a KV cache: one prefill over the left-padded prompts, then one
 //! decode step per new token. On a GPU, ended sequences ride along until at most half the batch
 //! is live, then the batch shrinks; on the CPU it shrinks as soon as one ends.
+//!
+//! Every buffer stays within [`MAX_BINDING_BYTES`] whatever the batch (lavapipe and browsers
+//! bind at most 128 MiB): a batch whose KV cache would not fit is generated in groups of
+//! [`cache_rows`] rows, a prefill runs in chunks of [`prefill_slots`] positions, and the next
+//! token's logits `[B, V]` are made [`Transformer::logit_chunk_rows`] rows at a time.
 
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
@@ -11,7 +16,7 @@ use tinylora_kernels::choose_tokens;
 use crate::batch::{PROMPT_BLOCK, attention_mask, left_pad, positions};
 use crate::device::is_cpu;
 use crate::error::{EngineError, read_f32, read_f32_async};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KV_BLOCK, KvCache};
 use crate::linear::MAX_BINDING_BYTES;
 use crate::rope::rope_tables;
 use crate::sampling::{SamplingParams, sample};
@@ -74,6 +79,18 @@ pub fn prefill_slots(config: &ModelConfig, b: usize, s: usize, cap: usize) -> us
     } else {
         slots
     }
+}
+
+/// Rows per generation group whose caches span `s` slots: few enough that one layer's cached
+/// keys (or values) `[B, n_kv, S, d_h]`, in f32, stay within [`MAX_BINDING_BYTES`]; at least 1.
+/// Saturating.
+pub fn cache_rows(config: &ModelConfig, s: usize) -> usize {
+    let per_row = config
+        .num_key_value_heads
+        .saturating_mul(config.head_dim)
+        .saturating_mul(s)
+        .saturating_mul(4);
+    (MAX_BINDING_BYTES / per_row.max(1)).max(1)
 }
 
 impl Transformer {
@@ -192,19 +209,44 @@ impl Transformer {
             .iter()
             .map(|p| opts.max_new_tokens.min(context - p.len()))
             .collect();
-        let mut out: Vec<Generation> = prompts
-            .iter()
-            .map(|p| Generation {
-                prompt_ids: p.clone(),
-                output_ids: vec![],
-                logprobs: vec![],
-                finish: FinishReason::Length,
-            })
-            .collect();
         if opts.max_new_tokens == 0 || prompts.is_empty() {
-            return Ok(out);
+            return Ok(prompts.iter().map(|p| Generation::empty(p)).collect());
         }
-        let mut rngs: Vec<_> = (0..prompts.len()).map(|i| opts.sampling.rng(i)).collect();
+        // the cache spans the longest prompt (rows are left-padded to it) and the most new
+        // tokens a sequence may take, in whole blocks; groups of equal size share its bound
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let slots = (longest + limits.iter().max().copied().unwrap_or(0)).div_ceil(KV_BLOCK) * KV_BLOCK;
+        let groups = prompts.len().div_ceil(cache_rows(&self.config, slots));
+        let size = prompts.len().div_ceil(groups);
+        let mut out = Vec::with_capacity(prompts.len());
+        for first in (0..prompts.len()).step_by(size) {
+            let end = (first + size).min(prompts.len());
+            out.extend(
+                self.generate_group(
+                    &prompts[first..end],
+                    first,
+                    &limits[first..end],
+                    opts,
+                    &mut on_token,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Generate for `prompts` in one batch, at most `limits[i]` new tokens for prompt i, which
+    /// is prompt `first + i` of the caller's (its sampling stream and `on_token`'s index).
+    async fn generate_group(
+        &self,
+        prompts: &[Vec<u32>],
+        first: usize,
+        limits: &[usize],
+        opts: &GenerateOptions,
+        on_token: &mut impl FnMut(usize, u32),
+    ) -> Result<Vec<Generation>, EngineError> {
+        let mut out: Vec<Generation> = prompts.iter().map(|p| Generation::empty(p)).collect();
+        let mut rngs: Vec<_> = (0..prompts.len()).map(|i| opts.sampling.rng(first + i)).collect();
         let h = self.config.hidden_size;
         let (mut rows, mut pads) = left_pad(prompts, 0);
         // `active[r]`: index into `prompts` of batch row r, `None` once that sequence ended.
@@ -223,8 +265,8 @@ impl Transformer {
                 self.step(&rows, &pads, &mut cache) // [B, 1, H]
             };
             let (b, t) = (active.len(), hidden.dims()[1]);
-            let last = hidden.narrow(1, t - 1, 1).reshape([b, h]);
-            let choices = choose_next(self.logits(last), &active, &opts.sampling, &mut rngs).await?;
+            let last = hidden.narrow(1, t - 1, 1).reshape([b, h]); // [B, H]
+            let choices = self.choose_next(last, &active, &opts.sampling, &mut rngs).await?;
             let mut next_rows = Vec::with_capacity(b);
             for (r, slot) in active.iter_mut().enumerate() {
                 let (Some(i), Some((id, lp))) = (*slot, choices[r]) else {
@@ -234,7 +276,7 @@ impl Transformer {
                 let g = &mut out[i];
                 g.output_ids.push(id);
                 g.logprobs.push(lp);
-                on_token(i, id);
+                on_token(first + i, id);
                 if opts.stop_ids.contains(&id) {
                     g.finish = FinishReason::Stop;
                     *slot = None;
@@ -260,41 +302,83 @@ impl Transformer {
             rows = next_rows;
         }
     }
+
+    /// (id, log-probability) of the next token of every live row of the batch (`None` for
+    /// rows whose sequence ended) from the last positions' hidden states `[B, H]`: the logits
+    /// `[n, V]` are made [`Self::logit_chunk_rows`] rows at a time and chosen on the device,
+    /// reading back two numbers a row, unless top-k or top-p need the host's sort of the
+    /// logits. Either way a sampled row takes one uniform draw from its sequence's stream.
+    async fn choose_next(
+        &self,
+        last: Tensor<2>,
+        active: &[Option<usize>],
+        sampling: &SamplingParams,
+        rngs: &mut [ChaCha8Rng],
+    ) -> Result<Vec<Option<(u32, f32)>>, EngineError> {
+        let [b, _] = last.dims();
+        let (v, step) = (self.config.vocab_size, self.logit_chunk_rows());
+        let rows_of = |x: Tensor<2>, start: usize| rows(x, start, step.min(b - start));
+        if sampling.truncates() {
+            let mut choices = Vec::with_capacity(b);
+            for start in (0..b).step_by(step) {
+                let logits = self.logits(rows_of(last.clone(), start)); // [n, V]
+                let logits = read_f32_async(logits, "logits").await?;
+                choices.extend(
+                    logits
+                        .chunks_exact(v)
+                        .zip(&active[start..])
+                        .map(|(row, slot)| slot.map(|i| sample(row, sampling, &mut rngs[i]))),
+                );
+            }
+            return Ok(choices);
+        }
+        let draws: Vec<f32> = active
+            .iter()
+            .map(|slot| match slot {
+                Some(i) if sampling.samples() => rngs[*i].random(),
+                _ => 0.0,
+            })
+            .collect();
+        let draws = Tensor::<1>::from_data(TensorData::new(draws, [b]), &self.device); // [B]
+        let chosen: Vec<Tensor<2>> = (0..b)
+            .step_by(step)
+            .map(|start| {
+                let draws = rows(draws.clone(), start, step.min(b - start)); // [n]
+                choose_tokens(
+                    self.logits(rows_of(last.clone(), start)),
+                    draws,
+                    sampling.temperature,
+                ) // [n, 2]
+            })
+            .collect();
+        let chosen = read_f32_async(Tensor::cat(chosen, 0), "tokens").await?; // [B, 2]
+        Ok(active
+            .iter()
+            .zip(chosen.chunks_exact(2))
+            .map(|(slot, c)| slot.map(|_| (c[0] as u32, c[1])))
+            .collect())
+    }
 }
 
-/// (id, log-probability) of the next token of every live row of the batch (`None` for rows
-/// whose sequence ended) from the logits `[B, V]` of the last positions: chosen on the device,
-/// reading back two numbers a row, unless top-k or top-p need the host's sort of the logits.
-/// Either way a sampled row takes one uniform draw from its sequence's stream.
-async fn choose_next(
-    logits: Tensor<2>,
-    active: &[Option<usize>],
-    sampling: &SamplingParams,
-    rngs: &mut [ChaCha8Rng],
-) -> Result<Vec<Option<(u32, f32)>>, EngineError> {
-    let [b, v] = logits.dims();
-    if sampling.truncates() {
-        let logits = read_f32_async(logits, "logits").await?; // [B, V]
-        return Ok(active
-            .iter()
-            .enumerate()
-            .map(|(r, slot)| slot.map(|i| sample(&logits[r * v..(r + 1) * v], sampling, &mut rngs[i])))
-            .collect());
+impl Generation {
+    /// `prompt` with nothing generated yet.
+    fn empty(prompt: &[u32]) -> Self {
+        Generation {
+            prompt_ids: prompt.to_vec(),
+            output_ids: vec![],
+            logprobs: vec![],
+            finish: FinishReason::Length,
+        }
     }
-    let draws: Vec<f32> = active
-        .iter()
-        .map(|slot| match slot {
-            Some(i) if sampling.samples() => rngs[*i].random(),
-            _ => 0.0,
-        })
-        .collect();
-    let draws = Tensor::<1>::from_data(TensorData::new(draws, [b]), &logits.device());
-    let chosen = read_f32_async(choose_tokens(logits, draws, sampling.temperature), "tokens").await?; // [B, 2]
-    Ok(active
-        .iter()
-        .zip(chosen.chunks_exact(2))
-        .map(|(slot, c)| slot.map(|_| (c[0] as u32, c[1])))
-        .collect())
+}
+
+/// Rows `start..start + n` of x (x itself when that is all of them).
+fn rows<const D: usize>(x: Tensor<D>, start: usize, n: usize) -> Tensor<D> {
+    if start == 0 && n == x.dims()[0] {
+        x
+    } else {
+        x.narrow(0, start, n)
+    }
 }
 
 /// Every prompt must have a token to condition on.
@@ -309,7 +393,7 @@ fn check_prompts(prompts: &[Vec<u32>]) -> Result<(), EngineError> {
 mod tests {
     use tinylora_formats::{Architecture, ModelConfig};
 
-    use super::prefill_slots;
+    use super::{cache_rows, prefill_slots};
 
     /// SmolLM2-135M's widths: 9 heads, F = 1536.
     fn smollm2() -> ModelConfig {
@@ -347,5 +431,23 @@ mod tests {
         assert_eq!(prefill_slots(&c, 1, 64, 0), 1);
         // sizes from a file that would overflow saturate instead
         assert_eq!(prefill_slots(&c, usize::MAX, usize::MAX, 512), 1);
+    }
+
+    #[test]
+    fn generation_groups_keep_one_layers_cache_within_a_binding() {
+        let c = smollm2();
+        // 3 kv heads 64 wide over 704 slots: 4 · 3 · 64 · 704 = 540,672 bytes a row,
+        // 64 MiB / 540,672 = 124.1 → 124 rows
+        assert_eq!(cache_rows(&c, 704), 124);
+        // Qwen2.5-0.5B (2 kv heads 64 wide) over 576 slots: 64 MiB / 294,912 = 227.6 → 227
+        let qwen = ModelConfig {
+            num_key_value_heads: 2,
+            ..smollm2()
+        };
+        assert_eq!(cache_rows(&qwen, 576), 227);
+        // never 0, even when one row is past the bound; 0 slots mean no bound; overflow saturates
+        assert_eq!(cache_rows(&c, 1 << 20), 1);
+        assert_eq!(cache_rows(&c, 0), 64 << 20);
+        assert_eq!(cache_rows(&c, usize::MAX), 1);
     }
 }

@@ -151,8 +151,8 @@ mod tests {
 
     #[test]
     fn a_write_removes_what_killed_writers_left_and_nothing_else() {
-        let dir = std::env::temp_dir().join(format!("tinylora-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let target = dir.join("model.safetensors");
         // pid_max is at most 2^22 on Linux: no such process
         let stale = dir.join("model.safetensors.tmp4294967295");
@@ -167,13 +167,12 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         assert_eq!(!stale.exists(), cfg!(target_os = "linux"));
         assert!(unrelated.iter().all(|p| p.exists()));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn only_regular_files_are_replaced() {
-        let dir = std::env::temp_dir().join(format!("tinylora-atomic-kinds-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("file");
         std::fs::write(&file, b"old").unwrap();
         write_atomic(&file, b"new").unwrap();
@@ -188,9 +187,8 @@ mod tests {
             let e = check_can_write(Path::new("/dev/null")).unwrap_err().to_string();
             assert!(e.contains("is not a regular file"), "{e}");
         }
-        let e = write_atomic(&dir, b"x").unwrap_err().to_string();
+        let e = write_atomic(dir, b"x").unwrap_err().to_string();
         assert!(e.contains("is a directory"), "{e}");
         assert_eq!(std::fs::read(&file).unwrap(), b"new");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -206,8 +206,8 @@ mod tests {
     /// permissions any new file gets here.
     #[test]
     fn streamed_safetensors_read_back_with_the_usual_permissions() {
-        let dir = std::env::temp_dir().join(format!("tinylora-hfw-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let tensors = vec![
             (
                 "b.weight".to_string(),
@@ -273,6 +273,5 @@ mod tests {
                 assert_eq!(mode(&path), mode(&probe), "as any new file, not owner-only");
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

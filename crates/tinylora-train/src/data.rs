@@ -173,8 +173,8 @@ mod tests {
 
     #[test]
     fn malformed_line_names_file_and_line() {
-        let dir = std::env::temp_dir().join(format!("tinylora-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("bad.jsonl");
         std::fs::write(
             &path,
@@ -194,8 +194,8 @@ mod tests {
 
     #[test]
     fn non_utf8_line_names_file_and_line_and_a_bom_is_ignored() {
-        let dir = std::env::temp_dir().join(format!("tinylora-data-utf8-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("latin1.jsonl");
         let mut bytes = b"{\"question\": \"a\", \"answer\": \"1\"}\r\n".to_vec();
         bytes.extend(b"{\"question\": \"caf\xe9\", \"answer\": \"2\"}\n");
@@ -219,8 +219,8 @@ mod tests {
 
     #[test]
     fn the_fingerprint_follows_the_contents_not_the_path() {
-        let dir = std::env::temp_dir().join(format!("tinylora-data-fp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
         std::fs::write(&a, "{\"question\": \"1+1\", \"answer\": \"2\"}\n").unwrap();
         std::fs::copy(&a, &b).unwrap();
@@ -228,7 +228,6 @@ mod tests {
         // FNV-1a of the empty input is its offset basis
         std::fs::write(&b, "").unwrap();
         assert_eq!(data_fingerprint(&b).unwrap(), "cbf29ce484222325");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

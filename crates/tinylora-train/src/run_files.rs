@@ -321,7 +321,8 @@ mod tests {
 
     #[test]
     fn a_directory_is_trained_in_by_one_process_at_a_time() {
-        let dir = std::env::temp_dir().join(format!("tinylora-lock-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
         let files = RunFiles { dir: dir.clone() };
         let (created, lock) = files.start(false).unwrap();
         assert!(created && files.lock_file().exists());
