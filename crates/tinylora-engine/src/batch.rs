@@ -40,11 +40,16 @@ pub fn attention_mask(
 /// share shapes (and compiled shaders).
 pub const PROMPT_BLOCK: usize = 16;
 
-/// Left-pad `prompts` with `pad_id` to the longest, rounded up to [`PROMPT_BLOCK`]; returns
-/// the rows and each row's padding.
-pub fn left_pad(prompts: &[Vec<u32>], pad_id: u32) -> (Vec<Vec<u32>>, Vec<usize>) {
+/// The length of `prompts`' left-padded rows: the longest, rounded up to [`PROMPT_BLOCK`].
+pub fn padded_len(prompts: &[Vec<u32>]) -> usize {
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let t = longest.div_ceil(PROMPT_BLOCK) * PROMPT_BLOCK;
+    longest.div_ceil(PROMPT_BLOCK) * PROMPT_BLOCK
+}
+
+/// Left-pad `prompts` with `pad_id` to [`padded_len`]; returns the rows and each row's
+/// padding.
+pub fn left_pad(prompts: &[Vec<u32>], pad_id: u32) -> (Vec<Vec<u32>>, Vec<usize>) {
+    let t = padded_len(prompts);
     let pads: Vec<usize> = prompts.iter().map(|p| t - p.len()).collect();
     let rows = prompts
         .iter()

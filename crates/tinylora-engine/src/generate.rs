@@ -2,10 +2,10 @@
 //! decode step per new token. On a GPU, ended sequences ride along until at most half the batch
 //! is live, then the batch shrinks; on the CPU it shrinks as soon as one ends.
 //!
-//! Every buffer stays within [`MAX_BINDING_BYTES`] whatever the batch (lavapipe and browsers
-//! bind at most 128 MiB): a batch whose KV cache would not fit is generated in groups of
-//! [`cache_rows`] rows, a prefill runs in chunks of [`prefill_slots`] positions, and the next
-//! token's logits `[B, V]` are made [`Transformer::logit_chunk_rows`] rows at a time.
+//! The buffers that grow with the batch stay within [`MAX_BINDING_BYTES`] (lavapipe and
+//! browsers bind at most 128 MiB): a batch whose KV cache would not fit is generated in groups
+//! of at most [`cache_rows`] rows, a prefill runs in chunks of [`prefill_slots`] positions, and
+//! the next token's logits `[B, V]` are made [`Transformer::logit_chunk_rows`] rows at a time.
 
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use tinylora_formats::ModelConfig;
 use tinylora_kernels::choose_tokens;
 
-use crate::batch::{PROMPT_BLOCK, attention_mask, left_pad, positions};
+use crate::batch::{PROMPT_BLOCK, attention_mask, left_pad, padded_len, positions};
 use crate::device::is_cpu;
 use crate::error::{EngineError, read_f32, read_f32_async};
 use crate::kv_cache::{KV_BLOCK, KvCache};
@@ -55,12 +55,15 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// Floats per token of a forward's widest buffers when attention spans `s` slots: the larger
-/// of attention's scores (`n_h · S`) and the MLP's activations (F). Saturating.
+/// Floats per token of a forward's widest buffers when attention spans `s` slots: the largest
+/// of attention's scores (`n_h · S`), the queries (`n_h · d_h`), the hidden state (H) and the
+/// MLP's activations (F). Saturating.
 pub fn widest_floats_per_token(config: &ModelConfig, s: usize) -> usize {
-    config
-        .num_attention_heads
+    let heads = config.num_attention_heads;
+    heads
         .saturating_mul(s)
+        .max(heads.saturating_mul(config.head_dim))
+        .max(config.hidden_size)
         .max(config.intermediate_size)
 }
 
@@ -79,6 +82,16 @@ pub fn prefill_slots(config: &ModelConfig, b: usize, s: usize, cap: usize) -> us
     } else {
         slots
     }
+}
+
+/// Slots a generation's KV cache reaches: the prompts' padded rows (`padded` slots, written by
+/// the prefill), then one slot per decode step (`most_new − 1` of them: the last token is
+/// never fed back), in whole [`KV_BLOCK`]s. Saturating.
+pub fn cache_slots(padded: usize, most_new: usize) -> usize {
+    padded
+        .saturating_add(most_new.saturating_sub(1))
+        .div_ceil(KV_BLOCK)
+        .saturating_mul(KV_BLOCK)
 }
 
 /// Rows per generation group whose caches span `s` slots: few enough that one layer's cached
@@ -176,8 +189,9 @@ impl Transformer {
         self.logits(hidden.reshape([b * t, h]))
     }
 
-    /// Generate continuations for every prompt in one batch. `on_token(i, id)` is called for
-    /// each new token of prompt `i` as soon as it is chosen.
+    /// Generate continuations for every prompt, in batches of at most [`cache_rows`] rows (one
+    /// batch unless the KV cache would pass a binding). `on_token(i, id)` is called for each
+    /// new token of prompt `i` as soon as it is chosen.
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
@@ -212,10 +226,10 @@ impl Transformer {
         if opts.max_new_tokens == 0 || prompts.is_empty() {
             return Ok(prompts.iter().map(|p| Generation::empty(p)).collect());
         }
-        // the cache spans the longest prompt (rows are left-padded to it) and the most new
-        // tokens a sequence may take, in whole blocks; groups of equal size share its bound
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let slots = (longest + limits.iter().max().copied().unwrap_or(0)).div_ceil(KV_BLOCK) * KV_BLOCK;
+        // every group is bounded by the whole batch's longest rows and most new tokens; the
+        // groups are as even as can be (7 prompts at 3 rows a group: 3, 3, 1)
+        let most_new = limits.iter().copied().max().unwrap_or(0);
+        let slots = cache_slots(padded_len(prompts), most_new);
         let groups = prompts.len().div_ceil(cache_rows(&self.config, slots));
         let size = prompts.len().div_ceil(groups);
         let mut out = Vec::with_capacity(prompts.len());
@@ -317,11 +331,12 @@ impl Transformer {
     ) -> Result<Vec<Option<(u32, f32)>>, EngineError> {
         let [b, _] = last.dims();
         let (v, step) = (self.config.vocab_size, self.logit_chunk_rows());
-        let rows_of = |x: Tensor<2>, start: usize| rows(x, start, step.min(b - start));
+        // (first row, rows) of each chunk
+        let chunks: Vec<(usize, usize)> = (0..b).step_by(step).map(|s| (s, step.min(b - s))).collect();
         if sampling.truncates() {
             let mut choices = Vec::with_capacity(b);
-            for start in (0..b).step_by(step) {
-                let logits = self.logits(rows_of(last.clone(), start)); // [n, V]
+            for &(start, n) in &chunks {
+                let logits = self.logits(row_range(last.clone(), start, n)); // [n, V]
                 let logits = read_f32_async(logits, "logits").await?;
                 choices.extend(
                     logits
@@ -340,15 +355,11 @@ impl Transformer {
             })
             .collect();
         let draws = Tensor::<1>::from_data(TensorData::new(draws, [b]), &self.device); // [B]
-        let chosen: Vec<Tensor<2>> = (0..b)
-            .step_by(step)
-            .map(|start| {
-                let draws = rows(draws.clone(), start, step.min(b - start)); // [n]
-                choose_tokens(
-                    self.logits(rows_of(last.clone(), start)),
-                    draws,
-                    sampling.temperature,
-                ) // [n, 2]
+        let chosen: Vec<Tensor<2>> = chunks
+            .iter()
+            .map(|&(start, n)| {
+                let logits = self.logits(row_range(last.clone(), start, n)); // [n, V]
+                choose_tokens(logits, row_range(draws.clone(), start, n), sampling.temperature) // [n, 2]
             })
             .collect();
         let chosen = read_f32_async(Tensor::cat(chosen, 0), "tokens").await?; // [B, 2]
@@ -373,7 +384,7 @@ impl Generation {
 }
 
 /// Rows `start..start + n` of x (x itself when that is all of them).
-fn rows<const D: usize>(x: Tensor<D>, start: usize, n: usize) -> Tensor<D> {
+fn row_range<const D: usize>(x: Tensor<D>, start: usize, n: usize) -> Tensor<D> {
     if start == 0 && n == x.dims()[0] {
         x
     } else {
@@ -393,7 +404,7 @@ fn check_prompts(prompts: &[Vec<u32>]) -> Result<(), EngineError> {
 mod tests {
     use tinylora_formats::{Architecture, ModelConfig};
 
-    use super::{cache_rows, prefill_slots};
+    use super::{cache_rows, cache_slots, prefill_slots};
 
     /// SmolLM2-135M's widths: 9 heads, F = 1536.
     fn smollm2() -> ModelConfig {
@@ -449,5 +460,18 @@ mod tests {
         assert_eq!(cache_rows(&c, 1 << 20), 1);
         assert_eq!(cache_rows(&c, 0), 64 << 20);
         assert_eq!(cache_rows(&c, usize::MAX), 1);
+    }
+
+    #[test]
+    fn the_cache_bound_counts_the_padded_prompt_and_every_decode_step() {
+        // a 100-token prompt is prefilled as 112 slots (7 blocks of 16), then 27 decode steps
+        // write one slot each for 28 new tokens: 139 slots, 3 blocks of 64
+        assert_eq!(cache_slots(112, 28), 192);
+        // 49 tokens → 64 slots, + 14 steps = 78 → 128
+        assert_eq!(cache_slots(64, 15), 128);
+        // one new token needs no decode step
+        assert_eq!(cache_slots(64, 1), 64);
+        assert_eq!(cache_slots(0, 0), 0);
+        assert_eq!(cache_slots(usize::MAX, 2), usize::MAX);
     }
 }
