@@ -355,14 +355,20 @@ impl Transformer {
             })
             .collect();
         let draws = Tensor::<1>::from_data(TensorData::new(draws, [b]), &self.device); // [B]
-        let chosen: Vec<Tensor<2>> = chunks
+        let mut chosen: Vec<Tensor<2>> = chunks
             .iter()
             .map(|&(start, n)| {
                 let logits = self.logits(row_range(last.clone(), start, n)); // [n, V]
                 choose_tokens(logits, row_range(draws.clone(), start, n), sampling.temperature) // [n, 2]
             })
             .collect();
-        let chosen = read_f32_async(Tensor::cat(chosen, 0), "tokens").await?; // [B, 2]
+        // one chunk (the common case) is read as it is: a concatenation would copy it
+        let chosen = if chosen.len() == 1 {
+            chosen.swap_remove(0)
+        } else {
+            Tensor::cat(chosen, 0)
+        }; // [B, 2]
+        let chosen = read_f32_async(chosen, "tokens").await?;
         Ok(active
             .iter()
             .zip(chosen.chunks_exact(2))
